@@ -1,0 +1,14 @@
+import { defineConfig } from "vitest/config";
+
+// Every test of the workspace, run against the built packages (npm test builds first).
+// Integration tests start real servers, so files run in separate processes.
+export default defineConfig({
+  test: {
+    include: ["{libs,services,cli,bench}/*/src/**/*.test.ts", "{libs,services}/*/test/**/*.test.ts", "{cli,bench}/{src,test}/**/*.test.ts"],
+    exclude: ["**/node_modules/**", "**/dist/**"],
+    pool: "forks",
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    reporters: ["default"],
+  },
+});
