@@ -1,0 +1,94 @@
+import { z } from "zod";
+
+/** A key=tenant pair list such as `k1=acme,k2=globex`, parsed into a map from key to tenant. */
+const apiKeysSchema = z
+  .string()
+  .default("")
+  .transform((raw, ctx) => {
+    const keys: Record<string, string> = {};
+    for (const [i, entry] of raw.split(",").map((s) => s.trim()).entries()) {
+      if (entry === "") continue;
+      const eq = entry.indexOf("=");
+      const key = entry.slice(0, eq).trim();
+      const tenant = entry.slice(eq + 1).trim();
+      if (eq <= 0 || key === "" || !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(tenant)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `entry ${i + 1} must be key=tenant with a tenant of lowercase letters, digits, '-' or '_'`,
+        });
+        continue;
+      }
+      keys[key] = tenant;
+    }
+    return keys;
+  });
+
+/**
+ * The environment every service reads. A service's own `config.ts` extends it. Variables are
+ * read by `loadConfig(schema, env)` only, never at import time, so tests pass their own env.
+ */
+export const baseConfigSchema = z.object({
+  /** Address the gRPC server binds. Default `0.0.0.0`. */
+  LATHE_GRPC_HOST: z.string().min(1).default("0.0.0.0"),
+  /** gRPC port; 0 picks a free one. Default 50051. */
+  LATHE_GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
+  /** Folder for local state: the embedded database, artifacts. Default `.lathe`. */
+  LATHE_DATA_DIR: z.string().min(1).default(".lathe"),
+  /** Postgres URL. Unset: an embedded PGlite database under LATHE_DATA_DIR/pg. */
+  LATHE_PG_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
+  /** NATS URL (JetStream enabled). Unset: the in-process event bus. */
+  LATHE_NATS_URL: z.string().regex(/^(nats|tls):\/\//, "must be a nats:// URL").optional(),
+  /** Prefix of event subjects and stream name, to share one NATS between environments. Default empty. */
+  LATHE_EVENTS_PREFIX: z.string().regex(/^[a-z0-9_-]*$/, "lowercase letters, digits, '-' and '_' only").default(""),
+  /** API keys as comma-separated `key=tenant` pairs. A call without a known key is refused. Secret. */
+  LATHE_API_KEYS: apiKeysSchema,
+  /** Folder of the content-addressed artifact store. Default LATHE_DATA_DIR/artifacts. */
+  LATHE_ARTIFACTS_DIR: z.string().min(1).optional(),
+  /** Log level: trace, debug, info, warn, error, fatal or silent. Default `info`. */
+  LATHE_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  /** How long SIGTERM waits for calls in flight before closing them, in milliseconds. Default 10000. */
+  LATHE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+  /** How often the outbox relay looks for unsent events, in milliseconds. Default 500. */
+  LATHE_OUTBOX_POLL_MS: z.coerce.number().int().min(10).default(500),
+  /** OTLP/HTTP endpoint for traces (e.g. http://collector:4318). Unset: traces are not exported. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
+});
+
+export type BaseConfig = z.infer<typeof baseConfigSchema>;
+
+/** A configuration that cannot be used, listing every variable that is wrong. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n  ${problems.join("\n  ")}`);
+  }
+}
+
+/**
+ * Parses `env` with `schema`. Pure: reads nothing but its arguments. Throws ConfigError naming
+ * each bad variable.
+ */
+export function loadConfig<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
+  const result = schema.safeParse(env);
+  if (!result.success) {
+    throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(env)"}: ${i.message}`));
+  }
+  return result.data;
+}
+
+const secretName = /(KEYS?|SECRET|PASSWORD|TOKEN|CREDENTIALS?)$/;
+
+/** A copy of a config fit for logs: secrets replaced, passwords in URLs masked. */
+export function redactConfig(config: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (secretName.test(k)) {
+      out[k] = v && typeof v === "object" ? `[redacted: ${Object.keys(v).length} entries]` : "[redacted]";
+    } else if (typeof v === "string" && /^[a-z]+:\/\/[^/]*@/.test(v)) {
+      out[k] = v.replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/, "$1:***@");
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
