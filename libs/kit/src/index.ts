@@ -6,6 +6,7 @@ export * from "./pagination.js";
 export * from "./runtime.js";
 export { ApiKeyAuth } from "./grpc/auth.js";
 export { GrpcServer, type GrpcServerOptions } from "./grpc/server.js";
+export { unimplementedHandlers } from "./grpc/unimplemented.js";
 export { wrapHandlers, type CallContext, type ServiceDef, type ServiceHandlers } from "./grpc/handlers.js";
 export { createClient, unary, withMetadata, type ClientFactoryOptions } from "./grpc/client.js";
 export { openDatabase, type Database } from "./db/database.js";

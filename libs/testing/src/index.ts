@@ -5,3 +5,4 @@ export { startNatsServer, type NatsServerProcess, type StartNatsServerOptions } 
 export { freePort } from "./free-port.js";
 export { tempDir, type TempDir } from "./temp-dir.js";
 export { waitFor, type WaitForOptions } from "./wait-for.js";
+export { startTestPlatform, testKeys, type TestPlatform } from "./platform.js";

@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { BusMessage, EventBus, SubscribeOptions, Subscription } from "./bus.js";
+import { subjectMatches, type BusMessage, type EventBus, type SubscribeOptions, type Subscription } from "./bus.js";
 
 export interface JetStreamBusOptions {
   url: string;
@@ -70,20 +70,26 @@ export class JetStreamBus implements EventBus {
   async subscribe(opts: SubscribeOptions): Promise<Subscription> {
     const durable = this.subjectPrefix ? `${this.subjectPrefix.slice(0, -1)}_${opts.durable}` : opts.durable;
     const filters = opts.subjects.map((s) => this.subjectPrefix + s);
+    // Several filter subjects need NATS 2.10; before that one consumer takes the stream's
+    // subjects (or the single filter) and the rest is filtered here.
+    const [major = 0, minor = 0] = (this.nc.info?.version ?? "0.0").split(".").map(Number);
+    const multi = major > 2 || (major === 2 && minor >= 10);
+    const filter = filters.length === 1 ? { filter_subject: filters[0] } : multi ? { filter_subjects: filters } : { filter_subject: `${this.subjectPrefix}lathe.>` };
     const wanted = {
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       ack_wait: 30_000_000_000,
       max_deliver: -1,
-      filter_subjects: filters,
+      ...filter,
     };
     try {
       await this.jsm.consumers.info(this.stream, durable);
-      await this.jsm.consumers.update(this.stream, durable, { filter_subjects: filters, ack_wait: wanted.ack_wait });
+      await this.jsm.consumers.update(this.stream, durable, { ...filter, ack_wait: wanted.ack_wait });
     } catch {
       await this.jsm.consumers.add(this.stream, wanted);
     }
+    const wants = (subject: string) => filters.some((f) => subjectMatches(f, subject));
     const consumer = await this.js.consumers.get(this.stream, durable);
     const messages = await consumer.consume({ max_messages: 64 });
     let stopping = false;
@@ -92,6 +98,10 @@ export class JetStreamBus implements EventBus {
         const headers: Record<string, string> = {};
         if (m.headers) for (const [k, v] of m.headers) if (v[0] !== undefined) headers[k] = v[0];
         const id = headers["Nats-Msg-Id"] ?? `${this.stream}:${m.seq}`;
+        if (!wants(m.subject)) {
+          m.ack();
+          continue;
+        }
         try {
           await opts.handler({ id, subject: m.subject.slice(this.subjectPrefix.length), data: m.data, headers, redelivered: m.redelivered });
           m.ack();

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test. Tests reach Postgres and NATS through LATHE_TEST_PG_URL / LATHE_TEST_NATS_URL;
+# when those are unset and the servers of this kind of machine answer on 127.0.0.1, they are
+# used (and named here), otherwise @lathe/testing falls back to testcontainers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${LATHE_TEST_PG_URL:-}" ] && pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  export LATHE_TEST_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
+  echo "tests use Postgres at $LATHE_TEST_PG_URL"
+fi
+if [ -z "${LATHE_TEST_NATS_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+  export LATHE_TEST_NATS_URL="nats://127.0.0.1:4222"
+  echo "tests use NATS at $LATHE_TEST_NATS_URL"
+fi
+exec node_modules/.bin/vitest run "$@"

@@ -1,0 +1,43 @@
+import { invalidArgument } from "@lathe/kit";
+
+/** Resource ids: what AIP-122 allows, lowercase so names are unambiguous in URLs and paths. */
+export const resourceIdPattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const labelKeyPattern = /^[a-z][a-z0-9_-]{0,62}$/;
+
+export function checkResourceId(field: string, id: string): string {
+  if (id === "") throw invalidArgument(field, "is required");
+  if (!resourceIdPattern.test(id)) {
+    throw invalidArgument(field, `${JSON.stringify(id.slice(0, 80))} must be 1 to 63 characters of lowercase letters, digits, '-', '.' and '_', starting with a letter or digit`);
+  }
+  return id;
+}
+
+/** The id of a resource name `<collection>/<id>`. */
+export function parseName(field: string, name: string, collection: string): string {
+  if (name === "") throw invalidArgument(field, "is required");
+  const prefix = `${collection}/`;
+  if (!name.startsWith(prefix)) throw invalidArgument(field, `${JSON.stringify(name.slice(0, 80))} must look like ${collection}/{id}`);
+  return checkResourceId(field, name.slice(prefix.length));
+}
+
+export function checkText(field: string, value: string, max: number, required = false): string {
+  if (required && value.trim() === "") throw invalidArgument(field, "is required");
+  if (value.length > max) throw invalidArgument(field, `is ${value.length} characters long; the limit is ${max}`);
+  return value;
+}
+
+export function checkLabels(field: string, labels: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(labels);
+  if (entries.length > 64) throw invalidArgument(field, `has ${entries.length} labels; the limit is 64`);
+  for (const [k, v] of entries) {
+    if (!labelKeyPattern.test(k)) throw invalidArgument(`${field}.${k}`, "label keys are 1 to 63 lowercase letters, digits, '-' or '_', starting with a letter");
+    if (v.length > 63) throw invalidArgument(`${field}.${k}`, "label values are at most 63 characters");
+  }
+  return labels;
+}
+
+export function checkRequestId(field: string, id: string): string | null {
+  if (id === "") return null;
+  if (id.length > 128 || !/^[\x21-\x7e]+$/.test(id)) throw invalidArgument(field, "must be at most 128 printable ASCII characters without spaces");
+  return id;
+}
