@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bin=node_modules/.bin
 "$bin/buf" lint proto
 bash scripts/buf-breaking.sh
+"$bin/tsc" -p tsconfig.tests.json
 "$bin/eslint" --max-warnings 0 .

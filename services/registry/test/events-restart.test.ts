@@ -2,15 +2,15 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient, JetStreamBus, unary, type Delivery } from "@lathe/kit";
+import { call, createClient, JetStreamBus, type Delivery } from "@lathe/kit";
 import { ModelCreated } from "@lathe/proto/lathe/events/v1/registry_events";
-import { RegistryServiceClient, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { Model, RegistryServiceClient, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { startNatsServer, startTestPlatform, testKeys, waitFor, type NatsServerProcess, type TestPlatform } from "@lathe/testing";
 import { createRegistryService } from "../src/index.js";
 
 const req = (id: string): CreateModelRequest => ({
   modelId: id,
-  model: { name: "", displayName: "", description: "", sourceUri: `/m/${id}`, labels: {}, createTime: undefined, updateTime: undefined },
+  model: Model.fromPartial({ sourceUri: `/m/${id}` }),
   requestId: "",
 });
 
@@ -50,12 +50,12 @@ describe("model_created through a NATS restart", () => {
   });
 
   it("publishes an event committed while NATS was down exactly once when it is back", async () => {
-    await unary((cb) => client.createModel(req("before"), cb));
+    await call(client, "createModel", req("before"));
     await waitFor(() => countFor("models/before") === 1, { what: "the first event" });
 
     await nats.stop();
     // The state change commits with NATS down; its event waits in the outbox.
-    const { model } = await unary((cb) => client.createModel(req("during-outage"), cb));
+    const { model } = await call(client, "createModel", req("during-outage"));
     expect(model!.name).toBe("models/during-outage");
     await new Promise((r) => setTimeout(r, 500));
     expect(await unpublished()).toBe(1);
@@ -71,7 +71,7 @@ describe("model_created through a NATS restart", () => {
   });
 
   it("does not publish twice when the relay dies after publishing and before marking it sent", async () => {
-    await unary((cb) => client.createModel(req("crashy"), cb));
+    await call(client, "createModel", req("crashy"));
     await waitFor(async () => countFor("models/crashy") === 1 && (await unpublished()) === 0, { what: "the event" });
     const before = await streamMessages();
     // What a crash between publish and the commit of published_at leaves behind.

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError, createClient, JetStreamBus, unary, withMetadata, type Delivery } from "@lathe/kit";
+import { AppError, call, createClient, JetStreamBus, withMetadata, type Delivery } from "@lathe/kit";
 import { ModelCreated } from "@lathe/proto/lathe/events/v1/registry_events";
-import { RegistryServiceClient, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { Model, RegistryServiceClient, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
 import { createRegistryService } from "../src/index.js";
 
 function modelReq(id: string, extra: Partial<CreateModelRequest> = {}): CreateModelRequest {
-  return { modelId: id, model: { name: "", displayName: "", description: "a test model", sourceUri: `/models/${id}`, labels: { team: "ml" }, createTime: undefined, updateTime: undefined }, requestId: "", ...extra };
+  return { modelId: id, model: Model.fromPartial({ description: "a test model", sourceUri: `/models/${id}`, labels: { team: "ml" } }), requestId: "", ...extra };
 }
 
 async function rejection(p: Promise<unknown>): Promise<AppError> {
@@ -40,28 +40,28 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
   });
 
   it("creates, gets, lists and deletes a model", async () => {
-    const { model } = await unary((cb) => acme.createModel(modelReq("llama-tiny"), cb));
+    const { model } = await call(acme, "createModel", modelReq("llama-tiny"));
     expect(model).toMatchObject({ name: "models/llama-tiny", displayName: "llama-tiny", sourceUri: "/models/llama-tiny", labels: { team: "ml" } });
     expect(model!.createTime).toBeInstanceOf(Date);
 
-    const got = await unary((cb) => acme.getModel({ name: "models/llama-tiny" }, cb));
+    const got = await call(acme, "getModel", { name: "models/llama-tiny" });
     expect(got.model).toEqual(model);
 
-    const list = await unary((cb) => acme.listModels({ pageSize: 0, pageToken: "" }, cb));
+    const list = await call(acme, "listModels", { pageSize: 0, pageToken: "" });
     expect(list.models.map((m) => m.name)).toContain("models/llama-tiny");
 
-    await unary((cb) => acme.deleteModel({ name: "models/llama-tiny" }, cb));
-    const err = await rejection(unary((cb) => acme.getModel({ name: "models/llama-tiny" }, cb)));
+    await call(acme, "deleteModel", { name: "models/llama-tiny" });
+    const err = await rejection(call(acme, "getModel", { name: "models/llama-tiny" }));
     expect(err.code).toBe("NOT_FOUND");
   });
 
   it("pages through a list with page tokens", async () => {
-    for (const i of [1, 2, 3, 4, 5]) await unary((cb) => acme.createModel(modelReq(`paged-${i}`), cb));
+    for (const i of [1, 2, 3, 4, 5]) await call(acme, "createModel", modelReq(`paged-${i}`));
     const names: string[] = [];
     let token = "";
     let pages = 0;
     do {
-      const page = await unary((cb) => acme.listModels({ pageSize: 2, pageToken: token }, cb));
+      const page = await call(acme, "listModels", { pageSize: 2, pageToken: token });
       expect(page.models.length).toBeLessThanOrEqual(2);
       names.push(...page.models.map((m) => m.name));
       token = page.nextPageToken;
@@ -73,14 +73,14 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
 
   it("returns the same model for a repeated request_id and publishes one event", async () => {
     const req = modelReq("idem", { requestId: "4b1d6c1e-retry-me" });
-    const first = await unary((cb) => acme.createModel(req, cb));
-    const second = await unary((cb) => acme.createModel(req, cb));
+    const first = await call(acme, "createModel", req);
+    const second = await call(acme, "createModel", req);
     expect(second.model).toEqual(first.model);
 
-    const dup = await rejection(unary((cb) => acme.createModel(modelReq("idem"), cb)));
+    const dup = await rejection(call(acme, "createModel", modelReq("idem")));
     expect(dup.code).toBe("ALREADY_EXISTS");
 
-    const reused = await rejection(unary((cb) => acme.createModel(modelReq("other", { requestId: "4b1d6c1e-retry-me" }), cb)));
+    const reused = await rejection(call(acme, "createModel", modelReq("other", { requestId: "4b1d6c1e-retry-me" })));
     expect(reused.code).toBe("INVALID_ARGUMENT");
     expect(reused.field).toBe("request_id");
 
@@ -94,22 +94,22 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
   it("carries the caller's trace context from gRPC metadata into the event", async () => {
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
     const md = withMetadata({ traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
-    await unary((cb) => acme.createModel(modelReq("traced"), md, cb));
+    await call(acme, "createModel", modelReq("traced"), md);
     const d = await waitFor(() => seen.find((x) => ModelCreated.decode(x.data).model === "models/traced"), { what: "model_created of models/traced" });
     expect(ModelCreated.decode(d.data).meta!.traceparent).toContain(traceId);
     expect(d.headers["traceparent"]).toContain(traceId);
   });
 
   it("keeps tenants apart", async () => {
-    await unary((cb) => acme.createModel(modelReq("secret-model"), cb));
-    expect((await rejection(unary((cb) => globex.getModel({ name: "models/secret-model" }, cb)))).code).toBe("NOT_FOUND");
-    expect((await rejection(unary((cb) => globex.deleteModel({ name: "models/secret-model" }, cb)))).code).toBe("NOT_FOUND");
-    const theirs = await unary((cb) => globex.listModels({ pageSize: 1000, pageToken: "" }, cb));
+    await call(acme, "createModel", modelReq("secret-model"));
+    expect((await rejection(call(globex, "getModel", { name: "models/secret-model" }))).code).toBe("NOT_FOUND");
+    expect((await rejection(call(globex, "deleteModel", { name: "models/secret-model" }))).code).toBe("NOT_FOUND");
+    const theirs = await call(globex, "listModels", { pageSize: 1000, pageToken: "" });
     expect(theirs.models.map((m) => m.name)).not.toContain("models/secret-model");
     // The same id is free in another tenant.
-    const own = await unary((cb) => globex.createModel(modelReq("secret-model", { model: { ...modelReq("x").model!, sourceUri: "/globex/m" } }), cb));
+    const own = await call(globex, "createModel", modelReq("secret-model", { model: { ...modelReq("x").model!, sourceUri: "/globex/m" } }));
     expect(own.model!.sourceUri).toBe("/globex/m");
-    const still = await unary((cb) => acme.getModel({ name: "models/secret-model" }, cb));
+    const still = await call(acme, "getModel", { name: "models/secret-model" });
     expect(still.model!.sourceUri).toBe("/models/secret-model");
   });
 
@@ -123,24 +123,24 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
       [modelReq("bad-label", { model: { ...modelReq("x").model!, labels: { "Bad Key": "v" } } }), "model.labels.Bad Key"],
     ];
     for (const [req, field] of cases) {
-      const err = await rejection(unary((cb) => acme.createModel(req, cb)));
+      const err = await rejection(call(acme, "createModel", req));
       expect(err.code, field).toBe("INVALID_ARGUMENT");
       expect(err.field).toBe(field);
       expect(err.message).toContain(field);
     }
-    expect((await rejection(unary((cb) => acme.getModel({ name: "llama" }, cb)))).field).toBe("name");
-    expect((await rejection(unary((cb) => acme.listModels({ pageSize: 10, pageToken: "garbage!" }, cb)))).field).toBe("page_token");
-    expect((await rejection(unary((cb) => acme.listModels({ pageSize: -1, pageToken: "" }, cb)))).field).toBe("page_size");
+    expect((await rejection(call(acme, "getModel", { name: "llama" }))).field).toBe("name");
+    expect((await rejection(call(acme, "listModels", { pageSize: 10, pageToken: "garbage!" }))).field).toBe("page_token");
+    expect((await rejection(call(acme, "listModels", { pageSize: -1, pageToken: "" }))).field).toBe("page_size");
   });
 
   it("refuses calls without a valid API key", async () => {
     const anonymous = createClient(RegistryServiceClient, t.address, {});
     const wrong = createClient(RegistryServiceClient, t.address, { apiKey: "not-a-key" });
     try {
-      const a = await rejection(unary((cb) => anonymous.listModels({ pageSize: 1, pageToken: "" }, cb)));
+      const a = await rejection(call(anonymous, "listModels", { pageSize: 1, pageToken: "" }));
       expect(a.code).toBe("UNAUTHENTICATED");
       expect(a.reason).toBe("API_KEY_MISSING");
-      const w = await rejection(unary((cb) => wrong.listModels({ pageSize: 1, pageToken: "" }, cb)));
+      const w = await rejection(call(wrong, "listModels", { pageSize: 1, pageToken: "" }));
       expect(w.code).toBe("UNAUTHENTICATED");
       expect(w.reason).toBe("API_KEY_INVALID");
     } finally {

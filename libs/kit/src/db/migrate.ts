@@ -13,10 +13,11 @@ export async function migrateSchema(
 ): Promise<void> {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${JSON.stringify(schema)}`);
   await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
-  const scoped = db.withSchema(schema);
   const provider = {
     async getMigrations(): Promise<Record<string, Migration>> {
-      return Object.fromEntries(Object.entries(migrations).map(([name, up]) => [name, { up: () => up(scoped) }]));
+      // Each migration runs in the migrator's transaction (`trx`), never on a second connection:
+      // PGlite has one, and on Postgres the lock and the change must commit together.
+      return Object.fromEntries(Object.entries(migrations).map(([name, up]) => [name, { up: (trx: Kysely<any>) => up(trx.withSchema(schema)) }])); // eslint-disable-line @typescript-eslint/no-explicit-any
     },
   };
   const migrator = new Migrator({ db, provider, migrationTableSchema: schema });

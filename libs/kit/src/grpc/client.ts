@@ -5,6 +5,8 @@ import {
   status,
   type CallOptions,
   type Client,
+  type ClientUnaryCall,
+  type ServiceError,
   type ClientOptions,
   type Interceptor,
 } from "@grpc/grpc-js";
@@ -67,6 +69,22 @@ export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: str
 }
 
 type Callback<R> = (err: Error | null, res?: R) => void;
+
+type FullUnary<Req, Res> = (req: Req, md: Metadata, options: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => ClientUnaryCall;
+/** The names of a generated client's unary methods. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type UnaryMethod<C> = { [K in keyof C]: C[K] extends FullUnary<any, any> ? (K extends string ? K : never) : never }[keyof C];
+type ReqOf<F> = F extends FullUnary<infer Req, infer _Res> ? Req : never;
+type ResOf<F> = F extends FullUnary<infer _Req, infer Res> ? Res : never;
+
+/**
+ * Calls a unary method of a generated client and awaits it, turning a gRPC error into an
+ * AppError (code, reason, field): `await call(client, "getModel", { name })`.
+ */
+export function call<C, K extends UnaryMethod<C>>(client: C, method: K, request: ReqOf<C[K]>, metadata: Metadata = new Metadata()): Promise<ResOf<C[K]>> {
+  const fn = client[method] as unknown as FullUnary<ReqOf<C[K]>, ResOf<C[K]>>;
+  return unary<ResOf<C[K]>>((cb) => fn.call(client, request, metadata, {}, cb));
+}
 
 /**
  * Awaits a unary call of a generated client, turning a gRPC error into an AppError (code,

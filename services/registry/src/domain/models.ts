@@ -1,6 +1,6 @@
 import { AppError, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize } from "@lathe/kit";
 import type { Kysely } from "kysely";
-import type { CreateModelRequest, Model } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { Model, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
 import type { ModelRow, RegistryTables } from "../db/migrations.js";
 import { modelCreated, modelDeleted } from "../events.js";
 import { checkLabels, checkRequestId, checkResourceId, checkText, parseName } from "./validate.js";
@@ -33,8 +33,9 @@ export function validateCreateModel(req: CreateModelRequest): NewModel {
   };
 }
 
+/** The API form of a stored model. Import metadata (architecture, sizes, digest) comes with issue #5. */
 export function toModel(row: ModelRow): Model {
-  return {
+  return Model.fromPartial({
     name: `models/${row.model_id}`,
     displayName: row.display_name,
     description: row.description,
@@ -42,7 +43,7 @@ export function toModel(row: ModelRow): Model {
     labels: row.labels,
     createTime: row.create_time,
     updateTime: row.update_time,
-  };
+  });
 }
 
 /** Models of the registry, always within one tenant. */

@@ -1,0 +1,98 @@
+import { resolve } from "node:path";
+import { Command, Option } from "commander";
+import { call } from "@lathe/kit";
+import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { connect, type ConnectionOptions } from "../connection.js";
+import { printJson, printTable } from "../output.js";
+
+/** Adds the connection options every client command takes. */
+export function withConnection(cmd: Command): Command {
+  return cmd
+    .option("--server <host:port>", "address of the Lathe API (default: the local `lathe up`, 127.0.0.1:50051)")
+    .option("--api-key <key>", "API key (default: LATHE_API_KEY, else the key of the local `lathe up`)")
+    .option("--data-dir <dir>", "data dir of the local `lathe up`, to find its key")
+    .option("--json", "print machine-readable JSON");
+}
+
+const modelName = (arg: string) => (arg.startsWith("models/") ? arg : `models/${arg}`);
+
+function parseLabel(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf("=");
+  if (eq <= 0) throw new Error(`--label ${value}: expected key=value`);
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+}
+
+function row(m: Model): Record<string, string> {
+  return { name: m.name, display_name: m.displayName, source: m.sourceUri, created: m.createTime?.toISOString() ?? "" };
+}
+
+/** `lathe models …`: the registry's base models. */
+export function modelsCommand(): Command {
+  const models = new Command("models").description("register and inspect base models");
+
+  withConnection(
+    models
+      .command("create <name>")
+      .description("register a base model (a Hugging Face model folder) under NAME")
+      .requiredOption("--path <dir>", "the model folder, as the server can read it")
+      .option("--display-name <text>", "a human-readable name")
+      .option("--description <text>", "a description", "")
+      .addOption(new Option("--label <key=value>", "a label (repeatable)").argParser(parseLabel))
+      .option("--request-id <id>", "idempotency key: a retry with the same id returns the same model"),
+  ).action(async (name: string, o: ConnectionOptions & { path: string; displayName?: string; description: string; label?: Record<string, string>; requestId?: string }) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { model } = await call(client, "createModel", {
+            modelId: name,
+            model: Model.fromPartial({ displayName: o.displayName ?? "", description: o.description, sourceUri: resolve(o.path), labels: o.label ?? {} }),
+            requestId: o.requestId ?? "",
+          });
+      if (o.json) printJson(Model.toJSON(model!));
+      else process.stdout.write(`created ${model!.name}\n`);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(models.command("list").description("list the base models of your tenant")).action(async (o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const all: Model[] = [];
+      let pageToken = "";
+      do {
+        const page = await call(client, "listModels", { pageSize: 500, pageToken });
+        all.push(...page.models);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      if (o.json) printJson({ models: all.map((m) => Model.toJSON(m)) });
+      else if (all.length === 0) process.stdout.write("no models\n");
+      else printTable(all.map(row), ["name", "display_name", "source", "created"]);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(models.command("get <name>").description("show one base model")).action(async (name: string, o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { model } = await call(client, "getModel", { name: modelName(name) });
+      if (o.json) printJson(Model.toJSON(model!));
+      else printTable([row(model!)], ["name", "display_name", "source", "created"]);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(models.command("delete <name>").description("delete a base model")).action(async (name: string, o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      await call(client, "deleteModel", { name: modelName(name) });
+      if (o.json) printJson({ deleted: modelName(name) });
+      else process.stdout.write(`deleted ${modelName(name)}\n`);
+    } finally {
+      client.close();
+    }
+  });
+
+  return models;
+}

@@ -1,0 +1,28 @@
+import type { Client } from "@grpc/grpc-js";
+import { createClient } from "@lathe/kit";
+import { defaultDataDir, defaultPort, localApiKey } from "./platform.js";
+
+/** Options every client command takes. */
+export interface ConnectionOptions {
+  server?: string;
+  apiKey?: string;
+  dataDir?: string;
+  json?: boolean;
+}
+
+/**
+ * Where and as whom a client command connects: `--server` (default: the local `lathe up`,
+ * 127.0.0.1:50051), `--api-key` or LATHE_API_KEY (default: the key `lathe up` made in its data dir).
+ */
+export function resolveConnection(opts: ConnectionOptions, env: NodeJS.ProcessEnv = process.env): { server: string; apiKey: string | undefined } {
+  const server = opts.server ?? env["LATHE_SERVER"] ?? `127.0.0.1:${defaultPort}`;
+  const apiKey = opts.apiKey ?? env["LATHE_API_KEY"] ?? localApiKey(opts.dataDir ?? defaultDataDir(env), false);
+  return { server, apiKey };
+}
+
+type Ctor<C extends Client> = Parameters<typeof createClient<C>>[0];
+
+export function connect<C extends Client>(Ctor: Ctor<C>, opts: ConnectionOptions): C {
+  const { server, apiKey } = resolveConnection(opts);
+  return createClient(Ctor, server, { apiKey, deadlineMs: 30_000 });
+}

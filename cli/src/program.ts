@@ -1,0 +1,20 @@
+import { Command } from "commander";
+import { healthCommand } from "./commands/health.js";
+import { modelsCommand } from "./commands/models.js";
+import { quickstartCommand } from "./commands/quickstart.js";
+import { upCommand } from "./commands/up.js";
+
+/** The `lathe` command line. */
+export function buildProgram(): Command {
+  const program = new Command("lathe")
+    .description("Lathe: fine-tune LLMs with LoRA and QLoRA, from raw JSONL to a served adapter")
+    .version("0.1.0")
+    .showHelpAfterError()
+    .exitOverride();
+  program.addCommand(upCommand());
+  program.addCommand(quickstartCommand());
+  program.addCommand(healthCommand());
+  program.addCommand(modelsCommand());
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}

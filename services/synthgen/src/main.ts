@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+import { runMain } from "@lathe/kit";
+import { configSchema, createSynthGenService } from "./index.js";
+
+await runMain({ name: "synthgen", configSchema, factory: createSynthGenService });
