@@ -69,7 +69,8 @@ export class ConfigError extends Error {
  * each bad variable.
  */
 export function loadConfig<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
-  const result = schema.safeParse(env);
+  // An empty variable (`LATHE_GRPC_PORT=` in an env file) counts as unset: z.coerce would make it 0.
+  const result = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== "")));
   if (!result.success) {
     throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(env)"}: ${i.message}`));
   }
@@ -85,7 +86,8 @@ export function redactConfig(config: Record<string, unknown>): Record<string, un
     if (secretName.test(k)) {
       out[k] = v && typeof v === "object" ? `[redacted: ${Object.keys(v).length} entries]` : "[redacted]";
     } else if (typeof v === "string" && /^[a-z]+:\/\/[^/]*@/.test(v)) {
-      out[k] = v.replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/, "$1:***@");
+      // user:password@ keeps the user; a lone user part (a NATS token) is hidden whole.
+      out[k] = v.replace(/^([a-z]+:\/\/)([^:/@]*)(:[^@/]*)?@/, (_m, scheme: string, user: string, pass?: string) => (pass ? `${scheme}${user}:***@` : `${scheme}***@`));
     } else {
       out[k] = v;
     }

@@ -85,11 +85,22 @@ export function unimplemented(method: string, subject: string): AppError {
 export function toGrpcError(err: unknown): { code: GrpcStatus; details: string; metadata: Metadata } {
   const app = asAppError(err);
   const metadata = new Metadata();
-  metadata.set(errorTrailers.reason, app.reason);
-  if (app.field !== undefined) metadata.set(errorTrailers.field, app.field);
-  if (Object.keys(app.metadata).length > 0) metadata.set(errorTrailers.metadata, JSON.stringify(app.metadata));
+  metadata.set(errorTrailers.reason, toTrailer(app.reason));
+  if (app.field !== undefined) metadata.set(errorTrailers.field, toTrailer(app.field));
+  if (Object.keys(app.metadata).length > 0) metadata.set(errorTrailers.metadata, toTrailer(JSON.stringify(app.metadata)));
   return { code: errorCodeTable[app.code].grpc, details: app.message, metadata };
 }
+
+// Trailer values must be printable ASCII (grpc-js throws otherwise): the rest, and '%', go percent-encoded.
+const toTrailer = (v: string): string => v.replace(/[^\x20-\x24\x26-\x7e]+/g, (s: string) => Buffer.from(s).toString("hex").replace(/../g, "%$&"));
+const fromTrailer = (v: unknown): string | undefined => {
+  if (typeof v !== "string") return undefined;
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+};
 
 /** Any thrown value as an AppError; unknown errors become INTERNAL without leaking their text. */
 export function asAppError(err: unknown): AppError {
@@ -116,9 +127,9 @@ function isGrpcStatusError(err: unknown): err is GrpcStatusError {
 export function fromGrpcError(err: GrpcStatusError): AppError {
   const code = codeByGrpc.get(err.code) ?? "INTERNAL";
   const md = err.metadata;
-  const reason = (md?.get(errorTrailers.reason)[0] as string | undefined) ?? code;
+  const reason = fromTrailer(md?.get(errorTrailers.reason)[0]) ?? code;
   let metadata: Record<string, string> = {};
-  const raw = md?.get(errorTrailers.metadata)[0];
+  const raw = fromTrailer(md?.get(errorTrailers.metadata)[0]);
   if (typeof raw === "string") {
     try {
       metadata = JSON.parse(raw) as Record<string, string>;
@@ -126,7 +137,7 @@ export function fromGrpcError(err: GrpcStatusError): AppError {
       metadata = {};
     }
   }
-  const field = md?.get(errorTrailers.field)[0];
+  const field = fromTrailer(md?.get(errorTrailers.field)[0]);
   if (typeof field === "string") metadata = { ...metadata, field };
   return new AppError(code, reason, err.details ?? err.message, metadata);
 }

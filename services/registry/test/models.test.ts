@@ -121,6 +121,7 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
       [modelReq("no-source", { model: { ...modelReq("x").model!, sourceUri: " " } }), "model.source_uri"],
       [modelReq("long-name", { model: { ...modelReq("x").model!, displayName: "x".repeat(201) } }), "model.display_name"],
       [modelReq("bad-label", { model: { ...modelReq("x").model!, labels: { "Bad Key": "v" } } }), "model.labels.Bad Key"],
+      [modelReq("utf8-label", { model: { ...modelReq("x").model!, labels: { "ключ": "v" } } }), "model.labels.ключ"],
     ];
     for (const [req, field] of cases) {
       const err = await rejection(call(acme, "createModel", req));

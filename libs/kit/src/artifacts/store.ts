@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable, Transform } from "node:stream";
+import { pipeline as pipe, Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { AppError } from "../errors.js";
 
@@ -86,7 +86,8 @@ export class LocalArtifactStore implements ArtifactStore {
         cb(got === digest ? null : new AppError("INTERNAL", "ARTIFACT_CORRUPTED", `artifact sha256:${digest} is corrupted: its bytes hash to ${got}`, { digest }));
       },
     });
-    return createReadStream(this.pathOf(digest)).pipe(verify);
+    // pipeline, not .pipe(): a read error must fail the returned stream, not go unhandled.
+    return pipe(createReadStream(this.pathOf(digest)), verify, () => {});
   }
 
   async stat(digest: string): Promise<ArtifactRef | undefined> {

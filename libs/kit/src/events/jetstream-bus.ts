@@ -81,11 +81,14 @@ export class JetStreamBus implements EventBus {
       deliver_policy: DeliverPolicy.All,
       ack_wait: 30_000_000_000,
       max_deliver: -1,
+      // One message in flight: a message waiting for a retry holds back the ones behind it,
+      // and nothing sits unacknowledged in a client buffer when the subscriber stops.
+      max_ack_pending: 1,
       ...filter,
     };
     try {
       await this.jsm.consumers.info(this.stream, durable);
-      await this.jsm.consumers.update(this.stream, durable, { ...filter, ack_wait: wanted.ack_wait });
+      await this.jsm.consumers.update(this.stream, durable, { ...filter, ack_wait: wanted.ack_wait, max_ack_pending: wanted.max_ack_pending });
     } catch {
       await this.jsm.consumers.add(this.stream, wanted);
     }

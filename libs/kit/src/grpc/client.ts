@@ -28,8 +28,9 @@ type ClientCtor<C extends Client> = new (address: string, creds: ReturnType<type
 
 /**
  * A client for a ts-proto generated service with the kit's defaults: a deadline per call, the
- * API key and the current trace context in metadata, and retries for UNAVAILABLE only (through
- * grpc-js' retry policy, so a retry never repeats a call the server received).
+ * API key and the current trace context in metadata, and retries for UNAVAILABLE only (the
+ * server was not reached, or said it cannot serve now), through grpc-js' retry policy. Creates
+ * carry a `request_id`, so a retried create never makes a second resource.
  */
 export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: string, opts: ClientFactoryOptions = {}): C {
   const deadlineMs = opts.deadlineMs ?? 30_000;
@@ -63,7 +64,8 @@ export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: str
   };
   return new Ctor(address, credentials.createInsecure(), {
     interceptors: [interceptor],
-    "grpc.service_config": JSON.stringify(serviceConfig),
+    // grpc-js rejects a retry policy of fewer than 2 attempts: with 1, send none.
+    ...(attempts > 1 ? { "grpc.service_config": JSON.stringify(serviceConfig) } : {}),
     "grpc.enable_retries": attempts > 1 ? 1 : 0,
   });
 }

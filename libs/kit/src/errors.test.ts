@@ -1,0 +1,75 @@
+import { Metadata, status } from "@grpc/grpc-js";
+import { describe, expect, it } from "vitest";
+import { AppError, asAppError, errorTrailers, fromGrpcError, invalidArgument, notFound, toGrpcError } from "./errors.js";
+
+/** What a grpc-js client receives for a status the server sent. */
+function asReceived(sent: ReturnType<typeof toGrpcError>): Error & { code: number; details: string; metadata: Metadata } {
+  return Object.assign(new Error(`${sent.code} ${status[sent.code]}: ${sent.details}`), sent);
+}
+
+describe("toGrpcError / fromGrpcError", () => {
+  it("round-trips code, reason, field and metadata", () => {
+    const sent = toGrpcError(invalidArgument("model.display_name", "is 300 characters long; the limit is 200", "DISPLAY_NAME_TOO_LONG"));
+    expect(sent.code).toBe(status.INVALID_ARGUMENT);
+    expect(sent.details).toBe("model.display_name: is 300 characters long; the limit is 200");
+    expect(sent.metadata.get(errorTrailers.reason)).toEqual(["DISPLAY_NAME_TOO_LONG"]);
+    expect(sent.metadata.get(errorTrailers.field)).toEqual(["model.display_name"]);
+
+    const back = fromGrpcError(asReceived(sent));
+    expect(back).toBeInstanceOf(AppError);
+    expect(back.code).toBe("INVALID_ARGUMENT");
+    expect(back.reason).toBe("DISPLAY_NAME_TOO_LONG");
+    expect(back.field).toBe("model.display_name");
+    expect(back.message).toBe("model.display_name: is 300 characters long; the limit is 200");
+  });
+
+  it.each([
+    ["NOT_FOUND", status.NOT_FOUND],
+    ["ALREADY_EXISTS", status.ALREADY_EXISTS],
+    ["UNAUTHENTICATED", status.UNAUTHENTICATED],
+    ["UNAVAILABLE", status.UNAVAILABLE],
+    ["ABORTED", status.ABORTED],
+  ] as const)("maps %s to its gRPC status and back", (code, grpcCode) => {
+    const sent = toGrpcError(new AppError(code, `SOME_${code}`, "m", { name: "models/x" }));
+    expect(sent.code).toBe(grpcCode);
+    const back = fromGrpcError(asReceived(sent));
+    expect([back.code, back.reason, back.metadata]).toEqual([code, `SOME_${code}`, { name: "models/x" }]);
+  });
+
+  it("keeps the metadata of an error about a name with non-ASCII characters", () => {
+    const err = notFound("model", "models/café");
+    const sent = toGrpcError(err);
+    const back = fromGrpcError(asReceived(sent));
+    expect([back.code, back.reason, back.metadata["name"]]).toEqual(["NOT_FOUND", "MODEL_NOT_FOUND", "models/café"]);
+  });
+
+  it("keeps the field of an error about a field with non-ASCII characters", () => {
+    const back = fromGrpcError(asReceived(toGrpcError(invalidArgument("model.labels.ключ", "bad label key"))));
+    expect([back.code, back.field]).toEqual(["INVALID_ARGUMENT", "model.labels.ключ"]);
+  });
+
+  it("turns an unknown error into INTERNAL without its message", () => {
+    const sent = toGrpcError(new Error("password=hunter2 at db.internal:5432"));
+    expect(sent.code).toBe(status.INTERNAL);
+    expect(sent.details).toBe("internal error");
+    expect(sent.metadata.get(errorTrailers.reason)).toEqual(["INTERNAL"]);
+    expect(JSON.stringify(sent.metadata.getMap())).not.toContain("hunter2");
+    expect(toGrpcError("a string").details).toBe("internal error");
+    expect(toGrpcError(undefined).code).toBe(status.INTERNAL);
+  });
+
+  it("reads a status without kit trailers as its code, with the code as reason", () => {
+    const plain = Object.assign(new Error("14 UNAVAILABLE: No connection established"), {
+      code: status.UNAVAILABLE,
+      details: "No connection established",
+      metadata: new Metadata(),
+    });
+    const app = asAppError(plain);
+    expect([app.code, app.reason, app.message]).toEqual(["UNAVAILABLE", "UNAVAILABLE", "No connection established"]);
+  });
+
+  it("passes an AppError through asAppError unchanged", () => {
+    const err = new AppError("FAILED_PRECONDITION", "JOB_RUNNING", "the job is running");
+    expect(asAppError(err)).toBe(err);
+  });
+});
