@@ -115,28 +115,13 @@ function wrapMethod(method: AnyMethod, handler: (...args: unknown[]) => unknown,
     return { run, finish };
   };
 
-  if (!requestStream && !responseStream) {
-    return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+  if (!responseStream) {
+    // Unary and client-streaming calls answer once, through the callback.
+    return (call: ServerUnaryCall<unknown, unknown> | ServerReadableStream<unknown, unknown>, callback: sendUnaryData<unknown>) => {
       const { run, finish } = begin(call);
+      const input = requestStream ? (call as AsyncIterable<unknown>) : (call as ServerUnaryCall<unknown, unknown>).request;
       Promise.resolve()
-        .then(() => run((cctx) => handler(call.request, cctx) as Promise<unknown>))
-        .then(
-          (res) => {
-            finish();
-            callback(null, res);
-          },
-          (err: unknown) => {
-            finish(err);
-            callback(toGrpcError(err));
-          },
-        );
-    };
-  }
-  if (requestStream && !responseStream) {
-    return (call: ServerReadableStream<unknown, unknown>, callback: sendUnaryData<unknown>) => {
-      const { run, finish } = begin(call);
-      Promise.resolve()
-        .then(() => run((cctx) => handler(call as AsyncIterable<unknown>, cctx) as Promise<unknown>))
+        .then(() => run((cctx) => handler(input, cctx) as Promise<unknown>))
         .then(
           (res) => {
             finish();
