@@ -1,0 +1,4 @@
+export * from "./minhash.js";
+export * from "./lsh.js";
+export * from "./dedup.js";
+export * from "./pii.js";
