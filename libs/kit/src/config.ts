@@ -50,6 +50,13 @@ export const baseConfigSchema = z.object({
   LATHE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
   /** How often the outbox relay looks for unsent events, in milliseconds. Default 500. */
   LATHE_OUTBOX_POLL_MS: z.coerce.number().int().min(10).default(500),
+  /** Addresses (host:port) of the other services. Unset: the service is in this process (`lathe up`). */
+  LATHE_REGISTRY_ADDR: z.string().min(1).optional(),
+  LATHE_DATASET_ADDR: z.string().min(1).optional(),
+  LATHE_SYNTHGEN_ADDR: z.string().min(1).optional(),
+  LATHE_TRAINER_ADDR: z.string().min(1).optional(),
+  LATHE_EVALUATOR_ADDR: z.string().min(1).optional(),
+  LATHE_GATEWAY_ADDR: z.string().min(1).optional(),
   /** OTLP/HTTP endpoint for traces (e.g. http://collector:4318). Unset: traces are not exported. */
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
 });

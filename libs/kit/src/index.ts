@@ -20,3 +20,4 @@ export { OutboxRelay, type RelayOptions } from "./events/relay.js";
 export { EventConsumer } from "./events/consumer.js";
 export { LocalArtifactStore, type ArtifactRef, type ArtifactStore } from "./artifacts/store.js";
 export { prepareService, type ServiceBase } from "./service-base.js";
+export * from "./validate.js";

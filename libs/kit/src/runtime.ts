@@ -19,7 +19,14 @@ export interface ServiceDeps<C extends BaseConfig = BaseConfig> {
   readonly db: Kysely<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   readonly bus: EventBus;
   readonly artifacts: ArtifactStore;
+  /**
+   * The address of another service: its LATHE_<NAME>_ADDR, else this process's own server (all
+   * services in one process under `lathe up`). Known once the server listens.
+   */
+  peerAddress(service: PeerName): string;
 }
+
+export type PeerName = "registry" | "dataset" | "synthgen" | "trainer" | "evaluator" | "gateway";
 
 /** A service as the runtime sees it: gRPC services to serve, background work to start and stop. */
 export interface ServiceInstance {
@@ -75,7 +82,14 @@ export async function startPlatform<C extends BaseConfig>(opts: {
       : new MemoryBus(logger);
     closers.push(() => bus.close());
     const artifacts = new LocalArtifactStore(resolve(config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")));
-    const deps: ServiceDeps<C> = { config, logger, db: database.db, bus, artifacts };
+    const self: { address?: string } = {};
+    const peerAddress = (service: PeerName): string => {
+      const configured = (config as Record<string, unknown>)[`LATHE_${service.toUpperCase()}_ADDR`];
+      if (typeof configured === "string") return configured;
+      if (self.address === undefined) throw new Error(`the address of ${service} is not known before the server listens`);
+      return self.address;
+    };
+    const deps: ServiceDeps<C> = { config, logger, db: database.db, bus, artifacts, peerAddress };
     logger.info({ database: database.kind, bus: bus.kind }, "dependencies ready");
 
     const services: ServiceInstance[] = [];
@@ -88,6 +102,7 @@ export async function startPlatform<C extends BaseConfig>(opts: {
     }
     const port = await server.listen(config.LATHE_GRPC_HOST, config.LATHE_GRPC_PORT);
     const host = config.LATHE_GRPC_HOST === "0.0.0.0" ? "127.0.0.1" : config.LATHE_GRPC_HOST;
+    self.address = `${host}:${port}`;
     let stopping: Promise<void> | undefined;
     return {
       port,

@@ -1,9 +1,8 @@
-import { AppError, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize } from "@lathe/kit";
+import { AppError, checkLabels, checkRequestId, checkResourceId, checkText, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize, parseName } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { Model, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
 import type { ModelRow, RegistryTables } from "../db/migrations.js";
 import { modelCreated, modelDeleted } from "../events.js";
-import { checkLabels, checkRequestId, checkResourceId, checkText, parseName } from "./validate.js";
 
 export const schema = "registry";
 const source = "registry";

@@ -1,4 +1,4 @@
-import { invalidArgument } from "@lathe/kit";
+import { invalidArgument } from "./errors.js";
 
 /** Resource ids: what AIP-122 allows, lowercase so names are unambiguous in URLs and paths. */
 export const resourceIdPattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -14,10 +14,18 @@ export function checkResourceId(field: string, id: string): string {
 
 /** The id of a resource name `<collection>/<id>`. */
 export function parseName(field: string, name: string, collection: string): string {
+  return parseNestedName(field, name, [collection])[0]!;
+}
+
+/** The ids of a nested resource name, e.g. `datasets/{d}/versions/{v}` for `["datasets", "versions"]`. */
+export function parseNestedName(field: string, name: string, collections: readonly string[]): string[] {
   if (name === "") throw invalidArgument(field, "is required");
-  const prefix = `${collection}/`;
-  if (!name.startsWith(prefix)) throw invalidArgument(field, `${JSON.stringify(name.slice(0, 80))} must look like ${collection}/{id}`);
-  return checkResourceId(field, name.slice(prefix.length));
+  const parts = name.split("/");
+  const shape = collections.map((c) => `${c}/{${c.replace(/s$/, "")}_id}`).join("/");
+  if (parts.length !== collections.length * 2 || collections.some((c, i) => parts[i * 2] !== c)) {
+    throw invalidArgument(field, `${JSON.stringify(name.slice(0, 120))} must look like ${shape}`);
+  }
+  return collections.map((_, i) => checkResourceId(field, parts[i * 2 + 1]!));
 }
 
 export function checkText(field: string, value: string, max: number, required = false): string {

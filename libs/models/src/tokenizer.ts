@@ -1,0 +1,217 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { Template } from "@huggingface/jinja";
+import { ModelFormatError } from "./errors.js";
+import { HfTokenizer } from "./hf-tokenizers.js";
+import { asObject, readJsonFile } from "./read-json.js";
+
+export type ChatRole = "system" | "user" | "assistant";
+
+export interface ChatTurn {
+  role: ChatRole;
+  content: string;
+}
+
+/** A Hugging Face tokenizer with its chat template, as training and token statistics use it. */
+export interface ModelTokenizer {
+  /** Token ids of plain text (no special tokens added). */
+  encode(text: string): number[];
+  /** Text of token ids; special tokens are kept. */
+  decode(ids: readonly number[]): string;
+  /**
+   * The chat rendered with the model's chat template (rendered with bos_token/eos_token and
+   * add_generation_prompt=false). Throws a ModelFormatError when the model has no usable template.
+   */
+  renderChat(messages: readonly ChatTurn[]): string;
+  /**
+   * Tokens of the rendered chat, and how many of them belong to assistant answers (including each
+   * answer's end token), found by tokenizing prefixes of the rendered chat as training masks them.
+   */
+  countChat(messages: readonly ChatTurn[]): { total: number; answer: number };
+  readonly eosToken: string | undefined;
+  readonly bosToken: string | undefined;
+}
+
+/** Tokenizer model types that @huggingface/tokenizers implements. */
+const SUPPORTED_MODEL_TYPES = ["BPE", "WordPiece", "Unigram"] as const;
+
+/**
+ * Loads tokenizer.json and tokenizer_config.json from a Hugging Face model folder (the chat
+ * template may also come from chat_template.jinja, as recent transformers save it).
+ * @throws ModelFormatError naming the file: missing, invalid JSON, unsupported model type.
+ */
+export async function loadTokenizer(modelDir: string): Promise<ModelTokenizer> {
+  const tokenizerFile = path.join(modelDir, "tokenizer.json");
+  const configFile = path.join(modelDir, "tokenizer_config.json");
+  const tokenizerJson = asObject(await readJsonFile(tokenizerFile));
+  if (tokenizerJson === null) throw new ModelFormatError(tokenizerFile, "expected a JSON object");
+  const config = asObject(await readJsonFile(configFile));
+  if (config === null) throw new ModelFormatError(configFile, "expected a JSON object");
+
+  const model = asObject(tokenizerJson["model"]);
+  if (model === null) throw new ModelFormatError(tokenizerFile, "no `model` object");
+  const type = model["type"];
+  if (type !== undefined && !(SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(type)) {
+    throw new ModelFormatError(
+      tokenizerFile,
+      `unsupported tokenizer model type ${JSON.stringify(type)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+    );
+  }
+  const addedTokens = tokenizerJson["added_tokens"] ?? [];
+  if (!Array.isArray(addedTokens)) throw new ModelFormatError(tokenizerFile, "`added_tokens` is not a list");
+
+  let tokenizer: HfTokenizer;
+  try {
+    // The library iterates added_tokens unconditionally; older files leave it out.
+    tokenizer = new HfTokenizer({ ...tokenizerJson, added_tokens: addedTokens }, config);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ModelFormatError(tokenizerFile, `cannot build the tokenizer: ${reason}`, { cause: err });
+  }
+
+  const specials = new Set<string>();
+  for (const token of addedTokens) {
+    const entry = asObject(token);
+    if (entry?.["special"] === true && typeof entry["content"] === "string") specials.add(entry["content"]);
+  }
+  const bosToken = tokenContent(config["bos_token"]);
+  const eosToken = tokenContent(config["eos_token"]);
+  if (eosToken !== undefined) specials.add(eosToken);
+
+  const template = await loadChatTemplate(modelDir, configFile, config["chat_template"]);
+  const templateVariables: Record<string, string> = {};
+  for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
+    const value = tokenContent(config[key]);
+    // transformers passes only the special tokens that are set; an unset one stays undefined.
+    if (value !== undefined) templateVariables[key] = value;
+  }
+
+  const encode = (text: string): number[] =>
+    text === "" ? [] : tokenizer.encode(text, { add_special_tokens: false }).ids;
+  const count = (text: string): number => encode(text).length;
+
+  const render = (messages: readonly ChatTurn[], addGenerationPrompt: boolean): string => {
+    if (!template.ok) throw template.error;
+    const plain = messages.map((m) => ({ role: m.role, content: m.content }));
+    try {
+      return template.value.render({ ...templateVariables, messages: plain, add_generation_prompt: addGenerationPrompt });
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(`chat template of ${template.file} failed to render: ${reason}`, { cause: err });
+    }
+  };
+
+  return {
+    encode,
+    decode: (ids) => (ids.length === 0 ? "" : tokenizer.decode([...ids], { clean_up_tokenization_spaces: false })),
+    renderChat: (messages) => render(messages, false),
+    countChat(messages) {
+      const full = render(messages, false);
+      let answer = 0;
+      let cursor = 0;
+      messages.forEach((message, index) => {
+        if (message.role !== "assistant") return;
+        const span = answerSpan(messages, index, full, cursor, render, specials);
+        answer += count(full.slice(0, span.end)) - count(full.slice(0, span.start));
+        cursor = span.end;
+      });
+      return { total: count(full), answer };
+    },
+    eosToken,
+    bosToken,
+  };
+}
+
+type LoadedTemplate = { ok: true; value: Template; file: string } | { ok: false; error: ModelFormatError };
+
+/** A missing or unparsable template is not fatal: plain encoding still works, rendering says why it cannot. */
+async function loadChatTemplate(modelDir: string, configFile: string, field: unknown): Promise<LoadedTemplate> {
+  let source = pickTemplate(field);
+  let file = configFile;
+  if (source === undefined) {
+    file = path.join(modelDir, "chat_template.jinja");
+    source = await readFile(file, "utf8").catch(() => undefined);
+  }
+  if (source === undefined) {
+    return {
+      ok: false,
+      error: new ModelFormatError(configFile, "no `chat_template` (and no chat_template.jinja), so chats cannot be rendered"),
+    };
+  }
+  try {
+    return { ok: true, value: new Template(source), file };
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    return { ok: false, error: new ModelFormatError(file, `chat template does not parse: ${reason}`, { cause: err }) };
+  }
+}
+
+/** `chat_template` is a string, or a list of `{name, template}` of which "default" is the chat one. */
+function pickTemplate(field: unknown): string | undefined {
+  if (typeof field === "string") return field;
+  if (!Array.isArray(field)) return undefined;
+  const named = field.map(asObject).find((entry) => entry?.["name"] === "default");
+  const template = named?.["template"];
+  return typeof template === "string" ? template : undefined;
+}
+
+/** Special tokens in tokenizer_config.json are strings, or AddedToken objects with `content`. */
+function tokenContent(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  const content = asObject(value)?.["content"];
+  return typeof content === "string" ? content : undefined;
+}
+
+/**
+ * Character span of assistant turn `index` in the rendered chat `full`: it starts where the chat
+ * rendered up to that turn with a generation prompt ends, and ends after the first special token
+ * that follows the answer's content within the turn (`<|im_end|>`, `<|eot_id|>`, `</s>`), so the
+ * model learns to stop. Templates that do not render prefixes of one another fall back to
+ * finding the content itself.
+ */
+function answerSpan(
+  messages: readonly ChatTurn[],
+  index: number,
+  full: string,
+  cursor: number,
+  render: (messages: readonly ChatTurn[], addGenerationPrompt: boolean) => string,
+  specials: ReadonlySet<string>,
+): { start: number; end: number } {
+  const content = (messages[index]?.content ?? "").trim();
+  const before = tryRender(render, messages.slice(0, index), true);
+  let start: number;
+  if (before !== undefined && before.length >= cursor && full.startsWith(before)) {
+    start = before.length;
+  } else {
+    start = full.indexOf(content, cursor);
+    if (start < 0) throw new Error(`chat template: assistant message ${index} cannot be found in the rendered chat`);
+  }
+  const at = full.indexOf(content, start);
+  const contentEnd = at < 0 ? start : at + content.length;
+  const through = tryRender(render, messages.slice(0, index + 1), false);
+  const limit = through !== undefined && full.startsWith(through) && through.length >= contentEnd ? through.length : full.length;
+  let end = contentEnd;
+  let first = -1;
+  for (const token of specials) {
+    const found = full.indexOf(token, contentEnd);
+    if (found < 0 || found + token.length > limit) continue;
+    // The earliest special token ends the answer; of two that start together, the longer one.
+    if (first < 0 || found < first || (found === first && found + token.length > end)) {
+      first = found;
+      end = found + token.length;
+    }
+  }
+  return { start, end };
+}
+
+function tryRender(
+  render: (messages: readonly ChatTurn[], addGenerationPrompt: boolean) => string,
+  messages: readonly ChatTurn[],
+  addGenerationPrompt: boolean,
+): string | undefined {
+  try {
+    return render(messages, addGenerationPrompt);
+  } catch {
+    return undefined;
+  }
+}
