@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { datasetsCommand } from "./commands/datasets.js";
 import { healthCommand } from "./commands/health.js";
 import { modelsCommand } from "./commands/models.js";
 import { quickstartCommand } from "./commands/quickstart.js";
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   program.addCommand(quickstartCommand());
   program.addCommand(healthCommand());
   program.addCommand(modelsCommand());
+  program.addCommand(datasetsCommand());
   for (const c of program.commands) c.exitOverride();
   return program;
 }

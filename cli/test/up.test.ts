@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -106,6 +106,34 @@ describe("lathe up (embedded default)", () => {
       trainer.close();
       registry.close();
     }
+  });
+
+  it("uploads a dataset, prints its report as JSON, derives a split and lists rows", async () => {
+    const file = join(dataDir, "qa.jsonl");
+    const row = (i: number) => JSON.stringify({ instruction: `Explain concept number ${i} of the onboarding guide to a new hire, please.`, output: `Concept ${i} is about ${["billing", "support", "shipping", "returns"][i % 4]}: read section ${i} of the guide, then ask your mentor about case ${i * 3}.` });
+    writeFileSync(file, [row(1), row(2), row(3), row(4), row(5), "not json", row(6)].join("\n") + "\n");
+    const created = await runCli(["datasets", "create", "qa", file, "--json", ...conn]);
+    expect(created.stderr).toBe("");
+    const out = JSON.parse(created.stdout) as { datasetVersion: { name: string; rowCount: number }; qualityReport: { checkResults: { check: string; failedLines?: number[] }[] } };
+    expect(out.datasetVersion).toMatchObject({ name: "datasets/qa/versions/v1", rowCount: 6 });
+    expect(out.qualityReport.checkResults.find((c) => c.check === "DATA_CHECK_PARSE")!.failedLines).toEqual([6]);
+
+    const text = await runCli(["datasets", "report", "qa@v1", ...conn]);
+    expect(text.stdout).toMatch(/parse\s+1\s+6/);
+
+    const split = await runCli(["datasets", "derive", "qa@v1", "--split", "0.5", "--seed", "3", "--json", ...conn]);
+    const made = (JSON.parse(split.stdout) as { datasetVersions: { name: string; rowCount: number }[] }).datasetVersions;
+    expect(made.map((v) => v.name)).toEqual(["datasets/qa/versions/v2-train", "datasets/qa/versions/v2-eval"]);
+    expect(made[0]!.rowCount + made[1]!.rowCount).toBe(6);
+
+    const rowsOut = await runCli(["datasets", "rows", "qa@v1", "--limit", "2", "--json", ...conn]);
+    const rowsJson = JSON.parse(rowsOut.stdout) as { rows: { lineNumber: number; messages: { role: string }[] }[] };
+    expect(rowsJson.rows.map((r) => r.lineNumber)).toEqual([1, 2]);
+    expect(rowsJson.rows[0]!.messages.map((m) => m.role)).toEqual(["CHAT_ROLE_USER", "CHAT_ROLE_ASSISTANT"]);
+
+    const missing = await runCli(["datasets", "create", "qa", join(dataDir, "nope.jsonl"), ...conn]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("nope.jsonl");
   });
 
   it("keeps its state across a restart and drains on SIGTERM", async () => {

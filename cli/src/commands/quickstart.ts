@@ -2,6 +2,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
+import { writeTinyTokenizer } from "@lathe/models";
 import { startLathe } from "../platform.js";
 import { checkHealth } from "./health.js";
 
@@ -25,10 +26,11 @@ export function quickstartCommand(): Command {
         for (const [service, status] of Object.entries(health)) process.stdout.write(`${service}: ${status}\n`);
         if (Object.values(health).some((s) => s !== "SERVING")) throw new Error("a service is not SERVING");
 
-        // A model folder to register. The tiny-model generator arrives with the training engine
-        // (issue #3); until then the folder holds the config of a tiny Llama.
+        // A model folder to register: the config of a tiny Llama and a tiny byte-level BPE
+        // tokenizer with a ChatML template (the weights come with the training engine, issue #3).
         const modelDir = join(dataDir, "models", "tiny-llama");
         mkdirSync(modelDir, { recursive: true });
+        await writeTinyTokenizer(modelDir);
         writeFileSync(
           join(modelDir, "config.json"),
           JSON.stringify({ architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 128, vocab_size: 512, max_position_embeddings: 256, rms_norm_eps: 1e-6, tie_word_embeddings: true }, null, 2),
@@ -39,6 +41,15 @@ export function quickstartCommand(): Command {
         await buildProgram().parseAsync(["models", "create", "tiny-llama", "--path", modelDir, "--display-name", "Tiny Llama", "--request-id", "quickstart-tiny-llama", ...conn], { from: "user" });
         step("lathe models list");
         await buildProgram().parseAsync(["models", "list", ...conn], { from: "user" });
+
+        const data = join(dataDir, "support.jsonl");
+        writeFileSync(data, supportExamples());
+        step(`lathe datasets create support ${data} --tokenizer-model models/tiny-llama --max-seq-length 512`);
+        await buildProgram().parseAsync(["datasets", "create", "support", data, "--tokenizer-model", "models/tiny-llama", "--max-seq-length", "512", ...conn], { from: "user" });
+        step("lathe datasets derive support@v1 --drop-failing");
+        await buildProgram().parseAsync(["datasets", "derive", "support@v1", "--drop-failing", "--version-id", "clean", ...conn], { from: "user" });
+        step("lathe datasets derive support@clean --split 0.2 --seed 7");
+        await buildProgram().parseAsync(["datasets", "derive", "support@clean", "--split", "0.2", "--seed", "7", "--version-id", "s", ...conn], { from: "user" });
       } finally {
         step("shutting down");
         await platform.stop();
@@ -46,4 +57,34 @@ export function quickstartCommand(): Command {
       }
       process.stdout.write("quickstart finished\n");
     });
+}
+
+/**
+ * A small support-desk dataset, made the same way every time, with the problems real data has:
+ * a duplicate, a near duplicate, an answer too short, a line that is not JSON, an e-mail address.
+ */
+function supportExamples(): string {
+  const products = ["router", "laptop", "phone", "printer", "monitor", "keyboard", "camera", "tablet"];
+  const issues = ["does not turn on", "keeps restarting", "is very slow", "shows an error code", "loses its connection", "makes a strange noise"];
+  const lines: string[] = [];
+  // 24 rows: every product with every issue once (8 × 6 / 2: i mod 8 and i mod 6 pair up uniquely).
+  for (let i = 0; i < 24; i++) {
+    const p = products[i % products.length]!;
+    const issue = issues[i % issues.length]!;
+    lines.push(
+      JSON.stringify({
+        messages: [
+          { role: "system", content: "You are a concise, friendly support agent." },
+          { role: "user", content: `My ${p} ${issue} since yesterday (ticket ${1000 + i}). What should I do?` },
+          { role: "assistant", content: `Sorry about your ${p}. First unplug it for thirty seconds, then start it again. If it still ${issue}, reset it to factory settings and tell us the result under ticket ${1000 + i}.` },
+        ],
+      }),
+    );
+  }
+  lines.push(lines[3]!); // an exact duplicate
+  lines.push(lines[4]!.replace("thirty seconds", "thirty full seconds")); // a near duplicate
+  lines.push(JSON.stringify({ prompt: "My printer jams on every page I print. Any idea why?", completion: "Clean it." })); // too short, and another format
+  lines.push("{this line is not JSON");
+  lines.push(JSON.stringify({ messages: [{ role: "user", content: "Please write to me at jane.doe@example.com about my broken camera." }, { role: "assistant", content: "Of course. We will e-mail you the repair form for the camera within one business day." }] }));
+  return `${lines.join("\n")}\n`;
 }
