@@ -248,8 +248,11 @@ export class DatasetStore {
   /** Rows of a version in order, from `offset`, at most `limit`. */
   async rows(key: string, opts: { offset: number; limit: number; failingOnly?: boolean }): Promise<StoredRow[]> {
     let q = this.t.selectFrom("rows").selectAll().where("version_key", "=", key);
-    if (opts.failingOnly) q = q.where(sql<boolean>`cardinality(failed_checks) > 0`);
-    const rows = await q.orderBy("idx").offset(opts.offset).limit(opts.limit).execute();
+    // Row indexes are dense (0, 1, 2, …), so a plain offset is a key range and costs nothing;
+    // among failing rows only it is a real offset.
+    if (opts.failingOnly) q = q.where(sql<boolean>`cardinality(failed_checks) > 0`).offset(opts.offset);
+    else q = q.where("idx", ">=", opts.offset);
+    const rows = await q.orderBy("idx").limit(opts.limit).execute();
     return rows.map((r) => ({ idx: r.idx, line: r.line, messages: r.messages as StoredRow["messages"], failedChecks: r.failed_checks as DataCheck[], tokenCount: r.token_count }));
   }
 }
