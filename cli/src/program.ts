@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { adaptersCommand, lineageCommand } from "./commands/adapters.js";
 import { datasetsCommand } from "./commands/datasets.js";
 import { healthCommand } from "./commands/health.js";
 import { modelsCommand } from "./commands/models.js";
@@ -17,6 +18,8 @@ export function buildProgram(): Command {
   program.addCommand(healthCommand());
   program.addCommand(modelsCommand());
   program.addCommand(datasetsCommand());
+  program.addCommand(adaptersCommand());
+  program.addCommand(lineageCommand());
   for (const c of program.commands) c.exitOverride();
   return program;
 }

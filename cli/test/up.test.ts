@@ -4,8 +4,9 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppError, call, createClient } from "@lathe/kit";
-import { ListAdaptersRequest, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { ListFineTuningJobsRequest, TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { writeTinyModel } from "@lathe/models";
 import { freePort, testNats, testPostgres, type TestPostgres } from "@lathe/testing";
 import { checkHealth, serviceNames } from "../src/commands/health.js";
 import { runCli, startUp } from "./cli-process.js";
@@ -15,9 +16,12 @@ describe("lathe up (embedded default)", () => {
   let dataDir: string;
   let up: Awaited<ReturnType<typeof startUp>>;
   let conn: string[];
+  let modelDir: string;
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "lathe-up-"));
+    modelDir = join(dataDir, "tiny-model");
+    await writeTinyModel(modelDir);
     up = await startUp(["--data-dir", dataDir, "--port", String(await freePort())]);
     conn = ["--server", up.address, "--data-dir", dataDir];
   });
@@ -42,7 +46,7 @@ describe("lathe up (embedded default)", () => {
   });
 
   it("lets a client that knows only reflection call RegistryService.ListModels", async () => {
-    const created = await runCli(["models", "create", "reflected", "--path", dataDir, ...conn]);
+    const created = await runCli(["models", "create", "reflected", "--path", modelDir, ...conn]);
     expect(created.stderr).toBe("");
     expect(created.code).toBe(0);
 
@@ -73,7 +77,7 @@ describe("lathe up (embedded default)", () => {
     const got = await runCli(["models", "get", "reflected", "--json", ...conn]);
     expect(JSON.parse(got.stdout)).toMatchObject({ name: "models/reflected" });
 
-    const bad = await runCli(["models", "create", "Not Valid", "--path", dataDir, ...conn]);
+    const bad = await runCli(["models", "create", "Not Valid", "--path", modelDir, ...conn]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("model_id");
     expect(bad.stderr).toContain("INVALID_ARGUMENT");
@@ -100,8 +104,8 @@ describe("lathe up (embedded default)", () => {
       expect(err).toBeInstanceOf(AppError);
       expect((err as AppError).code).toBe("UNIMPLEMENTED");
       expect((err as AppError).message).toContain("TrainerService.ListFineTuningJobs is not implemented yet: the trainer service issue");
-      const adapters = await call(registry, "listAdapters", ListAdaptersRequest.fromPartial({})).catch((e: unknown) => e as AppError);
-      expect((adapters as AppError).message).toContain("issue #5");
+      const gateway = await call(registry, "getModel", { name: "models/nope" }).catch((e: unknown) => e as AppError);
+      expect((gateway as AppError).code).toBe("NOT_FOUND");
     } finally {
       trainer.close();
       registry.close();
@@ -137,7 +141,7 @@ describe("lathe up (embedded default)", () => {
   });
 
   it("keeps its state across a restart and drains on SIGTERM", async () => {
-    const again = await runCli(["models", "create", "survivor", "--path", dataDir, ...conn]);
+    const again = await runCli(["models", "create", "survivor", "--path", modelDir, ...conn]);
     expect(again.code).toBe(0);
     up.child.kill("SIGTERM");
     expect(await up.exited).toBe(0);
@@ -170,7 +174,8 @@ describe("lathe up --pg-url --nats-url", () => {
       expect(up.output()).toContain("database: postgres");
       expect(up.output()).toContain("NATS JetStream");
       const conn = ["--server", up.address, "--data-dir", dataDir];
-      expect((await runCli(["models", "create", "on-postgres", "--path", dataDir, ...conn])).code).toBe(0);
+      await writeTinyModel(join(dataDir, "m"));
+      expect((await runCli(["models", "create", "on-postgres", "--path", join(dataDir, "m"), ...conn])).code).toBe(0);
       const list = await runCli(["models", "list", "--json", ...conn]);
       expect(list.stdout).toContain("models/on-postgres");
       for (const status of Object.values(await checkHealth(up.address))) expect(status).toBe("SERVING");

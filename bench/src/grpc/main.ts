@@ -10,6 +10,10 @@
  *   npm run bench:grpc -- [--calls 20000] [--concurrency 64] [--rounds 3]
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writeTinyModel } from "@lathe/models";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { credentials, Metadata } from "@grpc/grpc-js";
@@ -65,7 +69,9 @@ for (const kind of ["bare", "kit", "registry"]) {
   try {
     const name = "models/bench";
     if (kind === "registry") {
-      await call(client, "createModel", { modelId: "bench", model: Model.fromPartial({ sourceUri: "/models/bench" }), requestId: "bench" }, metadata);
+      const dir = join(mkdtempSync(join(tmpdir(), "lathe-bench-model-")), "tiny");
+      await writeTinyModel(dir);
+      await call(client, "createModel", { modelId: "bench", model: Model.fromPartial({ sourceUri: dir }), requestId: "bench" }, metadata);
     }
     await measure(client, name, Math.min(2000, calls)); // warm-up: JIT, connections, caches
     const rates: number[] = [];

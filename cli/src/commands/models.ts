@@ -1,4 +1,4 @@
-import { resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { call } from "@lathe/kit";
 import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -23,7 +23,7 @@ function parseLabel(value: string, previous: Record<string, string> = {}): Recor
 }
 
 function row(m: Model): Record<string, string> {
-  return { name: m.name, display_name: m.displayName, source: m.sourceUri, created: m.createTime?.toISOString() ?? "" };
+  return { name: m.name, display_name: m.displayName, architecture: m.architecture, parameters: m.parameterCount.toLocaleString("en-US"), created: m.createTime?.toISOString() ?? "" };
 }
 
 /** `lathe models …`: the registry's base models. */
@@ -54,6 +54,24 @@ export function modelsCommand(): Command {
     }
   });
 
+  withConnection(
+    models
+      .command("import <dir>")
+      .description("import a Hugging Face model folder (config.json, safetensors, tokenizer) as a base model")
+      .option("--name <id>", "the model id (default: the folder's name, lowercased)")
+      .option("--display-name <text>", "a human-readable name"),
+  ).action(async (dir: string, o: ConnectionOptions & { name?: string; displayName?: string }) => {
+    const client = connect(RegistryServiceClient, o);
+    const id = o.name ?? basename(resolve(dir)).toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+/, "");
+    try {
+      const { model } = await call(client, "createModel", { modelId: id, model: Model.fromPartial({ displayName: o.displayName ?? "", sourceUri: resolve(dir) }), requestId: "" });
+      if (o.json) printJson(Model.toJSON(model!));
+      else process.stdout.write(`imported ${model!.name}: ${model!.architecture}, ${model!.parameterCount.toLocaleString("en-US")} parameters, vocabulary ${model!.vocabSize}, context ${model!.contextLength}, ${model!.artifactDigest}\n`);
+    } finally {
+      client.close();
+    }
+  });
+
   withConnection(models.command("list").description("list the base models of your tenant")).action(async (o: ConnectionOptions) => {
     const client = connect(RegistryServiceClient, o);
     try {
@@ -66,7 +84,7 @@ export function modelsCommand(): Command {
       } while (pageToken !== "");
       if (o.json) printJson({ models: all.map((m) => Model.toJSON(m)) });
       else if (all.length === 0) process.stdout.write("no models\n");
-      else printTable(all.map(row), ["name", "display_name", "source", "created"]);
+      else printTable(all.map(row), ["name", "display_name", "architecture", "parameters", "created"]);
     } finally {
       client.close();
     }
@@ -77,7 +95,7 @@ export function modelsCommand(): Command {
     try {
       const { model } = await call(client, "getModel", { name: modelName(name) });
       if (o.json) printJson(Model.toJSON(model!));
-      else printTable([row(model!)], ["name", "display_name", "source", "created"]);
+      else printTable([row(model!)], ["name", "display_name", "architecture", "parameters", "created"]);
     } finally {
       client.close();
     }

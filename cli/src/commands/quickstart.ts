@@ -1,8 +1,8 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { writeTinyTokenizer } from "@lathe/models";
+import { writeTinyModel } from "@lathe/models";
 import { startLathe } from "../platform.js";
 import { checkHealth } from "./health.js";
 
@@ -26,15 +26,10 @@ export function quickstartCommand(): Command {
         for (const [service, status] of Object.entries(health)) process.stdout.write(`${service}: ${status}\n`);
         if (Object.values(health).some((s) => s !== "SERVING")) throw new Error("a service is not SERVING");
 
-        // A model folder to register: the config of a tiny Llama and a tiny byte-level BPE
-        // tokenizer with a ChatML template (the weights come with the training engine, issue #3).
+        // A model to register: a tiny Llama in Hugging Face layout (config, safetensors, a
+        // byte-level BPE tokenizer with a ChatML template), made from a seed.
         const modelDir = join(dataDir, "models", "tiny-llama");
-        mkdirSync(modelDir, { recursive: true });
-        await writeTinyTokenizer(modelDir);
-        writeFileSync(
-          join(modelDir, "config.json"),
-          JSON.stringify({ architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 128, vocab_size: 512, max_position_embeddings: 256, rms_norm_eps: 1e-6, tie_word_embeddings: true }, null, 2),
-        );
+        await writeTinyModel(modelDir, { seed: 1 });
         const conn = ["--server", platform.address, "--api-key", apiKey];
         const { buildProgram } = await import("../program.js");
         step(`lathe models create tiny-llama --path ${modelDir}`);

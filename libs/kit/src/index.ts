@@ -19,5 +19,6 @@ export { eventsMigration, enqueueEvents } from "./events/outbox.js";
 export { OutboxRelay, type RelayOptions } from "./events/relay.js";
 export { EventConsumer } from "./events/consumer.js";
 export { LocalArtifactStore, type ArtifactRef, type ArtifactStore } from "./artifacts/store.js";
+export { cachedFolder, materializeFolder, putFolder, readFolderManifest, type FolderEntry, type FolderRef } from "./artifacts/folder.js";
 export { prepareService, type ServiceBase } from "./service-base.js";
 export * from "./validate.js";

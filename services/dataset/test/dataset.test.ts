@@ -5,7 +5,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppError} from "@lathe/kit";
 import { call, createClient, JetStreamBus, type Delivery } from "@lathe/kit";
-import { writeTinyTokenizer } from "@lathe/models";
+import { writeTinyModel } from "@lathe/models";
 import {
   ContaminationScope,
   DatasetFormat,
@@ -116,7 +116,7 @@ describe("DatasetService over gRPC, Postgres and NATS", () => {
 
   it("counts tokens with a registered model's tokenizer and chat template", async () => {
     const dir = mkdtempSync(join(tmpdir(), "lathe-tok-"));
-    await writeTinyTokenizer(dir);
+    await writeTinyModel(dir);
     const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
     await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: dir }), requestId: "" });
     registry.close();

@@ -1,6 +1,10 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
+import { writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, createClient, JetStreamBus, type Delivery } from "@lathe/kit";
 import { ModelCreated } from "@lathe/proto/lathe/events/v1/registry_events";
@@ -8,9 +12,10 @@ import { Model, RegistryServiceClient, type CreateModelRequest } from "@lathe/pr
 import { startNatsServer, startTestPlatform, testKeys, waitFor, type NatsServerProcess, type TestPlatform } from "@lathe/testing";
 import { createRegistryService } from "../src/index.js";
 
+const tinyDir = join(mkdtempSync(join(tmpdir(), "lathe-models-")), "tiny");
 const req = (id: string): CreateModelRequest => ({
   modelId: id,
-  model: Model.fromPartial({ sourceUri: `/m/${id}` }),
+  model: Model.fromPartial({ sourceUri: tinyDir }),
   requestId: "",
 });
 
@@ -33,6 +38,7 @@ describe("model_created through a NATS restart", () => {
   };
 
   beforeAll(async () => {
+    await writeTinyModel(tinyDir);
     nats = await startNatsServer();
     t = await startTestPlatform({ factories: [createRegistryService], natsUrl: nats.url });
     client = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });

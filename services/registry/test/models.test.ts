@@ -1,12 +1,20 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeTinyModel } from "@lathe/models";
 import { AppError, call, createClient, JetStreamBus, withMetadata, type Delivery } from "@lathe/kit";
 import { ModelCreated } from "@lathe/proto/lathe/events/v1/registry_events";
-import { ListAdaptersRequest, Model, RegistryServiceClient, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { Model, RegistryServiceClient, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
 import { createRegistryService } from "../src/index.js";
 
+// Two tiny model folders, made once: registering a model imports its folder.
+const tinyDir = join(mkdtempSync(join(tmpdir(), "lathe-models-")), "tiny");
+const otherDir = join(mkdtempSync(join(tmpdir(), "lathe-models-")), "other");
+
 function modelReq(id: string, extra: Partial<CreateModelRequest> = {}): CreateModelRequest {
-  return { modelId: id, model: Model.fromPartial({ description: "a test model", sourceUri: `/models/${id}`, labels: { team: "ml" } }), requestId: "", ...extra };
+  return { modelId: id, model: Model.fromPartial({ description: "a test model", sourceUri: tinyDir, labels: { team: "ml" } }), requestId: "", ...extra };
 }
 
 async function rejection(p: Promise<unknown>): Promise<AppError> {
@@ -26,6 +34,8 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
   const seen: Delivery[] = [];
 
   beforeAll(async () => {
+    await writeTinyModel(tinyDir, { seed: 1 });
+    await writeTinyModel(otherDir, { seed: 2 });
     t = await startTestPlatform({ factories: [createRegistryService] });
     acme = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
     globex = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.globex });
@@ -41,7 +51,7 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
 
   it("creates, gets, lists and deletes a model", async () => {
     const { model } = await call(acme, "createModel", modelReq("llama-tiny"));
-    expect(model).toMatchObject({ name: "models/llama-tiny", displayName: "llama-tiny", sourceUri: "/models/llama-tiny", labels: { team: "ml" } });
+    expect(model).toMatchObject({ name: "models/llama-tiny", displayName: "llama-tiny", sourceUri: tinyDir, labels: { team: "ml" }, architecture: "LlamaForCausalLM" });
     expect(model!.createTime).toBeInstanceOf(Date);
 
     const got = await call(acme, "getModel", { name: "models/llama-tiny" });
@@ -107,10 +117,10 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
     const theirs = await call(globex, "listModels", { pageSize: 1000, pageToken: "" });
     expect(theirs.models.map((m) => m.name)).not.toContain("models/secret-model");
     // The same id is free in another tenant.
-    const own = await call(globex, "createModel", modelReq("secret-model", { model: { ...modelReq("x").model!, sourceUri: "/globex/m" } }));
-    expect(own.model!.sourceUri).toBe("/globex/m");
+    const own = await call(globex, "createModel", modelReq("secret-model", { model: { ...modelReq("x").model!, sourceUri: otherDir } }));
+    expect(own.model!.sourceUri).toBe(otherDir);
     const still = await call(acme, "getModel", { name: "models/secret-model" });
-    expect(still.model!.sourceUri).toBe("/models/secret-model");
+    expect(still.model!.sourceUri).toBe(tinyDir);
   });
 
   it("rejects bad input with INVALID_ARGUMENT naming the field", async () => {
@@ -148,11 +158,5 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
       anonymous.close();
       wrong.close();
     }
-  });
-
-  it("answers UNIMPLEMENTED for the RPCs issue #5 builds, naming it", async () => {
-    const err = await rejection(call(acme, "listAdapters", ListAdaptersRequest.fromPartial({ parent: "models/x" })));
-    expect(err.code).toBe("UNIMPLEMENTED");
-    expect(err.message).toContain("RegistryService.ListAdapters is not implemented yet: issue #5");
   });
 });

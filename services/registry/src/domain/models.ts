@@ -1,7 +1,10 @@
 import { AppError, checkLabels, checkRequestId, checkResourceId, checkText, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize, parseName } from "@lathe/kit";
 import type { Kysely } from "kysely";
-import { Model, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
-import type { ModelRow, RegistryTables } from "../db/migrations.js";
+import { inspectModelFolder, ModelFormatError } from "@lathe/models";
+import { Model, Model_State, TensorDtype, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
+import type { ArtifactStore } from "@lathe/kit";
+import { putFolder } from "@lathe/kit";
+import type { ModelImport, ModelRow, RegistryTables } from "../db/migrations.js";
 import { modelCreated, modelDeleted } from "../events.js";
 
 export const schema = "registry";
@@ -32,9 +35,48 @@ export function validateCreateModel(req: CreateModelRequest): NewModel {
   };
 }
 
-/** The API form of a stored model. Import metadata (architecture, sizes, digest) comes with issue #5. */
+const dtypes: Record<string, TensorDtype> = { F32: TensorDtype.TENSOR_DTYPE_F32, F16: TensorDtype.TENSOR_DTYPE_F16, BF16: TensorDtype.TENSOR_DTYPE_BF16 };
+
+/**
+ * Imports a Hugging Face model folder: libs/models must load it (config, tensors, tokenizer), then
+ * its files are copied into the artifact store, addressed by digest. Errors name the problem.
+ */
+export async function importModelFolder(artifacts: ArtifactStore, dir: string): Promise<ModelImport> {
+  let inspection;
+  try {
+    inspection = await inspectModelFolder(dir);
+  } catch (err) {
+    if (err instanceof ModelFormatError) throw new AppError("INVALID_ARGUMENT", "MODEL_FOLDER_INVALID", `model.source_uri: ${dir} cannot be imported: ${err.message}`, { field: "model.source_uri" });
+    throw err;
+  }
+  const stored = await putFolder(artifacts, dir);
+  return {
+    architecture: inspection.config.architecture,
+    modelType: inspection.config.modelType,
+    parameterCount: inspection.parameterCount,
+    vocabSize: inspection.config.vocabSize,
+    contextLength: inspection.config.contextLength,
+    dtype: inspection.dtype,
+    chatTemplateFingerprint: inspection.chatTemplateFingerprint,
+    artifactDigest: `sha256:${stored.digest}`,
+    sizeBytes: stored.size,
+  };
+}
+
+/** The API form of a stored model. */
 export function toModel(row: ModelRow): Model {
+  const imp = row.import;
   return Model.fromPartial({
+    state: imp ? Model_State.STATE_READY : Model_State.STATE_UNSPECIFIED,
+    architecture: imp?.architecture ?? "",
+    modelType: imp?.modelType ?? "",
+    parameterCount: imp?.parameterCount ?? 0,
+    vocabSize: imp?.vocabSize ?? 0,
+    contextLength: imp?.contextLength ?? 0,
+    dtype: imp ? (dtypes[imp.dtype] ?? TensorDtype.TENSOR_DTYPE_UNSPECIFIED) : TensorDtype.TENSOR_DTYPE_UNSPECIFIED,
+    chatTemplateFingerprint: imp?.chatTemplateFingerprint ?? "",
+    artifactDigest: imp?.artifactDigest ?? "",
+    sizeBytes: imp?.sizeBytes ?? 0,
     name: `models/${row.model_id}`,
     displayName: row.display_name,
     description: row.description,
@@ -49,8 +91,17 @@ export function toModel(row: ModelRow): Model {
 export class ModelStore {
   constructor(
     private readonly db: Kysely<RegistryTables>,
+    private readonly artifacts: ArtifactStore,
     private readonly onEvents: () => void,
   ) {}
+
+  /** The stored row of a model, for the other parts of the registry. */
+  async record(tenant: string, field: string, name: string): Promise<ModelRow> {
+    const id = parseName(field, name, "models");
+    const row = await this.t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("model_id", "=", id).executeTakeFirst();
+    if (!row) throw notFound("model", name);
+    return row;
+  }
 
   private get t() {
     return this.db.withSchema(schema);
@@ -61,6 +112,13 @@ export class ModelStore {
    * returns the model the first call created; the same id without it is ALREADY_EXISTS.
    */
   async create(tenant: string, m: NewModel): Promise<Model> {
+    if (m.requestId !== null) {
+      const earlier = await this.t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("request_id", "=", m.requestId).executeTakeFirst();
+      if (earlier?.model_id === m.modelId) return toModel(earlier);
+    }
+    const exists = await this.t.selectFrom("models").select("model_id").where("tenant", "=", tenant).where("model_id", "=", m.modelId).executeTakeFirst();
+    if (exists && m.requestId === null) throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: `models/${m.modelId}` });
+    const imported = exists ? null : await importModelFolder(this.artifacts, m.sourceUri);
     const result = await this.db.transaction().execute(async (trx) => {
       const t = trx.withSchema(schema);
       const inserted = await t
@@ -73,6 +131,7 @@ export class ModelStore {
           source_uri: m.sourceUri,
           labels: JSON.stringify(m.labels),
           request_id: m.requestId,
+          import: imported ? JSON.stringify(imported) : null,
         })
         .onConflict((oc) => oc.doNothing())
         .returningAll()
@@ -104,10 +163,7 @@ export class ModelStore {
   }
 
   async get(tenant: string, name: string): Promise<Model> {
-    const id = parseName("name", name, "models");
-    const row = await this.t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("model_id", "=", id).executeTakeFirst();
-    if (!row) throw notFound("model", name);
-    return toModel(row);
+    return toModel(await this.record(tenant, "name", name));
   }
 
   async list(tenant: string, req: { pageSize: number; pageToken: string }): Promise<{ models: Model[]; nextPageToken: string }> {
@@ -124,6 +180,11 @@ export class ModelStore {
   async delete(tenant: string, name: string): Promise<void> {
     const id = parseName("name", name, "models");
     const deleted = await this.db.transaction().execute(async (trx) => {
+      const adapters = await trx.withSchema(schema).selectFrom("adapters").select("adapter_id").where("tenant", "=", tenant).where("model_id", "=", id).execute();
+      if (adapters.length > 0) {
+        const names = adapters.map((a) => `${name}/adapters/${a.adapter_id}`);
+        throw new AppError("FAILED_PRECONDITION", "MODEL_HAS_ADAPTERS", `${name} has adapters that depend on it: ${names.join(", ")}; delete them first`, { name, adapters: names.join(",") });
+      }
       const row = await trx.withSchema(schema).deleteFrom("models").where("tenant", "=", tenant).where("model_id", "=", id).returning("model_id").executeTakeFirst();
       if (!row) return false;
       await enqueueEvents(trx, schema, source, [{ def: modelDeleted, tenant, subject: name, payload: { model: name } }]);

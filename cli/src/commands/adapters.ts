@@ -1,0 +1,231 @@
+import { createWriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { Command, Option } from "commander";
+import { call, fromGrpcError } from "@lathe/kit";
+import {
+  Adapter,
+  AdapterVersion,
+  Alias,
+  ArtifactFormat,
+  GgufType,
+  LineageDirection,
+  LineageRelation,
+  RegistryServiceClient,
+  ResourceKind,
+  type DownloadAdapterVersionResponse,
+} from "@lathe/proto/lathe/registry/v1/registry_service";
+import { connect, type ConnectionOptions } from "../connection.js";
+import { printJson, printTable } from "../output.js";
+import { withConnection } from "./models.js";
+
+/** `MODEL/ADAPTER` or a full name → `models/M/adapters/A`. */
+const adapterName = (arg: string) => {
+  if (arg.startsWith("models/")) return arg;
+  const [m, a] = arg.split("/");
+  if (!m || !a) throw new Error(`${arg}: expected MODEL/ADAPTER (or models/M/adapters/A)`);
+  return `models/${m}/adapters/${a}`;
+};
+/** `MODEL/ADAPTER@N` or a full name → `models/M/adapters/A/versions/N`. */
+const versionName = (arg: string) => {
+  if (arg.startsWith("models/")) return arg;
+  const at = arg.lastIndexOf("@");
+  if (at < 0) throw new Error(`${arg}: expected MODEL/ADAPTER@VERSION`);
+  return `${adapterName(arg.slice(0, at))}/versions/${arg.slice(at + 1)}`;
+};
+
+function versionRow(v: AdapterVersion): Record<string, string> {
+  return { name: v.name, digest: v.artifactDigest.slice(0, 19), r: String(v.loraConfig?.r ?? ""), aliases: v.aliases.map((a) => a.split("/").pop()).join(","), created: v.createTime?.toISOString() ?? "" };
+}
+
+/** `lathe adapters …` and `lathe lineage`: adapters, their versions, aliases, cards and downloads. */
+export function adaptersCommand(): Command {
+  const adapters = new Command("adapters").description("register adapters and their versions, move aliases, get model cards and files");
+
+  withConnection(
+    adapters
+      .command("register <adapter> <dir>")
+      .description("register the PEFT folder DIR as a new version of ADAPTER (MODEL/ADAPTER; created when missing)")
+      .option("--description <text>", "what this version is", "")
+      .option("--train-dataset <version>", "the dataset version it was trained on")
+      .option("--eval-dataset <version>", "the dataset version it was evaluated on")
+      .addOption(new Option("--label <key=value>", "a label (repeatable), e.g. intended-use=…").argParser((v: string, prev: Record<string, string> = {}) => ({ ...prev, [v.split("=")[0]!]: v.slice(v.indexOf("=") + 1) }))),
+  ).action(async (adapter: string, dir: string, o: ConnectionOptions & { description: string; trainDataset?: string; evalDataset?: string; label?: Record<string, string> }) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { adapterVersion } = await call(client, "createAdapterVersion", {
+        parent: adapterName(adapter),
+        adapterVersion: AdapterVersion.fromPartial({ artifactUri: resolve(dir), description: o.description, trainDatasetVersion: o.trainDataset ?? "", evalDatasetVersion: o.evalDataset ?? "", labels: o.label ?? {} }),
+        allowMissing: true,
+        requestId: "",
+      });
+      if (o.json) printJson(AdapterVersion.toJSON(adapterVersion!));
+      else process.stdout.write(`registered ${adapterVersion!.name} (${adapterVersion!.artifactDigest})\n`);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(adapters.command("list <model>").description("list the adapters of a base model")).action(async (model: string, o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { adapters: list } = await call(client, "listAdapters", { parent: model.startsWith("models/") ? model : `models/${model}`, pageSize: 1000, pageToken: "", filter: "" });
+      if (o.json) printJson({ adapters: list.map((a) => Adapter.toJSON(a)) });
+      else printTable(list.map((a) => ({ name: a.name, versions: String(a.versionCount), latest: a.latestVersion })), ["name", "versions", "latest"]);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(adapters.command("get <adapter>").description("show an adapter, or a version with MODEL/ADAPTER@N")).action(async (arg: string, o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      if (arg.includes("@") || arg.includes("/versions/")) {
+        const { adapterVersion } = await call(client, "getAdapterVersion", { name: versionName(arg) });
+        if (o.json) printJson(AdapterVersion.toJSON(adapterVersion!));
+        else printTable([versionRow(adapterVersion!)], ["name", "digest", "r", "aliases", "created"]);
+      } else {
+        const { adapter } = await call(client, "getAdapter", { name: adapterName(arg) });
+        if (o.json) printJson(Adapter.toJSON(adapter!));
+        else printTable([{ name: adapter!.name, base: adapter!.baseModel, versions: String(adapter!.versionCount), latest: adapter!.latestVersion }], ["name", "base", "versions", "latest"]);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(adapters.command("versions <adapter>").description("list the versions of an adapter")).action(async (adapter: string, o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { adapterVersions } = await call(client, "listAdapterVersions", { parent: adapterName(adapter), pageSize: 1000, pageToken: "", filter: "" });
+      if (o.json) printJson({ adapterVersions: adapterVersions.map((v) => AdapterVersion.toJSON(v)) });
+      else printTable(adapterVersions.map(versionRow), ["name", "digest", "r", "aliases", "created"]);
+    } finally {
+      client.close();
+    }
+  });
+
+  const printAlias = (a: Alias, json?: boolean) => {
+    if (json) return printJson(Alias.toJSON(a));
+    process.stdout.write(`${a.name} -> ${a.adapterVersion}\n`);
+    for (const h of a.history) process.stdout.write(`  ${h.moveTime?.toISOString()}  ${h.fromVersion || "(none)"} -> ${h.toVersion}  ${["", "manual", "promotion", "rollback"][h.trigger]} by ${h.actor}${h.reason ? `: ${h.reason}` : ""}\n`);
+  };
+
+  withConnection(
+    adapters
+      .command("alias <adapter> <version>")
+      .description("point an alias of ADAPTER at VERSION (a number)")
+      .requiredOption("--alias <name>", "the alias, e.g. production")
+      .option("--reason <text>", "why", ""),
+  ).action(async (adapter: string, version: string, o: ConnectionOptions & { alias: string; reason: string }) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const name = adapterName(adapter);
+      const { alias } = await call(client, "setAlias", { name: `${name}/aliases/${o.alias}`, adapterVersion: `${name}/versions/${version}`, reason: o.reason, expectedAdapterVersion: "" });
+      printAlias(alias!, o.json);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    adapters
+      .command("rollback <adapter>")
+      .description("move an alias back to where it pointed before its last move")
+      .requiredOption("--alias <name>", "the alias")
+      .option("--reason <text>", "why", ""),
+  ).action(async (adapter: string, o: ConnectionOptions & { alias: string; reason: string }) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { alias } = await call(client, "rollbackAlias", { name: `${adapterName(adapter)}/aliases/${o.alias}`, adapterVersion: "", reason: o.reason });
+      printAlias(alias!, o.json);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(adapters.command("card <version>").description("print the model card (Markdown) of MODEL/ADAPTER@VERSION")).action(async (version: string, o: ConnectionOptions) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const { modelCard } = await call(client, "getModelCard", { name: versionName(version) });
+      if (o.json) printJson({ name: modelCard!.name, markdown: modelCard!.markdown });
+      else process.stdout.write(modelCard!.markdown);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    adapters
+      .command("download <version>")
+      .description("download MODEL/ADAPTER@VERSION as a PEFT folder, a merged model folder or a GGUF file")
+      .addOption(new Option("--format <format>", "what to download").choices(["peft", "merged", "gguf"]).default("peft"))
+      .addOption(new Option("--gguf-type <type>", "GGUF tensor type").choices(["f16", "f32"]).default("f16"))
+      .requiredOption("--out <dir>", "the folder to write into"),
+  ).action(async (version: string, o: ConnectionOptions & { format: string; ggufType: string; out: string }) => {
+    const client = connect(RegistryServiceClient, o);
+    const format = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF }[o.format]!;
+    const written: { path: string; size: number; digest: string }[] = [];
+    try {
+      await new Promise<void>((resolvePromise, reject) => {
+        const stream = client.downloadAdapterVersion({ name: versionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
+        let out: NodeJS.WritableStream | undefined;
+        let pending = Promise.resolve();
+        stream.on("data", (m: DownloadAdapterVersionResponse) => {
+          if (m.fileHeader) {
+            const target = join(o.out, ...m.fileHeader.path.split("/"));
+            const prev = out;
+            written.push({ path: target, size: m.fileHeader.sizeBytes, digest: m.fileHeader.digest });
+            stream.pause();
+            pending = pending.then(async () => {
+              prev?.end();
+              await mkdir(dirname(target), { recursive: true });
+              out = createWriteStream(target);
+              stream.resume();
+            });
+          } else if (m.chunk && out) {
+            if (!out.write(m.chunk)) {
+              stream.pause();
+              out.once("drain", () => stream.resume());
+            }
+          }
+        });
+        stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
+        stream.on("end", () => {
+          void pending.then(() => {
+            if (!out) return resolvePromise();
+            out.end(() => resolvePromise());
+          });
+        });
+      });
+      if (o.json) printJson({ files: written });
+      else for (const f of written) process.stdout.write(`${f.path}  ${f.size} bytes  ${f.digest}\n`);
+    } finally {
+      client.close();
+    }
+  });
+
+  return adapters;
+}
+
+/** `lathe lineage NAME [--up|--down]`. */
+export function lineageCommand(): Command {
+  return withConnection(
+    new Command("lineage")
+      .argument("<name>", "a resource name, e.g. models/M/adapters/A/versions/1 or datasets/D/versions/V")
+      .description("show what a resource was made from (--up), what was made from it (--down), or both")
+      .option("--up", "upstream only")
+      .option("--down", "downstream only")
+      .option("--depth <n>", "edges to follow", "5"),
+  ).action(async (name: string, o: ConnectionOptions & { up?: boolean; down?: boolean; depth: string }) => {
+    const client = connect(RegistryServiceClient, o);
+    try {
+      const direction = o.up && !o.down ? LineageDirection.LINEAGE_DIRECTION_UPSTREAM : o.down && !o.up ? LineageDirection.LINEAGE_DIRECTION_DOWNSTREAM : LineageDirection.LINEAGE_DIRECTION_BOTH;
+      const res = await call(client, "getLineage", { name, direction, depth: Number(o.depth) });
+      if (o.json) printJson({ nodes: res.nodes.map((n) => ({ ...n, kind: ResourceKind[n.kind] })), edges: res.edges.map((e) => ({ ...e, relation: LineageRelation[e.relation] })), truncated: res.truncated });
+      else for (const e of res.edges) process.stdout.write(`${e.source}  --${LineageRelation[e.relation].replace("LINEAGE_RELATION_", "").toLowerCase()}-->  ${e.target}\n`);
+    } finally {
+      client.close();
+    }
+  });
+}

@@ -1,0 +1,287 @@
+import { join } from "node:path";
+import {
+  AppError,
+  cachedFolder,
+  checkLabels,
+  checkRequestId,
+  checkResourceId,
+  checkText,
+  decodePageToken,
+  encodePageToken,
+  enqueueEvents,
+  invalidArgument,
+  notFound,
+  pageSize,
+  parseNestedName,
+  putFolder,
+  type ArtifactStore,
+} from "@lathe/kit";
+import { listTensors, ModelFormatError, readPeftAdapter, type PeftAdapter } from "@lathe/models";
+import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
+import { Adapter, AdapterVersion, type CreateAdapterRequest, type CreateAdapterVersionRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
+import type { Kysely, Transaction } from "kysely";
+import { sql } from "kysely";
+import type { ModelRow, RegistryTables } from "../db/migrations.js";
+import { adapterVersionCreated } from "../events.js";
+import { recordLineage } from "./lineage.js";
+import { schema, type ModelStore } from "./models.js";
+
+const source = "registry";
+const isSeq = (k: unknown): k is { seq: number } => typeof (k as { seq?: unknown })?.seq === "number";
+
+export const adapterName = (modelId: string, adapterId: string) => `models/${modelId}/adapters/${adapterId}`;
+export const versionName = (modelId: string, adapterId: string, version: number) => `${adapterName(modelId, adapterId)}/versions/${version}`;
+
+/** Parses `models/{m}/adapters/{a}/versions/{n}`. */
+export function parseVersionName(field: string, name: string): { modelId: string; adapterId: string; version: number } {
+  const [modelId, adapterId, v] = parseNestedName(field, name, ["models", "adapters", "versions"]) as [string, string, string];
+  const version = Number(v);
+  if (!/^[1-9][0-9]*$/.test(v)) throw invalidArgument(field, `the version in ${JSON.stringify(name)} must be a positive integer`);
+  return { modelId, adapterId, version };
+}
+
+/**
+ * Checks a PEFT adapter against its base model: every adapted module exists in the base and
+ * lora_A/lora_B fit its weight (A: r × in, B: out × r).
+ */
+export async function checkAdapterFitsBase(adapter: PeftAdapter, baseDir: string, field: string): Promise<void> {
+  const base = new Map((await listTensors(baseDir)).map((t) => [t.name, t]));
+  for (const t of adapter.tensors) {
+    const m = /^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(t.name);
+    if (!m) continue;
+    const weight = base.get(`${m[1]}.weight`);
+    if (!weight) throw invalidArgument(field, `the adapter's ${t.name} adapts ${m[1]}, which the base model does not have`);
+    const [out, inp] = weight.shape as [number, number];
+    const ok = m[2] === "A" ? t.shape[0] === adapter.r && t.shape[1] === inp : t.shape[0] === out && t.shape[1] === adapter.r;
+    if (!ok) throw invalidArgument(field, `the adapter's ${t.name} has shape [${t.shape.join(", ")}], which does not fit ${m[1]}.weight [${weight.shape.join(", ")}] with r=${adapter.r}`);
+  }
+}
+
+/** Adapters of base models and their immutable versions. */
+export class AdapterStore {
+  constructor(
+    private readonly db: Kysely<RegistryTables>,
+    private readonly models: ModelStore,
+    private readonly artifacts: ArtifactStore,
+    private readonly cacheDir: string,
+    private readonly onEvents: () => void,
+  ) {}
+
+  private get t() {
+    return this.db.withSchema(schema);
+  }
+
+  private async toAdapter(r: RegistryTables["adapters"] & { create_time: Date; update_time: Date }): Promise<Adapter> {
+    const stats = await this.t
+      .selectFrom("adapter_versions")
+      .select([sql<number>`count(*)::int`.as("n"), sql<number | null>`max(version)`.as("latest")])
+      .where("tenant", "=", r.tenant)
+      .where("model_id", "=", r.model_id)
+      .where("adapter_id", "=", r.adapter_id)
+      .executeTakeFirst();
+    return Adapter.fromPartial({
+      name: adapterName(r.model_id, r.adapter_id),
+      displayName: r.display_name,
+      description: r.description,
+      labels: r.labels as unknown as Record<string, string>,
+      createTime: r.create_time,
+      updateTime: r.update_time,
+      baseModel: `models/${r.model_id}`,
+      latestVersion: stats?.latest ? versionName(r.model_id, r.adapter_id, stats.latest) : "",
+      versionCount: stats?.n ?? 0,
+    });
+  }
+
+  async create(tenant: string, req: CreateAdapterRequest): Promise<Adapter> {
+    const model = await this.models.record(tenant, "parent", req.parent);
+    const id = checkResourceId("adapter_id", req.adapterId);
+    const requestId = checkRequestId("request_id", req.requestId);
+    const values = {
+      tenant,
+      model_id: model.model_id,
+      adapter_id: id,
+      display_name: checkText("adapter.display_name", req.adapter?.displayName ?? "", 200) || id,
+      description: checkText("adapter.description", req.adapter?.description ?? "", 2000),
+      labels: JSON.stringify(checkLabels("adapter.labels", req.adapter?.labels ?? {})),
+      request_id: requestId,
+    };
+    const inserted = await this.t.insertInto("adapters").values(values).onConflict((oc) => oc.doNothing()).returningAll().executeTakeFirst();
+    if (inserted) return this.toAdapter(inserted as never);
+    if (requestId !== null) {
+      const earlier = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
+      if (earlier && earlier.adapter_id === id && earlier.model_id === model.model_id) return this.toAdapter(earlier as never);
+    }
+    throw new AppError("ALREADY_EXISTS", "ADAPTER_ALREADY_EXISTS", `${adapterName(model.model_id, id)} already exists`, { name: adapterName(model.model_id, id) });
+  }
+
+  async record(tenant: string, field: string, name: string) {
+    const [modelId, adapterId] = parseNestedName(field, name, ["models", "adapters"]) as [string, string];
+    const r = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirst();
+    if (!r) throw notFound("adapter", name);
+    return r;
+  }
+
+  async get(tenant: string, name: string): Promise<Adapter> {
+    return this.toAdapter((await this.record(tenant, "name", name)) as never);
+  }
+
+  async list(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapters: Adapter[]; nextPageToken: string }> {
+    const model = await this.models.record(tenant, "parent", req.parent);
+    const size = pageSize(req.pageSize);
+    const after = decodePageToken(req.pageToken, isSeq);
+    let q = this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", model.model_id);
+    if (after) q = q.where("seq", ">", after.seq);
+    const rows = await q.orderBy("seq").limit(size + 1).execute();
+    const page = rows.slice(0, size);
+    return { adapters: await Promise.all(page.map((r) => this.toAdapter(r as never))), nextPageToken: rows.length > size ? encodePageToken({ seq: Number(page[page.length - 1]!.seq) }) : "" };
+  }
+
+  async delete(tenant: string, name: string, force: boolean): Promise<void> {
+    const a = await this.record(tenant, "name", name);
+    await this.db.transaction().execute(async (trx) => {
+      const t = trx.withSchema(schema);
+      const versions = await t.selectFrom("adapter_versions").select("version").where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id).execute();
+      if (versions.length > 0 && !force) throw new AppError("FAILED_PRECONDITION", "ADAPTER_HAS_VERSIONS", `${name} has ${versions.length} version(s); delete with force to remove them too`, { name });
+      const prefix = `${name}/`;
+      await t.deleteFrom("aliases").where("tenant", "=", tenant).where("name", "like", `${prefix}aliases/%`).execute();
+      await t.deleteFrom("promotion_rules").where("tenant", "=", tenant).where("name", "like", `${prefix}%`).execute();
+      await t.deleteFrom("adapter_versions").where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id).execute();
+      await t.deleteFrom("adapters").where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id).execute();
+    });
+  }
+
+  /** The base model's files as a local folder (materialized from the artifact store once). */
+  async baseFolder(model: ModelRow): Promise<string> {
+    const digest = model.import?.artifactDigest;
+    if (!digest) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_IMPORTED", `models/${model.model_id} was registered without an import; register it again from its folder`, { name: `models/${model.model_id}` });
+    return cachedFolder(this.artifacts, digest.replace(/^sha256:/, ""), join(this.cacheDir, "folders"));
+  }
+
+  /**
+   * Registers a version from a PEFT folder (ours or one PEFT wrote): checks it fits the base
+   * model, stores its files by digest, and records where it came from, in one transaction with
+   * its `adapter_version_created` event and lineage.
+   */
+  async createVersion(tenant: string, req: CreateAdapterVersionRequest, actor: string): Promise<AdapterVersion> {
+    const v = req.adapterVersion;
+    if (!v) throw invalidArgument("adapter_version", "is required");
+    const [modelId, adapterId] = parseNestedName("parent", req.parent, ["models", "adapters"]) as [string, string];
+    const requestId = checkRequestId("request_id", req.requestId);
+    let adapter = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirst();
+    if (!adapter) {
+      if (!req.allowMissing) throw notFound("adapter", req.parent);
+      await this.create(tenant, { parent: `models/${modelId}`, adapterId, adapter: undefined, requestId: "" }).catch((err: unknown) => {
+        if (!(err instanceof AppError && err.code === "ALREADY_EXISTS")) throw err;
+      });
+      adapter = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirstOrThrow();
+    }
+    if (requestId !== null) {
+      const earlier = await this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).where("request_id", "=", requestId).executeTakeFirst();
+      if (earlier) return this.getVersion(tenant, versionName(modelId, adapterId, earlier.version));
+    }
+    const model = await this.models.record(tenant, "parent", `models/${modelId}`);
+    if (v.artifactUri === "") throw invalidArgument("adapter_version.artifact_uri", "is required: the PEFT adapter folder");
+    let peft: PeftAdapter;
+    try {
+      peft = await readPeftAdapter(v.artifactUri);
+    } catch (err) {
+      if (err instanceof ModelFormatError) throw invalidArgument("adapter_version.artifact_uri", `${v.artifactUri} is not a PEFT LoRA adapter: ${err.message}`);
+      throw err;
+    }
+    await checkAdapterFitsBase(peft, await this.baseFolder(model), "adapter_version.artifact_uri");
+    const stored = await putFolder(this.artifacts, v.artifactUri);
+    const fingerprint = v.chatTemplateFingerprint || model.import?.chatTemplateFingerprint || "";
+    const meta = AdapterVersion.fromPartial({
+      description: checkText("adapter_version.description", v.description, 2000),
+      labels: checkLabels("adapter_version.labels", v.labels),
+      artifactDigest: `sha256:${stored.digest}`,
+      artifactUri: v.artifactUri,
+      sizeBytes: stored.size,
+      method: v.method === FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED ? FineTuningMethod.FINE_TUNING_METHOD_LORA : v.method,
+      loraConfig: { r: peft.r, loraAlpha: peft.loraAlpha, loraDropout: peft.loraDropout, targetModules: peft.targetModules, useRslora: peft.useRslora },
+      fineTuningJob: v.fineTuningJob,
+      trainDatasetVersion: v.trainDatasetVersion,
+      evalDatasetVersion: v.evalDatasetVersion,
+      checkpoint: v.checkpoint,
+      chatTemplateFingerprint: fingerprint,
+      baseModelDigest: model.import?.artifactDigest ?? "",
+      creator: v.creator || actor,
+    });
+    const name = await this.db.transaction().execute(async (trx) => {
+      const t = trx.withSchema(schema);
+      // Version numbers are taken under a lock on the adapter row, so two registrations never collide.
+      await t.selectFrom("adapters").select("adapter_id").where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).forUpdate().execute();
+      const last = await t.selectFrom("adapter_versions").select(sql<number | null>`max(version)`.as("v")).where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirst();
+      const version = (last?.v ?? 0) + 1;
+      const name = versionName(modelId, adapterId, version);
+      await t.insertInto("adapter_versions").values({ tenant, model_id: modelId, adapter_id: adapterId, version, meta: JSON.stringify(AdapterVersion.toJSON(meta)), artifact_digest: meta.artifactDigest, request_id: requestId }).execute();
+      await enqueueEvents(trx, schema, source, [
+        {
+          def: adapterVersionCreated,
+          tenant,
+          subject: name,
+          payload: {
+            adapterVersion: name,
+            adapter: adapterName(modelId, adapterId),
+            baseModel: `models/${modelId}`,
+            artifactDigest: meta.artifactDigest,
+            artifactUri: meta.artifactUri,
+            chatTemplateFingerprint: meta.chatTemplateFingerprint,
+            fineTuningJob: meta.fineTuningJob,
+            trainDatasetVersion: meta.trainDatasetVersion,
+            evalDatasetVersion: meta.evalDatasetVersion,
+          },
+        },
+      ]);
+      await recordAdapterVersionLineage(trx, tenant, name, meta, `models/${modelId}`);
+      return name;
+    });
+    this.onEvents();
+    return this.getVersion(tenant, name);
+  }
+
+  async versionRecord(tenant: string, field: string, name: string) {
+    const { modelId, adapterId, version } = parseVersionName(field, name);
+    const r = await this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).where("version", "=", version).executeTakeFirst();
+    if (!r) throw notFound("adapter_version", name);
+    return r;
+  }
+
+  async getVersion(tenant: string, name: string): Promise<AdapterVersion> {
+    return this.toVersion(tenant, await this.versionRecord(tenant, "name", name));
+  }
+
+  private async toVersion(tenant: string, r: { model_id: string; adapter_id: string; version: number; meta: unknown; create_time: Date }): Promise<AdapterVersion> {
+    const name = versionName(r.model_id, r.adapter_id, r.version);
+    const v = AdapterVersion.fromJSON({ ...(r.meta as object), name });
+    v.createTime = r.create_time;
+    v.updateTime = r.create_time;
+    const evals = await this.t.selectFrom("version_evaluations").selectAll().where("tenant", "=", tenant).where("adapter_version", "=", name).orderBy("create_time").execute();
+    v.evaluationRuns = evals.map((e) => e.evaluation_run);
+    const lastEval = evals[evals.length - 1];
+    v.headlineMetrics = lastEval ? (lastEval.metrics as AdapterVersion["headlineMetrics"]) : [];
+    const aliases = await this.t.selectFrom("aliases").select("name").where("tenant", "=", tenant).where("adapter_version", "=", name).execute();
+    v.aliases = aliases.map((a) => a.name);
+    return v;
+  }
+
+  async listVersions(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapterVersions: AdapterVersion[]; nextPageToken: string }> {
+    const a = await this.record(tenant, "parent", req.parent);
+    const size = pageSize(req.pageSize);
+    const after = decodePageToken(req.pageToken, (k): k is { v: number } => typeof (k as { v?: unknown })?.v === "number");
+    let q = this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id);
+    if (after) q = q.where("version", ">", after.v);
+    const rows = await q.orderBy("version").limit(size + 1).execute();
+    const page = rows.slice(0, size);
+    return {
+      adapterVersions: await Promise.all(page.map((r) => this.toVersion(tenant, r))),
+      nextPageToken: rows.length > size ? encodePageToken({ v: page[page.length - 1]!.version }) : "",
+    };
+  }
+}
+
+/** The edges a new adapter version brings: its base, its job, its checkpoint and its data. */
+async function recordAdapterVersionLineage(trx: Transaction<RegistryTables>, tenant: string, name: string, v: AdapterVersion, baseModel: string): Promise<void> {
+  const inputs = [baseModel, v.fineTuningJob, v.checkpoint, v.trainDatasetVersion, v.evalDatasetVersion].filter((x) => x !== "");
+  await recordLineage(trx, tenant, { name, displayName: name, digest: v.artifactDigest, time: new Date() }, inputs);
+}

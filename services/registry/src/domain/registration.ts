@@ -1,0 +1,90 @@
+import { join } from "node:path";
+import { AppError, cachedFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { sql, type Kysely } from "kysely";
+import type { RegistryTables } from "../db/migrations.js";
+import type { AdapterStore } from "./adapters.js";
+import { schema } from "./models.js";
+
+interface PendingRequest {
+  adapter: string;
+  description: string;
+  labels: Record<string, string>;
+  artifactUri: string;
+  artifactDigest: string;
+  method: number;
+  checkpoint: string;
+  trainDatasetVersion: string;
+  evalDatasetVersion: string;
+  chatTemplateFingerprint: string;
+}
+
+/**
+ * Registers the adapter versions that finished jobs asked for. A registration is retried while
+ * it fails for a passing reason; one that can never succeed (the adapter does not fit its base,
+ * say) is given up and its error kept for `lathe` to show.
+ */
+export class RegistrationWorker {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = true;
+
+  constructor(
+    private readonly opts: { db: Kysely<RegistryTables>; adapters: AdapterStore; artifacts: ArtifactStore; cacheDir: string; logger: Logger; pollMs: number },
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.notify();
+  }
+
+  notify(): void {
+    if (this.stopped || this.running) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.running = this.runOnce()
+      .then(() => undefined)
+      .catch((err: unknown) => this.opts.logger.warn({ err }, "registration worker failed; will retry"))
+      .finally(() => {
+        this.running = undefined;
+        if (!this.stopped) this.timer = setTimeout(() => this.notify(), this.opts.pollMs);
+      });
+  }
+
+  async runOnce(): Promise<number> {
+    const t = this.opts.db.withSchema(schema);
+    const pending = await t.selectFrom("pending_registrations").selectAll().where("last_error", "is", null).limit(10).execute();
+    for (const p of pending) {
+      const r = p.request as PendingRequest;
+      try {
+        let dir = r.artifactUri;
+        if (dir === "" && r.artifactDigest !== "") dir = await cachedFolder(this.opts.artifacts, r.artifactDigest.replace(/^sha256:/, ""), join(this.opts.cacheDir, "folders"));
+        await this.opts.adapters.createVersion(
+          p.tenant,
+          {
+            parent: r.adapter,
+            adapterVersion: AdapterVersion.fromPartial({ description: r.description, labels: r.labels, artifactUri: dir, method: r.method, fineTuningJob: p.job, checkpoint: r.checkpoint, trainDatasetVersion: r.trainDatasetVersion, evalDatasetVersion: r.evalDatasetVersion, chatTemplateFingerprint: r.chatTemplateFingerprint }),
+            allowMissing: true,
+            requestId: `job:${p.job}`,
+          },
+          `fine-tuning job ${p.job}`,
+        );
+        await t.deleteFrom("pending_registrations").where("event_id", "=", p.event_id).execute();
+      } catch (err) {
+        const final = err instanceof AppError && !["UNAVAILABLE", "ABORTED", "RESOURCE_EXHAUSTED", "INTERNAL"].includes(err.code);
+        await t
+          .updateTable("pending_registrations")
+          .set({ attempts: sql`attempts + 1`, last_error: final ? (err as Error).message : null })
+          .where("event_id", "=", p.event_id)
+          .execute();
+        this.opts.logger.warn({ err, job: p.job, final }, "registering a job's adapter failed");
+      }
+    }
+    return pending.length;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+}
