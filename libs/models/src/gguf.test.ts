@@ -284,6 +284,36 @@ describe("exportGguf", () => {
     );
   });
 
+  test("names llama.cpp's pre-tokenizer from tokenizer.json's split, and refuses tokenizers it cannot describe", async () => {
+    const modelDir = path.join(dir, "qwen2-split");
+    await writeTinyModel(modelDir, { arch: "qwen2", layers: 1 });
+    const tokenizerFile = path.join(modelDir, "tokenizer.json");
+    const original = JSON.parse(await readFile(tokenizerFile, "utf8")) as Record<string, unknown>;
+    const qwen2Split = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+    const withPre = async (preTokenizer: unknown): Promise<void> => {
+      await writeFile(tokenizerFile, JSON.stringify({ ...original, pre_tokenizer: preTokenizer }));
+    };
+    const file = path.join(dir, "qwen2-split.gguf");
+
+    await withPre({
+      type: "Sequence",
+      pretokenizers: [
+        { type: "Split", pattern: { Regex: qwen2Split }, behavior: "Isolated", invert: false },
+        { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false },
+      ],
+    });
+    await exportGguf(modelDir, file);
+    expect((await readGgufHeader(file)).metadata.get("tokenizer.ggml.pre")).toBe("qwen2");
+
+    await withPre({ type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: "\\d" } }, { type: "ByteLevel", use_regex: false }] });
+    await expect(exportGguf(modelDir, file)).rejects.toThrow(/tokenizer\.json: pre_tokenizer .* pass tokenizerPre/);
+    await exportGguf(modelDir, file, { tokenizerPre: "default" });
+    expect((await readGgufHeader(file)).metadata.get("tokenizer.ggml.pre")).toBe("default");
+
+    await withPre({ type: "Metaspace", replacement: "▁" });
+    await expect(exportGguf(modelDir, file)).rejects.toThrow(/tokenizer\.json: GGUF export handles byte-level BPE tokenizers/);
+  });
+
   test("names config.json when the folder has none", async () => {
     await expect(exportGguf(path.join(dir, "missing-folder"), path.join(dir, "x.gguf"))).rejects.toThrow(/config\.json: file is missing/);
   });

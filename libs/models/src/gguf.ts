@@ -134,7 +134,7 @@ export async function writeGgufPlanned(
 ): Promise<void> {
   const alignment = alignmentOf(metadata);
   const header = encodeHeader(metadata, plan, alignment);
-  const tmp = `${file}.tmp`;
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
   const out = await open(tmp, "w");
   try {
     await out.write(header);
