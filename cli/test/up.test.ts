@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppError, call, createClient } from "@lathe/kit";
 import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { ListFineTuningJobsRequest, TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_service";
-import { writeTinyModel } from "@lathe/models";
+import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { freePort, testNats, testPostgres, type TestPostgres } from "@lathe/testing";
 import { checkHealth, serviceNames } from "../src/commands/health.js";
 import { runCli, startUp } from "./cli-process.js";
@@ -138,6 +138,38 @@ describe("lathe up (embedded default)", () => {
     const missing = await runCli(["datasets", "create", "qa", join(dataDir, "nope.jsonl"), ...conn]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("nope.jsonl");
+  });
+
+  it("imports a model, registers adapter versions, moves and rolls back an alias, prints a card, lineage and downloads", async () => {
+    const imported = await runCli(["models", "import", modelDir, "--name", "base", "--json", ...conn]);
+    expect(imported.stderr).toBe("");
+    expect(JSON.parse(imported.stdout)).toMatchObject({ name: "models/base", architecture: "LlamaForCausalLM" });
+    const adapterDirs = [join(dataDir, "lora-1"), join(dataDir, "lora-2")];
+    for (const [i, d] of adapterDirs.entries()) await writeTinyAdapter(d, modelDir, { r: 4, seed: i + 1 });
+    for (const d of adapterDirs) {
+      const r = await runCli(["adapters", "register", "base/support", d, "--label", "intended-use=support replies", ...conn]);
+      expect(r.stderr).toBe("");
+    }
+    const versions = await runCli(["adapters", "versions", "base/support", "--json", ...conn]);
+    expect((JSON.parse(versions.stdout) as { adapterVersions: { name: string }[] }).adapterVersions.map((v) => v.name)).toEqual(["models/base/adapters/support/versions/1", "models/base/adapters/support/versions/2"]);
+    expect((await runCli(["adapters", "alias", "base/support", "1", "--alias", "production", ...conn])).code).toBe(0);
+    expect((await runCli(["adapters", "alias", "base/support", "2", "--alias", "production", "--reason", "v2 is better", ...conn])).code).toBe(0);
+    const rolled = await runCli(["adapters", "rollback", "base/support", "--alias", "production", "--reason", "regression", "--json", ...conn]);
+    const alias = JSON.parse(rolled.stdout) as { adapterVersion: string; history: { trigger: string }[] };
+    expect(alias.adapterVersion).toBe("models/base/adapters/support/versions/1");
+    expect(alias.history.map((h) => h.trigger)).toEqual(["ALIAS_MOVE_TRIGGER_MANUAL", "ALIAS_MOVE_TRIGGER_MANUAL", "ALIAS_MOVE_TRIGGER_ROLLBACK"]);
+    const card = await runCli(["adapters", "card", "base/support@1", ...conn]);
+    expect(card.stdout).toContain("base_model: models/base");
+    expect(card.stdout).toContain("support replies");
+    const lineage = await runCli(["lineage", "models/base/adapters/support/aliases/production", "--up", "--json", ...conn]);
+    expect((JSON.parse(lineage.stdout) as { nodes: { name: string }[] }).nodes.map((n) => n.name)).toEqual(expect.arrayContaining(["models/base/adapters/support/versions/1", "models/base"]));
+    const out = join(dataDir, "downloaded");
+    const peft = await runCli(["adapters", "download", "base/support@1", "--out", join(out, "peft"), ...conn]);
+    expect(peft.stderr).toBe("");
+    expect(readFileSync(join(out, "peft", "adapter_config.json"), "utf8")).toContain('"peft_type": "LORA"');
+    const gguf = await runCli(["adapters", "download", "base/support@1", "--format", "gguf", "--out", join(out, "gguf"), ...conn]);
+    expect(gguf.stderr).toBe("");
+    expect(readFileSync(join(out, "gguf", "model.gguf")).subarray(0, 4).toString("latin1")).toBe("GGUF");
   });
 
   it("keeps its state across a restart and drains on SIGTERM", async () => {
