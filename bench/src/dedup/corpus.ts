@@ -3,16 +3,10 @@
  * Zipf-like vocabulary, some with near-duplicate copies, some with planted PII.
  */
 
-/** mulberry32: a small deterministic PRNG in [0, 1). */
-export function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "@lathe/text";
+
+/** The seeded PRNG of @lathe/text (mulberry32). */
+export const prng = mulberry32;
 
 /**
  * `count` documents of 80–120 words (P(rank) ∝ 1/rank over a vocabulary of 50k random words),

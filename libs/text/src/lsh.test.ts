@@ -1,16 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "./random.js";
 import { candidateProbability, LshIndex, optimalBandsRows } from "./lsh.js";
 import { exactJaccard, MinHasher, wordShingles } from "./minhash.js";
 
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 describe("optimalBandsRows", () => {
   it("picks the bands and rows datasketch picks for 128 permutations at 0.8", () => {

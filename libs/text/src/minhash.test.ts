@@ -1,16 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "./random.js";
 import { estimateJaccard, exactHash, exactJaccard, MinHasher, normalizeText, wordShingles } from "./minhash.js";
 
-/** mulberry32: a small deterministic PRNG in [0, 1). */
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 describe("normalizeText", () => {
   it("applies NFKC, lower-cases, turns punctuation into spaces and collapses whitespace", () => {

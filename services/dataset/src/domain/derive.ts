@@ -12,7 +12,7 @@ import {
   type QualityReport,
 } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { CheckOptions, DataCheck } from "@lathe/proto/lathe/type/v1/data_check";
-import { NearDuplicateIndex, normalizeText, redactPii, scanPii } from "@lathe/text";
+import { mulberry32, NearDuplicateIndex, normalizeText, redactPii, scanPii } from "@lathe/text";
 import { createHash } from "node:crypto";
 import { versionEvents, type IngestDeps } from "./ingest.js";
 import { piiKindNames, resolveOptions } from "./options.js";
@@ -29,18 +29,6 @@ async function* rowsOf(deps: IngestDeps, key: string): AsyncGenerator<Row> {
     for (const r of page) if (r.messages.length > 0) yield { line: r.line, row: { messages: r.messages }, failed: new Set(r.failedChecks) };
     if (page.length < 1000) return;
   }
-}
-
-/** A small seeded PRNG (mulberry32), so a split is the same for the same seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Line → the first line of its duplicate cluster (exact or near), from the parent's report. */
@@ -119,7 +107,7 @@ export async function deriveVersion(deps: IngestDeps, req: DeriveDatasetVersionR
     }
     const total = [...groups.values()].reduce((a, b) => a + b, 0);
     const order = [...groups.keys()].sort((a, b) => a - b);
-    const rand = prng(Number(split.seed ?? 42));
+    const rand = mulberry32(Number(split.seed ?? 42));
     for (let i = order.length - 1; i > 0; i--) {
       const j = Math.floor(rand() * (i + 1));
       [order[i], order[j]] = [order[j]!, order[i]!];
