@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { readFileSync } from "node:fs";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { loadFileDescriptorSetFromBuffer } from "@grpc/proto-loader";
@@ -35,6 +36,8 @@ export class GrpcServer {
     const max = opts.maxMessageBytes ?? 16 * 1024 * 1024;
     this.server = new Server({ "grpc.max_receive_message_length": max, "grpc.max_send_message_length": max });
     this.auth = new ApiKeyAuth(opts.apiKeys);
+    // Every call in flight listens for the drain; there may be thousands.
+    setMaxListeners(0, this.draining.signal);
     this.health.addToServer(this.server);
   }
 
