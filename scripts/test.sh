@@ -12,4 +12,7 @@ if [ -z "${LATHE_TEST_NATS_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev
   export LATHE_TEST_NATS_URL="nats://127.0.0.1:4222"
   echo "tests use NATS at $LATHE_TEST_NATS_URL"
 fi
+# The engine's C++ tests (gradient checks, golden files from the PyTorch reference).
+node libs/engine/dev/golden-models.mjs > /dev/null
+libs/engine/build/lathe_engine_test
 exec node_modules/.bin/vitest run "$@"

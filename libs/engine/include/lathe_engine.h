@@ -1,0 +1,119 @@
+/*
+ * lathe_engine.h — the C boundary of Lathe's training engine (libs/engine).
+ *
+ * A Llama-family decoder (Llama 2/3, Mistral, Qwen2: RMSNorm, RoPE with llama3 scaling,
+ * grouped-query causal attention that honours packing segments, SwiGLU MLP, tied or untied LM
+ * head) with LoRA adapters on any of q/k/v/o/gate/up/down (and lm_head), a frozen base, and
+ * causal-LM cross-entropy over unmasked labels computed in vocabulary chunks.
+ *
+ * Rules of this API (ggml style, without ggml's aborts):
+ * - every function returns a lathe_status; on failure `err` (when not NULL) receives a message
+ *   that says what and where, truncated to `err_len`;
+ * - nothing here exits or aborts the process;
+ * - a model owns all its memory and lathe_model_free releases it in one place;
+ * - shapes are row-major; a Linear weight is [out_features, in_features] as in PyTorch/HF.
+ */
+#ifndef LATHE_ENGINE_H
+#define LATHE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lathe_status {
+  LATHE_OK = 0,
+  LATHE_ERR_INVALID_ARGUMENT = 1, /* bad shape, unknown tensor name, bad config value */
+  LATHE_ERR_UNSUPPORTED = 2,      /* a config the engine does not implement */
+  LATHE_ERR_OUT_OF_MEMORY = 3,
+  LATHE_ERR_NAN = 4,              /* the loss or a gradient is not finite */
+  LATHE_ERR_CANCELLED = 5,
+  LATHE_ERR_INTERNAL = 6
+} lathe_status;
+
+typedef enum lathe_rope_scaling { LATHE_ROPE_NONE = 0, LATHE_ROPE_LLAMA3 = 1 } lathe_rope_scaling;
+
+typedef struct lathe_model_config {
+  int32_t vocab_size;
+  int32_t hidden_size;
+  int32_t intermediate_size;
+  int32_t num_layers;
+  int32_t num_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;            /* usually hidden_size / num_heads */
+  float rms_norm_eps;
+  float rope_theta;
+  lathe_rope_scaling rope_scaling;
+  float rope_factor;           /* llama3: factor, low_freq_factor, high_freq_factor, original_max_position_embeddings */
+  float rope_low_freq_factor;
+  float rope_high_freq_factor;
+  int32_t rope_original_max_position;
+  int32_t tie_word_embeddings; /* 1: lm_head shares model.embed_tokens.weight */
+  int32_t attention_bias;      /* 1: q/k/v projections have biases (Qwen2) */
+  int32_t num_threads;         /* 0: all hardware threads */
+} lathe_model_config;
+
+/* Bit per adaptable module, for lathe_lora_config.target_modules. */
+enum {
+  LATHE_LORA_Q = 1u << 0, LATHE_LORA_K = 1u << 1, LATHE_LORA_V = 1u << 2, LATHE_LORA_O = 1u << 3,
+  LATHE_LORA_GATE = 1u << 4, LATHE_LORA_UP = 1u << 5, LATHE_LORA_DOWN = 1u << 6, LATHE_LORA_LM_HEAD = 1u << 7
+};
+
+typedef struct lathe_lora_config {
+  int32_t r;
+  float alpha;
+  float dropout;               /* applied to the LoRA input in training mode, as PEFT does */
+  int32_t use_rslora;          /* scale alpha/sqrt(r) instead of alpha/r */
+  uint32_t target_modules;     /* LATHE_LORA_* bits */
+  uint64_t seed;               /* A: kaiming-uniform(a=sqrt(5)) as PEFT; B: zeros; dropout masks */
+} lathe_lora_config;
+
+typedef struct lathe_model lathe_model;
+
+lathe_status lathe_model_init(const lathe_model_config* config, lathe_model** out, char* err, size_t err_len);
+void lathe_model_free(lathe_model* model);
+
+/*
+ * Sets a frozen base weight by its Hugging Face name (model.embed_tokens.weight,
+ * model.layers.N.self_attn.q_proj.weight, ….bias, model.layers.N.mlp.gate_proj.weight,
+ * model.layers.N.input_layernorm.weight, model.norm.weight, lm_head.weight); `data` is copied;
+ * `count` must equal the tensor's element count. Every weight must be set before training.
+ */
+lathe_status lathe_model_set_weight(lathe_model* model, const char* name, const float* data, size_t count, char* err, size_t err_len);
+
+/* Adds LoRA adapters (PEFT initialisation). */
+lathe_status lathe_lora_init(lathe_model* model, const lathe_lora_config* config, char* err, size_t err_len);
+
+/*
+ * LoRA tensors by PEFT name without the `base_model.model.` prefix, e.g.
+ * "model.layers.0.self_attn.q_proj.lora_A.weight" ([r, in]) and "….lora_B.weight" ([out, r]).
+ */
+lathe_status lathe_lora_set(lathe_model* model, const char* name, const float* data, size_t count, char* err, size_t err_len);
+lathe_status lathe_lora_get(const lathe_model* model, const char* name, float* out, size_t count, char* err, size_t err_len);
+/* The gradient of a LoRA tensor from the last lathe_forward_backward (accumulated across calls until lathe_zero_grad). */
+lathe_status lathe_lora_grad(const lathe_model* model, const char* name, float* out, size_t count, char* err, size_t err_len);
+lathe_status lathe_zero_grad(lathe_model* model, char* err, size_t err_len);
+
+/*
+ * One batch of `batch` rows of `seq` tokens. `labels` uses -100 for positions not trained (the
+ * label of position t is the token to predict after t, already shifted by the caller);
+ * `positions` are RoPE positions (restart at 0 in each packed sequence); `segments` give each
+ * token's sequence id within its row: attention never crosses segments (NULL: one segment).
+ * Writes the mean loss over unmasked labels and the number of them. With `backward` = 1 it adds
+ * d(loss·grad_scale)/d(LoRA) into the gradients. With `training` = 1 LoRA dropout is applied.
+ * `logits_out`, when not NULL, receives [batch, seq, vocab] logits (for tests; costly).
+ */
+lathe_status lathe_forward_backward(lathe_model* model, const int32_t* tokens, const int32_t* labels, const int32_t* positions, const int32_t* segments,
+                                    int32_t batch, int32_t seq, int32_t backward, int32_t training, float grad_scale,
+                                    float* loss_out, int64_t* label_count_out, float* logits_out, char* err, size_t err_len);
+
+/* Clips the LoRA gradients to `max_grad_norm` (<= 0: no clipping), writes the norm before clipping, then one AdamW step (PyTorch's AdamW with weight decay on LoRA tensors). */
+lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm, float* grad_norm_out, char* err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LATHE_ENGINE_H */

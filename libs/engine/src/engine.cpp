@@ -1,0 +1,140 @@
+// engine.cpp — the C API of include/lathe_engine.h over model.cpp.
+//
+// Every entry point catches everything: lathe::Error keeps its status and message,
+// std::bad_alloc becomes LATHE_ERR_OUT_OF_MEMORY, any other exception LATHE_ERR_INTERNAL.
+// Messages name the function and the tensor/shape concerned; they are copied into `err`
+// (NUL-terminated, truncated to err_len) when err is not NULL.
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "common.h"
+#include "lathe_engine.h"
+#include "model.h"
+
+namespace {
+
+void write_err(char* err, size_t err_len, const char* fn, const std::string& msg) {
+  if (!err || err_len == 0) return;
+  std::snprintf(err, err_len, "%s: %s", fn, msg.c_str());
+}
+
+template <class F>
+lathe_status guarded(const char* fn, char* err, size_t err_len, F&& body) {
+  if (err && err_len) err[0] = '\0';
+  try {
+    body();
+    return LATHE_OK;
+  } catch (const lathe::Error& e) {
+    write_err(err, err_len, fn, e.what());
+    return e.status;
+  } catch (const std::bad_alloc&) {
+    write_err(err, err_len, fn, "out of memory");
+    return LATHE_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    write_err(err, err_len, fn, std::string("internal error: ") + e.what());
+    return LATHE_ERR_INTERNAL;
+  } catch (...) {
+    write_err(err, err_len, fn, "internal error (unknown exception)");
+    return LATHE_ERR_INTERNAL;
+  }
+}
+
+void need(const void* p, const char* what) {
+  if (!p) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+}  // namespace
+
+extern "C" {
+
+lathe_status lathe_model_init(const lathe_model_config* config, lathe_model** out, char* err, size_t err_len) {
+  return guarded("lathe_model_init", err, err_len, [&] {
+    need(config, "config");
+    need(out, "out");
+    *out = nullptr;
+    auto* m = new lathe_model();
+    try {
+      lathe::model_init(*m, *config);
+    } catch (...) {
+      delete m;
+      throw;
+    }
+    *out = m;
+  });
+}
+
+void lathe_model_free(lathe_model* model) { delete model; }
+
+lathe_status lathe_model_set_weight(lathe_model* model, const char* name, const float* data, size_t count, char* err, size_t err_len) {
+  return guarded("lathe_model_set_weight", err, err_len, [&] {
+    need(model, "model");
+    need(name, "name");
+    lathe::model_set_weight(*model, name, data, count);
+  });
+}
+
+lathe_status lathe_lora_init(lathe_model* model, const lathe_lora_config* config, char* err, size_t err_len) {
+  return guarded("lathe_lora_init", err, err_len, [&] {
+    need(model, "model");
+    need(config, "config");
+    lathe::model_lora_init(*model, *config);
+  });
+}
+
+static void lora_copy(lathe_model* model, const char* name, float* out, const float* in, size_t count, int which) {
+  need(model, "model");
+  need(name, "name");
+  std::vector<int64_t> shape;
+  std::vector<float>& t = lathe::model_lora_tensor(*model, name, which, &shape);
+  if (count != t.size())
+    throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(name) + ": expected " + std::to_string(t.size()) + " elements (shape " +
+                                                       lathe::shape_str(shape) + "), got " + std::to_string(count));
+  if (in) std::memcpy(t.data(), in, sizeof(float) * count);
+  else { need(out, "out"); std::memcpy(out, t.data(), sizeof(float) * count); }
+}
+
+lathe_status lathe_lora_set(lathe_model* model, const char* name, const float* data, size_t count, char* err, size_t err_len) {
+  return guarded("lathe_lora_set", err, err_len, [&] {
+    need(data, "data");
+    lora_copy(model, name, nullptr, data, count, 0);
+  });
+}
+
+lathe_status lathe_lora_get(const lathe_model* model, const char* name, float* out, size_t count, char* err, size_t err_len) {
+  return guarded("lathe_lora_get", err, err_len, [&] { lora_copy(const_cast<lathe_model*>(model), name, out, nullptr, count, 0); });
+}
+
+lathe_status lathe_lora_grad(const lathe_model* model, const char* name, float* out, size_t count, char* err, size_t err_len) {
+  return guarded("lathe_lora_grad", err, err_len, [&] { lora_copy(const_cast<lathe_model*>(model), name, out, nullptr, count, 1); });
+}
+
+lathe_status lathe_zero_grad(lathe_model* model, char* err, size_t err_len) {
+  return guarded("lathe_zero_grad", err, err_len, [&] {
+    need(model, "model");
+    lathe::model_zero_grad(*model);
+  });
+}
+
+lathe_status lathe_forward_backward(lathe_model* model, const int32_t* tokens, const int32_t* labels, const int32_t* positions,
+                                    const int32_t* segments, int32_t batch, int32_t seq, int32_t backward, int32_t training,
+                                    float grad_scale, float* loss_out, int64_t* label_count_out, float* logits_out, char* err,
+                                    size_t err_len) {
+  return guarded("lathe_forward_backward", err, err_len, [&] {
+    need(model, "model");
+    lathe::model_forward_backward(*model, tokens, labels, positions, segments, batch, seq, backward != 0, training != 0, grad_scale,
+                                  loss_out, label_count_out, logits_out);
+  });
+}
+
+lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm,
+                              float* grad_norm_out, char* err, size_t err_len) {
+  return guarded("lathe_adamw_step", err, err_len, [&] {
+    need(model, "model");
+    const float norm = lathe::model_adamw_step(*model, lr, beta1, beta2, eps, weight_decay, max_grad_norm);
+    if (grad_norm_out) *grad_norm_out = norm;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,32 @@
+// gemm.h — threaded single-precision GEMM (row-major), BLIS-style blocking with a 6x16 register
+// micro-kernel written with GCC/Clang vector extensions (AVX2/FMA with -march=native).
+//
+//   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
+//   op(A) = A ([M,K], leading dim lda) or A^T (A stored [K,M]); likewise B ([K,N] or [N,K]).
+//
+// Each element of C is reduced by one thread in a fixed order, so results do not depend on the
+// number of threads or on scheduling. beta == 0 overwrites C (NaNs in C are not propagated).
+#pragma once
+#include <cstdint>
+
+namespace lathe {
+
+class ThreadPool;
+
+void sgemm(ThreadPool& pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc);
+
+// C[M,N] = alpha * A[M,K] B[K,N] + beta C
+inline void gemm_nn(ThreadPool& p, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) {
+  sgemm(p, false, false, M, N, K, alpha, A, K, B, N, beta, C, N);
+}
+// C[M,N] = alpha * A[M,K] B[N,K]^T + beta C   (y = x W^T)
+inline void gemm_nt(ThreadPool& p, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) {
+  sgemm(p, false, true, M, N, K, alpha, A, K, B, K, beta, C, N);
+}
+// C[M,N] = alpha * A[K,M]^T B[K,N] + beta C   (dW = dy^T x)
+inline void gemm_tn(ThreadPool& p, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) {
+  sgemm(p, true, false, M, N, K, alpha, A, M, B, N, beta, C, N);
+}
+
+}  // namespace lathe

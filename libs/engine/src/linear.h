@@ -1,0 +1,48 @@
+// linear.h — a frozen Linear with an optional LoRA adapter (PEFT semantics):
+//   y = x W^T + b + scale * (drop(x) A^T) B^T
+// x: [N, in], W: [out, in], b: [out] or null, A: [r, in], B: [out, r], y: [N, out].
+// drop(x) = x * mask / (1 - p) in training with p > 0, else x. scale = alpha/r (alpha/sqrt(r)
+// with rsLoRA). Forward saves u = drop(x) A^T [N, r] and the mask for backward.
+// backward (base frozen): dx = dy W + ((scale dy B) A) * mask/(1-p);
+//   gB += scale dy^T u;  gA += (scale dy B)^T drop(x).   Grads accumulate; dx written or added.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "rng.h"
+#include "threads.h"
+
+namespace lathe {
+
+struct LoRA {
+  int r = 0, in = 0, out = 0;
+  float scale = 0.0f, dropout = 0.0f;
+  std::vector<float> A, B, gA, gB, mA, vA, mB, vB;
+  // saved by the last forward
+  std::vector<float> u;        // [N, r]
+  std::vector<uint8_t> mask;   // [N, in], 1 = kept (only when dropout was applied)
+  bool masked = false;
+};
+
+struct Linear {
+  std::string name;            // HF module name, e.g. model.layers.0.self_attn.q_proj
+  int in = 0, out = 0;
+  const float* W = nullptr;
+  const float* bias = nullptr;
+  LoRA* lora = nullptr;
+};
+
+// scratch: caller-owned temporary, resized as needed.
+void linear_forward(ThreadPool& pool, float* y, const float* x, int N, const Linear& lin, Rng& dropout_rng, bool training,
+                    std::vector<float>& scratch);
+// The LoRA input drop(x) (x when no mask): [N, in] into out.
+void lora_dropped_input(const LoRA& l, const float* x, int N, float* out);
+// Sets l.u = drop(x) A^T (drawing a new mask when training with dropout).
+void lora_forward_u(ThreadPool& pool, LoRA& l, const float* x, int N, Rng& dropout_rng, bool training, std::vector<float>& scratch);
+// Given du = d loss / d u ([N, r], already including scale), adds gA and, when dx, dx += (du A)*mask/(1-p).
+void lora_backward_from_u(ThreadPool& pool, LoRA& l, const float* du, const float* x, int N, float* dx, std::vector<float>& scratch);
+void linear_backward(ThreadPool& pool, float* dx, bool accumulate, const float* dy, const float* x, int N, const Linear& lin,
+                     std::vector<float>& scratch, std::vector<float>& scratch2);
+
+}  // namespace lathe

@@ -1,0 +1,358 @@
+// model.cpp — the decoder: weights and LoRA bookkeeping, forward and backward.
+//
+// Forward (N = batch*seq tokens, H hidden, I intermediate, V vocab):
+//   x = embed[tokens]                                               [N, H]
+//   per layer: h1 = rmsnorm(x); q,k,v = linear(h1); rope(q,k); att = attention(q,k,v)
+//              x += o(att); h2 = rmsnorm(x); x += down(silu(gate(h2)) * up(h2))
+//   hf = rmsnorm(x); loss = cross_entropy(hf W_head^T (+ head LoRA), labels)   (chunked)
+// Backward walks the same chain in reverse, from the loss down to the lowest layer that holds a
+// LoRA adapter (nothing below it is trainable), adding into the LoRA gradients only.
+#include "model.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "adamw.h"
+#include "attention.h"
+#include "common.h"
+#include "cross_entropy.h"
+#include "embedding.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "swiglu.h"
+
+namespace lathe {
+
+const ModuleKind kModuleKinds[7] = {
+    {"self_attn.q_proj", LATHE_LORA_Q}, {"self_attn.k_proj", LATHE_LORA_K},  {"self_attn.v_proj", LATHE_LORA_V},
+    {"self_attn.o_proj", LATHE_LORA_O}, {"mlp.gate_proj", LATHE_LORA_GATE}, {"mlp.up_proj", LATHE_LORA_UP},
+    {"mlp.down_proj", LATHE_LORA_DOWN}};
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+namespace {
+
+[[noreturn]] void fail(lathe_status s, const std::string& msg) { throw Error(s, msg); }
+
+Tensor& add_weight(lathe_model& m, const std::string& name, std::vector<int64_t> shape) {
+  Tensor& t = m.weights[name];
+  t.shape = std::move(shape);
+  t.data.assign(t.numel(), 0.0f);
+  return t;
+}
+
+Linear* layer_linear(Layer& L, int kind) {
+  Linear* all[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+  return all[kind];
+}
+
+}  // namespace
+
+void model_init(lathe_model& m, const lathe_model_config& c) {
+  auto positive = [](const char* what, int64_t v) {
+    if (v <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, std::string("config.") + what + " must be > 0, got " + std::to_string(v));
+  };
+  positive("vocab_size", c.vocab_size);
+  positive("hidden_size", c.hidden_size);
+  positive("intermediate_size", c.intermediate_size);
+  positive("num_layers", c.num_layers);
+  positive("num_heads", c.num_heads);
+  positive("num_kv_heads", c.num_kv_heads);
+  positive("head_dim", c.head_dim);
+  if (c.num_heads % c.num_kv_heads)
+    fail(LATHE_ERR_INVALID_ARGUMENT, "config.num_heads (" + std::to_string(c.num_heads) + ") must be a multiple of num_kv_heads (" +
+                                         std::to_string(c.num_kv_heads) + ")");
+  if (c.head_dim % 2) fail(LATHE_ERR_INVALID_ARGUMENT, "config.head_dim must be even for RoPE, got " + std::to_string(c.head_dim));
+  if (!(c.rms_norm_eps > 0.0f)) fail(LATHE_ERR_INVALID_ARGUMENT, "config.rms_norm_eps must be > 0");
+  if (!(c.rope_theta > 0.0f)) fail(LATHE_ERR_INVALID_ARGUMENT, "config.rope_theta must be > 0");
+  if (c.num_threads < 0) fail(LATHE_ERR_INVALID_ARGUMENT, "config.num_threads must be >= 0");
+  if (c.rope_scaling != LATHE_ROPE_NONE && c.rope_scaling != LATHE_ROPE_LLAMA3)
+    fail(LATHE_ERR_UNSUPPORTED, "config.rope_scaling " + std::to_string(static_cast<int>(c.rope_scaling)) + " is not supported (none or llama3)");
+  if (c.rope_scaling == LATHE_ROPE_LLAMA3 &&
+      !(c.rope_factor > 0.0f && c.rope_low_freq_factor > 0.0f && c.rope_high_freq_factor > c.rope_low_freq_factor &&
+        c.rope_original_max_position > 0))
+    fail(LATHE_ERR_INVALID_ARGUMENT,
+         "llama3 rope_scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0");
+
+  m.cfg = c;
+  m.pool = std::make_unique<ThreadPool>(c.num_threads);
+  const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size;
+  const int64_t qd = static_cast<int64_t>(c.num_heads) * c.head_dim, kd = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  m.embed = add_weight(m, "model.embed_tokens.weight", {V, H}).data.data();
+  m.norm = add_weight(m, "model.norm.weight", {H}).data.data();
+  m.head = c.tie_word_embeddings ? m.embed : add_weight(m, "lm_head.weight", {V, H}).data.data();
+  m.layers.resize(c.num_layers);
+  const int64_t outs[7] = {qd, kd, kd, H, I, I, H}, ins[7] = {H, H, H, qd, H, H, I};
+  for (int l = 0; l < c.num_layers; ++l) {
+    Layer& L = m.layers[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    L.ln1 = add_weight(m, p + "input_layernorm.weight", {H}).data.data();
+    L.ln2 = add_weight(m, p + "post_attention_layernorm.weight", {H}).data.data();
+    for (int k = 0; k < 7; ++k) {
+      Linear* lin = layer_linear(L, k);
+      lin->name = p + kModuleKinds[k].name;
+      lin->in = static_cast<int>(ins[k]);
+      lin->out = static_cast<int>(outs[k]);
+      lin->W = add_weight(m, lin->name + ".weight", {outs[k], ins[k]}).data.data();
+      if (c.attention_bias && k < 3) lin->bias = add_weight(m, lin->name + ".bias", {outs[k]}).data.data();
+    }
+  }
+  m.inv_freq = rope_inv_freq(c);
+}
+
+void model_set_weight(lathe_model& m, const std::string& name, const float* data, size_t count) {
+  auto it = m.weights.find(name);
+  if (it == m.weights.end()) {
+    if (name == "lm_head.weight" && m.cfg.tie_word_embeddings)
+      fail(LATHE_ERR_INVALID_ARGUMENT, "lm_head.weight: the model ties word embeddings (tie_word_embeddings=1), so the head is "
+                                       "model.embed_tokens.weight; do not set lm_head.weight");
+    if (name.find(".bias") != std::string::npos && !m.cfg.attention_bias && m.weights.count(name.substr(0, name.size() - 5) + ".weight"))
+      fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this model has attention_bias=0 (no q/k/v biases)");
+    fail(LATHE_ERR_INVALID_ARGUMENT, "unknown weight name '" + name + "' (expected HF names such as model.layers.0.self_attn.q_proj.weight)");
+  }
+  Tensor& t = it->second;
+  if (static_cast<int64_t>(count) != t.numel())
+    fail(LATHE_ERR_INVALID_ARGUMENT, name + ": expected " + std::to_string(t.numel()) + " elements (shape " + shape_str(t.shape) +
+                                         "), got " + std::to_string(count));
+  if (!data) fail(LATHE_ERR_INVALID_ARGUMENT, name + ": data is NULL");
+  std::memcpy(t.data.data(), data, sizeof(float) * count);
+  t.set = true;
+}
+
+void model_lora_init(lathe_model& m, const lathe_lora_config& c) {
+  if (c.r <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, "lora.r must be > 0, got " + std::to_string(c.r));
+  if (!std::isfinite(c.alpha)) fail(LATHE_ERR_INVALID_ARGUMENT, "lora.alpha must be finite");
+  if (!(c.dropout >= 0.0f && c.dropout < 1.0f)) fail(LATHE_ERR_INVALID_ARGUMENT, "lora.dropout must be in [0, 1)");
+  if (c.target_modules == 0 || (c.target_modules & ~0xFFu))
+    fail(LATHE_ERR_INVALID_ARGUMENT, "lora.target_modules must be a non-empty set of LATHE_LORA_* bits, got " + std::to_string(c.target_modules));
+  m.loras.clear();
+  m.head_lora = nullptr;
+  for (auto& L : m.layers)
+    for (int k = 0; k < 7; ++k) layer_linear(L, k)->lora = nullptr;
+  m.lora_cfg = c;
+  m.adam_step = 0;
+  Rng init_rng(c.seed, 1);
+  m.dropout_rng = Rng(c.seed, 2);
+  const float scale = c.use_rslora ? c.alpha / std::sqrt(static_cast<float>(c.r)) : c.alpha / static_cast<float>(c.r);
+  auto make = [&](const std::string& name, int in, int out) {
+    auto l = std::make_unique<LoRA>();
+    l->r = c.r;
+    l->in = in;
+    l->out = out;
+    l->scale = scale;
+    l->dropout = c.dropout;
+    const size_t na = static_cast<size_t>(c.r) * in, nb = static_cast<size_t>(out) * c.r;
+    l->A.resize(na);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in));  // kaiming_uniform(a=sqrt(5)) on [r, in]
+    for (auto& a : l->A) a = (2.0f * init_rng.uniform() - 1.0f) * bound;
+    l->B.assign(nb, 0.0f);
+    l->gA.assign(na, 0.0f);
+    l->gB.assign(nb, 0.0f);
+    l->mA.assign(na, 0.0f);
+    l->vA.assign(na, 0.0f);
+    l->mB.assign(nb, 0.0f);
+    l->vB.assign(nb, 0.0f);
+    LoRA* raw = l.get();
+    m.loras[name] = std::move(l);
+    return raw;
+  };
+  for (auto& L : m.layers)
+    for (int k = 0; k < 7; ++k)
+      if (c.target_modules & kModuleKinds[k].bit) {
+        Linear* lin = layer_linear(L, k);
+        lin->lora = make(lin->name, lin->in, lin->out);
+      }
+  if (c.target_modules & LATHE_LORA_LM_HEAD) m.head_lora = make("lm_head", m.cfg.hidden_size, m.cfg.vocab_size);
+}
+
+std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, int which, std::vector<int64_t>* shape) {
+  auto bad = [&](const std::string& why) { fail(LATHE_ERR_INVALID_ARGUMENT, "LoRA tensor '" + name + "': " + why); };
+  if (m.loras.empty()) bad("no LoRA adapters (call lathe_lora_init first)");
+  const std::string a = ".lora_A.weight", b = ".lora_B.weight";
+  auto ends = [&](const std::string& suf) { return name.size() > suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0; };
+  const bool is_a = ends(a), is_b = ends(b);
+  if (!is_a && !is_b) bad("name must end in .lora_A.weight or .lora_B.weight");
+  const std::string module = name.substr(0, name.size() - a.size());
+  auto it = m.loras.find(module);
+  if (it == m.loras.end()) bad("no adapter on module '" + module + "' (not targeted, or not a module of this model)");
+  LoRA& l = *it->second;
+  if (shape) *shape = is_a ? std::vector<int64_t>{l.r, l.in} : std::vector<int64_t>{l.out, l.r};
+  if (which == 0) return is_a ? l.A : l.B;
+  return is_a ? l.gA : l.gB;
+}
+
+void model_zero_grad(lathe_model& m) {
+  for (auto& kv : m.loras) {
+    std::fill(kv.second->gA.begin(), kv.second->gA.end(), 0.0f);
+    std::fill(kv.second->gB.begin(), kv.second->gB.end(), 0.0f);
+  }
+}
+
+void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t* labels, const int32_t* positions,
+                            const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,
+                            float* loss_out, int64_t* count_out, float* logits_out) {
+  const lathe_model_config& c = m.cfg;
+  for (auto& kv : m.weights)
+    if (!kv.second.set)
+      fail(LATHE_ERR_INVALID_ARGUMENT, "weight '" + kv.first + "' " + shape_str(kv.second.shape) + " was never set (lathe_model_set_weight)");
+  if (B <= 0 || T <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, "batch and seq must be > 0, got batch=" + std::to_string(B) + " seq=" + std::to_string(T));
+  if (!tokens) fail(LATHE_ERR_INVALID_ARGUMENT, "tokens is NULL");
+  const int N = B * T, H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, qd = nh * hd, kd = nkv * hd;
+  for (int n = 0; n < N; ++n) {
+    if (tokens[n] < 0 || tokens[n] >= V)
+      fail(LATHE_ERR_INVALID_ARGUMENT, "tokens[" + std::to_string(n) + "] = " + std::to_string(tokens[n]) + " is outside [0, " + std::to_string(V) + ")");
+    if (labels && labels[n] != -100 && (labels[n] < 0 || labels[n] >= V))
+      fail(LATHE_ERR_INVALID_ARGUMENT, "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]) + " is neither -100 nor in [0, " + std::to_string(V) + ")");
+  }
+  ThreadPool& pool = *m.pool;
+  m.pos.resize(N);
+  for (int n = 0; n < N; ++n) m.pos[n] = positions ? positions[n] : n % T;
+
+  // ---- forward
+  m.x.resize(static_cast<size_t>(N) * H);
+  m.tmp.resize(static_cast<size_t>(N) * H);
+  embedding_forward(pool, m.x.data(), tokens, m.embed, N, H);
+  for (auto& L : m.layers) {
+    LayerActs& A = L.acts;
+    A.x_in = m.x;
+    A.h1.resize(m.x.size());
+    A.rstd1.resize(N);
+    A.q.resize(static_cast<size_t>(N) * qd);
+    A.k.resize(static_cast<size_t>(N) * kd);
+    A.v.resize(static_cast<size_t>(N) * kd);
+    A.att.resize(static_cast<size_t>(N) * qd);
+    A.lse.resize(static_cast<size_t>(N) * nh);
+    rmsnorm_forward(pool, A.h1.data(), A.rstd1.data(), m.x.data(), L.ln1, N, H, c.rms_norm_eps);
+    linear_forward(pool, A.q.data(), A.h1.data(), N, L.q, m.dropout_rng, training, m.lin1);
+    linear_forward(pool, A.k.data(), A.h1.data(), N, L.k, m.dropout_rng, training, m.lin1);
+    linear_forward(pool, A.v.data(), A.h1.data(), N, L.v, m.dropout_rng, training, m.lin1);
+    rope_forward(pool, A.q.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
+    rope_forward(pool, A.k.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
+    attention_forward(pool, A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
+    linear_forward(pool, m.tmp.data(), A.att.data(), N, L.o, m.dropout_rng, training, m.lin1);
+    for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
+    A.x_mid = m.x;
+    A.h2.resize(m.x.size());
+    A.rstd2.resize(N);
+    A.g.resize(static_cast<size_t>(N) * I);
+    A.u.resize(static_cast<size_t>(N) * I);
+    A.a.resize(static_cast<size_t>(N) * I);
+    rmsnorm_forward(pool, A.h2.data(), A.rstd2.data(), m.x.data(), L.ln2, N, H, c.rms_norm_eps);
+    linear_forward(pool, A.g.data(), A.h2.data(), N, L.gate, m.dropout_rng, training, m.lin1);
+    linear_forward(pool, A.u.data(), A.h2.data(), N, L.up, m.dropout_rng, training, m.lin1);
+    swiglu_forward(pool, A.a.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
+    linear_forward(pool, m.tmp.data(), A.a.data(), N, L.down, m.dropout_rng, training, m.lin1);
+    for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
+  }
+  m.xf = m.x;
+  m.hf.resize(m.x.size());
+  m.rstdf.resize(N);
+  rmsnorm_forward(pool, m.hf.data(), m.rstdf.data(), m.xf.data(), m.norm, N, H, c.rms_norm_eps);
+
+  // ---- loss (+ d loss / d hf)
+  int lowest = -1;  // lowest layer with an adapter
+  for (int l = 0; l < c.num_layers && lowest < 0; ++l)
+    for (int k = 0; k < 7; ++k)
+      if (layer_linear(m.layers[l], k)->lora) { lowest = l; break; }
+  const bool do_backward = backward && !m.loras.empty();
+  int64_t count = 0;
+  if (labels)
+    for (int n = 0; n < N; ++n) count += labels[n] != -100;
+  const float coef = count > 0 ? grad_scale / static_cast<float>(count) : 0.0f;
+  HeadLoRA hl;
+  if (m.head_lora) {
+    LoRA& l = *m.head_lora;
+    lora_forward_u(pool, l, m.hf.data(), N, m.dropout_rng, training, m.lin1);
+    m.head_du.assign(static_cast<size_t>(N) * l.r, 0.0f);
+    hl.u = l.u.data();
+    hl.B = l.B.data();
+    hl.gB = l.gB.data();
+    hl.du = m.head_du.data();
+    hl.r = l.r;
+    hl.scale = l.scale;
+  }
+  float* dh = nullptr;
+  if (do_backward) {
+    m.dh.assign(static_cast<size_t>(N) * H, 0.0f);
+    dh = m.dh.data();
+  }
+  int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 22) / V);
+  int64_t counted = 0;
+  const double loss_sum = cross_entropy_forward_backward(pool, m.hf.data(), labels, N, H, V, m.head, m.head_lora ? &hl : nullptr,
+                                                         coef, dh, logits_out, chunk, &counted);
+  const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
+  if (loss_out) *loss_out = static_cast<float>(loss);
+  if (count_out) *count_out = count;
+  if (!std::isfinite(loss))
+    fail(LATHE_ERR_NAN, "loss is not finite (" + std::to_string(loss) + ") over " + std::to_string(count) +
+                            " labels; gradients of this call may be partial: call lathe_zero_grad");
+  if (!do_backward || count == 0) return;
+
+  // ---- backward
+  if (m.head_lora) lora_backward_from_u(pool, *m.head_lora, m.head_du.data(), m.hf.data(), N, lowest >= 0 ? dh : nullptr, m.lin1);
+  if (lowest < 0) return;
+  m.dx.resize(static_cast<size_t>(N) * H);
+  m.datt.resize(static_cast<size_t>(N) * qd);
+  m.dq.resize(static_cast<size_t>(N) * qd);
+  m.dk.resize(static_cast<size_t>(N) * kd);
+  m.dv.resize(static_cast<size_t>(N) * kd);
+  m.dg.resize(static_cast<size_t>(N) * I);
+  m.du.resize(static_cast<size_t>(N) * I);
+  m.attn_scratch.resize(2 * static_cast<size_t>(N) * qd);
+  rmsnorm_backward(pool, m.dx.data(), false, dh, m.xf.data(), m.norm, m.rstdf.data(), N, H);
+  for (int l = c.num_layers - 1; l >= lowest; --l) {
+    Layer& L = m.layers[l];
+    LayerActs& A = L.acts;
+    // MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2))
+    linear_backward(pool, m.du.data(), false, m.dx.data(), A.a.data(), N, L.down, m.lin1, m.lin2);  // du := d a
+    swiglu_backward(pool, m.dg.data(), m.du.data(), m.du.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
+    linear_backward(pool, m.dh.data(), false, m.dg.data(), A.h2.data(), N, L.gate, m.lin1, m.lin2);
+    linear_backward(pool, m.dh.data(), true, m.du.data(), A.h2.data(), N, L.up, m.lin1, m.lin2);
+    rmsnorm_backward(pool, m.dx.data(), true, m.dh.data(), A.x_mid.data(), L.ln2, A.rstd2.data(), N, H);
+    // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
+    linear_backward(pool, m.datt.data(), false, m.dx.data(), A.att.data(), N, L.o, m.lin1, m.lin2);
+    attention_backward(pool, m.dq.data(), m.dk.data(), m.dv.data(), m.attn_scratch.data(), m.datt.data(), A.att.data(), A.lse.data(),
+                       A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
+    rope_backward(pool, m.dq.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
+    rope_backward(pool, m.dk.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
+    const bool need_dx = l > lowest;
+    float* dhp = need_dx ? m.dh.data() : nullptr;
+    linear_backward(pool, dhp, false, m.dq.data(), A.h1.data(), N, L.q, m.lin1, m.lin2);
+    linear_backward(pool, dhp, true, m.dk.data(), A.h1.data(), N, L.k, m.lin1, m.lin2);
+    linear_backward(pool, dhp, true, m.dv.data(), A.h1.data(), N, L.v, m.lin1, m.lin2);
+    if (need_dx) rmsnorm_backward(pool, m.dx.data(), true, m.dh.data(), A.x_in.data(), L.ln1, A.rstd1.data(), N, H);
+  }
+}
+
+float model_adamw_step(lathe_model& m, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm) {
+  if (m.loras.empty()) fail(LATHE_ERR_INVALID_ARGUMENT, "adamw step: no LoRA adapters (call lathe_lora_init first)");
+  double sumsq = 0.0;
+  for (auto& kv : m.loras) sumsq += grad_sumsq(kv.second->gA.data(), kv.second->gA.size()) + grad_sumsq(kv.second->gB.data(), kv.second->gB.size());
+  const double norm = std::sqrt(sumsq);
+  if (!std::isfinite(norm)) fail(LATHE_ERR_NAN, "adamw step: the LoRA gradient norm is not finite; no step taken");
+  if (max_grad_norm > 0.0f) {
+    const float clip = static_cast<float>(max_grad_norm / (norm + 1e-6));
+    if (clip < 1.0f)
+      for (auto& kv : m.loras) {
+        scale_inplace(kv.second->gA.data(), kv.second->gA.size(), clip);
+        scale_inplace(kv.second->gB.data(), kv.second->gB.size(), clip);
+      }
+  }
+  const int64_t t = ++m.adam_step;
+  for (auto& kv : m.loras) {
+    LoRA& l = *kv.second;
+    adamw_update(l.A.data(), l.gA.data(), l.mA.data(), l.vA.data(), l.A.size(), t, lr, beta1, beta2, eps, weight_decay);
+    adamw_update(l.B.data(), l.gB.data(), l.mB.data(), l.vB.data(), l.B.size(), t, lr, beta1, beta2, eps, weight_decay);
+  }
+  return static_cast<float>(norm);
+}
+
+}  // namespace lathe

@@ -1,0 +1,92 @@
+// model.h — struct lathe_model: the config, the frozen base weights (by HF name), the LoRA
+// adapters with their gradients and AdamW moments, the activations of the last forward (kept
+// for backward and reused between calls), the thread pool and the RNG streams.
+// All memory is owned by std::vectors in this object; lathe_model_free deletes it in one place.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lathe_engine.h"
+#include "linear.h"
+#include "rng.h"
+#include "threads.h"
+
+namespace lathe {
+
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  bool set = false;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+};
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+struct LayerActs {
+  std::vector<float> x_in, h1, rstd1, q, k, v, att, lse, x_mid, h2, rstd2, g, u, a;
+};
+
+struct Layer {
+  Linear q, k, v, o, gate, up, down;
+  const float* ln1 = nullptr;  // input_layernorm
+  const float* ln2 = nullptr;  // post_attention_layernorm
+  LayerActs acts;
+};
+
+// The seven per-layer module kinds in PEFT's order, with their HF sub-names and LATHE_LORA_* bits.
+struct ModuleKind {
+  const char* name;  // self_attn.q_proj, ...
+  uint32_t bit;
+};
+extern const ModuleKind kModuleKinds[7];
+
+}  // namespace lathe
+
+struct lathe_model {
+  lathe_model_config cfg{};
+  std::unique_ptr<lathe::ThreadPool> pool;
+  std::map<std::string, lathe::Tensor> weights;              // HF name -> frozen weight
+  std::vector<lathe::Layer> layers;
+  const float* embed = nullptr;
+  const float* norm = nullptr;
+  const float* head = nullptr;                                // lm_head.weight or the tied embedding
+  std::vector<float> inv_freq;                                // RoPE, [head_dim/2]
+
+  // LoRA: module name (e.g. model.layers.0.self_attn.q_proj, lm_head) -> adapter
+  std::map<std::string, std::unique_ptr<lathe::LoRA>> loras;
+  lathe::LoRA* head_lora = nullptr;
+  lathe_lora_config lora_cfg{};
+  int64_t adam_step = 0;
+  lathe::Rng dropout_rng;
+
+  // Cross-entropy chunk size in rows (0: automatic, about 4M logits per chunk). Tests override it.
+  int64_t ce_chunk_rows = 0;
+
+  // activations and scratch of the last forward
+  std::vector<float> x, hf, rstdf, xf, tmp;
+  std::vector<int32_t> pos;
+  // backward buffers
+  std::vector<float> dx, dh, datt, dq, dk, dv, dg, du, attn_scratch, head_du, lin1, lin2;
+};
+
+namespace lathe {
+
+// Throws lathe::Error (see common.h) with a message naming the tensor and shape.
+void model_init(lathe_model& m, const lathe_model_config& cfg);
+void model_set_weight(lathe_model& m, const std::string& name, const float* data, size_t count);
+void model_lora_init(lathe_model& m, const lathe_lora_config& cfg);
+// name: "<module>.lora_A.weight" / "<module>.lora_B.weight"; which: 0 param, 1 grad.
+std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, int which, std::vector<int64_t>* shape);
+void model_zero_grad(lathe_model& m);
+void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t* labels, const int32_t* positions,
+                            const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,
+                            float* loss_out, int64_t* count_out, float* logits_out);
+float model_adamw_step(lathe_model& m, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm);
+
+}  // namespace lathe

@@ -1,0 +1,307 @@
+/**
+ * @lathe/engine — the training engine's public surface: a Model over the native addon
+ * (binding/binding.cpp over include/lathe_engine.h). Options here are friendly (defaults,
+ * HF configs); they are compiled into the exact DTOs of ./native.ts before they cross.
+ */
+import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { listTensors, readModelConfig, readTensorF32, type ModelConfig as HfModelConfig } from "@lathe/models";
+import type * as native from "./native.js";
+
+export type { LoraModule, ForwardBackwardResult, AdamwResult } from "./native.js";
+
+/** Codes an EngineError carries (see native.NativeErrorCode). */
+export type EngineErrorCode = native.NativeErrorCode;
+
+/** A failure of the engine or of a call into it, with the engine's message. */
+export class EngineError extends Error {
+  override readonly name = "EngineError";
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const CODES: ReadonlySet<string> = new Set<EngineErrorCode>(["INVALID_ARGUMENT", "UNSUPPORTED", "OUT_OF_MEMORY", "NAN", "CANCELLED", "INTERNAL", "FAILED_PRECONDITION"]);
+
+/** Rebuilds an error thrown by the addon as an EngineError; anything else passes through. */
+function rethrow(err: unknown): never {
+  if (err instanceof Error && typeof (err as Partial<native.NativeError>).code === "string" && CODES.has((err as native.NativeError).code)) {
+    throw new EngineError((err as native.NativeError).code, err.message, { cause: err });
+  }
+  throw err;
+}
+
+function call<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    return rethrow(err);
+  }
+}
+
+async function callAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    return rethrow(err);
+  }
+}
+
+/** Where `build:native` puts the addon: <package>/build/node/Release (cmake-js -O build/node; plain CMake builds use build/), reached the same way from ts/ and dist/. */
+export const ADDON_PATH = fileURLToPath(new URL("../build/node/Release/lathe_engine_node.node", import.meta.url));
+
+let addon: native.NativeAddon | null = null;
+
+/** Loads the addon on first use (not at import, so that importing never fails). */
+function loadAddon(): native.NativeAddon {
+  if (addon !== null) return addon;
+  if (!existsSync(ADDON_PATH)) {
+    throw new EngineError(
+      "FAILED_PRECONDITION",
+      `the native engine is not built (${ADDON_PATH} is missing): run \`pnpm --filter @lathe/engine run build:native\` (needs cmake and a C++17 compiler)`,
+    );
+  }
+  addon = createRequire(import.meta.url)(ADDON_PATH) as native.NativeAddon;
+  return addon;
+}
+
+/**
+ * The engine's model config from a Hugging Face config.json as @lathe/models reads it.
+ * @throws EngineError UNSUPPORTED for a rope_scaling other than llama3.
+ */
+export function engineConfig(config: HfModelConfig, numThreads = 0): native.ModelConfig {
+  return {
+    vocabSize: config.vocabSize,
+    hiddenSize: config.hiddenSize,
+    intermediateSize: config.intermediateSize,
+    numLayers: config.numLayers,
+    numHeads: config.numHeads,
+    numKvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    rmsNormEps: config.rmsNormEps,
+    ropeTheta: config.ropeTheta,
+    ropeScaling: ropeScaling(config.ropeScaling),
+    tieWordEmbeddings: config.tieWordEmbeddings,
+    attentionBias: config.attentionBias,
+    numThreads,
+  };
+}
+
+function ropeScaling(raw: Record<string, unknown> | null): native.RopeScaling | null {
+  if (raw === null) return null;
+  const type = raw["rope_type"] ?? raw["type"];
+  if (type === "default") return null;
+  if (type !== "llama3") throw new EngineError("UNSUPPORTED", `config.json: rope_scaling type ${JSON.stringify(type)} is not supported (llama3 is)`);
+  const num = (key: string): number => {
+    const value = raw[key];
+    if (typeof value !== "number" || !Number.isFinite(value)) throw new EngineError("INVALID_ARGUMENT", `config.json: rope_scaling.${key} must be a number`);
+    return value;
+  };
+  return {
+    type: "llama3",
+    factor: num("factor"),
+    lowFreqFactor: num("low_freq_factor"),
+    highFreqFactor: num("high_freq_factor"),
+    originalMaxPosition: num("original_max_position_embeddings"),
+  };
+}
+
+/** LoRA settings; names follow PEFT's LoraConfig. */
+export interface LoraOptions {
+  r: number;
+  /** lora_alpha. */
+  alpha: number;
+  /** lora_dropout. Default 0. */
+  dropout?: number;
+  /** use_rslora: scale alpha/sqrt(r) instead of alpha/r. Default false. */
+  useRslora?: boolean;
+  targetModules: native.LoraModule[];
+  /** Seed of A's initialisation and of dropout. Default 0. */
+  seed?: number | bigint;
+}
+
+/** One batch of `batch` rows of `seq` tokens (each array batch*seq long, row-major). */
+export interface Batch {
+  tokens: Int32Array;
+  /** -100 where nothing is trained; already shifted (the label of t is the token after t). */
+  labels: Int32Array;
+  /** RoPE positions, restarting at 0 in each packed sequence. */
+  positions: Int32Array;
+  /** Sequence id of each token in its row (attention never crosses them); null: one per row. */
+  segments: Int32Array | null;
+  batch: number;
+  seq: number;
+}
+
+export interface ForwardBackwardOptions {
+  /** Accumulate d(loss·gradScale)/d(LoRA). Default true. */
+  backward?: boolean;
+  /** Apply LoRA dropout. Default true. */
+  training?: boolean;
+  /** Default 1 (use 1/accumulation steps when accumulating). */
+  gradScale?: number;
+  /** Return the [batch, seq, vocab] logits (costly; for tests). Default false. */
+  logits?: boolean;
+}
+
+/** AdamW with HF TrainingArguments' defaults. */
+export interface AdamwOptions {
+  lr: number;
+  /** Default 0.9. */
+  beta1?: number;
+  /** Default 0.999. */
+  beta2?: number;
+  /** Default 1e-8. */
+  eps?: number;
+  /** Default 0. */
+  weightDecay?: number;
+  /** Clip the global LoRA gradient norm to this (<= 0: no clipping). Default 1.0. */
+  maxGradNorm?: number;
+}
+
+/** A model in the engine: frozen base weights, LoRA adapters, their gradients and AdamW state. */
+export class Model {
+  private lora: native.LoraConfig | null = null;
+
+  private constructor(
+    private readonly handle: native.NativeModel,
+    readonly config: native.ModelConfig,
+  ) {}
+
+  /** An empty model; set every weight with setWeight before running it. */
+  static create(config: native.ModelConfig): Model {
+    const addonModule = loadAddon();
+    return new Model(call(() => new addonModule.Model(config)), config);
+  }
+
+  /** A model with the weights of a Hugging Face folder (config.json and safetensors). */
+  static async load(dir: string, options: { numThreads?: number } = {}): Promise<Model> {
+    const model = Model.create(engineConfig(await readModelConfig(dir), options.numThreads ?? 0));
+    try {
+      for (const tensor of await listTensors(dir)) model.setWeight(tensor.name, await readTensorF32(tensor));
+    } catch (err) {
+      model.free();
+      throw err;
+    }
+    return model;
+  }
+
+  /** Sets a frozen base weight by its HF name. @throws EngineError INVALID_ARGUMENT for an unknown name or a wrong size. */
+  setWeight(name: string, data: Float32Array): void {
+    call(() => this.handle.setWeight(name, data));
+  }
+
+  /** Adds LoRA adapters with PEFT's initialisation (A kaiming-uniform, B zeros). */
+  loraInit(options: LoraOptions): void {
+    const lora: native.LoraConfig = {
+      r: options.r,
+      alpha: options.alpha,
+      dropout: options.dropout ?? 0,
+      useRslora: options.useRslora ?? false,
+      targetModules: [...options.targetModules],
+      seed: options.seed ?? 0,
+    };
+    call(() => this.handle.loraInit(lora));
+    this.lora = lora;
+  }
+
+  /** PEFT names (without `base_model.model.`) and [rows, cols] of every LoRA tensor, A before B, layer by layer. */
+  loraShapes(): Map<string, [number, number]> {
+    const lora = this.lora;
+    if (lora === null) throw new EngineError("FAILED_PRECONDITION", "no LoRA adapters: call loraInit first");
+    const c = this.config;
+    const io: Record<native.LoraModule, [number, number]> = {
+      q_proj: [c.numHeads * c.headDim, c.hiddenSize],
+      k_proj: [c.numKvHeads * c.headDim, c.hiddenSize],
+      v_proj: [c.numKvHeads * c.headDim, c.hiddenSize],
+      o_proj: [c.hiddenSize, c.numHeads * c.headDim],
+      gate_proj: [c.intermediateSize, c.hiddenSize],
+      up_proj: [c.intermediateSize, c.hiddenSize],
+      down_proj: [c.hiddenSize, c.intermediateSize],
+      lm_head: [c.vocabSize, c.hiddenSize],
+    };
+    const shapes = new Map<string, [number, number]>();
+    const add = (path: string, module: native.LoraModule): void => {
+      const [out, inp] = io[module];
+      shapes.set(`${path}.lora_A.weight`, [lora.r, inp]);
+      shapes.set(`${path}.lora_B.weight`, [out, lora.r]);
+    };
+    const order: native.LoraModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    for (let layer = 0; layer < c.numLayers; layer++) {
+      for (const m of order) {
+        const block = m === "gate_proj" || m === "up_proj" || m === "down_proj" ? "mlp" : "self_attn";
+        if (lora.targetModules.includes(m)) add(`model.layers.${layer}.${block}.${m}`, m);
+      }
+    }
+    if (lora.targetModules.includes("lm_head")) add("lm_head", "lm_head");
+    return shapes;
+  }
+
+  loraSet(name: string, data: Float32Array): void {
+    call(() => this.handle.loraSet(name, data));
+  }
+
+  loraGet(name: string): Float32Array {
+    const out = new Float32Array(this.loraSize(name));
+    call(() => this.handle.loraGet(name, out));
+    return out;
+  }
+
+  /** The gradient accumulated since the last zeroGrad. */
+  loraGrad(name: string): Float32Array {
+    const out = new Float32Array(this.loraSize(name));
+    call(() => this.handle.loraGrad(name, out));
+    return out;
+  }
+
+  zeroGrad(): void {
+    call(() => this.handle.zeroGrad());
+  }
+
+  /** Loss (and, by default, LoRA gradients) of one batch, computed off the event loop. */
+  forwardBackward(batch: Batch, options: ForwardBackwardOptions = {}): Promise<native.ForwardBackwardResult> {
+    const args: native.ForwardBackwardArgs = {
+      tokens: batch.tokens,
+      labels: batch.labels,
+      positions: batch.positions,
+      segments: batch.segments,
+      batch: batch.batch,
+      seq: batch.seq,
+      backward: options.backward ?? true,
+      training: options.training ?? true,
+      gradScale: options.gradScale ?? 1,
+      wantLogits: options.logits ?? false,
+      vocabSize: this.config.vocabSize,
+    };
+    return callAsync(() => this.handle.forwardBackward(args));
+  }
+
+  /** Clips the gradients, then one AdamW step, off the event loop. */
+  adamwStep(options: AdamwOptions): Promise<native.AdamwResult> {
+    const args: native.AdamwArgs = {
+      lr: options.lr,
+      beta1: options.beta1 ?? 0.9,
+      beta2: options.beta2 ?? 0.999,
+      eps: options.eps ?? 1e-8,
+      weightDecay: options.weightDecay ?? 0,
+      maxGradNorm: options.maxGradNorm ?? 1.0,
+    };
+    return callAsync(() => this.handle.adamwStep(args));
+  }
+
+  /** Releases the engine's memory (after a call in flight, if any). */
+  free(): void {
+    this.handle.free();
+  }
+
+  private loraSize(name: string): number {
+    const shape = this.loraShapes().get(name);
+    if (shape === undefined) throw new EngineError("INVALID_ARGUMENT", `unknown LoRA tensor \`${name}\``);
+    return shape[0] * shape[1];
+  }
+}

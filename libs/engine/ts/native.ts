@@ -1,0 +1,121 @@
+/**
+ * Every type that crosses the Node-API boundary (binding/binding.cpp), in one place, as the
+ * addon sees it. Internal: ts/index.ts is the public surface. Fields the native side may leave
+ * empty are written `T | null`, never optional, so that a missing field is a type error here
+ * rather than a silent default there.
+ */
+
+/** Module names LoRA can adapt, as PEFT's `target_modules` writes them. */
+export type LoraModule = "q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj" | "lm_head";
+
+/** `rope_scaling` of type llama3 (HF's `_compute_llama3_parameters`). */
+export interface RopeScaling {
+  type: "llama3";
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  /** `original_max_position_embeddings`. */
+  originalMaxPosition: number;
+}
+
+/** lathe_model_config. */
+export interface ModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections carry biases (Qwen2). */
+  attentionBias: boolean;
+  /** 0: every hardware thread. */
+  numThreads: number;
+}
+
+/** lathe_lora_config. */
+export interface LoraConfig {
+  r: number;
+  alpha: number;
+  dropout: number;
+  useRslora: boolean;
+  targetModules: LoraModule[];
+  /** Seeds PEFT's initialisation of A and the dropout masks. */
+  seed: number | bigint;
+}
+
+/** Arguments of lathe_forward_backward; the Int32Arrays hold batch*seq values, row-major. */
+export interface ForwardBackwardArgs {
+  tokens: Int32Array;
+  /** -100: not trained. Already shifted: the label of t is the token after t. */
+  labels: Int32Array;
+  positions: Int32Array;
+  /** Sequence id of each token within its row; null: one sequence per row. */
+  segments: Int32Array | null;
+  batch: number;
+  seq: number;
+  backward: boolean;
+  training: boolean;
+  gradScale: number;
+  /** Return [batch, seq, vocab] logits (tests only: costly). */
+  wantLogits: boolean;
+  /** Size of the logits' last axis; read when wantLogits is true. */
+  vocabSize: number;
+}
+
+export interface ForwardBackwardResult {
+  /** Mean loss over the unmasked labels. */
+  loss: number;
+  labelCount: number;
+  logits: Float32Array | null;
+}
+
+/** Arguments of lathe_adamw_step. */
+export interface AdamwArgs {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** <= 0: no clipping. */
+  maxGradNorm: number;
+}
+
+export interface AdamwResult {
+  /** Global norm of the LoRA gradients before clipping. */
+  gradNorm: number;
+}
+
+/** Codes of errors thrown by the addon: lathe_status names, and FAILED_PRECONDITION for a freed or busy model. */
+export type NativeErrorCode = "INVALID_ARGUMENT" | "UNSUPPORTED" | "OUT_OF_MEMORY" | "NAN" | "CANCELLED" | "INTERNAL" | "FAILED_PRECONDITION";
+
+/** What the addon throws or rejects with. */
+export interface NativeError extends Error {
+  code: NativeErrorCode;
+}
+
+/** The addon's Model class: one lathe_model. Throws NativeError. */
+export interface NativeModel {
+  setWeight(name: string, data: Float32Array): void;
+  loraInit(config: LoraConfig): void;
+  loraSet(name: string, data: Float32Array): void;
+  /** Fills `out`, whose length must be the tensor's element count. */
+  loraGet(name: string, out: Float32Array): void;
+  loraGrad(name: string, out: Float32Array): void;
+  zeroGrad(): void;
+  /** Runs on the libuv thread pool; the model is busy until it settles. */
+  forwardBackward(args: ForwardBackwardArgs): Promise<ForwardBackwardResult>;
+  /** Runs on the libuv thread pool; the model is busy until it settles. */
+  adamwStep(args: AdamwArgs): Promise<AdamwResult>;
+  /** Releases the engine's memory (after a pending call, if one runs). Idempotent. */
+  free(): void;
+}
+
+/** The module object of build/Release/lathe_engine_node.node. */
+export interface NativeAddon {
+  Model: new (config: ModelConfig) => NativeModel;
+}
