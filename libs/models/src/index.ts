@@ -19,3 +19,7 @@ export { readGgufHeader, writeGguf } from "./gguf.js";
 export type { GgufHeader, GgufTensor, GgufValue } from "./gguf.js";
 export { exportGguf } from "./gguf-export.js";
 export type { ExportGgufOptions } from "./gguf-export.js";
+export { IGNORE_INDEX, tokenizeExample } from "./examples.js";
+export type { TokenizedExample, TokenizeExampleOptions, TrainingExample } from "./examples.js";
+export { packExamples, padExamples, shiftLabels } from "./packing.js";
+export type { LabeledSequence, PackedRow } from "./packing.js";

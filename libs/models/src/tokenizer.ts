@@ -28,6 +28,12 @@ export interface ModelTokenizer {
    * answer's end token), found by tokenizing prefixes of the rendered chat as training masks them.
    */
   countChat(messages: readonly ChatTurn[]): { total: number; answer: number };
+  /**
+   * The rendered chat (as renderChat) and the character span of each assistant answer in it: from
+   * where the chat rendered up to that turn with add_generation_prompt=true ends, to just after the
+   * answer's end token. countChat counts these spans and training labels them.
+   */
+  chatAnswerSpans(messages: readonly ChatTurn[]): { text: string; spans: { start: number; end: number }[] };
   readonly eosToken: string | undefined;
   readonly bosToken: string | undefined;
 }
@@ -101,22 +107,29 @@ export async function loadTokenizer(modelDir: string): Promise<ModelTokenizer> {
     }
   };
 
+  const chatAnswerSpans = (messages: readonly ChatTurn[]): { text: string; spans: { start: number; end: number }[] } => {
+    const text = render(messages, false);
+    const spans: { start: number; end: number }[] = [];
+    let cursor = 0;
+    messages.forEach((message, index) => {
+      if (message.role !== "assistant") return;
+      const span = answerSpan(messages, index, text, cursor, render, specials);
+      spans.push(span);
+      cursor = span.end;
+    });
+    return { text, spans };
+  };
+
   return {
     encode,
     decode: (ids) => (ids.length === 0 ? "" : tokenizer.decode([...ids], { clean_up_tokenization_spaces: false })),
     renderChat: (messages) => render(messages, false),
     countChat(messages) {
-      const full = render(messages, false);
-      let answer = 0;
-      let cursor = 0;
-      messages.forEach((message, index) => {
-        if (message.role !== "assistant") return;
-        const span = answerSpan(messages, index, full, cursor, render, specials);
-        answer += count(full.slice(0, span.end)) - count(full.slice(0, span.start));
-        cursor = span.end;
-      });
-      return { total: count(full), answer };
+      const { text, spans } = chatAnswerSpans(messages);
+      const answer = spans.reduce((n, span) => n + count(text.slice(0, span.end)) - count(text.slice(0, span.start)), 0);
+      return { total: count(text), answer };
     },
+    chatAnswerSpans,
     eosToken,
     bosToken,
   };
