@@ -12,6 +12,21 @@ if [ -z "${LATHE_TEST_NATS_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev
   export LATHE_TEST_NATS_URL="nats://127.0.0.1:4222"
   echo "tests use NATS at $LATHE_TEST_NATS_URL"
 fi
+# System packages the tests need, installed when missing and we may (root with apt-get):
+# PyTorch for the engine's reference tests, nats-server for the NATS-restart test.
+need=()
+/usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]} for the tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" > /dev/null
+  else
+    echo "the tests need: ${need[*]} (Debian packages); install them and run again" >&2
+    exit 1
+  fi
+fi
+
 # The engine's C++ tests (gradient checks, golden files from the PyTorch reference).
 node libs/engine/dev/golden-models.mjs > /dev/null
 libs/engine/build/lathe_engine_test
