@@ -157,7 +157,7 @@ lathe_model_config ReadModelConfig(const Napi::Object& obj) {
   return c;
 }
 
-uint32_t ModuleBit(Napi::Env env, const std::string& name) {
+uint32_t ModuleBit(Napi::Env env, const std::string& name, const char* what = "lora.targetModules") {
   static const struct { const char* name; uint32_t bit; } kModules[] = {
       {"q_proj", LATHE_LORA_Q},       {"k_proj", LATHE_LORA_K},   {"v_proj", LATHE_LORA_V},
       {"o_proj", LATHE_LORA_O},       {"gate_proj", LATHE_LORA_GATE}, {"up_proj", LATHE_LORA_UP},
@@ -166,7 +166,7 @@ uint32_t ModuleBit(Napi::Env env, const std::string& name) {
   for (const auto& m : kModules) {
     if (name == m.name) return m.bit;
   }
-  ThrowArg(env, "lora.targetModules: unknown module \"" + name +
+  ThrowArg(env, std::string(what) + ": unknown module \"" + name +
                     "\" (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head)");
 }
 
@@ -213,6 +213,8 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&Model::ForwardBackward>("forwardBackward"),
                            InstanceMethod<&Model::AdamwStep>("adamwStep"),
+                           InstanceMethod<&Model::QuantizeNf4>("quantizeNf4"),
+                           InstanceMethod<&Model::Memory>("memory"),
                            InstanceMethod<&Model::Free>("free"),
                        });
   }
@@ -300,6 +302,32 @@ class Model : public Napi::ObjectWrap<Model> {
     char err[kErrLen] = {0};
     Check(info.Env(), lathe_zero_grad(m, err, sizeof err), "lathe_zero_grad", err);
     return info.Env().Undefined();
+  }
+
+  Napi::Value QuantizeNf4(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    if (info.Length() < 1 || !info[0].IsArray()) ThrowArg(info.Env(), "modules must be an array of module names");
+    Napi::Array list = info[0].As<Napi::Array>();
+    uint32_t modules = 0;
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value item = list.Get(i);
+      if (!item.IsString()) ThrowArg(info.Env(), "modules must be an array of module names");
+      modules |= ModuleBit(info.Env(), item.As<Napi::String>().Utf8Value(), "modules");
+    }
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_model_quantize_nf4(m, modules, err, sizeof err), "lathe_model_quantize_nf4", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Memory(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    uint64_t bytes = 0, params = 0;
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_model_memory(m, &bytes, &params, err, sizeof err), "lathe_model_memory", err);
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("baseBytes", Napi::Number::New(info.Env(), static_cast<double>(bytes)));
+    out.Set("baseParams", Napi::Number::New(info.Env(), static_cast<double>(params)));
+    return out;
   }
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info);
@@ -502,8 +530,24 @@ Napi::Value Model::AdamwStep(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// nf4Roundtrip(values: Float32Array) -> { values: Float32Array, codes: Uint8Array } (tests).
+Napi::Value Nf4Roundtrip(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float32Array in = Float32Arg(info, 0, "values");
+  const size_t n = in.ElementLength();
+  Napi::Float32Array values = Napi::Float32Array::New(env, n);
+  Napi::Uint8Array codes = Napi::Uint8Array::New(env, (n + 1) / 2);
+  char err[kErrLen] = {0};
+  Check(env, lathe_nf4_roundtrip(in.Data(), n, values.Data(), codes.Data(), err, sizeof err), "lathe_nf4_roundtrip", err);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("values", values);
+  out.Set("codes", codes);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", Model::Define(env));
+  exports.Set("nf4Roundtrip", Napi::Function::New<Nf4Roundtrip>(env, "nf4Roundtrip"));
   return exports;
 }
 

@@ -112,6 +112,34 @@ lathe_status lathe_forward_backward(lathe_model* model, const int32_t* tokens, c
 /* Clips the LoRA gradients to `max_grad_norm` (<= 0: no clipping), writes the norm before clipping, then one AdamW step (PyTorch's AdamW with weight decay on LoRA tensors). */
 lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm, float* grad_norm_out, char* err, size_t err_len);
 
+/*
+ * QLoRA: stores the frozen weights of the layer linears selected by `modules` (LATHE_LORA_Q ..
+ * LATHE_LORA_DOWN bits; lm_head and the embeddings stay f32) as NF4 with double quantisation,
+ * as bitsandbytes does (blocks of 64 with an absmax each; the absmax values minus their mean
+ * quantised to 8 bits with bitsandbytes' dynamic map in blocks of 256, one f32 scale per block),
+ * and frees their f32 copies. Forward and backward then dequantise them tile by tile. Call it
+ * after every weight is set; setting a quantised weight afterwards fails. Already quantised
+ * linears are skipped; on failure the model is unchanged.
+ */
+lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char* err, size_t err_len);
+
+/*
+ * Memory of the frozen base weights as stored now: `base_bytes` (f32 tensors 4 bytes per
+ * element; NF4 linears about 0.516: codes, 8-bit absmax, f32 scales and offset) and
+ * `base_params` (their element count). Either pointer may be NULL. LoRA tensors, optimizer state
+ * and activations are not included.
+ */
+lathe_status lathe_model_memory(const lathe_model* model, uint64_t* base_bytes, uint64_t* base_params, char* err, size_t err_len);
+
+/*
+ * For tests: NF4 quantisation of `n` values exactly as lathe_model_quantize_nf4 stores a weight
+ * (blocks of 64, double-quantised absmax), then dequantisation into `out` (n floats).
+ * `codes_out`, when not NULL, receives the (n+1)/2 packed code bytes, bitsandbytes' order:
+ * element 2i in the high nibble, 2i+1 in the low nibble (an odd n pads with code 7, 0.0).
+ * Values must be finite.
+ */
+lathe_status lathe_nf4_roundtrip(const float* in, size_t n, float* out, uint8_t* codes_out, char* err, size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif

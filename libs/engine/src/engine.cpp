@@ -4,6 +4,7 @@
 // std::bad_alloc becomes LATHE_ERR_OUT_OF_MEMORY, any other exception LATHE_ERR_INTERNAL.
 // Messages name the function and the tensor/shape concerned; they are copied into `err`
 // (NUL-terminated, truncated to err_len) when err is not NULL.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -12,6 +13,7 @@
 #include "common.h"
 #include "lathe_engine.h"
 #include "model.h"
+#include "nf4.h"
 
 namespace {
 
@@ -134,6 +136,33 @@ lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float b
     need(model, "model");
     const float norm = lathe::model_adamw_step(*model, lr, beta1, beta2, eps, weight_decay, max_grad_norm);
     if (grad_norm_out) *grad_norm_out = norm;
+  });
+}
+
+lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char* err, size_t err_len) {
+  return guarded("lathe_model_quantize_nf4", err, err_len, [&] {
+    need(model, "model");
+    lathe::model_quantize_nf4(*model, modules);
+  });
+}
+
+lathe_status lathe_model_memory(const lathe_model* model, uint64_t* base_bytes, uint64_t* base_params, char* err, size_t err_len) {
+  return guarded("lathe_model_memory", err, err_len, [&] {
+    need(model, "model");
+    lathe::model_memory(*model, base_bytes, base_params);
+  });
+}
+
+lathe_status lathe_nf4_roundtrip(const float* in, size_t n, float* out, uint8_t* codes_out, char* err, size_t err_len) {
+  return guarded("lathe_nf4_roundtrip", err, err_len, [&] {
+    if (n == 0) return;
+    need(in, "in");
+    need(out, "out");
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(in[i])) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "in[" + std::to_string(i) + "] is not finite");
+    const lathe::nf4::Tensor4 t = lathe::nf4::quantize_tensor(in, 1, static_cast<int64_t>(n));
+    lathe::nf4::dequantize_rows(t, 0, 1, out);
+    if (codes_out) std::memcpy(codes_out, t.codes.data(), t.codes.size());
   });
 }
 

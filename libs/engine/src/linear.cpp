@@ -35,7 +35,8 @@ void lora_forward_u(ThreadPool& pool, LoRA& l, const float* x, int N, Rng& rng, 
 
 void linear_forward(ThreadPool& pool, float* y, const float* x, int N, const Linear& lin, Rng& rng, bool training,
                     std::vector<float>& scratch) {
-  gemm_nt(pool, N, lin.out, lin.in, 1.0f, x, lin.W, 0.0f, y);
+  if (lin.W4) nf4::matmul_nt(pool, N, x, *lin.W4, y, scratch);  // scratch holds a dequantised tile
+  else gemm_nt(pool, N, lin.out, lin.in, 1.0f, x, lin.W, 0.0f, y);
   if (lin.bias) {
     parallel_rows(pool, N, [&](int64_t b, int64_t e, int) {
       for (int64_t n = b; n < e; ++n) axpy(y + n * lin.out, 1.0f, lin.bias, lin.out);
@@ -72,7 +73,8 @@ void lora_backward_from_u(ThreadPool& pool, LoRA& l, const float* du, const floa
 
 void linear_backward(ThreadPool& pool, float* dx, bool accumulate, const float* dy, const float* x, int N, const Linear& lin,
                      std::vector<float>& scratch, std::vector<float>& scratch2) {
-  if (dx) gemm_nn(pool, N, lin.in, lin.out, 1.0f, dy, lin.W, accumulate ? 1.0f : 0.0f, dx);  // dx (+)= dy W
+  if (dx && lin.W4) nf4::matmul_nn(pool, N, dy, *lin.W4, dx, accumulate, scratch);  // dx (+)= dy W, tile by tile
+  else if (dx) gemm_nn(pool, N, lin.in, lin.out, 1.0f, dy, lin.W, accumulate ? 1.0f : 0.0f, dx);  // dx (+)= dy W
   if (!lin.lora) return;
   LoRA& l = *lin.lora;
   gemm_tn(pool, l.out, l.r, N, l.scale, dy, l.u.data(), 1.0f, l.gB.data());  // gB += s dy^T u

@@ -3,6 +3,7 @@
 // x: [N, in], W: [out, in], b: [out] or null, A: [r, in], B: [out, r], y: [N, out].
 // drop(x) = x * mask / (1 - p) in training with p > 0, else x. scale = alpha/r (alpha/sqrt(r)
 // with rsLoRA). Forward saves u = drop(x) A^T [N, r] and the mask for backward.
+// W is f32, or NF4 (W4, QLoRA: see nf4.h) dequantised tile by tile inside the matmuls.
 // backward (base frozen): dx = dy W + ((scale dy B) A) * mask/(1-p);
 //   gB += scale dy^T u;  gA += (scale dy B)^T drop(x).   Grads accumulate; dx written or added.
 #pragma once
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "nf4.h"
 #include "rng.h"
 #include "threads.h"
 
@@ -28,7 +30,8 @@ struct LoRA {
 struct Linear {
   std::string name;            // HF module name, e.g. model.layers.0.self_attn.q_proj
   int in = 0, out = 0;
-  const float* W = nullptr;
+  const float* W = nullptr;      // f32 [out, in], or null when W4 is set
+  const nf4::Tensor4* W4 = nullptr;
   const float* bias = nullptr;
   LoRA* lora = nullptr;
 };

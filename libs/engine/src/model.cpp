@@ -122,8 +122,50 @@ void model_set_weight(lathe_model& m, const std::string& name, const float* data
     fail(LATHE_ERR_INVALID_ARGUMENT, name + ": expected " + std::to_string(t.numel()) + " elements (shape " + shape_str(t.shape) +
                                          "), got " + std::to_string(count));
   if (!data) fail(LATHE_ERR_INVALID_ARGUMENT, name + ": data is NULL");
+  if (t.q4)
+    fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this weight is stored as NF4 (lathe_model_quantize_nf4 was called); set weights before quantising");
   std::memcpy(t.data.data(), data, sizeof(float) * count);
   t.set = true;
+}
+
+void model_quantize_nf4(lathe_model& m, uint32_t modules) {
+  if (modules == 0 || (modules & ~0x7Fu))
+    fail(LATHE_ERR_INVALID_ARGUMENT, "modules must be a non-empty set of LATHE_LORA_Q..LATHE_LORA_DOWN bits (lm_head and the embeddings stay f32), got " +
+                                         std::to_string(modules));
+  // Check everything first, so that a failure leaves the model unchanged.
+  std::vector<std::pair<Linear*, Tensor*>> todo;
+  for (auto& L : m.layers)
+    for (int k = 0; k < 7; ++k) {
+      if (!(modules & kModuleKinds[k].bit)) continue;
+      Linear* lin = layer_linear(L, k);
+      Tensor& t = m.weights.at(lin->name + ".weight");
+      if (t.q4) continue;
+      if (!t.set) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight was never set: set every weight before quantising to NF4");
+      for (float v : t.data)
+        if (!std::isfinite(v)) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight holds a non-finite value; NF4 needs finite weights");
+      todo.emplace_back(lin, &t);
+    }
+  std::vector<std::unique_ptr<nf4::Tensor4>> made;
+  for (auto& [lin, t] : todo) made.push_back(std::make_unique<nf4::Tensor4>(nf4::quantize_tensor(t->data.data(), lin->out, lin->in)));
+  for (size_t i = 0; i < todo.size(); ++i) {
+    Linear* lin = todo[i].first;
+    Tensor* t = todo[i].second;
+    t->q4 = std::move(made[i]);
+    std::vector<float>().swap(t->data);  // free the f32 copy
+    lin->W = nullptr;
+    lin->W4 = t->q4.get();
+  }
+}
+
+void model_memory(const lathe_model& m, uint64_t* bytes, uint64_t* params) {
+  uint64_t b = 0, p = 0;
+  for (auto& kv : m.weights) {
+    const uint64_t n = static_cast<uint64_t>(kv.second.numel());
+    p += n;
+    b += kv.second.q4 ? kv.second.q4->bytes() : n * sizeof(float);
+  }
+  if (bytes) *bytes = b;
+  if (params) *params = p;
 }
 
 void model_lora_init(lathe_model& m, const lathe_lora_config& c) {

@@ -46,13 +46,19 @@ double loss_of(lathe_model* m, const Batch& b, bool training) {
   return loss;
 }
 
-void grad_check(const char* what, t::Spec spec, lathe_lora_config lc, bool packed) {
+// nf4_modules: QLoRA, base linears stored as NF4 (dequantised in tiles of `nf4_tile` elements).
+void grad_check(const char* what, t::Spec spec, lathe_lora_config lc, bool packed, uint32_t nf4_modules = 0, int64_t nf4_tile = 0) {
   lathe_model* m = t::make_model(spec);
   CHECK(m != nullptr);
   if (!m) return;
   const lathe_model_config c = t::config_of(spec);
   char err[512];
   CHECK_OK(lathe_lora_init(m, &lc, err, sizeof err));
+  if (nf4_modules) {
+    CHECK_OK(lathe_model_quantize_nf4(m, nf4_modules, err, sizeof err));
+    for (auto& kv : m->weights)
+      if (kv.second.q4 && nf4_tile > 0) kv.second.q4->tile_elems = nf4_tile;
+  }
   // B is zero after PEFT's init (so A's gradient would be 0): randomise both.
   lathe::Rng rng(spec.seed, 77);
   const auto names = t::lora_names(c, lc.target_modules);
@@ -140,4 +146,16 @@ TEST(lora_gradients_match_finite_differences_with_dropout) {
   t::Spec s;
   s.seed = 10;
   grad_check("dropout 0.2", s, lora(0xFF, 2, 4.0f, false, 0.2f), true);
+}
+
+TEST(qlora_gradients_match_finite_differences_with_an_nf4_base_in_small_tiles) {
+  t::Spec s;
+  s.seed = 11;
+  grad_check("qlora nf4 base, tiles of 40", s, lora(0x7F, 2, 4.0f, false), true, 0x7F, 40);
+  // Seed 8 as in the f32 qwen2 case above (with seed 12 the f32 base misses this finite-difference
+  // tolerance too: curvature at h = 1e-2, not NF4).
+  s.tied = true;
+  s.bias = true;
+  s.seed = 8;
+  grad_check("qlora nf4 q/v/down base, qwen2 bias tied lm_head", s, lora(0xFF, 4, 8.0f, true), true, LATHE_LORA_Q | LATHE_LORA_V | LATHE_LORA_DOWN);
 }

@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 import { listTensors, readModelConfig, readTensorF32, type ModelConfig as HfModelConfig } from "@lathe/models";
 import type * as native from "./native.js";
 
-export type { LoraModule, ForwardBackwardResult, AdamwResult } from "./native.js";
+export type { LoraModule, ForwardBackwardResult, AdamwResult, MemoryReport, Nf4RoundtripResult } from "./native.js";
+
 
 /** Codes an EngineError carries (see native.NativeErrorCode). */
 export type EngineErrorCode = native.NativeErrorCode;
@@ -68,6 +69,18 @@ function loadAddon(): native.NativeAddon {
   }
   addon = createRequire(import.meta.url)(ADDON_PATH) as native.NativeAddon;
   return addon;
+}
+
+/** The base linears QLoRA quantises by default: every projection of every layer (lm_head and the embeddings stay f32). */
+export const NF4_MODULES: readonly native.LoraModule[] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/**
+ * NF4 quantisation of `values` exactly as a QLoRA base weight is stored (bitsandbytes' NF4,
+ * blocks of 64, absmax double-quantised to 8 bits in blocks of 256), and the dequantised values.
+ */
+export function nf4Roundtrip(values: Float32Array): native.Nf4RoundtripResult {
+  const addonModule = loadAddon();
+  return call(() => addonModule.nf4Roundtrip(values));
 }
 
 /**
@@ -292,6 +305,20 @@ export class Model {
       maxGradNorm: options.maxGradNorm ?? 1.0,
     };
     return callAsync(() => this.handle.adamwStep(args));
+  }
+
+  /**
+   * QLoRA: stores the frozen weights of these linears as NF4 with double quantisation and frees
+   * their f32 copies; forward and backward dequantise them on the fly. Call after every weight is
+   * set. @throws EngineError INVALID_ARGUMENT for lm_head or a weight not yet set.
+   */
+  quantizeNf4(modules: readonly native.LoraModule[] = NF4_MODULES): void {
+    call(() => this.handle.quantizeNf4([...modules]));
+  }
+
+  /** Bytes and element count of the frozen base weights as stored now. */
+  memory(): native.MemoryReport {
+    return call(() => this.handle.memory());
   }
 
   /** Releases the engine's memory (after a call in flight, if any). */

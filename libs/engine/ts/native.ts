@@ -90,6 +90,20 @@ export interface AdamwResult {
   gradNorm: number;
 }
 
+/** lathe_model_memory: the frozen base weights as stored now (f32: 4 bytes each; NF4 linears about 0.516). */
+export interface MemoryReport {
+  baseBytes: number;
+  baseParams: number;
+}
+
+/** lathe_nf4_roundtrip: NF4 (blocks of 64, double-quantised absmax) then back. */
+export interface Nf4RoundtripResult {
+  /** The dequantised values. */
+  values: Float32Array;
+  /** (n+1)/2 bytes, two codes each: element 2i in the high nibble, 2i+1 in the low one. */
+  codes: Uint8Array;
+}
+
 /** Codes of errors thrown by the addon: lathe_status names, and FAILED_PRECONDITION for a freed or busy model. */
 export type NativeErrorCode = "INVALID_ARGUMENT" | "UNSUPPORTED" | "OUT_OF_MEMORY" | "NAN" | "CANCELLED" | "INTERNAL" | "FAILED_PRECONDITION";
 
@@ -111,6 +125,9 @@ export interface NativeModel {
   forwardBackward(args: ForwardBackwardArgs): Promise<ForwardBackwardResult>;
   /** Runs on the libuv thread pool; the model is busy until it settles. */
   adamwStep(args: AdamwArgs): Promise<AdamwResult>;
+  /** QLoRA: stores these base linears as NF4 and frees their f32 copies (lm_head: INVALID_ARGUMENT). */
+  quantizeNf4(modules: LoraModule[]): void;
+  memory(): MemoryReport;
   /** Releases the engine's memory (after a pending call, if one runs). Idempotent. */
   free(): void;
 }
@@ -118,4 +135,5 @@ export interface NativeModel {
 /** The module object of build/Release/lathe_engine_node.node. */
 export interface NativeAddon {
   Model: new (config: ModelConfig) => NativeModel;
+  nf4Roundtrip(values: Float32Array): Nf4RoundtripResult;
 }

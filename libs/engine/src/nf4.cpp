@@ -1,0 +1,206 @@
+// nf4.cpp — see nf4.h. Quantisation runs once (at lathe_model_quantize_nf4); the matmuls
+// dequantise tiles of whole weight rows (tile_elems f32 at most, at least one row) into a
+// caller-owned buffer and hand each tile to the threaded SGEMM, so the f32 weight never exists
+// whole (for weights larger than one tile).
+#include "nf4.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gemm.h"
+#include "threads.h"
+
+namespace lathe {
+namespace nf4 {
+
+// NormalFloat4: bitsandbytes' published NF4 values (csrc kernels and backends' CODE["nf4"]),
+// written with the digits bitsandbytes prints; each rounds to the same f32.
+const float kCodebook[16] = {
+    -1.0f,
+    -0.6961928009986877f,
+    -0.5250730514526367f,
+    -0.39491748809814453f,
+    -0.28444138169288635f,
+    -0.18477343022823334f,
+    -0.09105003625154495f,
+    0.0f,
+    0.07958029955625534f,
+    0.16093020141124725f,
+    0.24611230194568634f,
+    0.33791524171829224f,
+    0.44070982933044434f,
+    0.5626170039176941f,
+    0.7229568362236023f,
+    1.0f,
+};
+
+namespace {
+
+// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for each
+// exponent i in 0..6, 2^i fraction values = midpoints of linspace(0.1, 1, 2^i + 1), times
+// 10^(i-6), with both signs; plus 0 and 1; sorted. Built here in f64 (linspace as
+// start + k*step) and rounded to f32 (bitsandbytes builds it in f32 torch: entries agree to
+// within one f32 ulp).
+struct DynamicMap {
+  float v[256];
+  DynamicMap() {
+    std::vector<double> d;
+    for (int i = 0; i < 7; ++i) {
+      const int items = (1 << i) + 1;
+      const double step = (1.0 - 0.1) / (items - 1);
+      const double scale = std::pow(10.0, i - 6);
+      for (int k = 0; k + 1 < items; ++k) {
+        const double lo = 0.1 + k * step, hi = k + 1 == items - 1 ? 1.0 : 0.1 + (k + 1) * step;
+        const double mean = (lo + hi) / 2.0;
+        d.push_back(scale * mean);
+        d.push_back(-scale * mean);
+      }
+    }
+    d.push_back(0.0);
+    d.push_back(1.0);
+    std::sort(d.begin(), d.end());
+    for (int i = 0; i < 256; ++i) v[i] = static_cast<float>(d[i]);
+  }
+};
+
+const DynamicMap kDynamic;  // constant data (like kCodebook), built once at load
+
+inline uint8_t code_at(const uint8_t* codes, int64_t i) {
+  const uint8_t byte = codes[i >> 1];
+  return (i & 1) ? (byte & 0x0F) : (byte >> 4);
+}
+
+}  // namespace
+
+const float* dynamic_map() { return kDynamic.v; }
+
+int nearest(const float* table, int size, float v) {
+  // The table is sorted: find the first entry >= v, then compare it with its left neighbour the
+  // way argmin(|v - table|) would (f32 differences; the lower index wins ties).
+  const int hi = static_cast<int>(std::lower_bound(table, table + size, v) - table);
+  if (hi == 0) return 0;
+  if (hi == size) return size - 1;
+  int best = hi - 1;
+  float bd = std::fabs(v - table[best]);
+  // entries equal to table[hi] further right cannot be closer; earlier equal entries of table[hi-1] come first
+  while (best > 0 && table[best - 1] == table[best]) --best;
+  const float dh = std::fabs(v - table[hi]);
+  return dh < bd ? hi : best;
+}
+
+void quantize(const float* x, int64_t n, uint8_t* codes, float* absmax) {
+  const int64_t nb = (n + kBlock - 1) / kBlock;
+  std::fill(codes, codes + (n + 1) / 2, uint8_t{0});
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t s = b * kBlock, e = std::min<int64_t>(n, s + kBlock);
+    float m = 0.0f;
+    for (int64_t i = s; i < e; ++i) m = std::max(m, std::fabs(x[i]));
+    absmax[b] = m;
+    const float inv = m > 0.0f ? 1.0f / m : 0.0f;
+    for (int64_t i = s; i < e; ++i) {
+      const float v = std::min(1.0f, std::max(-1.0f, x[i] * inv));
+      const uint8_t q = static_cast<uint8_t>(nearest(kCodebook, 16, v));
+      codes[i >> 1] |= (i & 1) ? q : static_cast<uint8_t>(q << 4);
+    }
+  }
+  if (n & 1) codes[n >> 1] |= 7;  // the pad element: 0.0
+}
+
+void dequantize(const uint8_t* codes, const float* absmax, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = kCodebook[code_at(codes, i)] * absmax[i / kBlock];
+}
+
+QuantAbsmax quantize_absmax(const float* absmax, int64_t count) {
+  QuantAbsmax qa;
+  double sum = 0.0;
+  for (int64_t i = 0; i < count; ++i) sum += absmax[i];
+  qa.offset = count > 0 ? static_cast<float>(sum / static_cast<double>(count)) : 0.0f;
+  const int64_t nc = (count + kAbsmaxBlock - 1) / kAbsmaxBlock;
+  qa.q.resize(count);
+  qa.scale.resize(nc);
+  const float* map = dynamic_map();
+  const int zero = nearest(map, 256, 0.0f);
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t s = c * kAbsmaxBlock, e = std::min<int64_t>(count, s + kAbsmaxBlock);
+    float m = 0.0f;
+    for (int64_t i = s; i < e; ++i) m = std::max(m, std::fabs(absmax[i] - qa.offset));
+    qa.scale[c] = m;
+    if (m == 0.0f) {
+      for (int64_t i = s; i < e; ++i) qa.q[i] = static_cast<uint8_t>(zero);
+      continue;
+    }
+    const float inv = 1.0f / m;
+    for (int64_t i = s; i < e; ++i) {
+      const float v = std::min(1.0f, std::max(-1.0f, (absmax[i] - qa.offset) * inv));
+      qa.q[i] = static_cast<uint8_t>(nearest(map, 256, v));
+    }
+  }
+  return qa;
+}
+
+Tensor4 quantize_tensor(const float* w, int64_t rows, int64_t cols) {
+  Tensor4 t;
+  t.rows = rows;
+  t.cols = cols;
+  const int64_t n = rows * cols, nb = (n + kBlock - 1) / kBlock;
+  t.codes.resize((n + 1) / 2);
+  std::vector<float> absmax(nb);
+  quantize(w, n, t.codes.data(), absmax.data());
+  t.absmax = quantize_absmax(absmax.data(), nb);
+  return t;
+}
+
+void dequantize_rows(const Tensor4& t, int64_t r0, int64_t r1, float* out) {
+  const int64_t s = r0 * t.cols, e = r1 * t.cols;
+  const uint8_t* codes = t.codes.data();
+  int64_t i = s;
+  while (i < e) {
+    const int64_t b = i / kBlock, be = std::min(e, (b + 1) * kBlock);
+    const float a = t.absmax.get(b);
+    for (; i < be; ++i) out[i - s] = kCodebook[code_at(codes, i)] * a;
+  }
+}
+
+namespace {
+
+// Dequantises rows [r0, r0+R) into tile, splitting the rows over the pool.
+void dequantize_tile(ThreadPool& pool, const Tensor4& W, int64_t r0, int64_t R, float* tile) {
+  const int64_t tasks = std::min<int64_t>(R, pool.size());
+  pool.run(tasks, [&](int64_t t, int) {
+    const int64_t b = r0 + R * t / tasks, e = r0 + R * (t + 1) / tasks;
+    if (b < e) dequantize_rows(W, b, e, tile + (b - r0) * W.cols);
+  });
+}
+
+int64_t tile_rows(const Tensor4& W) {
+  return std::max<int64_t>(1, std::min<int64_t>(W.rows, W.tile_elems / std::max<int64_t>(1, W.cols)));
+}
+
+}  // namespace
+
+void matmul_nt(ThreadPool& pool, int N, const float* x, const Tensor4& W, float* y, std::vector<float>& tile) {
+  const int64_t TR = tile_rows(W);
+  tile.resize(static_cast<size_t>(TR * W.cols));
+  for (int64_t r0 = 0; r0 < W.rows; r0 += TR) {
+    const int64_t R = std::min(TR, W.rows - r0);
+    dequantize_tile(pool, W, r0, R, tile.data());
+    // y[:, r0:r0+R] = x tile^T
+    sgemm(pool, false, true, N, static_cast<int>(R), static_cast<int>(W.cols), 1.0f, x, static_cast<int>(W.cols), tile.data(),
+          static_cast<int>(W.cols), 0.0f, y + r0, static_cast<int>(W.rows));
+  }
+}
+
+void matmul_nn(ThreadPool& pool, int N, const float* dy, const Tensor4& W, float* dx, bool accumulate, std::vector<float>& tile) {
+  const int64_t TR = tile_rows(W);
+  tile.resize(static_cast<size_t>(TR * W.cols));
+  for (int64_t r0 = 0; r0 < W.rows; r0 += TR) {
+    const int64_t R = std::min(TR, W.rows - r0);
+    dequantize_tile(pool, W, r0, R, tile.data());
+    // dx (+)= dy[:, r0:r0+R] tile
+    sgemm(pool, false, false, N, static_cast<int>(W.cols), static_cast<int>(R), 1.0f, dy + r0, static_cast<int>(W.rows), tile.data(),
+          static_cast<int>(W.cols), (accumulate || r0 > 0) ? 1.0f : 0.0f, dx, static_cast<int>(W.cols));
+  }
+}
+
+}  // namespace nf4
+}  // namespace lathe
