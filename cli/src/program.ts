@@ -6,6 +6,7 @@ import { initTinyCommand, mergeCommand } from "./commands/local.js";
 import { modelsCommand } from "./commands/models.js";
 import { quickstartCommand } from "./commands/quickstart.js";
 import { upCommand } from "./commands/up.js";
+import { evalLossCommand, trainCommand } from "./commands/train.js";
 
 /** The `lathe` command line. */
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   models.addCommand(initTinyCommand());
   program.addCommand(models);
   program.addCommand(mergeCommand());
+  program.addCommand(trainCommand()).addCommand(evalLossCommand());
   program.addCommand(datasetsCommand());
   program.addCommand(adaptersCommand());
   program.addCommand(lineageCommand());

@@ -332,3 +332,7 @@ export class Model {
     return shape[0] * shape[1];
   }
 }
+export { train, evalLoss, parseTargetModules, TrainingDataError } from "./train.js";
+export type { TrainOptions, TrainProgress, TrainSummary, EvalLossOptions, EvalLossResult } from "./train.js";
+export { lrAt, warmupSteps, SCHEDULERS } from "./schedule.js";
+export type { SchedulerName, ScheduleOptions } from "./schedule.js";

@@ -1,0 +1,146 @@
+import { Command, Option } from "commander";
+import { evalLoss, SCHEDULERS, train, type SchedulerName, type TrainProgress } from "@lathe/engine";
+import { printJson } from "../output.js";
+
+const positiveInt = (flag: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${flag} ${v}: expected a positive integer`);
+  return n;
+};
+
+const nonNegativeInt = (flag: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${flag} ${v}: expected an integer >= 0`);
+  return n;
+};
+
+const number = (flag: string, ok: (n: number) => boolean, expected: string) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || !ok(n)) throw new Error(`--${flag} ${v}: expected ${expected}`);
+  return n;
+};
+
+interface TrainFlags {
+  model: string;
+  data: string;
+  eval?: string;
+  out: string;
+  loraR: number;
+  loraAlpha: number;
+  loraDropout: number;
+  targetModules: string;
+  useRslora?: boolean;
+  epochs: number;
+  batchSize: number;
+  gradAccum: number;
+  lr: number;
+  scheduler: SchedulerName;
+  warmupRatio: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  maxSeqLength: number;
+  packing?: boolean;
+  trainOnInputs?: boolean;
+  seed: number;
+  threads: number;
+  json?: boolean;
+}
+
+function duration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
+/** One status line, redrawn in place on a terminal and printed per step elsewhere. */
+function progressLine(p: TrainProgress): string {
+  const width = 20;
+  const filled = Math.round((p.step / p.totalSteps) * width);
+  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] step ${p.step}/${p.totalSteps} epoch ${p.epoch} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)} ${Math.round(p.tokensPerSecond)} tok/s ETA ${duration(p.etaSeconds)}`;
+}
+
+/** `lathe train`: LoRA fine-tuning of a Hugging Face model folder on JSONL, on this machine. */
+export function trainCommand(): Command {
+  return new Command("train")
+    .description("fine-tune LoRA adapters on a JSONL file locally and write a PEFT adapter folder")
+    .requiredOption("--model <dir>", "the base model (a Hugging Face folder)")
+    .requiredOption("--data <file>", "training data: JSONL of chat `messages`, `instruction`/`output` or `prompt`/`completion`")
+    .option("--eval <file>", "evaluation data (JSONL), evaluated after each epoch")
+    .requiredOption("--out <dir>", "where to write the adapter (adapter_config.json, adapter_model.safetensors, training_summary.json)")
+    .option("--lora-r <n>", "LoRA rank", positiveInt("lora-r"), 16)
+    .option("--lora-alpha <x>", "lora_alpha", number("lora-alpha", (n) => n > 0, "a positive number"), 32)
+    .option("--lora-dropout <p>", "lora_dropout", number("lora-dropout", (n) => n >= 0 && n < 1, "a number in [0, 1)"), 0.05)
+    .option("--target-modules <list>", "comma-separated modules to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head)", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    .option("--use-rslora", "scale by lora_alpha/sqrt(r) (rsLoRA)")
+    .option("--epochs <n>", "passes over the data", positiveInt("epochs"), 3)
+    .option("--batch-size <n>", "examples per micro-batch (packed rows with --packing)", positiveInt("batch-size"), 4)
+    .option("--grad-accum <n>", "micro-batches per optimizer step", positiveInt("grad-accum"), 1)
+    .option("--lr <x>", "peak learning rate", number("lr", (n) => n > 0, "a positive number"), 2e-4)
+    .addOption(new Option("--scheduler <name>", "learning-rate schedule").choices([...SCHEDULERS]).default("cosine"))
+    .option("--warmup-ratio <x>", "share of steps of linear warmup", number("warmup-ratio", (n) => n >= 0 && n <= 1, "a number in [0, 1]"), 0.03)
+    .option("--weight-decay <x>", "AdamW weight decay", number("weight-decay", (n) => n >= 0, "a number >= 0"), 0)
+    .option("--max-grad-norm <x>", "clip the gradient norm to this (0: off)", number("max-grad-norm", (n) => n >= 0, "a number >= 0"), 1.0)
+    .option("--max-seq-length <n>", "longer examples are truncated", positiveInt("max-seq-length"), 2048)
+    .option("--packing", "pack examples into rows of --max-seq-length")
+    .option("--train-on-inputs", "train on prompt tokens too, not only the answers")
+    .option("--seed <n>", "seed of LoRA's initialisation, dropout and data order", nonNegativeInt("seed"), 42)
+    .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
+    .option("--json", "print the final summary as JSON on stdout")
+    .action(async (o: TrainFlags) => {
+      const tty = process.stderr.isTTY === true;
+      const summary = await train(
+        {
+          modelDir: o.model,
+          dataPath: o.data,
+          evalPath: o.eval,
+          outDir: o.out,
+          loraR: o.loraR,
+          loraAlpha: o.loraAlpha,
+          loraDropout: o.loraDropout,
+          targetModules: o.targetModules.split(",").filter((m) => m.trim() !== ""),
+          useRslora: o.useRslora ?? false,
+          epochs: o.epochs,
+          batchSize: o.batchSize,
+          gradAccum: o.gradAccum,
+          lr: o.lr,
+          scheduler: o.scheduler,
+          warmupRatio: o.warmupRatio,
+          weightDecay: o.weightDecay,
+          maxGradNorm: o.maxGradNorm,
+          maxSeqLength: o.maxSeqLength,
+          packing: o.packing ?? false,
+          trainOnInputs: o.trainOnInputs ?? false,
+          seed: o.seed,
+          numThreads: o.threads,
+        },
+        (p) => process.stderr.write(tty ? `\r\x1b[2K${progressLine(p)}` : `${progressLine(p)}\n`),
+      );
+      if (tty) process.stderr.write("\n");
+      if (o.json) printJson(summary);
+      else {
+        const evalText = summary.evalLossPerEpoch.length > 0 ? `, eval loss ${summary.evalLossPerEpoch.at(-1)!.toFixed(4)}` : "";
+        process.stdout.write(`wrote ${o.out}: ${summary.steps} steps, train loss ${summary.trainLossPerEpoch.at(-1)!.toFixed(4)}${evalText}, ${summary.tokens} tokens in ${summary.seconds.toFixed(1)} s\n`);
+      }
+    });
+}
+
+/** `lathe eval-loss`: mean loss and perplexity of a model, with or without an adapter, on JSONL. */
+export function evalLossCommand(): Command {
+  return new Command("eval-loss")
+    .description("mean loss and perplexity of a base model (optionally with a PEFT adapter) on a JSONL file, over the answer tokens")
+    .requiredOption("--model <dir>", "the base model (a Hugging Face folder)")
+    .option("--adapter <dir>", "a PEFT LoRA adapter folder to apply")
+    .requiredOption("--data <file>", "JSONL examples")
+    .option("--max-seq-length <n>", "longer examples are truncated", positiveInt("max-seq-length"), 2048)
+    .option("--batch-size <n>", "examples per forward pass", positiveInt("batch-size"), 4)
+    .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
+    .option("--json", "print the result as JSON")
+    .action(async (o: { model: string; adapter?: string; data: string; maxSeqLength: number; batchSize: number; threads: number; json?: boolean }) => {
+      const r = await evalLoss(o.model, o.data, { adapterDir: o.adapter, maxSeqLength: o.maxSeqLength, batchSize: o.batchSize, numThreads: o.threads });
+      if (o.json) printJson(r);
+      else process.stdout.write(`loss ${r.loss.toFixed(4)}, perplexity ${r.perplexity.toFixed(2)} over ${r.tokens} tokens\n`);
+    });
+}
