@@ -1,4 +1,4 @@
-import { createReadStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { Command, Option } from "commander";
 import { AppError, call, fromGrpcError } from "@lathe/kit";
 import {
@@ -178,6 +178,39 @@ export function datasetsCommand(): Command {
           process.stdout.write(`line ${r.lineNumber}${failed}\n`);
           for (const m of r.messages) process.stdout.write(`  ${ChatRole[m.role].replace("CHAT_ROLE_", "").toLowerCase()}: ${m.content.replace(/\s+/g, " ").slice(0, 200)}\n`);
         }
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    datasets
+      .command("export <version>")
+      .description("write a version's rows as chat JSONL ({\"messages\": [...]} per line), e.g. for lathe train")
+      .requiredOption("--out <file>", "the JSONL file to write"),
+  ).action(async (version: string, o: ConnectionOptions & { out: string }) => {
+    const client = connect(DatasetServiceClient, o);
+    const roles = { [ChatRole.CHAT_ROLE_SYSTEM]: "system", [ChatRole.CHAT_ROLE_USER]: "user", [ChatRole.CHAT_ROLE_ASSISTANT]: "assistant" } as Record<number, string>;
+    try {
+      const out = createWriteStream(o.out);
+      let count = 0;
+      await new Promise<void>((resolve, reject) => {
+        const stream = client.streamDatasetRows({ name: versionName(version), offset: 0, limit: 0, failingOnly: false });
+        stream.on("data", (r: { rows: DatasetRow[] }) => {
+          for (const row of r.rows) {
+            if (row.messages.length === 0) continue; // a line that never parsed
+            count++;
+            if (!out.write(`${JSON.stringify({ messages: row.messages.map((m) => ({ role: roles[m.role], content: m.content })) })}\n`)) {
+              stream.pause();
+              out.once("drain", () => stream.resume());
+            }
+          }
+        });
+        stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
+        stream.on("end", () => out.end(() => resolve()));
+      });
+      if (o.json) printJson({ file: o.out, rows: count });
+      else process.stdout.write(`wrote ${count} rows of ${versionName(version)} to ${o.out}\n`);
     } finally {
       client.close();
     }

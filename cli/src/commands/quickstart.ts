@@ -45,6 +45,25 @@ export function quickstartCommand(): Command {
         await buildProgram().parseAsync(["datasets", "derive", "support@v1", "--drop-failing", "--version-id", "clean", ...conn], { from: "user" });
         step("lathe datasets derive support@clean --split 0.2 --seed 7");
         await buildProgram().parseAsync(["datasets", "derive", "support@clean", "--split", "0.2", "--seed", "7", "--version-id", "s", ...conn], { from: "user" });
+
+        const train = join(dataDir, "train.jsonl");
+        const evalFile = join(dataDir, "eval.jsonl");
+        step("lathe datasets export support@s-train / support@s-eval");
+        await buildProgram().parseAsync(["datasets", "export", "support@s-train", "--out", train, ...conn], { from: "user" });
+        await buildProgram().parseAsync(["datasets", "export", "support@s-eval", "--out", evalFile, ...conn], { from: "user" });
+
+        // Fine-tune on the embedded engine (CPU): a few epochs of LoRA on the tiny model. Its head
+        // is random and frozen, so the head gets an adapter too, or the loss could barely move.
+        const adapterDir = join(dataDir, "adapters", "support-v1");
+        step(`lathe train --model ${modelDir} --data train.jsonl --eval eval.jsonl --out ${adapterDir}`);
+        await buildProgram().parseAsync(["train", "--model", modelDir, "--data", train, "--eval", evalFile, "--out", adapterDir, "--epochs", "6", "--batch-size", "4", "--lora-r", "8", "--lora-alpha", "16", "--lr", "1e-2", "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "--max-seq-length", "512", "--seed", "7"], { from: "user" });
+
+        step("lathe adapters register tiny-llama/support (from the training run), alias production, card");
+        await buildProgram().parseAsync(["adapters", "register", "tiny-llama/support", adapterDir, "--train-dataset", "datasets/support/versions/s-train", "--eval-dataset", "datasets/support/versions/s-eval", "--label", "intended-use=support-desk replies", ...conn], { from: "user" });
+        await buildProgram().parseAsync(["adapters", "alias", "tiny-llama/support", "1", "--alias", "production", "--reason", "quickstart", ...conn], { from: "user" });
+        await buildProgram().parseAsync(["lineage", "models/tiny-llama/adapters/support/aliases/production", "--up", ...conn], { from: "user" });
+        step("lathe adapters download tiny-llama/support@1 --format gguf");
+        await buildProgram().parseAsync(["adapters", "download", "tiny-llama/support@1", "--format", "gguf", "--out", join(dataDir, "gguf"), ...conn], { from: "user" });
       } finally {
         step("shutting down");
         await platform.stop();
