@@ -11,6 +11,7 @@ export { wrapHandlers, type CallContext, type ServiceDef, type ServiceHandlers }
 export { call, createClient, unary, withMetadata, type ClientFactoryOptions, type UnaryMethod } from "./grpc/client.js";
 export { openDatabase, type Database } from "./db/database.js";
 export { migrateSchema } from "./db/migrate.js";
+export { withResourceColumns } from "./db/resource-columns.js";
 export { subjectMatches, type BusMessage, type Delivery, type EventBus, type SubscribeOptions, type Subscription } from "./events/bus.js";
 export { MemoryBus } from "./events/memory-bus.js";
 export { JetStreamBus, type JetStreamBusOptions } from "./events/jetstream-bus.js";

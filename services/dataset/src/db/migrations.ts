@@ -1,5 +1,5 @@
 import { sql, type ColumnType, type Generated, type Kysely, type Selectable } from "kysely";
-import { eventsMigration } from "@lathe/kit";
+import { eventsMigration, withResourceColumns } from "@lathe/kit";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -7,17 +7,7 @@ import { eventsMigration } from "@lathe/kit";
 export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
   "0000_events": eventsMigration,
   "0001_datasets": async (db) => {
-    await db.schema
-      .createTable("datasets")
-      .addColumn("tenant", "text", (c) => c.notNull())
-      .addColumn("dataset_id", "text", (c) => c.notNull())
-      .addColumn("seq", "bigserial", (c) => c.notNull())
-      .addColumn("display_name", "text", (c) => c.notNull())
-      .addColumn("description", "text", (c) => c.notNull())
-      .addColumn("labels", "jsonb", (c) => c.notNull())
-      .addColumn("request_id", "text")
-      .addColumn("create_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
-      .addColumn("update_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+    await withResourceColumns(db.schema.createTable("datasets").addColumn("tenant", "text", (c) => c.notNull()).addColumn("dataset_id", "text", (c) => c.notNull()))
       .addPrimaryKeyConstraint("datasets_pk", ["tenant", "dataset_id"])
       .addUniqueConstraint("datasets_request_id", ["tenant", "request_id"])
       .execute();

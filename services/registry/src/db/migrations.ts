@@ -1,5 +1,5 @@
 import { sql, type ColumnType, type Generated, type Kysely, type Selectable } from "kysely";
-import { eventsMigration } from "@lathe/kit";
+import { eventsMigration, withResourceColumns } from "@lathe/kit";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -7,18 +7,10 @@ import { eventsMigration } from "@lathe/kit";
 export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
   "0000_events": eventsMigration,
   "0001_models": async (db) => {
-    await db.schema
-      .createTable("models")
-      .addColumn("tenant", "text", (c) => c.notNull())
-      .addColumn("model_id", "text", (c) => c.notNull())
-      .addColumn("seq", "bigserial", (c) => c.notNull())
-      .addColumn("display_name", "text", (c) => c.notNull())
-      .addColumn("description", "text", (c) => c.notNull())
+    await withResourceColumns(
+      db.schema.createTable("models").addColumn("tenant", "text", (c) => c.notNull()).addColumn("model_id", "text", (c) => c.notNull()),
+    )
       .addColumn("source_uri", "text", (c) => c.notNull())
-      .addColumn("labels", "jsonb", (c) => c.notNull())
-      .addColumn("request_id", "text")
-      .addColumn("create_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
-      .addColumn("update_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
       .addPrimaryKeyConstraint("models_pk", ["tenant", "model_id"])
       .addUniqueConstraint("models_request_id", ["tenant", "request_id"])
       .execute();
@@ -27,18 +19,13 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
   "0002_import_adapters_aliases_lineage": async (db) => {
     // What importing a model folder learns of it (libs/models), and where its files are stored.
     await db.schema.alterTable("models").addColumn("import", "jsonb").execute();
-    await db.schema
-      .createTable("adapters")
-      .addColumn("tenant", "text", (c) => c.notNull())
-      .addColumn("model_id", "text", (c) => c.notNull())
-      .addColumn("adapter_id", "text", (c) => c.notNull())
-      .addColumn("seq", "bigserial", (c) => c.notNull())
-      .addColumn("display_name", "text", (c) => c.notNull())
-      .addColumn("description", "text", (c) => c.notNull())
-      .addColumn("labels", "jsonb", (c) => c.notNull())
-      .addColumn("request_id", "text")
-      .addColumn("create_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
-      .addColumn("update_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+    await withResourceColumns(
+      db.schema
+        .createTable("adapters")
+        .addColumn("tenant", "text", (c) => c.notNull())
+        .addColumn("model_id", "text", (c) => c.notNull())
+        .addColumn("adapter_id", "text", (c) => c.notNull()),
+    )
       .addPrimaryKeyConstraint("adapters_pk", ["tenant", "model_id", "adapter_id"])
       .addUniqueConstraint("adapters_request_id", ["tenant", "request_id"])
       .execute();
