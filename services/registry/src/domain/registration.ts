@@ -70,7 +70,9 @@ export class RegistrationWorker {
         );
         await t.deleteFrom("pending_registrations").where("event_id", "=", p.event_id).execute();
       } catch (err) {
-        const final = err instanceof AppError && !["UNAVAILABLE", "ABORTED", "RESOURCE_EXHAUSTED", "INTERNAL"].includes(err.code);
+        // Passing failures are retried, ten times at most; the rest can never succeed.
+        const passing = !(err instanceof AppError) || ["UNAVAILABLE", "ABORTED", "RESOURCE_EXHAUSTED", "INTERNAL"].includes(err.code);
+        const final = !passing || p.attempts + 1 >= 10;
         await t
           .updateTable("pending_registrations")
           .set({ attempts: sql`attempts + 1`, last_error: final ? (err as Error).message : null })
