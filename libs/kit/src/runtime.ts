@@ -2,6 +2,7 @@ import { join, resolve } from "node:path";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import { LocalArtifactStore, type ArtifactStore } from "./artifacts/store.js";
+import { AppError } from "./errors.js";
 import { loadConfig, redactConfig, type BaseConfig } from "./config.js";
 import { openDatabase, type Database } from "./db/database.js";
 import type { EventBus } from "./events/bus.js";
@@ -83,9 +84,13 @@ export async function startPlatform<C extends BaseConfig>(opts: {
     closers.push(() => bus.close());
     const artifacts = new LocalArtifactStore(resolve(config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")));
     const self: { address?: string } = {};
+    const local = new Set<string>();
     const peerAddress = (service: PeerName): string => {
       const configured = (config as Record<string, unknown>)[`LATHE_${service.toUpperCase()}_ADDR`];
       if (typeof configured === "string") return configured;
+      if (!local.has(service)) {
+        throw new AppError("FAILED_PRECONDITION", "PEER_NOT_CONFIGURED", `the ${service} service is needed but LATHE_${service.toUpperCase()}_ADDR is not set and it does not run in this process`);
+      }
       if (self.address === undefined) throw new Error(`the address of ${service} is not known before the server listens`);
       return self.address;
     };
@@ -94,6 +99,7 @@ export async function startPlatform<C extends BaseConfig>(opts: {
 
     const services: ServiceInstance[] = [];
     for (const factory of opts.factories) services.push(await factory(deps));
+    for (const s of services) local.add(s.name);
     const server = new GrpcServer({ logger, apiKeys: config.LATHE_API_KEYS });
     for (const s of services) s.register(server);
     for (const s of services) {
