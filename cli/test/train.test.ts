@@ -1,4 +1,5 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readPeftAdapter, writeTinyModel } from "@lathe/models";
@@ -43,6 +44,40 @@ describe("lathe train and eval-loss", () => {
     expect(t.loss).toBeLessThan(b.loss);
     expect(t.loss).toBeCloseTo(summary.evalLossPerEpoch.at(-1)!, 4);
     expect(b.perplexity).toBeCloseTo(Math.exp(b.loss), 6);
+  });
+
+  it("checkpoints with --save-steps, and `--resume latest` continues to a byte-identical adapter (with --qlora)", async () => {
+    const flags = ["--model", model, "--data", data, "--eval", evalData, "--lora-r", "4", "--lora-alpha", "8", "--target-modules", "q_proj,v_proj,lm_head",
+      "--epochs", "2", "--batch-size", "2", "--lr", "1e-2", "--max-seq-length", "256", "--seed", "5", "--threads", "1", "--qlora", "--save-steps", "3", "--json"];
+    const whole = join(dir, "whole");
+    const a = await runCli(["train", ...flags, "--out", whole, "--save-total-limit", "0"]);
+    expect(a.code, a.stderr).toBe(0);
+    const summary = JSON.parse(a.stdout) as { steps: number; checkpointsWritten: string[]; bestEvalLoss: number; evalLossPerEpoch: number[]; linearBytesPerParameter: number; baseBytesPerParameter: number; peakMemoryBytes: number; qlora: boolean };
+    expect(summary.steps).toBe(8);
+    expect(readdirSync(whole).filter((n) => n.startsWith("checkpoint-")).sort()).toEqual(["checkpoint-3", "checkpoint-4", "checkpoint-6", "checkpoint-8"]);
+    expect(summary.checkpointsWritten).toHaveLength(4);
+    expect(summary.bestEvalLoss).toBe(Math.min(...summary.evalLossPerEpoch));
+    expect(summary.qlora).toBe(true);
+    expect(summary.linearBytesPerParameter).toBeLessThan(0.6);
+    expect(summary.baseBytesPerParameter).toBeGreaterThan(0);
+    expect(summary.peakMemoryBytes).toBeGreaterThan(10 * 2 ** 20);
+
+    // An interrupted run's output folder: only its checkpoint after step 3.
+    const cut = join(dir, "cut");
+    mkdirSync(cut);
+    cpSync(join(whole, "checkpoint-3"), join(cut, "checkpoint-3"), { recursive: true });
+    const b = await runCli(["train", ...flags, "--out", cut, "--resume", "latest"]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).not.toMatch(/step 3\//);
+    expect(b.stderr).toMatch(/step 4\/8/);
+    expect((JSON.parse(b.stdout) as { resumedFromStep: number }).resumedFromStep).toBe(3);
+    expect(readFileSync(join(cut, "adapter_model.safetensors")).equals(readFileSync(join(whole, "adapter_model.safetensors")))).toBe(true);
+    expect(readdirSync(cut).filter((n) => n.startsWith("checkpoint-")).sort()).toEqual(["checkpoint-6", "checkpoint-8"]);
+
+    // Without --qlora the checkpoint does not fit, and the error says why.
+    const bad = await runCli(["train", ...flags.filter((f) => f !== "--qlora"), "--out", cut, "--resume", join(cut, "checkpoint-6")]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("qlora was true, now false");
   });
 
   it("rejects a bad flag value and a malformed data line with what and where", async () => {

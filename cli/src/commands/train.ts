@@ -43,6 +43,12 @@ interface TrainFlags {
   trainOnInputs?: boolean;
   seed: number;
   threads: number;
+  qlora?: boolean;
+  resume?: string | true;
+  saveSteps: number;
+  saveTotalLimit: number;
+  initAdapter?: string;
+  loadBestAtEnd?: boolean;
   json?: boolean;
 }
 
@@ -88,20 +94,29 @@ export function trainCommand(): Command {
     .option("--train-on-inputs", "train on prompt tokens too, not only the answers")
     .option("--seed <n>", "seed of LoRA's initialisation, dropout and data order", nonNegativeInt("seed"), 42)
     .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
+    .option("--qlora", "QLoRA: keep the base model's layer projections in NF4 (about 0.52 bytes per parameter)")
+    .option("--save-steps <n>", "write <out>/checkpoint-<step>/ every n optimizer steps (0: only at the end of each epoch)", nonNegativeInt("save-steps"), 500)
+    .option("--save-total-limit <n>", "keep only the newest n checkpoints (0: all)", nonNegativeInt("save-total-limit"), 2)
+    .option("--resume [dir]", "continue from a checkpoint folder, or the newest under --out (`latest`, the default)")
+    .option("--init-adapter <dir>", "start from an existing PEFT adapter (LoRA flags not given are taken from it)")
+    .option("--load-best-at-end", "with --eval, leave the adapter of the lowest eval loss in --out instead of the last")
     .option("--json", "print the final summary as JSON on stdout")
-    .action(async (o: TrainFlags) => {
+    .action(async (o: TrainFlags, cmd: Command) => {
       const tty = process.stderr.isTTY === true;
+      // With --init-adapter, LoRA flags left at their defaults are taken from the adapter.
+      const given = <T>(key: string, value: T): T | undefined =>
+        o.initAdapter !== undefined && cmd.getOptionValueSource(key) === "default" ? undefined : value;
       const summary = await train(
         {
           modelDir: o.model,
           dataPath: o.data,
           evalPath: o.eval,
           outDir: o.out,
-          loraR: o.loraR,
-          loraAlpha: o.loraAlpha,
-          loraDropout: o.loraDropout,
-          targetModules: o.targetModules.split(",").filter((m) => m.trim() !== ""),
-          useRslora: o.useRslora ?? false,
+          loraR: given("loraR", o.loraR),
+          loraAlpha: given("loraAlpha", o.loraAlpha),
+          loraDropout: given("loraDropout", o.loraDropout),
+          targetModules: given("targetModules", o.targetModules.split(",").filter((m) => m.trim() !== "")),
+          useRslora: o.initAdapter !== undefined && o.useRslora === undefined ? undefined : (o.useRslora ?? false),
           epochs: o.epochs,
           batchSize: o.batchSize,
           gradAccum: o.gradAccum,
@@ -115,6 +130,12 @@ export function trainCommand(): Command {
           trainOnInputs: o.trainOnInputs ?? false,
           seed: o.seed,
           numThreads: o.threads,
+          qlora: o.qlora ?? false,
+          saveSteps: o.saveSteps,
+          saveTotalLimit: o.saveTotalLimit,
+          resumeFrom: o.resume === undefined ? undefined : o.resume === true ? "latest" : o.resume,
+          initAdapter: o.initAdapter,
+          loadBestAtEnd: o.loadBestAtEnd ?? false,
         },
         (p) => process.stderr.write(tty ? `\r\x1b[2K${progressLine(p)}` : `${progressLine(p)}\n`),
       );
@@ -122,7 +143,9 @@ export function trainCommand(): Command {
       if (o.json) printJson(summary);
       else {
         const evalText = summary.evalLossPerEpoch.length > 0 ? `, eval loss ${summary.evalLossPerEpoch.at(-1)!.toFixed(4)}` : "";
-        process.stdout.write(`wrote ${o.out}: ${summary.steps} steps, train loss ${summary.trainLossPerEpoch.at(-1)!.toFixed(4)}${evalText}, ${summary.tokens} tokens in ${summary.seconds.toFixed(1)} s\n`);
+        const resumedText = summary.resumedFromStep === null ? "" : ` (resumed from step ${summary.resumedFromStep})`;
+        const bestText = summary.bestEvalLoss === null ? "" : `, best eval loss ${summary.bestEvalLoss.toFixed(4)} at step ${summary.bestStep}`;
+        process.stdout.write(`wrote ${o.out}: ${summary.steps} steps${resumedText}, train loss ${summary.trainLossPerEpoch.at(-1)?.toFixed(4) ?? "?"}${evalText}${bestText}, ${summary.tokens} tokens in ${summary.seconds.toFixed(1)} s, ${summary.checkpointsWritten.length} checkpoints, base ${summary.baseBytesPerParameter.toFixed(2)} bytes/parameter, peak memory ${(summary.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB\n`);
       }
     });
 }

@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <string>
@@ -215,6 +216,12 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::AdamwStep>("adamwStep"),
                            InstanceMethod<&Model::QuantizeNf4>("quantizeNf4"),
                            InstanceMethod<&Model::Memory>("memory"),
+                           InstanceMethod<&Model::AdamwStateGet>("adamwStateGet"),
+                           InstanceMethod<&Model::AdamwStateSet>("adamwStateSet"),
+                           InstanceMethod<&Model::AdamwStepCountGet>("adamwStepCountGet"),
+                           InstanceMethod<&Model::AdamwStepCountSet>("adamwStepCountSet"),
+                           InstanceMethod<&Model::RngStateGet>("rngStateGet"),
+                           InstanceMethod<&Model::RngStateSet>("rngStateSet"),
                            InstanceMethod<&Model::Free>("free"),
                        });
   }
@@ -328,6 +335,76 @@ class Model : public Napi::ObjectWrap<Model> {
     out.Set("baseBytes", Napi::Number::New(info.Env(), static_cast<double>(bytes)));
     out.Set("baseParams", Napi::Number::New(info.Env(), static_cast<double>(params)));
     return out;
+  }
+
+  // ---- checkpoint state: AdamW moments, step counter, dropout RNG ----------------------------
+
+  Napi::Value AdamwStateGet(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    std::string name = StringArg(info, 0, "name");
+    Napi::Float32Array mo = Float32Arg(info, 1, "m");
+    Napi::Float32Array vo = Float32Arg(info, 2, "v");
+    if (mo.ElementLength() != vo.ElementLength()) ThrowArg(info.Env(), "m and v of " + name + " must have the same length");
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_adamw_state_get(m, name.c_str(), mo.Data(), vo.Data(), mo.ElementLength(), err, sizeof err), "lathe_adamw_state_get", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value AdamwStateSet(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    std::string name = StringArg(info, 0, "name");
+    Napi::Float32Array mi = Float32Arg(info, 1, "m of " + name);
+    Napi::Float32Array vi = Float32Arg(info, 2, "v of " + name);
+    if (mi.ElementLength() != vi.ElementLength()) ThrowArg(info.Env(), "m and v of " + name + " must have the same length");
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_adamw_state_set(m, name.c_str(), mi.Data(), vi.Data(), mi.ElementLength(), err, sizeof err), "lathe_adamw_state_set", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value AdamwStepCountGet(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    int64_t step = 0;
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_adamw_step_count_get(m, &step, err, sizeof err), "lathe_adamw_step_count_get", err);
+    return Napi::Number::New(info.Env(), static_cast<double>(step));
+  }
+
+  Napi::Value AdamwStepCountSet(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    if (info.Length() < 1 || !info[0].IsNumber()) ThrowArg(info.Env(), "step must be a number");
+    const double x = info[0].As<Napi::Number>().DoubleValue();
+    if (!(x >= 0) || x != std::floor(x) || x > 9007199254740991.0) ThrowArg(info.Env(), "step must be a non-negative safe integer");
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_adamw_step_count_set(m, static_cast<int64_t>(x), err, sizeof err), "lathe_adamw_step_count_set", err);
+    return info.Env().Undefined();
+  }
+
+  // The four xoshiro256** words as a BigUint64Array (64-bit values do not fit a JS number).
+  Napi::Value RngStateGet(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    uint64_t state[4];
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_rng_state_get(m, state, err, sizeof err), "lathe_rng_state_get", err);
+    napi_value array;
+    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(info.Env(), sizeof state);
+    std::memcpy(buffer.Data(), state, sizeof state);
+    napi_status st = napi_create_typedarray(info.Env(), napi_biguint64_array, 4, buffer, 0, &array);
+    if (st != napi_ok) ThrowCoded(info.Env(), "INTERNAL", "could not create a BigUint64Array");
+    return Napi::Value(info.Env(), array);
+  }
+
+  Napi::Value RngStateSet(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+        info[0].As<Napi::TypedArray>().ElementLength() != 4) {
+      ThrowArg(info.Env(), "state must be a BigUint64Array of 4 words");
+    }
+    Napi::TypedArray array = info[0].As<Napi::TypedArray>();
+    uint64_t state[4];
+    std::memcpy(state, static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset(), sizeof state);
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_rng_state_set(m, state, err, sizeof err), "lathe_rng_state_set", err);
+    return info.Env().Undefined();
   }
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info);

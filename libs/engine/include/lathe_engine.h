@@ -113,6 +113,21 @@ lathe_status lathe_forward_backward(lathe_model* model, const int32_t* tokens, c
 lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm, float* grad_norm_out, char* err, size_t err_len);
 
 /*
+ * Checkpoint and resume: the AdamW moments of one LoRA tensor (same names as lathe_lora_get;
+ * `count` its element count), the bias-correction step counter t (the number of AdamW steps
+ * taken since lathe_lora_init), and the state of the dropout PRNG (xoshiro256**, four words).
+ * Restoring all three plus the LoRA tensors continues training bit for bit.
+ */
+lathe_status lathe_adamw_state_get(const lathe_model* model, const char* name, float* m_out, float* v_out, size_t count, char* err, size_t err_len);
+lathe_status lathe_adamw_state_set(lathe_model* model, const char* name, const float* m, const float* v, size_t count, char* err, size_t err_len);
+lathe_status lathe_adamw_step_count_get(const lathe_model* model, int64_t* step_out, char* err, size_t err_len);
+/* `step` must be >= 0. */
+lathe_status lathe_adamw_step_count_set(lathe_model* model, int64_t step, char* err, size_t err_len);
+lathe_status lathe_rng_state_get(const lathe_model* model, uint64_t state_out[4], char* err, size_t err_len);
+/* An all-zero state is rejected (xoshiro256** would emit zeros forever). */
+lathe_status lathe_rng_state_set(lathe_model* model, const uint64_t state[4], char* err, size_t err_len);
+
+/*
  * QLoRA: stores the frozen weights of the layer linears selected by `modules` (LATHE_LORA_Q ..
  * LATHE_LORA_DOWN bits; lm_head and the embeddings stay f32) as NF4 with double quantisation,
  * as bitsandbytes does (blocks of 64 with an absmax each; the absmax values minus their mean

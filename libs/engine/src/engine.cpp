@@ -139,6 +139,78 @@ lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float b
   });
 }
 
+// A LoRA tensor's AdamW moments: which 0 reads into m_out/v_out, 1 writes from m/v.
+static void adam_copy(lathe_model* model, const char* name, float* m_out, float* v_out, const float* m_in, const float* v_in, size_t count) {
+  need(model, "model");
+  need(name, "name");
+  std::vector<int64_t> shape;
+  std::vector<float>& p = lathe::model_lora_tensor(*model, name, 0, &shape);
+  if (count != p.size())
+    throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(name) + ": expected " + std::to_string(p.size()) + " elements (shape " +
+                                                       lathe::shape_str(shape) + "), got " + std::to_string(count));
+  std::vector<float>* mv[2];
+  lathe::model_adam_moments(*model, name, &mv[0], &mv[1]);
+  if (m_in) {
+    std::memcpy(mv[0]->data(), m_in, sizeof(float) * count);
+    std::memcpy(mv[1]->data(), v_in, sizeof(float) * count);
+  } else {
+    std::memcpy(m_out, mv[0]->data(), sizeof(float) * count);
+    std::memcpy(v_out, mv[1]->data(), sizeof(float) * count);
+  }
+}
+
+lathe_status lathe_adamw_state_get(const lathe_model* model, const char* name, float* m_out, float* v_out, size_t count, char* err, size_t err_len) {
+  return guarded("lathe_adamw_state_get", err, err_len, [&] {
+    need(m_out, "m_out");
+    need(v_out, "v_out");
+    adam_copy(const_cast<lathe_model*>(model), name, m_out, v_out, nullptr, nullptr, count);
+  });
+}
+
+lathe_status lathe_adamw_state_set(lathe_model* model, const char* name, const float* m, const float* v, size_t count, char* err, size_t err_len) {
+  return guarded("lathe_adamw_state_set", err, err_len, [&] {
+    need(m, "m");
+    need(v, "v");
+    for (size_t i = 0; i < count; ++i)
+      if (!std::isfinite(m[i]) || !std::isfinite(v[i]) || v[i] < 0.0f)
+        throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(name ? name : "?") + ": moment " + std::to_string(i) + " is not finite (or v < 0)");
+    adam_copy(model, name, nullptr, nullptr, m, v, count);
+  });
+}
+
+lathe_status lathe_adamw_step_count_get(const lathe_model* model, int64_t* step_out, char* err, size_t err_len) {
+  return guarded("lathe_adamw_step_count_get", err, err_len, [&] {
+    need(model, "model");
+    need(step_out, "step_out");
+    *step_out = model->adam_step;
+  });
+}
+
+lathe_status lathe_adamw_step_count_set(lathe_model* model, int64_t step, char* err, size_t err_len) {
+  return guarded("lathe_adamw_step_count_set", err, err_len, [&] {
+    need(model, "model");
+    if (step < 0) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "step must be >= 0, got " + std::to_string(step));
+    model->adam_step = step;
+  });
+}
+
+lathe_status lathe_rng_state_get(const lathe_model* model, uint64_t state_out[4], char* err, size_t err_len) {
+  return guarded("lathe_rng_state_get", err, err_len, [&] {
+    need(model, "model");
+    need(state_out, "state_out");
+    for (int i = 0; i < 4; ++i) state_out[i] = model->dropout_rng.s[i];
+  });
+}
+
+lathe_status lathe_rng_state_set(lathe_model* model, const uint64_t state[4], char* err, size_t err_len) {
+  return guarded("lathe_rng_state_set", err, err_len, [&] {
+    need(model, "model");
+    need(state, "state");
+    if ((state[0] | state[1] | state[2] | state[3]) == 0) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "the all-zero xoshiro256** state is invalid");
+    for (int i = 0; i < 4; ++i) model->dropout_rng.s[i] = state[i];
+  });
+}
+
 lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char* err, size_t err_len) {
   return guarded("lathe_model_quantize_nf4", err, err_len, [&] {
     need(model, "model");

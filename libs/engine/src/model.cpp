@@ -230,6 +230,15 @@ std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, i
   return is_a ? l.gA : l.gB;
 }
 
+void model_adam_moments(lathe_model& m, const std::string& name, std::vector<float>** mom1, std::vector<float>** mom2) {
+  model_lora_tensor(m, name, 0, nullptr);  // validates the name
+  const std::string a = ".lora_A.weight";
+  const bool is_a = name.compare(name.size() - a.size(), a.size(), a) == 0;
+  LoRA& l = *m.loras.at(name.substr(0, name.size() - a.size()));
+  *mom1 = is_a ? &l.mA : &l.mB;
+  *mom2 = is_a ? &l.vA : &l.vB;
+}
+
 void model_zero_grad(lathe_model& m) {
   for (auto& kv : m.loras) {
     std::fill(kv.second->gA.begin(), kv.second->gA.end(), 0.0f);

@@ -89,6 +89,8 @@ void model_quantize_nf4(lathe_model& m, uint32_t modules);
 void model_memory(const lathe_model& m, uint64_t* bytes, uint64_t* params);
 // name: "<module>.lora_A.weight" / "<module>.lora_B.weight"; which: 0 param, 1 grad.
 std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, int which, std::vector<int64_t>* shape);
+// The AdamW moments (m, v) of "<module>.lora_A.weight" / "<module>.lora_B.weight".
+void model_adam_moments(lathe_model& m, const std::string& name, std::vector<float>** mom1, std::vector<float>** mom2);
 void model_zero_grad(lathe_model& m);
 void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t* labels, const int32_t* positions,
                             const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,

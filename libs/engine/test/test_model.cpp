@@ -196,3 +196,82 @@ TEST(errors_come_back_as_a_status_and_a_message) {
   CHECK(lathe_model_set_weight(m, "nope", w.data(), 1, tiny, sizeof tiny) == LATHE_ERR_INVALID_ARGUMENT && std::strlen(tiny) == 7);
   lathe_model_free(m);
 }
+
+namespace {
+// Runs `steps` AdamW steps of the 2-sequence task on `m` (dropout on: it consumes the RNG).
+void run_steps(lathe_model* m, const lathe_model_config& c, int steps) {
+  char err[256];
+  const int B = 2, T = 16;
+  std::vector<int32_t> tokens(B * T), labels(B * T);
+  lathe::Rng rng(42, 42);
+  for (auto& x : tokens) x = static_cast<int32_t>(rng.next() % c.vocab_size);
+  for (int i = 0; i < B * T; ++i) labels[i] = (i + 1) % T == 0 ? -100 : tokens[i + 1];
+  for (int step = 0; step < steps; ++step) {
+    float loss, norm;
+    int64_t count;
+    CHECK_OK(lathe_zero_grad(m, err, sizeof err));
+    CHECK_OK(lathe_forward_backward(m, tokens.data(), labels.data(), nullptr, nullptr, B, T, 1, 1, 1.0f, &loss, &count, nullptr, err, sizeof err));
+    CHECK_OK(lathe_adamw_step(m, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f, &norm, err, sizeof err));
+  }
+}
+}  // namespace
+
+TEST(restoring_lora_adamw_moments_step_count_and_rng_state_resumes_bit_for_bit) {
+  t::Spec s;
+  s.vocab = 64;
+  s.hidden = 32;
+  s.intermediate = 48;
+  s.head_dim = 8;
+  const auto c = t::config_of(s);
+  const auto lc = lora_all(3, 0.1f);
+  const auto names = t::lora_names(c, lc.target_modules);
+  char err[256];
+  auto params = [&](lathe_model* m) {
+    std::vector<float> out;
+    for (auto& n : names) {
+      std::vector<float> p(t::lora_count(c, n, lc.r));
+      CHECK_OK(lathe_lora_get(m, n.c_str(), p.data(), p.size(), err, sizeof err));
+      out.insert(out.end(), p.begin(), p.end());
+    }
+    return out;
+  };
+  lathe_model* whole = t::make_model(s);
+  CHECK_OK(lathe_lora_init(whole, &lc, err, sizeof err));
+  run_steps(whole, c, 8);
+
+  lathe_model* first = t::make_model(s);
+  CHECK_OK(lathe_lora_init(first, &lc, err, sizeof err));
+  run_steps(first, c, 5);
+  lathe_model* second = t::make_model(s);
+  auto other = lora_all(99, 0.1f);  // a different init and RNG, all overwritten below
+  CHECK_OK(lathe_lora_init(second, &other, err, sizeof err));
+  for (auto& n : names) {
+    const size_t k = t::lora_count(c, n, lc.r);
+    std::vector<float> p(k), mo(k), vo(k);
+    CHECK_OK(lathe_lora_get(first, n.c_str(), p.data(), k, err, sizeof err));
+    CHECK_OK(lathe_adamw_state_get(first, n.c_str(), mo.data(), vo.data(), k, err, sizeof err));
+    CHECK_OK(lathe_lora_set(second, n.c_str(), p.data(), k, err, sizeof err));
+    CHECK_OK(lathe_adamw_state_set(second, n.c_str(), mo.data(), vo.data(), k, err, sizeof err));
+  }
+  int64_t t5 = 0;
+  CHECK_OK(lathe_adamw_step_count_get(first, &t5, err, sizeof err));
+  CHECK(t5 == 5);
+  CHECK_OK(lathe_adamw_step_count_set(second, t5, err, sizeof err));
+  uint64_t st[4];
+  CHECK_OK(lathe_rng_state_get(first, st, err, sizeof err));
+  CHECK_OK(lathe_rng_state_set(second, st, err, sizeof err));
+  run_steps(second, c, 3);
+  CHECK(params(second) == params(whole));
+
+  // errors: wrong count, unknown tensor, negative step, zero RNG state
+  std::vector<float> one(1);
+  CHECK(lathe_adamw_state_get(second, names[0].c_str(), one.data(), one.data(), 1, err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  CHECK(std::strstr(err, "got 1") != nullptr);
+  CHECK(lathe_adamw_state_set(second, "model.layers.0.self_attn.qq_proj.lora_A.weight", one.data(), one.data(), 1, err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  CHECK(lathe_adamw_step_count_set(second, -1, err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  const uint64_t zero[4] = {0, 0, 0, 0};
+  CHECK(lathe_rng_state_set(second, zero, err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  lathe_model_free(whole);
+  lathe_model_free(first);
+  lathe_model_free(second);
+}

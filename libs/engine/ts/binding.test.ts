@@ -135,3 +135,39 @@ describe("threading", () => {
     expect((await caught(() => model.zeroGrad()) as EngineError).code).toBe("FAILED_PRECONDITION");
   });
 });
+
+describe("checkpoint state through the binding", () => {
+  it("reads and restores AdamW moments, the step counter and the dropout RNG state, and names bad input", async () => {
+    const model = await Model.load(small, { numThreads: 1 });
+    try {
+      model.loraInit({ r: 2, alpha: 4, dropout: 0.1, targetModules: ["q_proj"], seed: 3 });
+      const name = "model.layers.0.self_attn.q_proj.lora_B.weight"; // A's first gradient is 0 (B starts at 0)
+      expect(model.adamwStepCount()).toBe(0);
+      const before = model.rngState();
+      expect(before).toBeInstanceOf(BigUint64Array);
+      expect(before).toHaveLength(4);
+      await model.forwardBackward(randomBatch(1, 8, model.config.vocabSize));
+      await model.adamwStep({ lr: 1e-2 });
+      expect(model.adamwStepCount()).toBe(1);
+      expect(model.rngState()).not.toEqual(before); // dropout drew masks
+      const { m, v } = model.adamwStateGet(name);
+      expect(m.some((x) => x !== 0)).toBe(true);
+      expect(v.every((x) => x >= 0)).toBe(true);
+
+      model.adamwStateSet(name, m.map((x) => x * 2), v);
+      expect(model.adamwStateGet(name).m).toEqual(m.map((x) => x * 2));
+      model.setAdamwStepCount(7);
+      expect(model.adamwStepCount()).toBe(7);
+      model.setRngState(before);
+      expect(model.rngState()).toEqual(before);
+
+      const short = (await caught(() => model.adamwStateSet(name, new Float32Array(3), new Float32Array(3)))) as EngineError;
+      expect(short.code).toBe("INVALID_ARGUMENT");
+      expect(short.message).toContain("got 3");
+      expect(((await caught(() => model.setRngState(new BigUint64Array(4)))) as EngineError).message).toContain("all-zero");
+      expect(((await caught(() => model.setAdamwStepCount(-1))) as EngineError).code).toBe("INVALID_ARGUMENT");
+    } finally {
+      model.free();
+    }
+  });
+});

@@ -321,6 +321,38 @@ export class Model {
     return call(() => this.handle.memory());
   }
 
+  /** AdamW's first and second moments of a LoRA tensor (checkpointing). */
+  adamwStateGet(name: string): { m: Float32Array; v: Float32Array } {
+    const n = this.loraSize(name);
+    const m = new Float32Array(n);
+    const v = new Float32Array(n);
+    call(() => this.handle.adamwStateGet(name, m, v));
+    return { m, v };
+  }
+
+  /** Restores a LoRA tensor's AdamW moments. @throws EngineError INVALID_ARGUMENT for a wrong size or a non-finite value. */
+  adamwStateSet(name: string, m: Float32Array, v: Float32Array): void {
+    call(() => this.handle.adamwStateSet(name, m, v));
+  }
+
+  /** AdamW's bias-correction step counter (steps taken since loraInit). */
+  adamwStepCount(): number {
+    return call(() => this.handle.adamwStepCountGet());
+  }
+
+  setAdamwStepCount(step: number): void {
+    call(() => this.handle.adamwStepCountSet(step));
+  }
+
+  /** The LoRA dropout PRNG's state (xoshiro256**, 4 words). */
+  rngState(): BigUint64Array {
+    return call(() => this.handle.rngStateGet());
+  }
+
+  setRngState(state: BigUint64Array): void {
+    call(() => this.handle.rngStateSet(state));
+  }
+
   /** Releases the engine's memory (after a call in flight, if any). */
   free(): void {
     this.handle.free();
@@ -332,7 +364,7 @@ export class Model {
     return shape[0] * shape[1];
   }
 }
-export { train, evalLoss, parseTargetModules, TrainingDataError } from "./train.js";
+export { train, evalLoss, parseTargetModules, TrainingDataError, CheckpointError } from "./train.js";
 export type { TrainOptions, TrainProgress, TrainSummary, EvalLossOptions, EvalLossResult } from "./train.js";
 export { lrAt, warmupSteps, SCHEDULERS } from "./schedule.js";
 export type { SchedulerName, ScheduleOptions } from "./schedule.js";

@@ -128,6 +128,16 @@ export interface NativeModel {
   /** QLoRA: stores these base linears as NF4 and frees their f32 copies (lm_head: INVALID_ARGUMENT). */
   quantizeNf4(modules: LoraModule[]): void;
   memory(): MemoryReport;
+  /** Copies a LoRA tensor's AdamW moments into `m` and `v` (each the tensor's element count). */
+  adamwStateGet(name: string, m: Float32Array, v: Float32Array): void;
+  adamwStateSet(name: string, m: Float32Array, v: Float32Array): void;
+  /** AdamW's bias-correction step counter t (steps taken since loraInit). */
+  adamwStepCountGet(): number;
+  adamwStepCountSet(step: number): void;
+  /** The dropout PRNG's xoshiro256** state: 4 words. */
+  rngStateGet(): BigUint64Array;
+  /** 4 words, not all zero. */
+  rngStateSet(state: BigUint64Array): void;
   /** Releases the engine's memory (after a pending call, if one runs). Idempotent. */
   free(): void;
 }

@@ -1,12 +1,12 @@
 // The training loop end to end on a tiny random model: it learns a small format task, writes an
 // adapter PEFT can load, is deterministic, accumulates gradients exactly, and stops when told.
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { readPeftAdapter, readTensorF32, writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineError, evalLoss, train, TrainingDataError, type TrainOptions, type TrainProgress } from "./index.js";
+import { CheckpointError, EngineError, evalLoss, train, TrainingDataError, type TrainOptions, type TrainProgress } from "./index.js";
 
 const CITIES: [string, string][] = [
   ["Paris", "France"], ["Lyon", "France"], ["Berlin", "Germany"], ["Munich", "Germany"], ["Madrid", "Spain"],
@@ -153,5 +153,96 @@ describe("train", () => {
     await writeFile(bad, `{"prompt": "x", "completion": "y"}\n{"question": "x"}\n`);
     const shape = await evalLoss(modelDir, bad).catch((e: unknown) => e);
     expect((shape as Error).message).toMatch(new RegExp(`${bad.replace(/[.]/g, "\\.")}:2: example must have`));
+  });
+});
+
+describe("checkpoints, resume, keep-best, initAdapter and QLoRA", () => {
+  const bytes = (d: string) => readFile(path.join(dir, d, "adapter_model.safetensors"));
+  const checkpointsOf = (d: string) => readdirSync(path.join(dir, d)).filter((n) => n.startsWith("checkpoint-")).sort();
+
+  it("an interrupted run resumed from its latest checkpoint ends with a byte-identical adapter", async () => {
+    // Dropout on, 2 epochs of 8 steps, accumulation: every piece of state matters.
+    const run = { epochs: 2, batchSize: 2, gradAccum: 2, loraDropout: 0.1, evalPath, saveSteps: 3, saveTotalLimit: 10 };
+    const whole = await train(options("resume-a", run));
+    expect(whole.checkpointsWritten.map((c) => path.basename(c))).toEqual(["checkpoint-3", "checkpoint-6", "checkpoint-8", "checkpoint-9", "checkpoint-12", "checkpoint-15", "checkpoint-16"]);
+
+    // Interrupted after step 10 (of 16): the newest checkpoint is step 9, in epoch 2.
+    const controller = new AbortController();
+    await expect(train(options("resume-b", run), (p) => { if (p.step === 10) controller.abort(); }, controller.signal)).rejects.toBeInstanceOf(EngineError);
+    expect(checkpointsOf("resume-b")).toEqual(["checkpoint-3", "checkpoint-6", "checkpoint-8", "checkpoint-9"]);
+    const state = JSON.parse(await readFile(path.join(dir, "resume-b", "checkpoint-9", "trainer_state.json"), "utf8")) as Record<string, unknown>;
+    expect(state).toMatchObject({ globalStep: 9, epoch: 1, stepInEpoch: 1, adamwStepCount: 9 });
+    expect((state["rng"] as { dropout: string[] }).dropout).toHaveLength(4);
+
+    const steps: number[] = [];
+    const resumed = await train(options("resume-b", { ...run, resumeFrom: "latest" }), (p) => steps.push(p.step));
+    expect(steps).toEqual([10, 11, 12, 13, 14, 15, 16]);
+    expect(resumed.resumedFromStep).toBe(9);
+    expect((await bytes("resume-b")).equals(await bytes("resume-a"))).toBe(true);
+    expect(resumed.trainLossPerEpoch).toEqual(whole.trainLossPerEpoch);
+    expect(resumed.evalLossPerEpoch).toEqual(whole.evalLossPerEpoch);
+    expect(resumed.tokens).toBe(whole.tokens);
+
+    // A resume from the end of epoch 1 (an explicit folder) also lands on the same bytes.
+    await train(options("resume-b", { ...run, resumeFrom: path.join(dir, "resume-a", "checkpoint-8") }));
+    expect((await bytes("resume-b")).equals(await bytes("resume-a"))).toBe(true);
+
+    // Other settings or no checkpoint: a clear error.
+    const other = await train(options("resume-b", { ...run, lr: 5e-3, resumeFrom: "latest" })).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(CheckpointError);
+    expect((other as Error).message).toMatch(/lr was 0\.01, now 0\.005/);
+    await expect(train(options("resume-none", { ...run, resumeFrom: "latest" }))).rejects.toThrow(/no checkpoint-<step> folder/);
+  });
+
+  it("keeps the newest saveTotalLimit checkpoints and writes best/ when eval loss improves", async () => {
+    const summary = await train(options("rotate", { epochs: 3, evalPath, saveSteps: 2, saveTotalLimit: 2, lr: 5e-2, targetModules: ["q", "v", "lm_head"] }));
+    expect(summary.checkpointsWritten).toHaveLength(3 * 4);
+    expect(checkpointsOf("rotate")).toEqual(["checkpoint-22", "checkpoint-24"]);
+    expect(summary.checkpoints.map((c) => path.basename(c))).toEqual(["checkpoint-22", "checkpoint-24"]);
+    const best = Math.min(...summary.evalLossPerEpoch);
+    expect(summary.bestEvalLoss).toBe(best);
+    const bestState = JSON.parse(await readFile(path.join(dir, "rotate", "best", "best_state.json"), "utf8")) as { evalLoss: number; step: number };
+    expect(bestState.evalLoss).toBe(best);
+    expect(bestState.step).toBe(8 * (summary.evalLossPerEpoch.indexOf(best) + 1));
+    const scored = await evalLoss(modelDir, evalPath, { numThreads: 1, adapterDir: path.join(dir, "rotate", "best") });
+    expect(scored.loss).toBeCloseTo(best, 4);
+  });
+
+  it("continues from an existing adapter (first-step loss = its eval loss); loadBestAtEnd leaves the best adapter in outDir", async () => {
+    const first = await train(options("init-a", { evalPath, loraDropout: 0, targetModules: ["q", "v", "lm_head"], epochs: 2 }));
+    const progress: TrainProgress[] = [];
+    // All 8 eval examples in one step, dropout off: step 1's training loss is the mean loss over them.
+    const second = await train({ modelDir, dataPath: evalPath, outDir: path.join(dir, "init-b"), numThreads: 1, lr: 1e-2, epochs: 1, batchSize: 8, initAdapter: path.join(dir, "init-a") }, (p) => progress.push(p));
+    expect(progress[0]!.loss).toBeCloseTo(first.evalLossPerEpoch.at(-1)!, 4);
+    expect(second.steps).toBe(1);
+    const adapter = await readPeftAdapter(path.join(dir, "init-b"));
+    expect(adapter.r).toBe(8);
+    expect(adapter.loraDropout).toBe(0);
+    expect(adapter.targetModules).toEqual(["lm_head", "q_proj", "v_proj"]);
+    const mismatch = await train(options("init-c", { initAdapter: path.join(dir, "init-a"), loraR: 4 })).catch((e: unknown) => e);
+    expect(mismatch).toBeInstanceOf(CheckpointError);
+    expect((mismatch as Error).message).toMatch(/loraR 4 but the adapter's r is 8/);
+
+    // From that good adapter, training on wrong answers only makes eval loss worse: the best is
+    // epoch 1's, not the last, and loadBestAtEnd leaves it in outDir.
+    const wrong = path.join(dir, "wrong.jsonl");
+    await writeFile(wrong, CITIES.map(([city]) => JSON.stringify({ prompt: `Which country is ${city} in? Reply in JSON.`, completion: "no idea" })).join("\n") + "\n");
+    const worse = await train({ ...options("best-end", { evalPath, dataPath: wrong, epochs: 3, initAdapter: path.join(dir, "init-a") }), loraDropout: undefined, loraR: undefined, loraAlpha: undefined, loadBestAtEnd: true });
+    expect(worse.evalLossPerEpoch[2]!).toBeGreaterThan(worse.evalLossPerEpoch[0]!);
+    expect(worse.bestStep).toBe(worse.evalLossPerEpoch.indexOf(worse.bestEvalLoss!) * 5 + 5);
+    expect(worse.bestStep).toBeLessThan(worse.steps);
+    expect((await bytes("best-end")).equals(await bytes(path.join("best-end", "best")))).toBe(true);
+    const last = await readFile(path.join(dir, "best-end", checkpointsOf("best-end").at(-1)!, "adapter_model.safetensors"));
+    expect(last.equals(await bytes("best-end"))).toBe(false);
+  });
+
+  it("trains with QLoRA: eval loss drops and the quantised linears take under 0.6 bytes per parameter", async () => {
+    const base = await evalLoss(modelDir, evalPath, { numThreads: 1 });
+    const q = await train(options("qlora", { qlora: true, evalPath, epochs: 2, targetModules: ["q", "k", "v", "o", "gate", "up", "down", "lm_head"] }));
+    expect(q.qlora).toBe(true);
+    expect(q.linearBytesPerParameter).toBeLessThan(0.6);
+    expect(q.baseBytesPerParameter).toBeLessThan(4);
+    expect(q.peakMemoryBytes).toBeGreaterThan(0);
+    expect(q.evalLossPerEpoch.at(-1)!).toBeLessThan(base.loss * 0.8);
   });
 });
