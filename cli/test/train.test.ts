@@ -80,6 +80,26 @@ describe("lathe train and eval-loss", () => {
     expect(bad.stderr).toContain("qlora was true, now false");
   });
 
+  it("--grad-checkpointing gives the same adapter bytes with less peak activation memory", async () => {
+    const flags = ["train", "--model", model, "--data", data, "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--epochs", "1",
+      "--batch-size", "2", "--lr", "1e-2", "--max-seq-length", "256", "--seed", "2", "--threads", "1", "--save-steps", "0", "--json"];
+    const plainOut = join(dir, "ckpt-off");
+    const ckptOut = join(dir, "ckpt-on");
+    const plain = await runCli([...flags, "--out", plainOut]);
+    const ckpt = await runCli([...flags, "--out", ckptOut, "--grad-checkpointing"]);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(ckpt.code, ckpt.stderr).toBe(0);
+    type S = { gradientCheckpointing: boolean; peakActivationBytes: number; trainLossPerEpoch: number[] };
+    const a = JSON.parse(plain.stdout) as S;
+    const b = JSON.parse(ckpt.stdout) as S;
+    expect(a.gradientCheckpointing).toBe(false);
+    expect(b.gradientCheckpointing).toBe(true);
+    expect(a.peakActivationBytes).toBeGreaterThan(0);
+    expect(b.peakActivationBytes).toBeLessThan(a.peakActivationBytes);
+    expect(b.trainLossPerEpoch).toEqual(a.trainLossPerEpoch);
+    expect(readFileSync(join(ckptOut, "adapter_model.safetensors")).equals(readFileSync(join(plainOut, "adapter_model.safetensors")))).toBe(true);
+  });
+
   it("rejects a bad flag value and a malformed data line with what and where", async () => {
     const flag = await runCli(["train", "--model", model, "--data", data, "--out", join(dir, "x"), "--lora-r", "0"]);
     expect(flag.code).toBe(1);

@@ -44,6 +44,7 @@ interface TrainFlags {
   seed: number;
   threads: number;
   qlora?: boolean;
+  gradCheckpointing?: boolean;
   resume?: string | true;
   saveSteps: number;
   saveTotalLimit: number;
@@ -95,6 +96,7 @@ export function trainCommand(): Command {
     .option("--seed <n>", "seed of LoRA's initialisation, dropout and data order", nonNegativeInt("seed"), 42)
     .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
     .option("--qlora", "QLoRA: keep the base model's layer projections in NF4 (about 0.52 bytes per parameter)")
+    .option("--grad-checkpointing", "gradient checkpointing: recompute each layer in backward instead of keeping its activations (same results, less memory)")
     .option("--save-steps <n>", "write <out>/checkpoint-<step>/ every n optimizer steps (0: only at the end of each epoch)", nonNegativeInt("save-steps"), 500)
     .option("--save-total-limit <n>", "keep only the newest n checkpoints (0: all)", nonNegativeInt("save-total-limit"), 2)
     .option("--resume [dir]", "continue from a checkpoint folder, or the newest under --out (`latest`, the default)")
@@ -131,6 +133,7 @@ export function trainCommand(): Command {
           seed: o.seed,
           numThreads: o.threads,
           qlora: o.qlora ?? false,
+          gradientCheckpointing: o.gradCheckpointing ?? false,
           saveSteps: o.saveSteps,
           saveTotalLimit: o.saveTotalLimit,
           resumeFrom: o.resume === undefined ? undefined : o.resume === true ? "latest" : o.resume,

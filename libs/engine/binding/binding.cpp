@@ -216,6 +216,9 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::AdamwStep>("adamwStep"),
                            InstanceMethod<&Model::QuantizeNf4>("quantizeNf4"),
                            InstanceMethod<&Model::Memory>("memory"),
+                           InstanceMethod<&Model::SetGradientCheckpointing>("setGradientCheckpointing"),
+                           InstanceMethod<&Model::ActivationBytes>("activationBytes"),
+                           InstanceMethod<&Model::LoadSafetensors>("loadSafetensors"),
                            InstanceMethod<&Model::AdamwStateGet>("adamwStateGet"),
                            InstanceMethod<&Model::AdamwStateSet>("adamwStateSet"),
                            InstanceMethod<&Model::AdamwStepCountGet>("adamwStepCountGet"),
@@ -335,6 +338,33 @@ class Model : public Napi::ObjectWrap<Model> {
     out.Set("baseBytes", Napi::Number::New(info.Env(), static_cast<double>(bytes)));
     out.Set("baseParams", Napi::Number::New(info.Env(), static_cast<double>(params)));
     return out;
+  }
+
+  Napi::Value SetGradientCheckpointing(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    if (info.Length() < 1 || !info[0].IsBoolean()) ThrowArg(info.Env(), "enabled must be a boolean");
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_model_set_gradient_checkpointing(m, info[0].As<Napi::Boolean>().Value() ? 1 : 0, err, sizeof err),
+          "lathe_model_set_gradient_checkpointing", err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    uint64_t peak = 0;
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_model_activation_bytes(m, &peak, err, sizeof err), "lathe_model_activation_bytes", err);
+    return Napi::Number::New(info.Env(), static_cast<double>(peak));
+  }
+
+  // Synchronous (like setWeight): the file is mmapped and converted straight into the weights.
+  Napi::Value LoadSafetensors(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    if (info.Length() < 1 || !info[0].IsString()) ThrowArg(info.Env(), "path must be a string");
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_model_load_safetensors(m, path.c_str(), err, sizeof err), "lathe_model_load_safetensors", err);
+    return info.Env().Undefined();
   }
 
   // ---- checkpoint state: AdamW moments, step counter, dropout RNG ----------------------------

@@ -147,6 +147,30 @@ lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char
 lathe_status lathe_model_memory(const lathe_model* model, uint64_t* base_bytes, uint64_t* base_params, char* err, size_t err_len);
 
 /*
+ * Gradient checkpointing (default off). When on, forward keeps only each decoder layer's input
+ * (and the loss-side tensors) and backward recomputes each layer's forward from its saved input,
+ * with the dropout RNG state saved before that layer, just before that layer's backward: the
+ * same code on the same inputs, so loss and gradients are bit-identical to a run without it.
+ */
+lathe_status lathe_model_set_gradient_checkpointing(lathe_model* model, int32_t enabled, char* err, size_t err_len);
+
+/*
+ * Activation memory of the last lathe_forward_backward: `peak_bytes` is the most bytes held at
+ * once for backward (saved layer inputs and intermediates, LoRA saves and dropout masks, the final
+ * norm's input/output; not the gradient scratch buffers). 0 before the first call.
+ */
+lathe_status lathe_model_activation_bytes(const lathe_model* model, uint64_t* peak_bytes, char* err, size_t err_len);
+
+/*
+ * Loads one .safetensors file: mmaps it read-only, parses its header (8-byte little-endian length,
+ * then JSON) and sets every tensor in it by HF name, converting F16 and BF16 to f32 while
+ * copying; then unmaps. A name the model does not know, or a shape that differs from the model's,
+ * is INVALID_ARGUMENT (naming them); a dtype other than F32/F16/BF16 is UNSUPPORTED; a truncated
+ * or malformed file is INVALID_ARGUMENT. Every check runs before any weight changes.
+ */
+lathe_status lathe_model_load_safetensors(lathe_model* model, const char* path, char* err, size_t err_len);
+
+/*
  * For tests: NF4 quantisation of `n` values exactly as lathe_model_quantize_nf4 stores a weight
  * (blocks of 64, double-quantised absmax), then dequantisation into `out` (n floats).
  * `codes_out`, when not NULL, receives the (n+1)/2 packed code bytes, bitsandbytes' order:

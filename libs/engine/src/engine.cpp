@@ -225,6 +225,32 @@ lathe_status lathe_model_memory(const lathe_model* model, uint64_t* base_bytes, 
   });
 }
 
+lathe_status lathe_model_set_gradient_checkpointing(lathe_model* model, int32_t enabled, char* err, size_t err_len) {
+  return guarded("lathe_model_set_gradient_checkpointing", err, err_len, [&] {
+    need(model, "model");
+    model->grad_ckpt = enabled != 0;
+    if (!model->grad_ckpt) {
+      model->ck = lathe::LayerActs();
+    }
+  });
+}
+
+lathe_status lathe_model_activation_bytes(const lathe_model* model, uint64_t* peak_bytes, char* err, size_t err_len) {
+  return guarded("lathe_model_activation_bytes", err, err_len, [&] {
+    need(model, "model");
+    need(peak_bytes, "peak_bytes");
+    *peak_bytes = model->act_peak_bytes;
+  });
+}
+
+lathe_status lathe_model_load_safetensors(lathe_model* model, const char* path, char* err, size_t err_len) {
+  return guarded("lathe_model_load_safetensors", err, err_len, [&] {
+    need(model, "model");
+    need(path, "path");
+    lathe::model_load_safetensors(*model, path);
+  });
+}
+
 lathe_status lathe_nf4_roundtrip(const float* in, size_t n, float* out, uint8_t* codes_out, char* err, size_t err_len) {
   return guarded("lathe_nf4_roundtrip", err, err_len, [&] {
     if (n == 0) return;

@@ -7,6 +7,9 @@
 //   hf = rmsnorm(x); loss = cross_entropy(hf W_head^T (+ head LoRA), labels)   (chunked)
 // Backward walks the same chain in reverse, from the loss down to the lowest layer that holds a
 // LoRA adapter (nothing below it is trainable), adding into the LoRA gradients only.
+// With gradient checkpointing (m.grad_ckpt) forward keeps only each layer's input and the dropout
+// RNG state before it; backward reruns layer_forward from them into one shared scratch just
+// before that layer's backward: the same code on the same bits, so gradients are bit-identical.
 #include "model.h"
 
 #include <cmath>
@@ -51,6 +54,70 @@ Tensor& add_weight(lathe_model& m, const std::string& name, std::vector<int64_t>
 Linear* layer_linear(Layer& L, int kind) {
   Linear* all[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
   return all[kind];
+}
+
+uint64_t bytes_of(const std::vector<float>& v) { return sizeof(float) * static_cast<uint64_t>(v.size()); }
+
+// What a layer holds for backward besides its input: the intermediates in `A` and its LoRA saves.
+uint64_t layer_bytes(Layer& L, const LayerActs& A) {
+  uint64_t b = 0;
+  for (const std::vector<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a})
+    b += bytes_of(*v);
+  for (int k = 0; k < 7; ++k)
+    if (const LoRA* l = layer_linear(L, k)->lora) b += bytes_of(l->u) + (l->masked ? l->mask.size() : 0);
+  return b;
+}
+
+void release_lora_saves(Layer& L) {
+  for (int k = 0; k < 7; ++k)
+    if (LoRA* l = layer_linear(L, k)->lora) {
+      std::vector<float>().swap(l->u);
+      std::vector<uint8_t>().swap(l->mask);
+    }
+}
+
+// Frees a layer's saved intermediates (all but x_in): gradient checkpointing keeps none.
+void release_layer(Layer& L) {
+  LayerActs& A = L.acts;
+  for (std::vector<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a})
+    if (v->capacity()) std::vector<float>().swap(*v);
+}
+
+// One decoder layer: m.x (its input) becomes its output; the intermediates backward needs go to A.
+void layer_forward(lathe_model& m, Layer& L, LayerActs& A, Rng& rng, const int32_t* segments, int B, int T, bool training) {
+  const lathe_model_config& c = m.cfg;
+  ThreadPool& pool = *m.pool;
+  const int N = B * T, H = c.hidden_size, I = c.intermediate_size;
+  const int nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, qd = nh * hd, kd = nkv * hd;
+  (void)H;
+  A.h1.resize(m.x.size());
+  A.rstd1.resize(N);
+  A.q.resize(static_cast<size_t>(N) * qd);
+  A.k.resize(static_cast<size_t>(N) * kd);
+  A.v.resize(static_cast<size_t>(N) * kd);
+  A.att.resize(static_cast<size_t>(N) * qd);
+  A.lse.resize(static_cast<size_t>(N) * nh);
+  rmsnorm_forward(pool, A.h1.data(), A.rstd1.data(), m.x.data(), L.ln1, N, H, c.rms_norm_eps);
+  linear_forward(pool, A.q.data(), A.h1.data(), N, L.q, rng, training, m.lin1);
+  linear_forward(pool, A.k.data(), A.h1.data(), N, L.k, rng, training, m.lin1);
+  linear_forward(pool, A.v.data(), A.h1.data(), N, L.v, rng, training, m.lin1);
+  rope_forward(pool, A.q.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
+  rope_forward(pool, A.k.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
+  attention_forward(pool, A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
+  linear_forward(pool, m.tmp.data(), A.att.data(), N, L.o, rng, training, m.lin1);
+  for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
+  A.x_mid = m.x;
+  A.h2.resize(m.x.size());
+  A.rstd2.resize(N);
+  A.g.resize(static_cast<size_t>(N) * I);
+  A.u.resize(static_cast<size_t>(N) * I);
+  A.a.resize(static_cast<size_t>(N) * I);
+  rmsnorm_forward(pool, A.h2.data(), A.rstd2.data(), m.x.data(), L.ln2, N, H, c.rms_norm_eps);
+  linear_forward(pool, A.g.data(), A.h2.data(), N, L.gate, rng, training, m.lin1);
+  linear_forward(pool, A.u.data(), A.h2.data(), N, L.up, rng, training, m.lin1);
+  swiglu_forward(pool, A.a.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
+  linear_forward(pool, m.tmp.data(), A.a.data(), N, L.down, rng, training, m.lin1);
+  for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
 }
 
 }  // namespace
@@ -268,40 +335,38 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   for (int n = 0; n < N; ++n) m.pos[n] = positions ? positions[n] : n % T;
 
   // ---- forward
+  int lowest = -1;  // lowest layer with an adapter
+  for (int l = 0; l < c.num_layers && lowest < 0; ++l)
+    for (int k = 0; k < 7; ++k)
+      if (layer_linear(m.layers[l], k)->lora) { lowest = l; break; }
+  const bool ckpt = m.grad_ckpt;
+  uint64_t held = 0, peak = 0;
+  auto hold = [&](uint64_t b) { held += b; peak = std::max(peak, held); };
   m.x.resize(static_cast<size_t>(N) * H);
   m.tmp.resize(static_cast<size_t>(N) * H);
   embedding_forward(pool, m.x.data(), tokens, m.embed, N, H);
-  for (auto& L : m.layers) {
-    LayerActs& A = L.acts;
-    A.x_in = m.x;
-    A.h1.resize(m.x.size());
-    A.rstd1.resize(N);
-    A.q.resize(static_cast<size_t>(N) * qd);
-    A.k.resize(static_cast<size_t>(N) * kd);
-    A.v.resize(static_cast<size_t>(N) * kd);
-    A.att.resize(static_cast<size_t>(N) * qd);
-    A.lse.resize(static_cast<size_t>(N) * nh);
-    rmsnorm_forward(pool, A.h1.data(), A.rstd1.data(), m.x.data(), L.ln1, N, H, c.rms_norm_eps);
-    linear_forward(pool, A.q.data(), A.h1.data(), N, L.q, m.dropout_rng, training, m.lin1);
-    linear_forward(pool, A.k.data(), A.h1.data(), N, L.k, m.dropout_rng, training, m.lin1);
-    linear_forward(pool, A.v.data(), A.h1.data(), N, L.v, m.dropout_rng, training, m.lin1);
-    rope_forward(pool, A.q.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
-    rope_forward(pool, A.k.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
-    attention_forward(pool, A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
-    linear_forward(pool, m.tmp.data(), A.att.data(), N, L.o, m.dropout_rng, training, m.lin1);
-    for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
-    A.x_mid = m.x;
-    A.h2.resize(m.x.size());
-    A.rstd2.resize(N);
-    A.g.resize(static_cast<size_t>(N) * I);
-    A.u.resize(static_cast<size_t>(N) * I);
-    A.a.resize(static_cast<size_t>(N) * I);
-    rmsnorm_forward(pool, A.h2.data(), A.rstd2.data(), m.x.data(), L.ln2, N, H, c.rms_norm_eps);
-    linear_forward(pool, A.g.data(), A.h2.data(), N, L.gate, m.dropout_rng, training, m.lin1);
-    linear_forward(pool, A.u.data(), A.h2.data(), N, L.up, m.dropout_rng, training, m.lin1);
-    swiglu_forward(pool, A.a.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
-    linear_forward(pool, m.tmp.data(), A.a.data(), N, L.down, m.dropout_rng, training, m.lin1);
-    for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
+  if (ckpt) m.layer_rng.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    Layer& L = m.layers[l];
+    if (!ckpt) {
+      L.acts.x_in = m.x;
+      hold(bytes_of(L.acts.x_in));
+      layer_forward(m, L, L.acts, m.dropout_rng, segments, B, T, training);
+      hold(layer_bytes(L, L.acts));
+      continue;
+    }
+    // checkpointed: keep the input (only where backward will reach) and the RNG state; the
+    // intermediates go to the shared scratch and the LoRA saves are dropped after the layer.
+    release_layer(L);
+    if (l >= lowest && lowest >= 0) {
+      L.acts.x_in = m.x;
+      hold(bytes_of(L.acts.x_in));
+    } else {
+      std::vector<float>().swap(L.acts.x_in);
+    }
+    m.layer_rng[l] = m.dropout_rng;
+    layer_forward(m, L, m.ck, m.dropout_rng, segments, B, T, training);
+    release_lora_saves(L);
   }
   m.xf = m.x;
   m.hf.resize(m.x.size());
@@ -309,10 +374,6 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   rmsnorm_forward(pool, m.hf.data(), m.rstdf.data(), m.xf.data(), m.norm, N, H, c.rms_norm_eps);
 
   // ---- loss (+ d loss / d hf)
-  int lowest = -1;  // lowest layer with an adapter
-  for (int l = 0; l < c.num_layers && lowest < 0; ++l)
-    for (int k = 0; k < 7; ++k)
-      if (layer_linear(m.layers[l], k)->lora) { lowest = l; break; }
   const bool do_backward = backward && !m.loras.empty();
   int64_t count = 0;
   if (labels)
@@ -329,7 +390,10 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     hl.du = m.head_du.data();
     hl.r = l.r;
     hl.scale = l.scale;
+    hold(bytes_of(l.u) + (l.masked ? l.mask.size() : 0));
   }
+  hold(bytes_of(m.xf) + bytes_of(m.hf) + bytes_of(m.rstdf));
+  m.act_peak_bytes = peak;
   float* dh = nullptr;
   if (do_backward) {
     m.dh.assign(static_cast<size_t>(N) * H, 0.0f);
@@ -361,7 +425,17 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   rmsnorm_backward(pool, m.dx.data(), false, dh, m.xf.data(), m.norm, m.rstdf.data(), N, H);
   for (int l = c.num_layers - 1; l >= lowest; --l) {
     Layer& L = m.layers[l];
-    LayerActs& A = L.acts;
+    LayerActs& A = ckpt ? m.ck : L.acts;
+    uint64_t recomputed = 0;
+    if (ckpt) {
+      // the same forward code from the saved input and RNG state: identical bits
+      std::memcpy(m.x.data(), L.acts.x_in.data(), sizeof(float) * L.acts.x_in.size());
+      Rng rng = m.layer_rng[l];
+      layer_forward(m, L, m.ck, rng, segments, B, T, training);
+      recomputed = layer_bytes(L, m.ck);
+      hold(recomputed);
+      m.act_peak_bytes = peak;
+    }
     // MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2))
     linear_backward(pool, m.du.data(), false, m.dx.data(), A.a.data(), N, L.down, m.lin1, m.lin2);  // du := d a
     swiglu_backward(pool, m.dg.data(), m.du.data(), m.du.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
@@ -379,7 +453,11 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     linear_backward(pool, dhp, false, m.dq.data(), A.h1.data(), N, L.q, m.lin1, m.lin2);
     linear_backward(pool, dhp, true, m.dk.data(), A.h1.data(), N, L.k, m.lin1, m.lin2);
     linear_backward(pool, dhp, true, m.dv.data(), A.h1.data(), N, L.v, m.lin1, m.lin2);
-    if (need_dx) rmsnorm_backward(pool, m.dx.data(), true, m.dh.data(), A.x_in.data(), L.ln1, A.rstd1.data(), N, H);
+    if (need_dx) rmsnorm_backward(pool, m.dx.data(), true, m.dh.data(), L.acts.x_in.data(), L.ln1, A.rstd1.data(), N, H);
+    if (ckpt) {
+      release_lora_saves(L);
+      held -= recomputed;
+    }
   }
 }
 

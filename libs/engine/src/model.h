@@ -69,6 +69,14 @@ struct lathe_model {
   // Cross-entropy chunk size in rows (0: automatic, about 4M logits per chunk). Tests override it.
   int64_t ce_chunk_rows = 0;
 
+  // Gradient checkpointing (lathe_model_set_gradient_checkpointing): forward keeps only each
+  // layer's input (layers[l].acts.x_in) and the loss-side tensors; backward recomputes a layer's
+  // forward into `ck` from its input, with the dropout RNG state saved before that layer.
+  bool grad_ckpt = false;
+  lathe::LayerActs ck;
+  std::vector<lathe::Rng> layer_rng;
+  uint64_t act_peak_bytes = 0;  // peak bytes held for backward during the last forward_backward
+
   // activations and scratch of the last forward
   std::vector<float> x, hf, rstdf, xf, tmp;
   std::vector<int32_t> pos;
@@ -92,6 +100,10 @@ std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, i
 // The AdamW moments (m, v) of "<module>.lora_A.weight" / "<module>.lora_B.weight".
 void model_adam_moments(lathe_model& m, const std::string& name, std::vector<float>** mom1, std::vector<float>** mom2);
 void model_zero_grad(lathe_model& m);
+// Sets every tensor of one .safetensors file the model knows from a read-only mmap of it
+// (F32, F16 and BF16 converted to f32). Unknown names, shape mismatches and a truncated file fail
+// before any weight is changed.
+void model_load_safetensors(lathe_model& m, const std::string& path);
 void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t* labels, const int32_t* positions,
                             const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,
                             float* loss_out, int64_t* count_out, float* logits_out);

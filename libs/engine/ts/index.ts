@@ -192,16 +192,49 @@ export class Model {
     return new Model(call(() => new addonModule.Model(config)), config);
   }
 
-  /** A model with the weights of a Hugging Face folder (config.json and safetensors). */
-  static async load(dir: string, options: { numThreads?: number } = {}): Promise<Model> {
+  /**
+   * A model with the weights of a Hugging Face folder (config.json and safetensors). Each
+   * .safetensors file (model.safetensors, or each shard named by model.safetensors.index.json) is
+   * memory-mapped by the engine and converted (F16/BF16 -> f32) straight into its weights; no
+   * tensor passes through JS. `viaJs: true` reads every tensor into JS and calls setWeight instead
+   * (the older path, kept for comparison in tests).
+   */
+  static async load(dir: string, options: { numThreads?: number; viaJs?: boolean } = {}): Promise<Model> {
     const model = Model.create(engineConfig(await readModelConfig(dir), options.numThreads ?? 0));
     try {
-      for (const tensor of await listTensors(dir)) model.setWeight(tensor.name, await readTensorF32(tensor));
+      const tensors = await listTensors(dir);
+      if (options.viaJs === true) {
+        for (const tensor of tensors) model.setWeight(tensor.name, await readTensorF32(tensor));
+      } else {
+        for (const file of new Set(tensors.map((t) => t.file))) model.loadSafetensors(file);
+      }
     } catch (err) {
       model.free();
       throw err;
     }
     return model;
+  }
+
+  /**
+   * Sets every tensor of one .safetensors file from a read-only mmap of it (F32, F16, BF16).
+   * @throws EngineError INVALID_ARGUMENT for an unknown tensor name, a wrong shape or a truncated
+   * file; UNSUPPORTED for another dtype.
+   */
+  loadSafetensors(file: string): void {
+    call(() => this.handle.loadSafetensors(file));
+  }
+
+  /**
+   * Gradient checkpointing: forward keeps only each layer's input; backward recomputes each
+   * layer. Gradients are bit-identical; activation memory drops. Default off.
+   */
+  setGradientCheckpointing(enabled: boolean): void {
+    call(() => this.handle.setGradientCheckpointing(enabled));
+  }
+
+  /** Peak bytes held for backward during the last forwardBackward (0 before the first). */
+  activationBytes(): number {
+    return call(() => this.handle.activationBytes());
   }
 
   /** Sets a frozen base weight by its HF name. @throws EngineError INVALID_ARGUMENT for an unknown name or a wrong size. */

@@ -128,6 +128,12 @@ export interface NativeModel {
   /** QLoRA: stores these base linears as NF4 and frees their f32 copies (lm_head: INVALID_ARGUMENT). */
   quantizeNf4(modules: LoraModule[]): void;
   memory(): MemoryReport;
+  /** lathe_model_set_gradient_checkpointing: keep only layer inputs, recompute in backward (bit-identical gradients). */
+  setGradientCheckpointing(enabled: boolean): void;
+  /** lathe_model_activation_bytes: peak bytes held for backward during the last forwardBackward (0 before). */
+  activationBytes(): number;
+  /** lathe_model_load_safetensors: mmaps one .safetensors file and sets every tensor in it (F32/F16/BF16 -> f32). Synchronous. */
+  loadSafetensors(path: string): void;
   /** Copies a LoRA tensor's AdamW moments into `m` and `v` (each the tensor's element count). */
   adamwStateGet(name: string, m: Float32Array, v: Float32Array): void;
   adamwStateSet(name: string, m: Float32Array, v: Float32Array): void;
