@@ -1,4 +1,5 @@
-import { containerStartError, missingServerError } from "./missing-server-error.js";
+import { containerStartError } from "./missing-server-error.js";
+import { serverUrlResolver } from "./server-url.js";
 import { type DockerProbe, loadTestcontainers, probeDocker } from "./testcontainers-runtime.js";
 
 /** The env var that names a running NATS server with JetStream enabled. */
@@ -6,7 +7,6 @@ export const NATS_ENV = "LATHE_TEST_NATS_URL";
 const NATS = { what: "NATS (with JetStream)", envVar: NATS_ENV, example: "nats://127.0.0.1:4222" };
 const NATS_IMAGE = "nats:2";
 
-let container: Promise<string> | undefined;
 
 /**
  * The URL of the NATS server that tests share: `LATHE_TEST_NATS_URL` when set; else a nats:2
@@ -14,15 +14,7 @@ let container: Promise<string> | undefined;
  * `docker` is injectable so tests can fake a missing engine.
  */
 export async function resolveNatsUrl(env: NodeJS.ProcessEnv, docker: DockerProbe = probeDocker): Promise<string> {
-  const fromEnv = env[NATS_ENV]?.trim();
-  if (fromEnv) return fromEnv;
-  const status = await docker();
-  if (!status.available) throw missingServerError({ ...NATS, reason: status.reason });
-  container ??= startContainer().catch((err: unknown) => {
-    container = undefined; // let a later call try again rather than replay the failure
-    throw err;
-  });
-  return container;
+  return resolve(env, docker);
 }
 
 async function startContainer(): Promise<string> {
@@ -39,3 +31,5 @@ async function startContainer(): Promise<string> {
     throw containerStartError(NATS, NATS_IMAGE, err);
   }
 }
+
+const resolve = serverUrlResolver(NATS, startContainer);

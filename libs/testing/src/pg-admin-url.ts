@@ -1,4 +1,5 @@
-import { containerStartError, missingServerError } from "./missing-server-error.js";
+import { containerStartError } from "./missing-server-error.js";
+import { serverUrlResolver } from "./server-url.js";
 import { type DockerProbe, loadTestcontainers, probeDocker } from "./testcontainers-runtime.js";
 
 /** The env var that names an admin connection URL of a running PostgreSQL. */
@@ -6,7 +7,6 @@ export const PG_ENV = "LATHE_TEST_PG_URL";
 const PG = { what: "PostgreSQL", envVar: PG_ENV, example: "postgres://postgres@127.0.0.1:5432/postgres" };
 const PG_IMAGE = "postgres:16";
 
-let container: Promise<string> | undefined;
 
 /**
  * The admin URL of the PostgreSQL that tests use: `LATHE_TEST_PG_URL` when set; else a postgres:16
@@ -17,15 +17,7 @@ export async function resolvePgAdminUrl(
   env: NodeJS.ProcessEnv,
   docker: DockerProbe = probeDocker,
 ): Promise<string> {
-  const fromEnv = env[PG_ENV]?.trim();
-  if (fromEnv) return fromEnv;
-  const status = await docker();
-  if (!status.available) throw missingServerError({ ...PG, reason: status.reason });
-  container ??= startContainer().catch((err: unknown) => {
-    container = undefined; // let a later call try again rather than replay the failure
-    throw err;
-  });
-  return container;
+  return resolve(env, docker);
 }
 
 async function startContainer(): Promise<string> {
@@ -45,3 +37,5 @@ async function startContainer(): Promise<string> {
     throw containerStartError(PG, PG_IMAGE, err);
   }
 }
+
+const resolve = serverUrlResolver(PG, startContainer);
