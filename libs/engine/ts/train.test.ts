@@ -1,7 +1,7 @@
 // The training loop end to end on a tiny random model: it learns a small format task, writes an
 // adapter PEFT can load, is deterministic, accumulates gradients exactly, and stops when told.
 import { existsSync, readdirSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { readPeftAdapter, readTensorF32, writeTinyModel } from "@lathe/models";
@@ -195,8 +195,18 @@ describe("checkpoints, resume, keep-best, initAdapter and QLoRA", () => {
   });
 
   it("keeps the newest saveTotalLimit checkpoints and writes best/ when eval loss improves", async () => {
-    const summary = await train(options("rotate", { epochs: 3, evalPath, saveSteps: 2, saveTotalLimit: 2, lr: 5e-2, targetModules: ["q", "v", "lm_head"] }));
+    const seen: { step: number; epoch: number; evalLoss: number | null; complete: boolean }[] = [];
+    const onCheckpoint = async (c: { dir: string; step: number; epoch: number; evalLoss: number | null }) => {
+      // Called while the folder is complete and not yet rotated away.
+      const complete = (await readdir(c.dir)).includes("trainer_state.json");
+      seen.push({ step: c.step, epoch: c.epoch, evalLoss: c.evalLoss, complete });
+    };
+    const summary = await train(options("rotate", { epochs: 3, evalPath, saveSteps: 2, saveTotalLimit: 2, lr: 5e-2, targetModules: ["q", "v", "lm_head"], onCheckpoint }));
     expect(summary.checkpointsWritten).toHaveLength(3 * 4);
+    expect(seen.map((c) => c.step)).toEqual(summary.checkpointsWritten.map((c) => Number(path.basename(c).slice("checkpoint-".length))));
+    expect(seen.every((c) => c.complete)).toBe(true);
+    expect(seen.filter((c) => c.evalLoss !== null).map((c) => [c.step, c.epoch, c.evalLoss])).toEqual(summary.evalLossPerEpoch.map((l, i) => [8 * (i + 1), i + 1, l]));
+    expect(seen[0]?.epoch).toBeCloseTo(2 / 8, 10);
     expect(checkpointsOf("rotate")).toEqual(["checkpoint-22", "checkpoint-24"]);
     expect(summary.checkpoints.map((c) => path.basename(c))).toEqual(["checkpoint-22", "checkpoint-24"]);
     const best = Math.min(...summary.evalLossPerEpoch);

@@ -106,6 +106,26 @@ export interface TrainOptions {
   initAdapter?: string;
   /** HF `load_best_model_at_end`: with eval data, the adapter in outDir is the best one by eval loss, not the last. Default false. */
   loadBestAtEnd?: boolean;
+  /**
+   * Called after each checkpoint folder is complete and before older ones are rotated away, so a
+   * caller can keep it elsewhere (the trainer service copies it to the artifact store). Training
+   * waits for it; an error it throws stops training.
+   */
+  onCheckpoint?: (c: SavedCheckpoint) => Promise<void> | void;
+}
+
+/** A checkpoint `train` just wrote. */
+export interface SavedCheckpoint {
+  /** The complete `checkpoint-<step>` folder. */
+  dir: string;
+  /** The optimizer steps done. */
+  step: number;
+  /** The epochs done, fractional. */
+  epoch: number;
+  /** The mean training loss of the steps since the previous checkpoint (NaN when none had labels). */
+  loss: number;
+  /** The eval loss computed at this step, when one was. */
+  evalLoss: number | null;
 }
 
 /** Sent after every optimizer step. */
@@ -336,7 +356,8 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
       baseModelNameOrPath: options.modelDir,
       tensors: [...model.loraShapes()].map(([name, shape]) => ({ name: `base_model.model.${name}`, shape: [...shape], data: model.loraGet(name) })),
     });
-    const saveCheckpoint = async (epoch: number, stepInEpoch: number, epochLossSum: number, epochLabels: number): Promise<void> => {
+    let lastCheckpointStep = step;
+    const saveCheckpoint = async (epoch: number, stepInEpoch: number, epochLossSum: number, epochLabels: number, evalLoss: number | null = null): Promise<void> => {
       const state: TrainerState = {
         format: STATE_FORMAT,
         globalStep: step,
@@ -377,6 +398,15 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
       await rm(dir, { recursive: true, force: true });
       await rename(tmp, dir); // a checkpoint is complete or absent, never half-written
       checkpointsWritten.push(dir);
+      const since = logHistory.filter((h) => h.step > lastCheckpointStep && Number.isFinite(h.loss));
+      lastCheckpointStep = step;
+      await options.onCheckpoint?.({
+        dir,
+        step,
+        epoch: epoch + stepInEpoch / stepsPerEpoch,
+        loss: since.length === 0 ? Number.NaN : since.reduce((a, h) => a + h.loss, 0) / since.length,
+        evalLoss,
+      });
       await rotateCheckpoints(options.outDir, o.saveTotalLimit);
     };
 
@@ -444,7 +474,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         }
       }
       checkCancel();
-      await saveCheckpoint(epoch + 1, 0, 0, 0);
+      await saveCheckpoint(epoch + 1, 0, 0, 0, evalSet === null ? null : (evalLossPerEpoch[evalLossPerEpoch.length - 1] ?? null));
     }
 
     if (o.loadBestAtEnd && bestEvalLoss !== null) {
