@@ -1,13 +1,14 @@
 // binding.cpp — the Node-API face of lathe_engine.h, and nothing more: one JS class `Model`
-// whose methods map one to one onto the C functions. ts/native.ts declares every type this file
+// whose methods map one to one onto the C functions, and plain functions for the calls that need
+// no model (nf4Roundtrip, loraMerge). ts/native.ts declares every type this file
 // accepts and returns; ts/index.ts is the public wrapper.
 //
 // Rules kept here:
 // - the process never aborts: a failed lathe_* call, a bad argument or a failed allocation
 //   becomes a JS Error with a `code` (INVALID_ARGUMENT, UNSUPPORTED, OUT_OF_MEMORY, NAN, CANCELLED,
 //   INTERNAL, FAILED_PRECONDITION) and the engine's message;
-// - forwardBackward and adamwStep run on libuv's thread pool (Napi::AsyncWorker) and return
-//   Promises; while one runs the model is busy and every other call fails with
+// - forwardBackward, adamwStep and loraMerge run on libuv's thread pool (Napi::AsyncWorker) and
+//   return Promises; while one of the first two runs its model is busy and every other call fails with
 //   FAILED_PRECONDITION (the engine is not re-entrant on one model);
 // - array lengths are checked here, because the C API takes bare pointers.
 
@@ -637,6 +638,106 @@ Napi::Value Model::AdamwStep(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// ---- LoRA merge: no model, one worker per call ---------------------------------------------
+
+// Runs lathe_lora_merge off the event loop. The weight is large (a vocabulary-sized lm_head can
+// take gigabytes), so it is not copied: the worker writes into the caller's Float32Array, kept
+// alive by a reference until the Promise settles; the caller must leave the three arrays alone
+// until then (ts/index.ts's loraMerge does).
+class LoraMergeWorker : public Napi::AsyncWorker {
+ public:
+  LoraMergeWorker(Napi::Env env, Napi::Float32Array weight, Napi::Float32Array a, Napi::Float32Array b)
+      : Napi::AsyncWorker(env, "lathe_engine"), deferred_(Napi::Promise::Deferred::New(env)), w_(weight.Data()), a_(a.Data()), b_(b.Data()) {
+    arrays_[0] = Napi::Persistent(static_cast<Napi::Object>(weight));
+    arrays_[1] = Napi::Persistent(static_cast<Napi::Object>(a));
+    arrays_[2] = Napi::Persistent(static_cast<Napi::Object>(b));
+  }
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  std::string name;
+  int64_t rows = 0, cols = 0;
+  int32_t r = 0, num_threads = 0;
+  double scale = 0;
+
+ protected:
+  void Execute() override {
+    err_[0] = '\0';
+    status_ = lathe_lora_merge(w_, a_, b_, rows, cols, r, scale, num_threads, err_, sizeof err_);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (status_ != LATHE_OK) {
+      deferred_.Reject(CodedError(env, StatusCode(status_), name + ": " + EngineMessage("lathe_lora_merge", err_)).Value());
+      return;
+    }
+    deferred_.Resolve(env.Undefined());
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference arrays_[3];
+  float* w_;
+  const float* a_;
+  const float* b_;
+  lathe_status status_ = LATHE_OK;
+  char err_[kErrLen] = {0};
+};
+
+// loraMerge({ name, weight, a, b, rows, cols, r, scale, numThreads }) -> Promise<void>: weight += scale * b a, in place.
+Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object args = ObjectArg(info, 0, "merge");
+  const char* o = "merge";
+  Napi::Value nameValue = args.Get("name");
+  if (!nameValue.IsString()) ThrowArg(env, "merge.name must be a string");
+  const std::string name = nameValue.As<Napi::String>().Utf8Value();
+  const double rows = NumberField(args, o, "rows"), cols = NumberField(args, o, "cols");
+  const int32_t r = IntField(args, o, "r");
+  const double scale = NumberField(args, o, "scale");
+  const int32_t num_threads = IntField(args, o, "numThreads");
+  for (double x : {rows, cols}) {
+    if (!(x >= 1) || x != std::floor(x) || x > 9007199254740991.0) ThrowArg(env, name + ": merge.rows and merge.cols must be positive safe integers");
+  }
+  if (r <= 0) ThrowArg(env, name + ": merge.r must be positive, got " + std::to_string(r));
+  // The lengths are what the bare pointers of lathe_lora_merge rely on: check them here.
+  auto array = [&](const char* key, double expected, const char* shape) {
+    Napi::Value value = args.Get(key);
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      ThrowArg(env, name + ": merge." + key + " must be a Float32Array");
+    }
+    Napi::Float32Array data = value.As<Napi::Float32Array>();
+    if (static_cast<double>(data.ElementLength()) != expected) {
+      ThrowArg(env, name + ": merge." + key + " has " + std::to_string(data.ElementLength()) + " elements, expected " + shape + " = " +
+                        std::to_string(static_cast<int64_t>(expected)));
+    }
+    return data;
+  };
+  Napi::Float32Array weight = array("weight", rows * cols, "rows*cols");
+  Napi::Float32Array a = array("a", static_cast<double>(r) * cols, "r*cols");
+  Napi::Float32Array b = array("b", rows * r, "rows*r");
+  auto overlaps = [](const Napi::Float32Array& x, const Napi::Float32Array& y) {
+    const float *x0 = x.Data(), *y0 = y.Data();
+    return x0 < y0 + y.ElementLength() && y0 < x0 + x.ElementLength();
+  };
+  if (overlaps(weight, a) || overlaps(weight, b)) ThrowArg(env, name + ": merge.weight must not share memory with merge.a or merge.b");
+
+  auto* worker = new LoraMergeWorker(env, weight, a, b);
+  worker->name = name;
+  worker->rows = static_cast<int64_t>(rows);
+  worker->cols = static_cast<int64_t>(cols);
+  worker->r = r;
+  worker->scale = scale;
+  worker->num_threads = num_threads;
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 // nf4Roundtrip(values: Float32Array) -> { values: Float32Array, codes: Uint8Array } (tests).
 Napi::Value Nf4Roundtrip(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -655,6 +756,7 @@ Napi::Value Nf4Roundtrip(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", Model::Define(env));
   exports.Set("nf4Roundtrip", Napi::Function::New<Nf4Roundtrip>(env, "nf4Roundtrip"));
+  exports.Set("loraMerge", Napi::Function::New<LoraMerge>(env, "loraMerge"));
   return exports;
 }
 

@@ -171,6 +171,19 @@ lathe_status lathe_model_activation_bytes(const lathe_model* model, uint64_t* pe
 lathe_status lathe_model_load_safetensors(lathe_model* model, const char* path, char* err, size_t err_len);
 
 /*
+ * Merges one LoRA pair into its base weight, in place (no model needed):
+ *   w[rows, cols] += scale · b[rows, r] · a[r, cols]
+ * w is the base Linear weight [out_features, in_features], a PEFT's lora_A [r, in], b lora_B
+ * [out, r]; scale is lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA. Each element of b·a is
+ * summed in f64, added to w in f64 and rounded to f32 once, as @lathe/models' mergeAdapter does
+ * (bit-identical to it). Runs on up to `num_threads` threads (0: every hardware thread; fewer
+ * for a small weight); the result does not depend on that number. `w` must not overlap `a` or
+ * `b`. Rows, cols and r must be positive, scale finite: otherwise INVALID_ARGUMENT.
+ */
+lathe_status lathe_lora_merge(float* w, const float* a, const float* b, int64_t rows, int64_t cols, int32_t r, double scale,
+                              int32_t num_threads, char* err, size_t err_len);
+
+/*
  * For tests: NF4 quantisation of `n` values exactly as lathe_model_quantize_nf4 stores a weight
  * (blocks of 64, double-quantised absmax), then dequantisation into `out` (n floats).
  * `codes_out`, when not NULL, receives the (n+1)/2 packed code bytes, bitsandbytes' order:

@@ -4,14 +4,17 @@
 // std::bad_alloc becomes LATHE_ERR_OUT_OF_MEMORY, any other exception LATHE_ERR_INTERNAL.
 // Messages name the function and the tensor/shape concerned; they are copied into `err`
 // (NUL-terminated, truncated to err_len) when err is not NULL.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "common.h"
 #include "lathe_engine.h"
+#include "lora_merge.h"
 #include "model.h"
 #include "nf4.h"
 
@@ -248,6 +251,26 @@ lathe_status lathe_model_load_safetensors(lathe_model* model, const char* path, 
     need(model, "model");
     need(path, "path");
     lathe::model_load_safetensors(*model, path);
+  });
+}
+
+lathe_status lathe_lora_merge(float* w, const float* a, const float* b, int64_t rows, int64_t cols, int32_t r, double scale,
+                              int32_t num_threads, char* err, size_t err_len) {
+  return guarded("lathe_lora_merge", err, err_len, [&] {
+    need(w, "w");
+    need(a, "a");
+    need(b, "b");
+    if (rows <= 0 || cols <= 0 || r <= 0)
+      throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "rows, cols and r must be positive, got " + std::to_string(rows) + ", " +
+                                                         std::to_string(cols) + ", " + std::to_string(r));
+    if (rows > INT64_MAX / cols) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "rows x cols overflows");
+    if (!std::isfinite(scale)) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "scale must be finite");
+    // Threads cost tens of microseconds to start: give each at least ~1M multiply-adds.
+    const double work = static_cast<double>(rows) * static_cast<double>(cols) * r;
+    const int64_t hardware = num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
+    const int64_t threads = std::min({static_cast<int64_t>(work / (1 << 20)) + 1, hardware, rows});
+    lathe::ThreadPool pool(static_cast<int>(threads));
+    lathe::lora_merge(pool, w, a, b, rows, cols, r, scale);
   });
 }
 

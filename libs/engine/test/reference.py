@@ -13,6 +13,8 @@ computes LlamaForCausalLM / Qwen2ForCausalLM and PEFT computes LoRA:
   rsLoRA (dropout is 0 in the golden cases). The base is frozen.
 - Loss: mean cross-entropy over labels != -100 (labels already shifted by the caller).
 - Optimiser: torch.nn.utils.clip_grad_norm_(max_norm 1.0), then torch.optim.AdamW.
+- Merge: PEFT's merge_and_unload, W + scale * B @ A of the initial LoRA tensors (lm_head of a
+  tied model starts from the embeddings).
 
 Golden values are computed in float64 from the same f32 inputs the engine gets, and stored as f32.
 
@@ -218,8 +220,19 @@ def lora_shapes(cfg, weights, lora):
     return shapes
 
 
+def merged_weights(cfg, weights, lora_init, lora):
+    """PEFT's merge_and_unload: W + scale * B @ A for every adapted linear (lm_head of a tied model starts from the embeddings)."""
+    scale = lora_scale(lora)
+    out = {}
+    for path in lora_names(cfg, lora):
+        w = weights["model.embed_tokens.weight"] if (path == "lm_head" and cfg["tied"]) else weights[path + ".weight"]
+        b, a = lora_init[path + ".lora_B.weight"].to(w.dtype), lora_init[path + ".lora_A.weight"].to(w.dtype)
+        out[f"merged/{path}.weight"] = w + scale * (b @ a)
+    return out
+
+
 def run_case(case, model_dir, lora_init, dtype=torch.float64):
-    """Golden outputs of one case: logits, loss, grads of the first step, params after STEPS steps."""
+    """Golden outputs of one case: logits, loss, grads of the first step, params after STEPS steps, the merged weights."""
     with open(os.path.join(model_dir, "config.json")) as f:
         raw = json.load(f)
     cfg = model_config(raw)
@@ -258,6 +271,7 @@ def run_case(case, model_dir, lora_init, dtype=torch.float64):
         opt.step()
     for k, p in params.items():
         tensors[f"step{STEPS}/" + k] = p.detach().clone()
+    tensors.update(merged_weights(cfg, weights, lora_init, lora))
     return out, tensors
 
 

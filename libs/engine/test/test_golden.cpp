@@ -3,9 +3,11 @@
 // For each test/golden/<case>/ (case.json, lora-init.safetensors, expected.{json,safetensors})
 // the model folder comes from build/golden-models/<case>/ (written by `node dev/golden-models.mjs`,
 // deterministic; override the folder with LATHE_GOLDEN_MODELS). Missing folders: the test says
-// so and skips. Compared: logits, loss and every LoRA gradient of step 1, and every LoRA tensor
-// after 3 steps of clip(1.0) + AdamW. Tolerance: |engine − golden| <= 1e-4·max|golden| of the
-// tensor + 1e-4·|golden| (f32 engine against an f64 reference); parameters after 3 steps also
+// so and skips. Compared: logits, loss and every LoRA gradient of step 1, every LoRA tensor
+// after 3 steps of clip(1.0) + AdamW, and each base weight with the initial LoRA tensors merged
+// in by lathe_lora_merge. Tolerance: |engine − golden| <= 1e-4·max|golden| of the
+// tensor + 1e-4·|golden| (f32 engine against an f64 reference), 1e-6 for merged weights (both
+// sides round one f64 value to f32); parameters after 3 steps also
 // allow 2e-3·lr absolute: Adam's m/sqrt(v) normalises an element whose gradient is at f32
 // round-off level to a full step, so such elements can move by ~lr·1e-3 differently (observed
 // 1e-5 with lr 1e-2 in case e).
@@ -131,13 +133,13 @@ std::vector<int32_t> ints(const Json* j) {
   return v;
 }
 
-void compare(const std::string& what, const float* got, const std::vector<float>& want, double abs_extra = 0.0) {
+void compare(const std::string& what, const float* got, const std::vector<float>& want, double abs_extra = 0.0, double rtol = 1e-4) {
   float mx = 0;
   for (float w : want) mx = std::max(mx, std::fabs(w));
   double worst = 0;
   size_t at = 0;
   for (size_t i = 0; i < want.size(); ++i) {
-    const double e = std::fabs(got[i] - want[i]) / (1e-4 * mx + 1e-4 * std::fabs(want[i]) + abs_extra + 1e-30);
+    const double e = std::fabs(got[i] - want[i]) / (rtol * mx + rtol * std::fabs(want[i]) + abs_extra + 1e-30);
     if (e > worst) { worst = e; at = i; }
   }
   CHECK_MSG(worst <= 1.0, what + ": worst at [" + std::to_string(at) + "] engine " + std::to_string(got[at]) + " golden " + std::to_string(want[at]) +
@@ -196,6 +198,24 @@ void run_case(const std::string& dir, const std::string& model_dir, const std::s
   CHECK_OK(lathe_lora_init(m, &lc, err, sizeof err));
   for (auto& [ln, v] : init)
     if (lathe_lora_set(m, ln.c_str(), v.data(), v.size(), err, sizeof err) != LATHE_OK) CHECK_MSG(false, name + ": " + err);
+  // Merging the initial LoRA tensors into the base: W + scale·B·A of torch, rounded once to f32.
+  const double scale = lc.alpha / (lc.use_rslora ? std::sqrt(double(lc.r)) : double(lc.r));
+  for (auto& [ln, a] : init) {
+    const size_t at = ln.find(".lora_A.weight");
+    if (at == std::string::npos) continue;
+    const std::string path = ln.substr(0, at);
+    const std::vector<float>& b = init[path + ".lora_B.weight"];
+    auto base = weights.find(path + ".weight");
+    if (base == weights.end() && path == "lm_head" && c.tie_word_embeddings) base = weights.find("model.embed_tokens.weight");
+    CHECK_MSG(base != weights.end(), name + ": no base weight for " + path);
+    if (base == weights.end()) continue;
+    std::vector<float> w = base->second;
+    const int64_t cols = static_cast<int64_t>(a.size()) / lc.r, rows = static_cast<int64_t>(w.size()) / cols;
+    CHECK_OK(lathe_lora_merge(w.data(), a.data(), b.data(), rows, cols, lc.r, scale, 2, err, sizeof err));
+    const auto want = golden.find("merged/" + path + ".weight");
+    CHECK_MSG(want != golden.end() && want->second.size() == w.size(), name + ": expected.safetensors has no merged/" + path + ".weight of " + std::to_string(w.size()) + " values");
+    if (want != golden.end() && want->second.size() == w.size()) compare(name + " merged " + path, w.data(), want->second, 0.0, 1e-6);
+  }
   const int B = static_cast<int>(cs.n("batch", 0)), T = static_cast<int>(cs.n("seq", 0));
   auto tokens = ints(cs.get("tokens")), labels = ints(cs.get("labels")), positions = ints(cs.get("positions")), segments = ints(cs.get("segments"));
   const Json* opt = cs.get("optimizer");

@@ -1,12 +1,13 @@
 // The engine against the PyTorch reference (test/reference.py): logits, masked loss, every LoRA
-// gradient, and the LoRA parameters after 3 clipped AdamW steps, for each case of test/golden,
-// within the tolerance of test/README.md.
+// gradient, the LoRA parameters after 3 clipped AdamW steps, and the base with the initial LoRA
+// tensors merged in, for each case of test/golden, within the tolerance of test/README.md.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { listTensors, readTensorF32, writePeftAdapter } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Model, type Batch } from "./index.js";
-import { ADAM_MOVE_TOL, RTOL, expectCloseArrays, expectCloseScalar, goldenCaseNames, readGoldenCase, writeCaseModel, type GoldenCase } from "./test-support/golden.js";
+import { Model, mergeLoraFolder, type Batch } from "./index.js";
+import { ADAM_MOVE_TOL, MERGE_RTOL, RTOL, expectCloseArrays, expectCloseScalar, goldenCaseNames, readGoldenCase, writeCaseModel, type GoldenCase } from "./test-support/golden.js";
 
 const names = await goldenCaseNames();
 
@@ -54,6 +55,26 @@ describe.each(names)("golden case %s", (name) => {
       for (const tensor of golden.init.keys()) expectCloseArrays(`grad of ${tensor}`, model.loraGrad(tensor), golden.tensors.get(`grad/${tensor}`)!);
     } finally {
       model.free();
+    }
+  });
+
+  it("merges the initial LoRA tensors into the base as the reference's W + scale·B·A", async () => {
+    const lora = golden.testCase.lora;
+    const adapter = path.join(dir, "adapter");
+    const out = path.join(dir, "merged");
+    const tensors = [...golden.init].map(([name, data]) => {
+      const other = data.length / lora.r;
+      return { name: `base_model.model.${name}`, shape: name.endsWith(".lora_A.weight") ? [lora.r, other] : [other, lora.r], data };
+    });
+    await writePeftAdapter(adapter, { r: lora.r, loraAlpha: lora.alpha, loraDropout: 0, targetModules: lora.targetModules, useRslora: lora.useRslora, baseModelNameOrPath: dir, tensors });
+    await mergeLoraFolder({ baseDir: dir, adapterDir: adapter, outDir: out, numThreads: 2 });
+    const merged = new Map((await listTensors(out)).map((t) => [t.name, t]));
+    const expected = [...golden.tensors.keys()].filter((k) => k.startsWith("merged/"));
+    expect(expected.length).toBe(golden.init.size / 2);
+    for (const key of expected) {
+      const name = key.slice("merged/".length);
+      expect(merged.has(name), name).toBe(true);
+      expectCloseArrays(`merged ${name}`, await readTensorF32(merged.get(name)!), golden.tensors.get(key)!, MERGE_RTOL);
     }
   });
 

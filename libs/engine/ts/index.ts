@@ -84,6 +84,26 @@ export function nf4Roundtrip(values: Float32Array): native.Nf4RoundtripResult {
 }
 
 /**
+ * W += scale·B·A in place (W [rows, cols], A [r, cols], B [rows, r], f32), on the engine's threads
+ * and off the event loop: each element of B·A summed in f64, added to W in f64 and rounded once,
+ * the same bits as @lathe/models' JS kernel. Leave the three arrays alone until it settles.
+ * Its arguments are those of @lathe/models' MergeKernel, plus the thread count.
+ * @throws EngineError INVALID_ARGUMENT, the message starting with `shape.name`, when an array's
+ * length does not fit the shape.
+ */
+export function loraMerge(
+  weight: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  shape: { name: string; rows: number; cols: number; r: number },
+  scale: number,
+  options: { numThreads?: number } = {},
+): Promise<void> {
+  const args: native.LoraMergeArgs = { name: shape.name, weight, a, b, rows: shape.rows, cols: shape.cols, r: shape.r, scale, numThreads: options.numThreads ?? 0 };
+  return callAsync(() => loadAddon().loraMerge(args));
+}
+
+/**
  * The engine's model config from a Hugging Face config.json as @lathe/models reads it.
  * @throws EngineError UNSUPPORTED for a rope_scaling other than llama3.
  */
@@ -399,5 +419,7 @@ export class Model {
 }
 export { train, evalLoss, parseTargetModules, TrainingDataError, CheckpointError } from "./train.js";
 export type { TrainOptions, TrainProgress, TrainSummary, EvalLossOptions, EvalLossResult } from "./train.js";
+export { mergeLoraFolder } from "./merge.js";
+export type { MergeLoraFolderOptions } from "./merge.js";
 export { lrAt, warmupSteps, SCHEDULERS } from "./schedule.js";
 export type { SchedulerName, ScheduleOptions } from "./schedule.js";

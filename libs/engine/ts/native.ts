@@ -104,6 +104,25 @@ export interface Nf4RoundtripResult {
   codes: Uint8Array;
 }
 
+/** Arguments of lathe_lora_merge: weight += scale · b·a, in place. */
+export interface LoraMergeArgs {
+  /** The base weight's HF name; error messages start with it. */
+  name: string;
+  /** [rows, cols] f32, written in place off the event loop: the caller leaves it (and a, b) alone until the Promise settles. */
+  weight: Float32Array;
+  /** lora_A, [r, cols]. */
+  a: Float32Array;
+  /** lora_B, [rows, r]. */
+  b: Float32Array;
+  rows: number;
+  cols: number;
+  r: number;
+  /** lora_alpha / r, or lora_alpha / √r with rsLoRA; used as a double. */
+  scale: number;
+  /** 0: every hardware thread (fewer for a small weight). */
+  numThreads: number;
+}
+
 /** Codes of errors thrown by the addon: lathe_status names, and FAILED_PRECONDITION for a freed or busy model. */
 export type NativeErrorCode = "INVALID_ARGUMENT" | "UNSUPPORTED" | "OUT_OF_MEMORY" | "NAN" | "CANCELLED" | "INTERNAL" | "FAILED_PRECONDITION";
 
@@ -152,4 +171,6 @@ export interface NativeModel {
 export interface NativeAddon {
   Model: new (config: ModelConfig) => NativeModel;
   nf4Roundtrip(values: Float32Array): Nf4RoundtripResult;
+  /** Runs on the libuv thread pool; rejects with INVALID_ARGUMENT (message starting with the name) when a length does not fit. */
+  loraMerge(args: LoraMergeArgs): Promise<void>;
 }

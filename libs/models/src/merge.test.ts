@@ -174,6 +174,29 @@ describe("mergeAdapter", () => {
     await inspectModelFolder(out);
   });
 
+  it("hands each adapted weight to the given kernel with its name and shape, and writes what the kernel computed", async () => {
+    const tied = fresh("tied-base");
+    await writeTinyModel(tied, { layers: 1, tied: true });
+    const adapter = fresh("adapter");
+    const out = fresh("merged");
+    await writeTinyAdapter(adapter, tied, { r: 2, alpha: 6, targetModules: ["q_proj", "lm_head"] });
+    const calls: { name: string; rows: number; cols: number; r: number; scale: number }[] = [];
+    await mergeAdapter(tied, adapter, out, {
+      kernel: async (w, _a, _b, shape, scale) => {
+        calls.push({ ...shape, scale });
+        w.fill(0.5);
+      },
+    });
+    const config = await readModelConfig(tied);
+    expect(calls).toEqual([
+      { name: "lm_head.weight", rows: config.vocabSize, cols: config.hiddenSize, r: 2, scale: 3 },
+      { name: `${Q0}.weight`, rows: config.numHeads * config.headDim, cols: config.hiddenSize, r: 2, scale: 3 },
+    ]);
+    const after = await tensorMap(out);
+    expect((await readTensorF32(after.get("lm_head.weight")!)).every((v) => v === 0.5)).toBe(true);
+    expect((await readTensorF32(after.get(`${Q0}.weight`)!)).every((v) => v === 0.5)).toBe(true);
+  });
+
   it("refuses an adapter whose shapes or modules do not fit the base, naming the tensor", async () => {
     const wide = fresh("wide-base");
     await writeTinyModel(wide, { layers: 2, hidden: 32, heads: 2, kvHeads: 1 });

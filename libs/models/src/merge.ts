@@ -24,16 +24,40 @@ const WEIGHT_FILE = /\.(safetensors|bin|pth|pt|ckpt|h5|msgpack|gguf)$|^(model\.s
 const EMBED = "model.embed_tokens.weight";
 const LM_HEAD = "lm_head.weight";
 
+/** The shape of one merge: W [rows, cols] (out_features × in_features), A [r, cols], B [rows, r]. */
+export interface MergeShape {
+  /** The base weight's name, e.g. `model.layers.0.self_attn.q_proj.weight` (`lm_head.weight` when untying). */
+  name: string;
+  rows: number;
+  cols: number;
+  r: number;
+}
+
+/**
+ * Computes W + scale·B·A into `w` in place (all f32, row-major). It must sum each element of B·A
+ * in f64 over k ascending, skipping zero B values, add it to W in f64 and round once, as
+ * {@link mergeRowsF64} does: merged folders are then the same bits whichever kernel made them.
+ */
+export type MergeKernel = (w: Float32Array, a: Float32Array, b: Float32Array, shape: MergeShape, scale: number) => void | Promise<void>;
+
+/** Options of {@link mergeAdapter}. */
+export interface MergeAdapterOptions {
+  /** Computes each adapted weight. Default {@link mergeRowsF64}, in JS; @lathe/engine passes its native, threaded one. */
+  kernel?: MergeKernel;
+}
+
 /**
  * Merges a LoRA adapter into its base model and writes a complete Hugging Face folder to `outDir`:
- * each adapted weight becomes W + scale·B·A (computed in f32 with f64 sums, stored in W's dtype),
- * every other tensor is copied byte for byte, the base's sharding is kept, and the other files
- * (config, tokenizer, generation config) are copied; weights in other formats (.bin, .pth, .gguf)
- * are left out. An adapter on `lm_head` of a model with tied embeddings unties them: the merged
- * folder gets its own lm_head.weight and `tie_word_embeddings: false`, the embeddings stay as they were.
+ * each adapted weight becomes W + scale·B·A (computed in f32 with f64 sums by `options.kernel`,
+ * stored in W's dtype), every other tensor is copied byte for byte, the base's sharding is kept,
+ * and the other files (config, tokenizer, generation config) are copied; weights in other formats
+ * (.bin, .pth, .gguf) are left out. An adapter on `lm_head` of a model with tied embeddings unties
+ * them: the merged folder gets its own lm_head.weight and `tie_word_embeddings: false`, the
+ * embeddings stay as they were.
  * @throws ModelFormatError naming the adapter tensor whose module the base lacks or whose shape does not fit.
  */
-export async function mergeAdapter(baseDir: string, adapterDir: string, outDir: string): Promise<void> {
+export async function mergeAdapter(baseDir: string, adapterDir: string, outDir: string, options: MergeAdapterOptions = {}): Promise<void> {
+  const kernel = options.kernel ?? mergeRowsF64;
   const out = path.resolve(outDir);
   if (out === path.resolve(baseDir) || out === path.resolve(adapterDir)) {
     throw new RangeError(`the merged model must go to a folder of its own, not ${outDir}`);
@@ -73,7 +97,7 @@ export async function mergeAdapter(baseDir: string, adapterDir: string, outDir: 
       name,
       dtype: t.dtype,
       shape: t.shape,
-      bytes: merge === undefined ? () => readTensorBytes(t) : () => mergedBytes(merge.base, merge.pair, adapter.scale),
+      bytes: merge === undefined ? () => readTensorBytes(t) : () => mergedBytes(merge.base, merge.pair, adapter.scale, name, kernel),
     };
   };
 
@@ -120,12 +144,18 @@ export async function mergeAdapter(baseDir: string, adapterDir: string, outDir: 
   }
 }
 
-/** W + scale·B·A in W's dtype; each row of B·A is summed in f64, then added to W and rounded once. */
-async function mergedBytes(base: TensorInfo, pair: LoraPair<TensorInfo>, scale: number): Promise<Uint8Array> {
+/** W + scale·B·A in W's dtype, `kernel` doing the arithmetic in f32 (W widened from f16/bf16 exactly). */
+async function mergedBytes(base: TensorInfo, pair: LoraPair<TensorInfo>, scale: number, name: string, kernel: MergeKernel): Promise<Uint8Array> {
   const [w, a, b] = await Promise.all([readTensorF32(base), readTensorF32(pair.a), readTensorF32(pair.b)]);
-  const rows = base.shape[0] ?? 0;
-  const cols = base.shape[1] ?? 0;
-  const r = pair.a.shape[0] ?? 0;
+  await kernel(w, a, b, { name, rows: base.shape[0] ?? 0, cols: base.shape[1] ?? 0, r: pair.a.shape[0] ?? 0 }, scale);
+  // An f32 weight is written from the merged array itself: encodeFromF32 would copy it (a
+  // vocabulary-sized lm_head is gigabytes), and `w` is ours alone.
+  return base.dtype === "F32" ? new Uint8Array(w.buffer, w.byteOffset, w.byteLength) : encodeFromF32(w, base.dtype);
+}
+
+/** The reference {@link MergeKernel}, in JS: each row of B·A is summed in f64, then added to W and rounded once. */
+export function mergeRowsF64(w: Float32Array, a: Float32Array, b: Float32Array, shape: MergeShape, scale: number): void {
+  const { rows, cols, r } = shape;
   const row = new Float64Array(cols);
   for (let o = 0; o < rows; o++) {
     row.fill(0);
@@ -138,7 +168,6 @@ async function mergedBytes(base: TensorInfo, pair: LoraPair<TensorInfo>, scale: 
     const at = o * cols;
     for (let i = 0; i < cols; i++) w[at + i] = w[at + i]! + scale * row[i]!;
   }
-  return encodeFromF32(w, base.dtype);
 }
 
 async function exists(file: string): Promise<boolean> {

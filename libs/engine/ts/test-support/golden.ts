@@ -14,6 +14,9 @@ export const GOLDEN_DIR = path.join(ENGINE_DIR, "test", "golden");
 /** The tolerance of test/README.md: |got − want| ≤ RTOL · max|want| per tensor, and relative for scalars. */
 export const RTOL = 1e-4;
 
+/** Merged weights (README): both sides round one f64 value to f32, so they agree to f32 rounding. */
+export const MERGE_RTOL = 1e-6;
+
 export interface GoldenCase {
   name: string;
   description: string;
