@@ -3,14 +3,16 @@ import { createReadStream } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { cachedFolder, invalidArgument, readFolderManifest, type ArtifactStore } from "@lathe/kit";
-import { exportGguf, mergeAdapter } from "@lathe/models";
+import { mergeLoraFolder } from "@lathe/engine";
+import { exportGguf } from "@lathe/models";
 import { ArtifactFormat, GgufType, type DownloadAdapterVersionResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
 
 /**
  * The files of an adapter version in the asked format, as a stream of (file header, chunks):
  * the PEFT folder as stored, a merged HF model folder, or a GGUF file. Stored files are checked
  * against their digests as they are read: a corrupted artifact fails the download with
- * ARTIFACT_CORRUPTED and is never served whole. Merged models and GGUF files are made once per
+ * ARTIFACT_CORRUPTED and is never served whole. Merged models (merged by the engine's native
+ * kernel, the same bytes as @lathe/models' mergeAdapter) and GGUF files are made once per
  * (adapter, base, format) and cached by digest.
  */
 export async function* downloadVersion(
@@ -43,7 +45,7 @@ export async function* downloadVersion(
     await mkdir(join(cacheDir, "merged"), { recursive: true });
     const tmp = await mkdtemp(`${mergedDir}.tmp-`);
     try {
-      await mergeAdapter(base, adapter, tmp);
+      await mergeLoraFolder({ baseDir: base, adapterDir: adapter, outDir: tmp });
       await rename(tmp, mergedDir);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
