@@ -1,7 +1,32 @@
-import { baseConfigSchema } from "@lathe/kit";
+import { baseConfigSchema, loadConfig } from "@lathe/kit";
+import { z } from "zod";
 
 /**
  * The trainer service's environment: the kit's variables (LATHE_GRPC_PORT, LATHE_PG_URL,
- * LATHE_NATS_URL, LATHE_API_KEYS, …; see libs/kit/src/config.ts). Nothing of its own yet.
+ * LATHE_NATS_URL, LATHE_API_KEYS, …; see libs/kit/src/config.ts) and its own below.
  */
 export const configSchema = baseConfigSchema;
+
+/** The trainer's own variables; read by `trainerOptions(env)`, each with a default. */
+export const trainerOptionsSchema = z.object({
+  /** Jobs this process trains at once on its CPU (local worker slots). 0: none, an API-only replica. Default 1. */
+  LATHE_TRAINER_WORKERS: z.coerce.number().int().min(0).max(64).default(1),
+  /** Engine threads per job; 0: every core. Default 0. */
+  LATHE_TRAINER_THREADS: z.coerce.number().int().min(0).max(1024).default(0),
+  /** How often an idle worker looks for queued jobs, in ms. Default 1000. */
+  LATHE_TRAINER_POLL_MS: z.coerce.number().int().min(10).max(600_000).default(1000),
+  /**
+   * How long a worker's claim on a job lasts without a heartbeat, in ms. A job whose worker was
+   * lost (killed process, lost node) is taken up again after this, from its last checkpoint.
+   * Default 60000.
+   */
+  LATHE_TRAINER_LEASE_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
+  /** A JSON cost table (see docs/training.md) replacing the built-in one. */
+  LATHE_TRAINER_COST_TABLE: z.string().min(1).optional(),
+});
+
+export type TrainerOptions = z.infer<typeof trainerOptionsSchema>;
+
+export function trainerOptions(env: Record<string, string | undefined> = process.env): TrainerOptions {
+  return loadConfig(trainerOptionsSchema, Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("LATHE_TRAINER_"))));
+}

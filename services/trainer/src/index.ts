@@ -1,19 +1,74 @@
-import { prepareService, type ServiceFactory } from "@lathe/kit";
+import { join, resolve } from "node:path";
+import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
+import type { Kysely } from "kysely";
 import { TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
-import { migrations } from "./db/migrations.js";
+import { trainerOptions, type TrainerOptions } from "./config.js";
+import { migrations, type TrainerTables } from "./db/migrations.js";
+import { loadCostTable } from "./domain/estimate.js";
+import { JobStore, schema } from "./domain/jobs.js";
+import { LocalWorker } from "./domain/worker.js";
+import { adapterVersionCreated } from "./events.js";
 import { trainerHandlers } from "./service.js";
 
-export { configSchema } from "./config.js";
+export { configSchema, trainerOptions, trainerOptionsSchema, type TrainerOptions } from "./config.js";
+export { defaultCostTable, type CostTable } from "./domain/estimate.js";
+export * from "./events.js";
 
-/** The trainer service: migrates its schema, serves TrainerService, relays its outbox. */
-export const createTrainerService: ServiceFactory = async (deps) => {
-  const base = await prepareService(deps, "trainer", migrations);
-  return {
-    name: "trainer",
-    register(server) {
-      server.add("lathe.trainer.v1.TrainerService", TrainerServiceService, trainerHandlers());
-    },
-    start: base.start,
-    stop: base.stop,
+/**
+ * A trainer service with the given options: migrates its schema, serves TrainerService, relays
+ * its outbox, runs jobs on its local worker slots, and learns from the registry which adapter
+ * version each job became.
+ */
+export function trainerService(options: TrainerOptions): ServiceFactory {
+  return async (deps) => {
+    const base = await prepareService(deps, schema, migrations);
+    const db = deps.db as Kysely<TrainerTables>;
+    const jobs = new JobStore(db, () => base.relay.notify());
+    const dataDir = resolve(deps.config.LATHE_DATA_DIR);
+    const costTable = loadCostTable(options.LATHE_TRAINER_COST_TABLE);
+    const worker = new LocalWorker({
+      jobs,
+      artifacts: deps.artifacts,
+      logger: deps.logger.child({ component: "trainer-worker" }),
+      workDir: join(dataDir, "work", "trainer"),
+      slots: options.LATHE_TRAINER_WORKERS,
+      threads: options.LATHE_TRAINER_THREADS,
+      pollMs: options.LATHE_TRAINER_POLL_MS,
+      leaseMs: options.LATHE_TRAINER_LEASE_MS,
+    });
+    const consumer = new EventConsumer({ name: "trainer", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { trx, meta }) => {
+      if (e.fineTuningJob !== "") await jobs.setAdapterVersion(trx as never, meta.tenant, e.fineTuningJob, e.adapterVersion);
+    });
+    return {
+      name: "trainer",
+      register(server) {
+        server.add(
+          "lathe.trainer.v1.TrainerService",
+          TrainerServiceService,
+          trainerHandlers({
+            jobs,
+            artifacts: deps.artifacts,
+            costTable,
+            cacheDir: join(dataDir, "cache", "trainer"),
+            peer: (s) => deps.peerAddress(s),
+            onQueued: () => worker.notify(),
+            watchPollMs: Math.min(1000, options.LATHE_TRAINER_POLL_MS),
+          }),
+        );
+      },
+      async start() {
+        await base.start();
+        await consumer.start();
+        worker.start();
+      },
+      async stop() {
+        await worker.stop();
+        await consumer.stop();
+        await base.stop();
+      },
+    };
   };
-};
+}
+
+/** The trainer service configured from the environment (LATHE_TRAINER_*). */
+export const createTrainerService: ServiceFactory = (deps) => trainerService(trainerOptions())(deps);

@@ -1,10 +1,114 @@
-import { unimplementedHandlers, type ServiceHandlers } from "@lathe/kit";
-import { TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { once } from "node:events";
+import { AppError, checkRequestId, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
+import type { FineTuningJob, FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { estimateJob, type CostTable } from "./domain/estimate.js";
+import { resolveInputs } from "./domain/inputs.js";
+import { terminal, type JobStore } from "./domain/jobs.js";
+import { jobIdOf, validateJob, type JobSpec } from "./domain/spec.js";
 
-/** The issue that builds this service; until then every RPC answers UNIMPLEMENTED naming it. */
-export const pendingSubject = "the trainer service issue (fine-tuning jobs, scheduling, checkpoints, estimates), built on issue #3, Training engine";
+export interface TrainerParts {
+  jobs: JobStore;
+  artifacts: ArtifactStore;
+  costTable: CostTable;
+  cacheDir: string;
+  peer: (s: "registry" | "dataset") => string;
+  /** A job was queued: the local worker looks now. */
+  onQueued: () => void;
+  /** How often WatchFineTuningJob looks for changes made by other processes, in ms. */
+  watchPollMs: number;
+}
 
 /** gRPC handlers of TrainerService: decode → domain → encode. */
-export function trainerHandlers(): ServiceHandlers<typeof TrainerServiceService> {
-  return unimplementedHandlers(TrainerServiceService, pendingSubject);
+export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof TrainerServiceService> {
+  const hardwareTypes = p.costTable.map((h) => h.hardware);
+
+  /** Resolves the inputs and estimates; a job that fits nowhere it could run is refused. */
+  const estimate = async (spec: JobSpec, ctx: CallContext, only: readonly string[]) => {
+    const resolved = await resolveInputs(spec, ctx, { peer: p.peer, artifacts: p.artifacts, cacheDir: p.cacheDir });
+    return { resolved, estimate: estimateJob(spec, resolved.config, resolved.parameterCount, resolved.data, p.costTable, only) };
+  };
+
+  return {
+    async createFineTuningJob(req, ctx) {
+      const spec = validateJob(req.fineTuningJob, hardwareTypes);
+      const requestId = checkRequestId("request_id", req.requestId);
+      const earlier = await p.jobs.byRequestId(ctx.tenant, requestId);
+      if (earlier) return { fineTuningJob: earlier };
+      const jobId = jobIdOf(req.fineTuningJobId);
+      const exists = await p.jobs.get(ctx.tenant, `fineTuningJobs/${jobId}`).then(
+        () => true,
+        () => false,
+      );
+      if (exists) throw new AppError("ALREADY_EXISTS", "FINE_TUNING_JOB_ALREADY_EXISTS", `fineTuningJobs/${jobId} already exists`, { name: `fineTuningJobs/${jobId}` });
+      const { resolved, estimate: est } = await estimate(spec, ctx, []);
+      const here = est.hardwareEstimates.find((h) => h.hardware === spec.compute.hardware);
+      if (here && !here.fits) {
+        throw new AppError(
+          "FAILED_PRECONDITION",
+          "JOB_DOES_NOT_FIT",
+          `fine_tuning_job: the job needs about ${gib(here.peakMemoryBytes)} GiB on ${here.hardware} and ${gib(here.availableMemoryBytes)} GiB is there; lower per_device_train_batch_size or max_seq_length, turn on gradient_checkpointing, or use QLoRA`,
+          { field: "fine_tuning_job" },
+        );
+      }
+      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs }, est, requestId);
+      p.onQueued();
+      return { fineTuningJob: job };
+    },
+    async getFineTuningJob(req, ctx) {
+      return { fineTuningJob: await p.jobs.get(ctx.tenant, req.name) };
+    },
+    async listFineTuningJobs(req, ctx) {
+      return p.jobs.list(ctx.tenant, req);
+    },
+    async *watchFineTuningJob(req, ctx) {
+      let job: FineTuningJob = await p.jobs.get(ctx.tenant, req.name);
+      yield { fineTuningJob: job };
+      const key = `${ctx.tenant}/${req.name.slice("fineTuningJobs/".length)}`;
+      const stamp = (j: FineTuningJob) => `${j.state}|${j.updateTime?.getTime()}|${j.progress?.step}|${j.adapterVersion}`;
+      // Changes in this process wake the stream at once; others are seen by polling.
+      const local = new AbortController();
+      const wake = () => {
+        const waiter = new AbortController();
+        const onChange = (k: string) => k === key && waiter.abort();
+        p.jobs.changes.on("changed", onChange);
+        return {
+          wait: Promise.race([once(waiter.signal, "abort"), new Promise((r) => setTimeout(r, p.watchPollMs)), once(ctx.signal, "abort").catch(() => undefined)]).finally(() => p.jobs.changes.off("changed", onChange)),
+        };
+      };
+      try {
+        while (!ctx.signal.aborted) {
+          const done = terminal.some((s) => job.state === stateOf(s));
+          if (done) return;
+          await wake().wait;
+          if (ctx.signal.aborted) return;
+          const next = await p.jobs.get(ctx.tenant, req.name);
+          if (stamp(next) !== stamp(job)) yield { fineTuningJob: next };
+          job = next;
+        }
+      } finally {
+        local.abort();
+      }
+    },
+    async cancelFineTuningJob(req, ctx) {
+      const reason = checkText("reason", req.reason, 2000);
+      return { fineTuningJob: await p.jobs.cancel(ctx.tenant, req.name, reason) };
+    },
+    async listCheckpoints(req, ctx) {
+      return p.jobs.checkpoints(ctx.tenant, req);
+    },
+    async estimateFineTuningJob(req, ctx) {
+      for (const [i, h] of req.hardware.entries()) {
+        if (!hardwareTypes.includes(h)) throw invalidArgument(`hardware[${i}]`, `${JSON.stringify(h)} is not in the cost table (${hardwareTypes.join(", ")})`);
+      }
+      // Estimating a GPU type is allowed without a GPU slot: that is what the estimate is for.
+      const job = req.fineTuningJob ? { ...req.fineTuningJob, compute: undefined } : undefined;
+      const spec = validateJob(job, hardwareTypes);
+      const only = req.hardware.length > 0 ? req.hardware : req.fineTuningJob?.compute?.hardware ? [req.fineTuningJob.compute.hardware] : [];
+      const { estimate: est } = await estimate(spec, ctx, only);
+      return { estimate: est as FineTuningEstimate };
+    },
+  };
 }
+
+const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+const stateOf = (s: string) => ({ SUCCEEDED: 3, FAILED: 4, CANCELLED: 5 })[s as "SUCCEEDED"];

@@ -57,7 +57,8 @@ export class RegistrationWorker {
       const r = p.request as PendingRequest;
       try {
         let dir = r.artifactUri;
-        if (dir === "" && r.artifactDigest !== "") dir = await cachedFolder(this.opts.artifacts, r.artifactDigest.replace(/^sha256:/, ""), join(this.opts.cacheDir, "folders"));
+        // A folder the trainer stored (`artifact:sha256:…`) is read from the shared artifact store.
+        if ((dir === "" || dir.startsWith("artifact:")) && r.artifactDigest !== "") dir = await cachedFolder(this.opts.artifacts, r.artifactDigest.replace(/^sha256:/, ""), join(this.opts.cacheDir, "folders"));
         await this.opts.adapters.createVersion(
           p.tenant,
           {

@@ -1,9 +1,98 @@
-import type { Kysely } from "kysely";
-import { eventsMigration } from "@lathe/kit";
+import { sql, type ColumnType, type Generated, type Kysely, type Selectable } from "kysely";
+import { eventsMigration, withResourceColumns } from "@lathe/kit";
+import type { JobSpec } from "../domain/spec.js";
+import type { JobProgress, JobResult } from "../domain/jobs.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
 /** The trainer schema, in order. Never edit a released migration; add a new one. */
 export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
   "0000_events": eventsMigration,
+  "0001_jobs": async (db) => {
+    // `spec` is what was asked (defaults applied) and the inputs it was pinned to; it never
+    // changes. The rest is the job's life: state, the worker's lease, progress and outcome.
+    await withResourceColumns(db.schema.createTable("jobs").addColumn("tenant", "text", (c) => c.notNull()).addColumn("job_id", "text", (c) => c.notNull()))
+      .addColumn("spec", "jsonb", (c) => c.notNull())
+      .addColumn("estimate", "jsonb", (c) => c.notNull())
+      .addColumn("state", "text", (c) => c.notNull())
+      .addColumn("progress", "jsonb")
+      .addColumn("result", "jsonb")
+      .addColumn("error", "jsonb")
+      .addColumn("attempt_count", "integer", (c) => c.notNull().defaultTo(0))
+      .addColumn("worker", "text", (c) => c.notNull().defaultTo(""))
+      .addColumn("lease_until", "timestamptz")
+      .addColumn("start_time", "timestamptz")
+      .addColumn("end_time", "timestamptz")
+      .addColumn("cancel_reason", "text", (c) => c.notNull().defaultTo(""))
+      .addColumn("adapter_version", "text", (c) => c.notNull().defaultTo(""))
+      .addColumn("evaluation_run", "text", (c) => c.notNull().defaultTo(""))
+      .addColumn("training_ms", "bigint", (c) => c.notNull().defaultTo(0))
+      .addPrimaryKeyConstraint("jobs_pk", ["tenant", "job_id"])
+      .addUniqueConstraint("jobs_request_id", ["tenant", "request_id"])
+      .execute();
+    await db.schema.createIndex("jobs_list").on("jobs").columns(["tenant", "seq"]).execute();
+    await db.schema.createIndex("jobs_runnable").on("jobs").columns(["state", "seq"]).execute();
+    await db.schema
+      .createTable("checkpoints")
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("job_id", "text", (c) => c.notNull())
+      .addColumn("step", "integer", (c) => c.notNull())
+      .addColumn("epoch", "double precision", (c) => c.notNull())
+      .addColumn("loss", "double precision")
+      .addColumn("eval_loss", "double precision")
+      .addColumn("artifact_digest", "text", (c) => c.notNull())
+      .addColumn("size_bytes", "bigint", (c) => c.notNull())
+      .addColumn("create_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+      .addPrimaryKeyConstraint("checkpoints_pk", ["tenant", "job_id", "step"])
+      .execute();
+  },
 };
+
+export type JobState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
+
+export interface JobsTable {
+  tenant: string;
+  job_id: string;
+  seq: Generated<string>;
+  display_name: string;
+  description: string;
+  labels: ColumnType<Record<string, string>, string, string>;
+  request_id: string | null;
+  create_time: Generated<Date>;
+  update_time: ColumnType<Date, never, Date | ReturnType<typeof sql>>;
+  spec: ColumnType<JobSpec, string, never>;
+  estimate: ColumnType<Record<string, unknown>, string, never>;
+  state: JobState;
+  progress: ColumnType<JobProgress | null, never, string | null>;
+  result: ColumnType<JobResult | null, never, string | null>;
+  error: ColumnType<{ code: string; reason: string; message: string; field?: string } | null, never, string | null>;
+  attempt_count: ColumnType<number, never, number | ReturnType<typeof sql>>;
+  worker: ColumnType<string, never, string>;
+  lease_until: ColumnType<Date | null, never, Date | null>;
+  start_time: ColumnType<Date | null, never, Date | null | ReturnType<typeof sql>>;
+  end_time: ColumnType<Date | null, never, Date | null | ReturnType<typeof sql>>;
+  cancel_reason: ColumnType<string, never, string>;
+  adapter_version: ColumnType<string, never, string>;
+  evaluation_run: ColumnType<string, never, string>;
+  training_ms: ColumnType<string, never, number | ReturnType<typeof sql>>;
+}
+
+export interface CheckpointsTable {
+  tenant: string;
+  job_id: string;
+  step: number;
+  epoch: number;
+  loss: number | null;
+  eval_loss: number | null;
+  artifact_digest: string;
+  size_bytes: ColumnType<string, number, never>;
+  create_time: Generated<Date>;
+}
+
+export interface TrainerTables {
+  jobs: JobsTable;
+  checkpoints: CheckpointsTable;
+}
+
+export type JobRow = Selectable<JobsTable>;
+export type CheckpointRow = Selectable<CheckpointsTable>;

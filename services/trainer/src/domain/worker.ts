@@ -1,0 +1,263 @@
+import { randomUUID } from "node:crypto";
+import { copyFile, mkdir, rm } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { AppError, cachedFolder, materializeFolder, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { CheckpointError, EngineError, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
+import type { JobRow } from "../db/migrations.js";
+import { artifactToFile } from "./inputs.js";
+import { artifactUri, type JobFailure, type JobProgress, type JobStore, type StoredSpec } from "./jobs.js";
+
+type SavedCheckpoint = Parameters<NonNullable<TrainOptions["onCheckpoint"]>>[0];
+
+export interface WorkerOptions {
+  jobs: JobStore;
+  artifacts: ArtifactStore;
+  logger: Logger;
+  /** Where jobs train: models, data, checkpoints (one folder per job, removed after). */
+  workDir: string;
+  slots: number;
+  threads: number;
+  pollMs: number;
+  leaseMs: number;
+}
+
+/** Stops a job's training: cancelled or taken over (the claim is gone), or the worker stops. */
+class Stop extends Error {
+  constructor(readonly why: "lost" | "shutdown") {
+    super(why);
+  }
+}
+
+/**
+ * The local worker: `slots` jobs at a time in this process, each trained by the engine off the
+ * event loop. A job is claimed with a lease that every step renews; a worker that dies stops
+ * renewing, and after the lease another worker takes the job up from its last checkpoint (kept
+ * in the artifact store, optimizer and data position included, so the run continues exactly).
+ * Cancelling a job ends its claim: the worker notices within a step and stops. On shutdown the
+ * worker stops its jobs and gives them back to the queue.
+ */
+export class LocalWorker {
+  readonly id = `local-${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private timer: NodeJS.Timeout | undefined;
+  private polling: Promise<void> | undefined;
+  private stopped = true;
+
+  constructor(private readonly o: WorkerOptions) {}
+
+  start(): void {
+    if (this.o.slots === 0) return;
+    this.stopped = false;
+    this.notify();
+  }
+
+  /** Look for work now (a job was queued in this process). */
+  notify(): void {
+    if (this.stopped || this.polling || this.running.size >= this.o.slots) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.polling = this.poll()
+      .catch((err: unknown) => this.o.logger.warn({ err }, "trainer worker: looking for jobs failed; will retry"))
+      .finally(() => {
+        this.polling = undefined;
+        if (!this.stopped) this.timer = setTimeout(() => this.notify(), this.o.pollMs);
+      });
+  }
+
+  private async poll(): Promise<void> {
+    while (!this.stopped && this.running.size < this.o.slots) {
+      const claimed = await this.o.jobs.claim(this.id, this.o.leaseMs);
+      if (!claimed) return;
+      const key = `${claimed.row.tenant}/${claimed.row.job_id}`;
+      const abort = new AbortController();
+      const done = this.run(claimed.row, claimed.resumeFrom?.artifact_digest, abort.signal)
+        .catch((err: unknown) => this.o.logger.error({ err, job: key }, "trainer worker: a job ended unexpectedly"))
+        .finally(() => {
+          this.running.delete(key);
+          this.notify();
+        });
+      this.running.set(key, { abort, done });
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.polling;
+    for (const r of this.running.values()) r.abort.abort(new Stop("shutdown"));
+    await Promise.all([...this.running.values()].map((r) => r.done));
+  }
+
+  private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal): Promise<void> {
+    const spec = job.spec as StoredSpec;
+    const log = this.o.logger.child({ job: `fineTuningJobs/${job.job_id}`, tenant: job.tenant, attempt: job.attempt_count });
+    const dir = join(this.o.workDir, `${job.tenant}-${job.job_id}-${job.attempt_count}`);
+    const outDir = join(dir, "out");
+    const abort = new AbortController();
+    const onStop = () => abort.abort(stopSignal.reason);
+    stopSignal.addEventListener("abort", onStop, { once: true });
+    // A cancel made in this process ends the claim at once; one made elsewhere is seen at the next heartbeat.
+    const onChange = (key: string) => {
+      if (key === `${job.tenant}/${job.job_id}`) void this.o.jobs.row(job.tenant, `fineTuningJobs/${job.job_id}`).then((r) => r.state !== "RUNNING" || r.worker !== this.id ? abort.abort(new Stop("lost")) : undefined, () => undefined);
+    };
+    this.o.jobs.changes.on("changed", onChange);
+    const started = performance.now();
+    let step = 0;
+    try {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(outDir, { recursive: true });
+      const modelDir = await cachedFolder(this.o.artifacts, spec.inputs.modelDigest.replace(/^sha256:/, ""), join(this.o.workDir, "models"));
+      const dataPath = join(dir, "train.jsonl");
+      await artifactToFile(this.o.artifacts, spec.inputs.trainRowsDigest, dataPath);
+      let evalPath: string | undefined;
+      if (spec.inputs.evalRowsDigest !== "") {
+        evalPath = join(dir, "eval.jsonl");
+        await artifactToFile(this.o.artifacts, spec.inputs.evalRowsDigest, evalPath);
+      }
+      let resumeFrom: string | undefined;
+      if (resumeDigest !== undefined) {
+        const resumeDir = join(outDir, "checkpoint-resume");
+        await materializeFolder(this.o.artifacts, resumeDigest.replace(/^sha256:/, ""), resumeDir);
+        resumeFrom = resumeDir;
+        log.info({ checkpoint: resumeDigest }, "resuming from the last checkpoint");
+      }
+
+      // Progress: every step renews the lease and updates the job; every logging_steps (and the
+      // last step) also publishes `fine_tuning_job_progressed`, with the mean loss since the last log.
+      let pending = Promise.resolve();
+      let window: number[] = [];
+      let lastEval: number | undefined;
+      let tokens = 0;
+      const heartbeat = (p: TrainProgress | null) => {
+        let progress: JobProgress | null = null;
+        let logged = false;
+        if (p) {
+          step = p.step;
+          window.push(p.loss);
+          logged = p.step % spec.args.loggingSteps === 0 || p.step === p.totalSteps;
+          const finite = window.filter(Number.isFinite);
+          tokens = Math.round(p.tokensPerSecond * ((performance.now() - started) / 1000));
+          progress = {
+            step: p.step,
+            totalSteps: p.totalSteps,
+            epoch: p.step / (p.totalSteps / spec.args.epochs),
+            loss: finite.length === 0 ? 0 : finite.reduce((a, b) => a + b, 0) / finite.length,
+            evalLoss: lastEval,
+            learningRate: p.lr,
+            gradNorm: p.gradNorm,
+            tokensPerSecond: p.tokensPerSecond,
+            processedTokens: tokens,
+            etaSeconds: Number.isFinite(p.etaSeconds) ? p.etaSeconds : 0,
+            updateTime: new Date().toISOString(),
+          };
+          if (logged) window = [];
+        }
+        pending = pending
+          .then(() => this.o.jobs.heartbeat(job, this.id, this.o.leaseMs, progress, logged))
+          .then((held) => {
+            if (!held) abort.abort(new Stop("lost"));
+          })
+          .catch((err: unknown) => log.warn({ err }, "recording progress failed"));
+      };
+      // Slow steps still renew the lease.
+      const beat = setInterval(() => heartbeat(null), Math.max(50, Math.floor(this.o.leaseMs / 3)));
+      let lastCheckpoint: SavedCheckpoint | undefined;
+      const onCheckpoint = async (c: SavedCheckpoint) => {
+        const stored = await putFolder(this.o.artifacts, c.dir);
+        if (c.evalLoss !== null) lastEval = c.evalLoss;
+        lastCheckpoint = c;
+        const held = await this.o.jobs.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: `sha256:${stored.digest}`, sizeBytes: stored.size });
+        if (!held) abort.abort(new Stop("lost"));
+      };
+      let summary;
+      try {
+        summary = await train(
+          {
+            modelDir,
+            dataPath,
+            evalPath,
+            outDir,
+            loraR: spec.lora.r,
+            loraAlpha: spec.lora.alpha,
+            loraDropout: spec.lora.dropout,
+            targetModules: spec.lora.targetModules,
+            useRslora: spec.lora.useRslora,
+            epochs: spec.args.epochs,
+            batchSize: spec.args.batchSize,
+            gradAccum: spec.args.gradAccum,
+            lr: spec.args.lr,
+            scheduler: spec.args.scheduler,
+            warmupRatio: spec.args.warmupRatio,
+            weightDecay: spec.args.weightDecay,
+            maxGradNorm: spec.args.maxGradNorm,
+            maxSeqLength: spec.args.maxSeqLength,
+            packing: spec.args.packing,
+            seed: spec.args.seed,
+            numThreads: this.o.threads,
+            qlora: spec.method === "qlora",
+            gradientCheckpointing: spec.args.gradientCheckpointing,
+            saveSteps: spec.args.saveSteps,
+            saveTotalLimit: 2,
+            resumeFrom,
+            onCheckpoint,
+          },
+          (p) => heartbeat(p),
+          abort.signal,
+        );
+      } finally {
+        clearInterval(beat);
+        await pending;
+      }
+      // The adapter alone (outDir also holds checkpoints and best/).
+      const adapterDir = join(dir, "adapter");
+      await mkdir(adapterDir, { recursive: true });
+      for (const f of ["adapter_config.json", "adapter_model.safetensors"]) await copyFile(join(outDir, f), join(adapterDir, f));
+      const adapter = await putFolder(this.o.artifacts, adapterDir);
+      const digest = `sha256:${adapter.digest}`;
+      const trainLoss = summary.trainLossPerEpoch[summary.trainLossPerEpoch.length - 1] ?? Number.NaN;
+      const evalLoss = summary.evalLossPerEpoch[summary.evalLossPerEpoch.length - 1];
+      const ok = await this.o.jobs.succeed(
+        job,
+        this.id,
+        {
+          adapterArtifactDigest: digest,
+          adapterArtifactUri: artifactUri(digest),
+          finalLoss: Number.isFinite(trainLoss) ? trainLoss : 0,
+          finalEvalLoss: evalLoss,
+          trainableParameterCount: (job.estimate as { trainableParameterCount?: number }).trainableParameterCount ?? 0,
+          lastStep: lastCheckpoint?.step ?? summary.steps,
+          bestStep: summary.bestStep,
+        },
+        performance.now() - started,
+      );
+      log.info({ steps: summary.steps, seconds: summary.seconds, loss: trainLoss, evalLoss, succeeded: ok }, "job finished");
+    } catch (err) {
+      const reason = abort.signal.reason as unknown;
+      if (reason instanceof Stop) {
+        if (reason.why === "shutdown") {
+          await this.o.jobs.release(job, this.id).catch((e: unknown) => log.warn({ err: e }, "giving the job back failed; its lease will run out"));
+          log.info({ step }, "worker stopping: job given back to the queue");
+        } else log.info({ step }, "job stopped: cancelled or taken over");
+        await this.o.jobs.addTrainingTime(job, performance.now() - started).catch(() => undefined);
+        return;
+      }
+      const failure = failureOf(err);
+      log.warn({ err, step }, "job failed");
+      await this.o.jobs.fail(job, this.id, failure, step, performance.now() - started);
+    } finally {
+      this.o.jobs.changes.off("changed", onChange);
+      stopSignal.removeEventListener("abort", onStop);
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+}
+
+/** What a failed job tells its user: the engine's and the data's errors keep their meaning. */
+function failureOf(err: unknown): JobFailure {
+  if (err instanceof TrainingDataError) return { code: "INVALID_ARGUMENT", reason: "TRAINING_DATA_INVALID", message: err.message };
+  if (err instanceof CheckpointError) return { code: "FAILED_PRECONDITION", reason: "CHECKPOINT_INVALID", message: err.message };
+  if (err instanceof EngineError) return { code: err.code === "OUT_OF_MEMORY" ? "RESOURCE_EXHAUSTED" : "INTERNAL", reason: `ENGINE_${err.code}`, message: err.message };
+  if (err instanceof AppError) return { code: err.code, reason: err.reason, message: err.message };
+  if (err instanceof RangeError) return { code: "INVALID_ARGUMENT", reason: "TRAINING_OPTIONS_INVALID", message: err.message };
+  return { code: "INTERNAL", reason: "TRAINING_FAILED", message: (err as Error)?.message ?? String(err) };
+}
