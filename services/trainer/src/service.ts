@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import { AppError, checkRequestId, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
 import type { FineTuningJob, FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { estimateJob, type CostTable } from "./domain/estimate.js";
@@ -66,27 +65,30 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
       const key = `${ctx.tenant}/${req.name.slice("fineTuningJobs/".length)}`;
       const stamp = (j: FineTuningJob) => `${j.state}|${j.updateTime?.getTime()}|${j.progress?.step}|${j.adapterVersion}`;
       // Changes in this process wake the stream at once; others are seen by polling.
-      const local = new AbortController();
-      const wake = () => {
-        const waiter = new AbortController();
-        const onChange = (k: string) => k === key && waiter.abort();
-        p.jobs.changes.on("changed", onChange);
-        return {
-          wait: Promise.race([once(waiter.signal, "abort"), new Promise((r) => setTimeout(r, p.watchPollMs)), once(ctx.signal, "abort").catch(() => undefined)]).finally(() => p.jobs.changes.off("changed", onChange)),
-        };
-      };
-      try {
-        while (!ctx.signal.aborted) {
-          const done = terminal.some((s) => job.state === stateOf(s));
-          if (done) return;
-          await wake().wait;
-          if (ctx.signal.aborted) return;
-          const next = await p.jobs.get(ctx.tenant, req.name);
-          if (stamp(next) !== stamp(job)) yield { fineTuningJob: next };
-          job = next;
+      const aborted = new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true }));
+      const nextChange = async () => {
+        let onChange: ((k: string) => void) | undefined;
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          await Promise.race([
+            new Promise<void>((r) => {
+              onChange = (k: string) => k === key && r();
+              p.jobs.changes.on("changed", onChange);
+            }),
+            new Promise<void>((r) => (timer = setTimeout(r, p.watchPollMs))),
+            aborted,
+          ]);
+        } finally {
+          if (onChange) p.jobs.changes.off("changed", onChange);
+          clearTimeout(timer);
         }
-      } finally {
-        local.abort();
+      };
+      while (!ctx.signal.aborted && !terminal.some((s) => job.state === stateOf(s))) {
+        await nextChange();
+        if (ctx.signal.aborted) return;
+        const next = await p.jobs.get(ctx.tenant, req.name);
+        if (stamp(next) !== stamp(job)) yield { fineTuningJob: next };
+        job = next;
       }
     },
     async cancelFineTuningJob(req, ctx) {
