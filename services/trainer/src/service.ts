@@ -1,4 +1,4 @@
-import { AppError, checkRequestId, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
+import { AppError, checkRequestId, traceHeaders, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
 import type { FineTuningJob, FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { estimateJob, type CostTable } from "./domain/estimate.js";
 import { resolveInputs } from "./domain/inputs.js";
@@ -49,7 +49,7 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
           { field: "fine_tuning_job" },
         );
       }
-      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs }, est, requestId);
+      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs, trace: traceHeaders() }, est, requestId);
       p.onQueued();
       return { fineTuningJob: job };
     },

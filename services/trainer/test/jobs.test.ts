@@ -4,8 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AppError} from "@lathe/kit";
-import { baseConfigSchema, call, createClient, fromGrpcError, loadConfig, startPlatform, type RunningPlatform } from "@lathe/kit";
+import { baseConfigSchema, call, createClient, fromGrpcError, loadConfig, startPlatform, withMetadata, type AppError, type RunningPlatform } from "@lathe/kit";
 import { evalLoss } from "@lathe/engine";
 import { writeTinyModel } from "@lathe/models";
 import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
@@ -165,7 +164,9 @@ describe("TrainerService: jobs from dataset versions to registered adapters", ()
 
   it("trains a queued job on a worker, streams its progress, keeps checkpoints, and the registry registers its adapter with lineage back to the dataset", async () => {
     const followUp = { registration: { adapter: "models/tiny/adapters/support", description: "from a job", labels: {} } };
-    const { fineTuningJob: queued } = await call(acme, "createFineTuningJob", { fineTuningJobId: "first", fineTuningJob: jobRequest(train, evalV, { followUp, labels: { team: "support" } }), requestId: "req-first" });
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const traced = withMetadata({ traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
+    const { fineTuningJob: queued } = await call(acme, "createFineTuningJob", { fineTuningJobId: "first", fineTuningJob: jobRequest(train, evalV, { followUp, labels: { team: "support" } }), requestId: "req-first" }, traced);
     expect(queued).toMatchObject({ name: "fineTuningJobs/first", state: State.STATE_QUEUED, attemptCount: 0 });
     expect(queued!.estimate!.totalSteps).toBe(12);
     // A retry with the same request id returns the same job.
@@ -214,6 +215,19 @@ describe("TrainerService: jobs from dataset versions to registered adapters", ()
     expect(up.nodes.map((n) => n.name)).toEqual(expect.arrayContaining(["fineTuningJobs/first", "models/tiny", train, evalV, raw]));
     const down = await call(registry, "getLineage", { name: raw, direction: LineageDirection.LINEAGE_DIRECTION_DOWNSTREAM, depth: 6 });
     expect(down.nodes.map((n) => n.name)).toEqual(expect.arrayContaining([train, "fineTuningJobs/first", versioned.adapterVersion, "fineTuningJobs/first/checkpoints/step-12"]));
+
+    // One trace: the worker's events continue the trace of the call that created the job.
+    const db = new pg.Client({ connectionString: t.pgUrl });
+    await db.connect();
+    try {
+      const { rows } = await db.query<{ subject: string; traceparent: string }>("select subject, headers->>'traceparent' as traceparent from trainer.outbox order by seq");
+      const traceOf = (subject: string) => rows.find((r) => r.subject.endsWith(subject))?.traceparent.split("-")[1];
+      expect(traceOf("fine_tuning_job_queued")).toBe(traceId);
+      expect(traceOf("fine_tuning_job_succeeded")).toBe(traceOf("fine_tuning_job_queued"));
+      expect(traceOf("checkpoint_saved")).toBe(traceOf("fine_tuning_job_queued"));
+    } finally {
+      await db.end();
+    }
 
     // Filters.
     const list = (filter: string) => call(acme, "listFineTuningJobs", { pageSize: 0, pageToken: "", filter }).then((r) => r.fineTuningJobs.map((j) => j.name));

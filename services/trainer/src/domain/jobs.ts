@@ -20,7 +20,11 @@ export const schema = "trainer";
 const source = "trainer";
 
 /** A job's spec as stored: what was asked, and the inputs it was pinned to. */
-export type StoredSpec = JobSpec & { inputs: JobInputs };
+export type StoredSpec = JobSpec & {
+  inputs: JobInputs;
+  /** The W3C trace headers of the create call: the worker's spans and events continue its trace. */
+  trace?: Record<string, string>;
+};
 
 /** How far a job has come, as stored. */
 export interface JobProgress {

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { copyFile, mkdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { AppError, cachedFolder, materializeFolder, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, cachedFolder, contextFromHeaders, tracer, materializeFolder, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
 import { CheckpointError, EngineError, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
 import type { JobRow } from "../db/migrations.js";
 import { artifactToFile } from "./inputs.js";
@@ -70,7 +70,13 @@ export class LocalWorker {
       if (!claimed) return;
       const key = `${claimed.row.tenant}/${claimed.row.job_id}`;
       const abort = new AbortController();
-      const done = this.run(claimed.row, claimed.resumeFrom?.artifact_digest, abort.signal)
+      // The job's work continues the trace of the call that created it (spans, logs, events).
+      const spec = claimed.row.spec as StoredSpec;
+      const attributes = { "lathe.fine_tuning_job": `fineTuningJobs/${claimed.row.job_id}`, "lathe.tenant": claimed.row.tenant, "lathe.attempt": claimed.row.attempt_count };
+      const done = tracer
+        .startActiveSpan("trainer.train_job", { attributes }, contextFromHeaders(spec.trace ?? {}), (span) =>
+          this.run(claimed.row, claimed.resumeFrom?.artifact_digest, abort.signal).finally(() => span.end()),
+        )
         .catch((err: unknown) => this.o.logger.error({ err, job: key }, "trainer worker: a job ended unexpectedly"))
         .finally(() => {
           this.running.delete(key);
