@@ -48,7 +48,7 @@ function supportRows(n: number): string {
 }
 
 /** The request of a small job on the tiny model: LoRA on every projection and the head. */
-function jobRequest(train: string, evalV: string, over: Partial<FineTuningJob> = {}): FineTuningJob {
+function jobRequest(train: string, evalV: string, over: Parameters<typeof FineTuningJob.fromPartial>[0] = {}): FineTuningJob {
   return FineTuningJob.fromPartial({
     baseModel: "models/tiny",
     trainDatasetVersion: train,
