@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { adaptersCommand, lineageCommand } from "./commands/adapters.js";
 import { datasetsCommand } from "./commands/datasets.js";
 import { healthCommand } from "./commands/health.js";
+import { jobsCommand } from "./commands/jobs.js";
 import { initTinyCommand, mergeCommand } from "./commands/local.js";
 import { modelsCommand } from "./commands/models.js";
 import { quickstartCommand } from "./commands/quickstart.js";
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   program.addCommand(mergeCommand());
   program.addCommand(trainCommand()).addCommand(evalLossCommand());
   program.addCommand(datasetsCommand());
+  program.addCommand(jobsCommand());
   program.addCommand(adaptersCommand());
   program.addCommand(lineageCommand());
   for (const c of program.commands) c.exitOverride();

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { inspectModelFolder, listTensors, readTensorF32, writeTinyAdapter } from "@lathe/models";
+import { inspectModelFolder, listTensors, mergeAdapter, readTensorF32, writeTinyAdapter } from "@lathe/models";
 import { runCli } from "./cli-process.js";
 
 describe("local model commands", () => {
@@ -18,7 +18,7 @@ describe("local model commands", () => {
     expect(bad.stderr).toContain("--layers 0");
   });
 
-  it("merge writes base + scale·B·A as a model folder", async () => {
+  it("merge writes base + scale·B·A as a model folder, the same bytes as the TypeScript merge", async () => {
     expect((await runCli(["models", "init-tiny", join(dir, "base")])).code).toBe(0);
     await writeTinyAdapter(join(dir, "lora"), join(dir, "base"), { r: 4, alpha: 8, seed: 2 });
     const r = await runCli(["merge", "--model", join(dir, "base"), "--adapter", join(dir, "lora"), "--out", join(dir, "merged")]);
@@ -30,5 +30,8 @@ describe("local model commands", () => {
     expect(b.length).toBe(a.length);
     expect(b.some((x, i) => x !== a[i])).toBe(true);
     expect((await inspectModelFolder(join(dir, "merged"))).parameterCount).toBe((await inspectModelFolder(join(dir, "base"))).parameterCount);
+    // The engine does the arithmetic natively; the files are those of @lathe/models' merge.
+    await mergeAdapter(join(dir, "base"), join(dir, "lora"), join(dir, "merged-ts"));
+    expect(readFileSync(join(dir, "merged", "model.safetensors")).equals(readFileSync(join(dir, "merged-ts", "model.safetensors")))).toBe(true);
   });
 });

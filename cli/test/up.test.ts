@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppError, call, createClient } from "@lathe/kit";
 import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
-import { ListFineTuningJobsRequest, TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { EvaluatorServiceClient, ListEvaluationRunsRequest } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { freePort, testNats, testPostgres, type TestPostgres } from "@lathe/testing";
 import { checkHealth, serviceNames } from "../src/commands/health.js";
@@ -97,17 +97,17 @@ describe("lathe up (embedded default)", () => {
 
   it("answers UNIMPLEMENTED, naming the issue, for RPCs later issues build", async () => {
     const apiKey = readFileSync(join(dataDir, "api-key"), "utf8").trim();
-    const trainer = createClient(TrainerServiceClient, up.address, { apiKey });
+    const evaluator = createClient(EvaluatorServiceClient, up.address, { apiKey });
     const registry = createClient(RegistryServiceClient, up.address, { apiKey });
     try {
-      const err = await call(trainer, "listFineTuningJobs", ListFineTuningJobsRequest.fromPartial({})).catch((e: unknown) => e as AppError);
+      const err = await call(evaluator, "listEvaluationRuns", ListEvaluationRunsRequest.fromPartial({})).catch((e: unknown) => e as AppError);
       expect(err).toBeInstanceOf(AppError);
       expect((err as AppError).code).toBe("UNIMPLEMENTED");
-      expect((err as AppError).message).toContain("TrainerService.ListFineTuningJobs is not implemented yet: the trainer service issue");
+      expect((err as AppError).message).toContain("EvaluatorService.ListEvaluationRuns is not implemented yet: the evaluator issue");
       const gateway = await call(registry, "getModel", { name: "models/nope" }).catch((e: unknown) => e as AppError);
       expect((gateway as AppError).code).toBe("NOT_FOUND");
     } finally {
-      trainer.close();
+      evaluator.close();
       registry.close();
     }
   });

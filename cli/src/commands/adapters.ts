@@ -16,11 +16,12 @@ import {
   type DownloadAdapterVersionResponse,
 } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { connect, type ConnectionOptions } from "../connection.js";
+import { parseLabel } from "../flags.js";
 import { printJson, printTable } from "../output.js";
 import { withConnection } from "./models.js";
 
 /** `MODEL/ADAPTER` or a full name → `models/M/adapters/A`. */
-const adapterName = (arg: string) => {
+export const adapterName = (arg: string) => {
   if (arg.startsWith("models/")) return arg;
   const [m, a] = arg.split("/");
   if (!m || !a) throw new Error(`${arg}: expected MODEL/ADAPTER (or models/M/adapters/A)`);
@@ -49,7 +50,7 @@ export function adaptersCommand(): Command {
       .option("--description <text>", "what this version is", "")
       .option("--train-dataset <version>", "the dataset version it was trained on")
       .option("--eval-dataset <version>", "the dataset version it was evaluated on")
-      .addOption(new Option("--label <key=value>", "a label (repeatable), e.g. intended-use=…").argParser((v: string, prev: Record<string, string> = {}) => ({ ...prev, [v.split("=")[0]!]: v.slice(v.indexOf("=") + 1) }))),
+      .addOption(new Option("--label <key=value>", "a label (repeatable), e.g. intended-use=…").argParser(parseLabel)),
   ).action(async (adapter: string, dir: string, o: ConnectionOptions & { description: string; trainDataset?: string; evalDataset?: string; label?: Record<string, string> }) => {
     const client = connect(RegistryServiceClient, o);
     try {

@@ -24,7 +24,8 @@ const formats: Record<string, DatasetFormat> = {
   "prompt-completion": DatasetFormat.DATASET_FORMAT_PROMPT_COMPLETION,
 };
 
-const versionName = (arg: string) => (arg.startsWith("datasets/") ? arg : `datasets/${arg.replace("@", "/versions/")}`);
+/** `DATASET@VERSION` or a full name → `datasets/D/versions/V`. */
+export const versionName = (arg: string) => (arg.startsWith("datasets/") ? arg : `datasets/${arg.replace("@", "/versions/")}`);
 
 /** Streams a file (or stdin for "-") as UploadDatasetVersion: the header, then 1 MiB chunks. */
 function uploadFile(client: DatasetServiceClient, header: UploadDatasetVersionHeader, path: string): Promise<DatasetVersion> {

@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
-import { inspectModelFolder, mergeAdapter, writeTinyModel } from "@lathe/models";
+import { mergeLoraFolder } from "@lathe/engine";
+import { inspectModelFolder, writeTinyModel } from "@lathe/models";
 import { printJson } from "../output.js";
 
 const int = (name: string) => (v: string) => {
@@ -31,7 +32,7 @@ export function initTinyCommand(): Command {
     });
 }
 
-/** `lathe merge`: base + scale·B·A, written as a Hugging Face model folder. */
+/** `lathe merge`: base + scale·B·A, written as a Hugging Face model folder (the arithmetic on the engine). */
 export function mergeCommand(): Command {
   return new Command("merge")
     .description("merge a PEFT LoRA adapter into its base model and write a Hugging Face model folder")
@@ -39,7 +40,7 @@ export function mergeCommand(): Command {
     .requiredOption("--adapter <dir>", "the PEFT adapter folder")
     .requiredOption("--out <dir>", "the folder to write")
     .action(async (o: { model: string; adapter: string; out: string }) => {
-      await mergeAdapter(o.model, o.adapter, o.out);
+      await mergeLoraFolder({ baseDir: o.model, adapterDir: o.adapter, outDir: o.out });
       process.stdout.write(`merged ${o.adapter} into ${o.model}: ${o.out}\n`);
     });
 }

@@ -3,6 +3,7 @@ import { Command, Option } from "commander";
 import { call } from "@lathe/kit";
 import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { connect, type ConnectionOptions } from "../connection.js";
+import { parseLabel } from "../flags.js";
 import { printJson, printTable } from "../output.js";
 
 /** Adds the connection options every client command takes. */
@@ -14,13 +15,8 @@ export function withConnection(cmd: Command): Command {
     .option("--json", "print machine-readable JSON");
 }
 
-const modelName = (arg: string) => (arg.startsWith("models/") ? arg : `models/${arg}`);
-
-function parseLabel(value: string, previous: Record<string, string> = {}): Record<string, string> {
-  const eq = value.indexOf("=");
-  if (eq <= 0) throw new Error(`--label ${value}: expected key=value`);
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-}
+/** `ID` or `models/ID` → `models/ID`. */
+export const modelName = (arg: string) => (arg.startsWith("models/") ? arg : `models/${arg}`);
 
 function row(m: Model): Record<string, string> {
   return { name: m.name, display_name: m.displayName, architecture: m.architecture, parameters: m.parameterCount.toLocaleString("en-US"), created: m.createTime?.toISOString() ?? "" };

@@ -1,24 +1,7 @@
 import { Command, Option } from "commander";
 import { evalLoss, SCHEDULERS, train, type SchedulerName, type TrainProgress } from "@lathe/engine";
-import { printJson } from "../output.js";
-
-const positiveInt = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${flag} ${v}: expected a positive integer`);
-  return n;
-};
-
-const nonNegativeInt = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${flag} ${v}: expected an integer >= 0`);
-  return n;
-};
-
-const number = (flag: string, ok: (n: number) => boolean, expected: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n) || !ok(n)) throw new Error(`--${flag} ${v}: expected ${expected}`);
-  return n;
-};
+import { nonNegativeInt, number, positiveInt } from "../flags.js";
+import { formatDuration, printJson } from "../output.js";
 
 interface TrainFlags {
   model: string;
@@ -53,20 +36,11 @@ interface TrainFlags {
   json?: boolean;
 }
 
-function duration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "?";
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const pad = (n: number) => String(n).padStart(2, "0");
-  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
-}
-
 /** One status line, redrawn in place on a terminal and printed per step elsewhere. */
 function progressLine(p: TrainProgress): string {
   const width = 20;
   const filled = Math.round((p.step / p.totalSteps) * width);
-  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] step ${p.step}/${p.totalSteps} epoch ${p.epoch} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)} ${Math.round(p.tokensPerSecond)} tok/s ETA ${duration(p.etaSeconds)}`;
+  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] step ${p.step}/${p.totalSteps} epoch ${p.epoch} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)} ${Math.round(p.tokensPerSecond)} tok/s ETA ${formatDuration(p.etaSeconds)}`;
 }
 
 /** `lathe train`: LoRA fine-tuning of a Hugging Face model folder on JSONL, on this machine. */

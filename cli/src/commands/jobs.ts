@@ -1,0 +1,432 @@
+import { Command, Option } from "commander";
+import { AppError, call, errorCodeTable, fromGrpcError, type ErrorCode } from "@lathe/kit";
+import type { Duration } from "@lathe/proto/google/protobuf/duration";
+import {
+  Checkpoint,
+  FineTuningEstimate,
+  FineTuningJob,
+  FineTuningJob_State as State,
+  LearningRateScheduler,
+  TrainerServiceClient,
+  type WatchFineTuningJobResponse,
+} from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
+import { connect, type ConnectionOptions } from "../connection.js";
+import { list, nonNegativeInt, number, parseLabel, positiveInt } from "../flags.js";
+import { formatDuration, printJson, printTable } from "../output.js";
+import { adapterName } from "./adapters.js";
+import { versionName } from "./datasets.js";
+import { modelName, withConnection } from "./models.js";
+
+/** `ID` or `fineTuningJobs/ID` → `fineTuningJobs/ID`. */
+export const jobName = (arg: string) => (arg.startsWith("fineTuningJobs/") ? arg : `fineTuningJobs/${arg}`);
+
+const schedulers = {
+  cosine: LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE,
+  linear: LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR,
+  constant: LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT,
+} as const;
+
+/** What the flags of `jobs create` and `jobs estimate` parse to; a flag left out stays undefined. */
+interface JobFlags extends ConnectionOptions {
+  model: string;
+  train: string;
+  eval?: string;
+  displayName?: string;
+  qlora?: boolean;
+  loraR?: number;
+  loraAlpha?: number;
+  loraDropout?: number;
+  targetModules?: string[];
+  rslora?: boolean;
+  epochs?: number;
+  batchSize?: number;
+  gradAccum?: number;
+  lr?: number;
+  scheduler?: keyof typeof schedulers;
+  warmupRatio?: number;
+  maxSeqLength?: number;
+  packing?: boolean;
+  gradCheckpointing?: boolean;
+  seed?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  loggingSteps?: number;
+  saveSteps?: number;
+  register?: string;
+  description?: string;
+  label?: Record<string, string>;
+}
+
+/**
+ * The flags that describe a job. None has a default here: a flag left out is left out of the
+ * request, so the trainer's defaults (named in each help text) apply.
+ */
+function withJobFlags(cmd: Command): Command {
+  return withConnection(
+    cmd
+      .requiredOption("--model <model>", "the base model: ID or models/ID")
+      .requiredOption("--train <version>", "the dataset version to train on: DATASET@VERSION or datasets/D/versions/V")
+      .option("--eval <version>", "a dataset version for the eval loss at the end of every epoch: DATASET@VERSION")
+      .option("--display-name <text>", "a human-readable name of the job")
+      .option("--qlora", "QLoRA: the frozen base weights in NF4, about a quarter of LoRA's memory (default: LoRA)")
+      .option("--lora-r <n>", "LoRA rank, 1 to 256 (default 16)", positiveInt("lora-r"))
+      .option("--lora-alpha <n>", "lora_alpha, 1 to 1024 (default 32)", positiveInt("lora-alpha"))
+      .option("--lora-dropout <p>", "dropout on the LoRA path's input, 0 to 0.5 (default 0.05)", number("lora-dropout", (n) => n >= 0, "a number >= 0"))
+      .option("--target-modules <list>", "comma-separated layers to adapt, of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head (default: all but lm_head)", list)
+      .option("--rslora", "scale the update by alpha/√r, rank-stabilised LoRA (the default)")
+      .option("--no-rslora", "scale the update by alpha/r")
+      .option("--epochs <n>", "passes over the train set, 1 to 100 (default 3)", positiveInt("epochs"))
+      .option("--batch-size <n>", "sequences per forward pass (default 4)", positiveInt("batch-size"))
+      .option("--grad-accum <n>", "forward passes per optimizer step (default 4)", positiveInt("grad-accum"))
+      .option("--lr <x>", "peak learning rate, greater than 0 and at most 1 (default 2e-4)", number("lr", (n) => n > 0, "a positive number"))
+      .addOption(new Option("--scheduler <name>", "learning-rate schedule after warmup (default cosine)").choices(Object.keys(schedulers)))
+      .option("--warmup-ratio <x>", "share of the steps warming up, 0 to 0.5 (default 0.03)", number("warmup-ratio", (n) => n >= 0, "a number >= 0"))
+      .option("--max-seq-length <n>", "longer rows are truncated (default 2048)", positiveInt("max-seq-length"))
+      .option("--packing", "pack short rows into shared sequences of --max-seq-length (the default)")
+      .option("--no-packing", "one row per sequence")
+      .option("--grad-checkpointing", "recompute activations in the backward pass to save memory (the default)")
+      .option("--no-grad-checkpointing", "keep activations: faster, more memory")
+      .option("--seed <n>", "seed of every random choice (default 42)", nonNegativeInt("seed"))
+      .option("--weight-decay <x>", "AdamW weight decay, 0 to 1 (default 0)", number("weight-decay", (n) => n >= 0, "a number >= 0"))
+      .option("--max-grad-norm <x>", "clip the gradient norm to this (default 1.0)", number("max-grad-norm", (n) => n > 0, "a positive number"))
+      .option("--logging-steps <n>", "report progress every n optimizer steps (default 10)", positiveInt("logging-steps"))
+      .option("--save-steps <n>", "save a checkpoint every n optimizer steps (default: at the end of every epoch)", positiveInt("save-steps"))
+      .option("--register <adapter>", "when the job succeeds, register its adapter as a new version of MODEL/ADAPTER (or ADAPTER of --model, or models/M/adapters/A); created when missing")
+      .option("--description <text>", "with --register: the description of the new version")
+      .addOption(new Option("--label <key=value>", "a label of the job (repeatable); with --register the new version gets it too, e.g. intended-use=… for its model card").argParser(parseLabel)),
+  );
+}
+
+/** The request's job from the flags. */
+function jobFromFlags(o: JobFlags): FineTuningJob {
+  if (o.description !== undefined && o.register === undefined) throw new Error("--description describes the registered adapter version: give --register too");
+  const baseModel = modelName(o.model);
+  const labels = o.label ?? {};
+  const adapter = o.register === undefined ? undefined : o.register.includes("/") ? adapterName(o.register) : `${baseModel}/adapters/${o.register}`;
+  return FineTuningJob.fromPartial({
+    displayName: o.displayName ?? "",
+    labels,
+    baseModel,
+    trainDatasetVersion: versionName(o.train),
+    evalDatasetVersion: o.eval === undefined ? "" : versionName(o.eval),
+    method: o.qlora ? FineTuningMethod.FINE_TUNING_METHOD_QLORA : FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED,
+    loraConfig: { r: o.loraR ?? 0, loraAlpha: o.loraAlpha ?? 0, loraDropout: o.loraDropout, targetModules: o.targetModules ?? [], useRslora: o.rslora },
+    trainingArguments: {
+      numTrainEpochs: o.epochs ?? 0,
+      perDeviceTrainBatchSize: o.batchSize ?? 0,
+      gradientAccumulationSteps: o.gradAccum ?? 0,
+      learningRate: o.lr ?? 0,
+      lrSchedulerType: o.scheduler === undefined ? LearningRateScheduler.LEARNING_RATE_SCHEDULER_UNSPECIFIED : schedulers[o.scheduler],
+      warmupRatio: o.warmupRatio,
+      maxSeqLength: o.maxSeqLength ?? 0,
+      packing: o.packing,
+      gradientCheckpointing: o.gradCheckpointing,
+      seed: o.seed,
+      weightDecay: o.weightDecay,
+      maxGradNorm: o.maxGradNorm,
+      loggingSteps: o.loggingSteps ?? 0,
+      saveSteps: o.saveSteps ?? 0,
+    },
+    followUp: adapter === undefined ? undefined : { registration: { adapter, description: o.description ?? "", labels } },
+  });
+}
+
+const seconds = (d: Duration | undefined) => (d === undefined ? Number.NaN : d.seconds + d.nanos / 1e9);
+const stateText = (s: State) => (State[s] ?? String(s)).replace("STATE_", "").toLowerCase();
+const terminal = (s: State) => s === State.STATE_SUCCEEDED || s === State.STATE_FAILED || s === State.STATE_CANCELLED;
+const loss = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(4));
+const count = (n: number) => n.toLocaleString("en-US");
+// Decimal units, as hardware is named (nvidia-a100-40gb has 40e9 bytes).
+const bytes = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+
+/** The estimate for the hardware the job runs on, or the recommended one. */
+function plannedHardware(j: FineTuningJob) {
+  const e = j.estimate;
+  return e?.hardwareEstimates.find((h) => h.hardware === (j.compute?.hardware || e.recommendedHardware));
+}
+
+/** How far a job has come: its estimate while it waits, then its progress. */
+function progressText(j: FineTuningJob): string {
+  const p = j.progress;
+  if (p === undefined || p.totalSteps === 0) {
+    if (terminal(j.state)) return "";
+    const h = plannedHardware(j);
+    return h ? `estimated ${j.estimate!.totalSteps} steps, ${formatDuration(seconds(h.duration))} on ${h.hardware}` : "";
+  }
+  const done = `step ${p.step}/${p.totalSteps}  epoch ${p.epoch.toFixed(2)}`;
+  // A finished job's losses are in its result: the last snapshot's eval loss predates the final evaluation.
+  if (terminal(j.state)) return done;
+  return `${done}  loss ${loss(p.loss)}  eval loss ${loss(p.evalLoss)}  lr ${p.learningRate.toExponential(2)}  ${count(Math.round(p.tokensPerSecond))} tok/s  eta ${formatDuration(seconds(p.eta))}`;
+}
+
+/** One line of `jobs watch`: the state and, once it trains, the progress. */
+function snapshotLine(j: FineTuningJob): string {
+  return `${stateText(j.state).padEnd(9)} ${progressText(j)}`.trimEnd();
+}
+
+/** What a succeeded job left: its adapter and losses, and the adapter version once the registry made it. */
+function printOutcome(j: FineTuningJob, out: NodeJS.WritableStream = process.stdout): void {
+  if (j.state !== State.STATE_SUCCEEDED || !j.result) return;
+  const r = j.result;
+  out.write(`${j.name} succeeded after ${formatDuration(seconds(r.trainingDuration))} of training (${j.attemptCount} attempt${j.attemptCount === 1 ? "" : "s"})\n`);
+  out.write(`  adapter           ${r.adapterArtifactDigest}\n`);
+  out.write(`  final loss        ${loss(r.finalLoss)}, eval loss ${loss(r.finalEvalLoss)}\n`);
+  out.write(`  trainable params  ${count(r.trainableParameterCount)}\n`);
+  out.write(`  checkpoint        ${r.checkpoint}${r.bestCheckpoint && r.bestCheckpoint !== r.checkpoint ? ` (lowest eval loss: ${r.bestCheckpoint})` : ""}\n`);
+  const reg = j.followUp?.registration?.adapter;
+  if (j.adapterVersion !== "") out.write(`  adapter version   ${j.adapterVersion}\n`);
+  else if (reg) out.write(`  adapter version   pending: the registry is registering it under ${reg} (see lathe jobs get ${j.name.slice("fineTuningJobs/".length)})\n`);
+}
+
+/** A job that did not succeed, as the error `lathe` prints and exits 1 on. */
+function notSucceeded(j: FineTuningJob): Error | undefined {
+  const step = j.progress?.step ?? 0;
+  if (j.state === State.STATE_FAILED) {
+    const e = j.error;
+    const code = (e?.code ?? "") in errorCodeTable ? (e!.code as ErrorCode) : "INTERNAL";
+    return new AppError(code, e?.reason || code, `${j.name} failed at step ${step}: ${e?.message ?? "no reason given"}`, e?.metadata ?? {});
+  }
+  if (j.state === State.STATE_CANCELLED) return new Error(`${j.name} was cancelled at step ${step}${j.cancelReason ? ` (${j.cancelReason})` : ""}; its checkpoints are kept`);
+  return undefined;
+}
+
+/**
+ * Streams a job until it is terminal: a line per state change, logged step and new eval loss
+ * (or a JSON line per snapshot with `json`), then the outcome. Rejects with the job's error when
+ * it failed or was cancelled.
+ */
+async function watchJob(client: TrainerServiceClient, name: string, json: boolean | undefined): Promise<FineTuningJob> {
+  const last = await new Promise<FineTuningJob | undefined>((resolve, reject) => {
+    let seen: FineTuningJob | undefined;
+    let printed: FineTuningJob | undefined;
+    // Training may take hours: no deadline on the stream.
+    const stream = client.watchFineTuningJob({ name }, { deadline: Infinity });
+    stream.on("data", (m: WatchFineTuningJobResponse) => {
+      const j = m.fineTuningJob!;
+      seen = j;
+      if (json) {
+        process.stdout.write(`${JSON.stringify(FineTuningJob.toJSON(j))}\n`);
+        return;
+      }
+      const p = j.progress;
+      const every = j.trainingArguments?.loggingSteps || 10;
+      const worth =
+        printed === undefined ||
+        j.state !== printed.state ||
+        p?.evalLoss !== printed.progress?.evalLoss ||
+        (p !== undefined && p.step !== printed.progress?.step && (p.step % every === 0 || p.step === p.totalSteps));
+      if (!worth) return;
+      printed = j;
+      process.stdout.write(`${snapshotLine(j)}\n`);
+    });
+    stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
+    stream.on("end", () => resolve(seen));
+  });
+  if (!last) throw new Error(`the stream of ${name} ended before it sent the job`);
+  if (!terminal(last.state)) throw new Error(`the stream of ${name} ended while the job is ${stateText(last.state)}; watch it again with lathe jobs watch ${name}`);
+  if (!json) printOutcome(last);
+  const failed = notSucceeded(last);
+  if (failed) throw failed;
+  return last;
+}
+
+/** `lathe jobs get`: the job as a person reads it. */
+function printJob(j: FineTuningJob): void {
+  const rows: [string, string][] = [
+    ["name", j.name],
+    ["state", stateText(j.state)],
+    ["base model", j.baseModel],
+    ["train", j.trainDatasetVersion],
+    ["eval", j.evalDatasetVersion || "-"],
+  ];
+  if (j.displayName && j.displayName !== j.name.slice("fineTuningJobs/".length)) rows.push(["display name", j.displayName]);
+  const l = j.loraConfig;
+  const method = j.method === FineTuningMethod.FINE_TUNING_METHOD_QLORA ? "QLoRA" : "LoRA";
+  if (l) rows.push(["adapter", `${method} r ${l.r}, alpha ${l.loraAlpha}${l.useRslora ? " (rsLoRA)" : ""}, dropout ${l.loraDropout ?? "-"}, ${l.targetModules.join(",")}`]);
+  const a = j.trainingArguments;
+  if (a) rows.push(["training", `${a.numTrainEpochs} epochs, batch ${a.perDeviceTrainBatchSize} × ${a.gradientAccumulationSteps}, lr ${a.learningRate} ${(LearningRateScheduler[a.lrSchedulerType] ?? "").replace("LEARNING_RATE_SCHEDULER_", "").toLowerCase()}, max_seq_length ${a.maxSeqLength}${a.packing ? ", packing" : ""}, seed ${a.seed ?? "-"}`]);
+  if (Object.keys(j.labels).length > 0) rows.push(["labels", Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(", ")]);
+  rows.push(["created", j.createTime?.toISOString() ?? ""]);
+  if (j.startTime) rows.push(["started", j.startTime.toISOString()]);
+  if (j.endTime) rows.push(["ended", j.endTime.toISOString()]);
+  if (j.worker) rows.push(["worker", `${j.worker} (attempt ${j.attemptCount})`]);
+  rows.push(["progress", progressText(j) || "-"]);
+  if (j.result) {
+    rows.push(["adapter digest", j.result.adapterArtifactDigest]);
+    rows.push(["final loss", `${loss(j.result.finalLoss)}, eval loss ${loss(j.result.finalEvalLoss)}`]);
+  }
+  const reg = j.followUp?.registration?.adapter;
+  if (j.adapterVersion) rows.push(["adapter version", j.adapterVersion]);
+  else if (reg) rows.push(["registers as", reg]);
+  if (j.evaluationRun) rows.push(["evaluation run", j.evaluationRun]);
+  if (j.error) rows.push(["error", `${j.error.message} (${j.error.code}, ${j.error.reason})`]);
+  if (j.cancelReason) rows.push(["cancel reason", j.cancelReason]);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
+}
+
+/** `lathe jobs estimate`: the estimate and a row per hardware type. */
+function printEstimate(e: FineTuningEstimate): void {
+  process.stdout.write(`rows ${count(e.trainRowCount)} (${e.truncatedRowCount} truncated), ${count(e.tokensPerEpoch)} tokens per epoch (${count(e.trainedTokensPerEpoch)} trained), ${count(e.sequencesPerEpoch)} sequences per epoch\n`);
+  process.stdout.write(`steps ${count(e.stepsPerEpoch)} per epoch, ${count(e.totalSteps)} in all; ${count(e.totalTokens)} tokens in all; ${count(e.trainableParameterCount)} trainable parameters\n`);
+  printTable(
+    e.hardwareEstimates.map((h) => ({
+      hardware: h.hardware,
+      gpus: String(h.gpuCount),
+      "tokens/s": count(Math.round(h.tokensPerSecond)),
+      duration: formatDuration(seconds(h.duration)),
+      "peak memory": bytes(h.peakMemoryBytes),
+      available: bytes(h.availableMemoryBytes),
+      fits: h.fits ? "yes" : "no",
+      cost: `${h.cost > 0 && h.cost < 0.01 ? "<0.01" : h.cost.toFixed(2)} ${h.currencyCode}`,
+    })),
+    ["hardware", "gpus", "tokens/s", "duration", "peak memory", "available", "fits", "cost"],
+  );
+  process.stdout.write(e.recommendedHardware ? `recommended: ${e.recommendedHardware}\n` : "recommended: none (the job fits on none of these; lower --batch-size or --max-seq-length, or use --qlora)\n");
+}
+
+/** `lathe jobs …`: fine-tuning jobs on the trainer service. */
+export function jobsCommand(): Command {
+  const jobs = new Command("jobs").description("create, watch and cancel fine-tuning jobs; list their checkpoints; estimate their cost");
+
+  withJobFlags(
+    jobs
+      .command("create")
+      .description("queue a fine-tuning job of --model on --train; flags left out take the trainer's defaults")
+      .option("--id <id>", "the job's id: lowercase letters, digits and - (default: one the server makes)")
+      .option("--request-id <id>", "idempotency key: a retry with the same id returns the job the first call created")
+      .option("--watch", "then follow the job until it ends, as jobs watch does (exit 1 when it fails or is cancelled)"),
+  ).action(async (o: JobFlags & { id?: string; requestId?: string; watch?: boolean }) => {
+    const job = jobFromFlags(o);
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const { fineTuningJob: created } = await call(client, "createFineTuningJob", { fineTuningJobId: o.id ?? "", fineTuningJob: job, requestId: o.requestId ?? "" });
+      if (!o.watch) {
+        if (o.json) printJson(FineTuningJob.toJSON(created!));
+        else {
+          const progress = progressText(created!);
+          process.stdout.write(`created ${created!.name} (${stateText(created!.state)}${progress ? `, ${progress}` : ""})\nfollow it with: lathe jobs watch ${created!.name.slice("fineTuningJobs/".length)}\n`);
+        }
+        return;
+      }
+      if (!o.json) process.stdout.write(`created ${created!.name}\n`);
+      await watchJob(client, created!.name, o.json);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(jobs.command("get <job>").description("show a job: JOB is ID or fineTuningJobs/ID")).action(async (arg: string, o: ConnectionOptions) => {
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const { fineTuningJob } = await call(client, "getFineTuningJob", { name: jobName(arg) });
+      if (o.json) printJson(FineTuningJob.toJSON(fineTuningJob!));
+      else printJob(fineTuningJob!);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    jobs
+      .command("list")
+      .description("list your jobs, newest first")
+      .option("--filter <filter>", 'e.g. state = STATE_RUNNING AND labels.team = "support"; fields: state, method, base_model, train_dataset_version, labels.<key>'),
+  ).action(async (o: ConnectionOptions & { filter?: string }) => {
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const all: FineTuningJob[] = [];
+      let pageToken = "";
+      do {
+        const page = await call(client, "listFineTuningJobs", { pageSize: 1000, pageToken, filter: o.filter ?? "" });
+        all.push(...page.fineTuningJobs);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      if (o.json) printJson({ fineTuningJobs: all.map((j) => FineTuningJob.toJSON(j)) });
+      else if (all.length === 0) process.stdout.write("no jobs\n");
+      else
+        printTable(
+          all.map((j) => ({
+            name: j.name,
+            state: stateText(j.state),
+            "base model": j.baseModel,
+            train: j.trainDatasetVersion,
+            step: j.progress ? `${j.progress.step}/${j.progress.totalSteps}` : "",
+            loss: j.result ? loss(j.result.finalLoss) : j.progress?.step ? loss(j.progress.loss) : "",
+            "adapter version": j.adapterVersion,
+            created: j.createTime?.toISOString() ?? "",
+          })),
+          ["name", "state", "base model", "train", "step", "loss", "adapter version", "created"],
+        );
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(jobs.command("watch <job>").description("follow a job until it ends: a line per logged step and evaluation (a JSON line per snapshot with --json), then its adapter; exit 1 when it failed or was cancelled")).action(async (arg: string, o: ConnectionOptions) => {
+    const client = connect(TrainerServiceClient, o);
+    try {
+      await watchJob(client, jobName(arg), o.json);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    jobs
+      .command("cancel <job>")
+      .description("stop a queued or running job; its checkpoints are kept")
+      .option("--reason <text>", "why", ""),
+  ).action(async (arg: string, o: ConnectionOptions & { reason: string }) => {
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const { fineTuningJob: j } = await call(client, "cancelFineTuningJob", { name: jobName(arg), reason: o.reason });
+      if (o.json) printJson(FineTuningJob.toJSON(j!));
+      else process.stdout.write(`cancelled ${j!.name} at step ${j!.progress?.step ?? 0}; its checkpoints are kept\n`);
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(jobs.command("checkpoints <job>").description("list the checkpoints a job saved, by step")).action(async (arg: string, o: ConnectionOptions) => {
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const all: Checkpoint[] = [];
+      let pageToken = "";
+      do {
+        const page = await call(client, "listCheckpoints", { parent: jobName(arg), pageSize: 1000, pageToken });
+        all.push(...page.checkpoints);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      if (o.json) printJson({ checkpoints: all.map((c) => Checkpoint.toJSON(c)) });
+      else if (all.length === 0) process.stdout.write("no checkpoints\n");
+      else
+        printTable(
+          all.map((c) => ({ name: c.name, step: String(c.step), epoch: c.epoch.toFixed(2), loss: loss(c.loss), "eval loss": loss(c.evalLoss), size: bytes(c.sizeBytes), resumable: c.resumable ? "yes" : "no", digest: c.artifactDigest.slice(0, 19) })),
+          ["name", "step", "epoch", "loss", "eval loss", "size", "resumable", "digest"],
+        );
+    } finally {
+      client.close();
+    }
+  });
+
+  withJobFlags(
+    jobs
+      .command("estimate")
+      .description("estimate tokens, steps, time, memory and cost of a job without creating it (same flags as create)")
+      .option("--hardware <list>", "comma-separated hardware types of the cost table, e.g. nvidia-a100-40gb,nvidia-h100-80gb (default: all)", list),
+  ).action(async (o: JobFlags & { hardware?: string[] }) => {
+    const job = jobFromFlags(o);
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const { estimate } = await call(client, "estimateFineTuningJob", { fineTuningJob: job, hardware: o.hardware ?? [] });
+      if (o.json) printJson(FineTuningEstimate.toJSON(estimate!));
+      else printEstimate(estimate!);
+    } finally {
+      client.close();
+    }
+  });
+
+  return jobs;
+}
