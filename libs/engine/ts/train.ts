@@ -83,6 +83,11 @@ export interface TrainOptions {
   trainOnInputs?: boolean;
   /** Seeds LoRA's initialisation, dropout and the data order. Default 42. */
   seed?: number;
+  /**
+   * `base_model_name_or_path` written into the adapter's config. Default `modelDir`. A service
+   * that trains from a cache folder names the model instead, so the same job gives the same bytes.
+   */
+  baseModelNameOrPath?: string;
   /** Engine threads, 0: all. Default 0. */
   numThreads?: number;
   /** QLoRA: store the 7 projections of every layer as NF4 (double quantised) before LoRA init. Default false. */
@@ -353,7 +358,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
       loraDropout: o.loraDropout,
       targetModules: o.targetModules,
       useRslora: o.useRslora,
-      baseModelNameOrPath: options.modelDir,
+      baseModelNameOrPath: options.baseModelNameOrPath ?? options.modelDir,
       tensors: [...model.loraShapes()].map(([name, shape]) => ({ name: `base_model.model.${name}`, shape: [...shape], data: model.loraGet(name) })),
     });
     let lastCheckpointStep = step;

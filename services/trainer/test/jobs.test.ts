@@ -1,10 +1,10 @@
 import { mkdtempSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { baseConfigSchema, call, createClient, fromGrpcError, loadConfig, startPlatform, withMetadata, type AppError, type RunningPlatform } from "@lathe/kit";
+import { baseConfigSchema, call, createClient, fromGrpcError, loadConfig, materializeFolder, startPlatform, withMetadata, type AppError, type RunningPlatform } from "@lathe/kit";
 import { evalLoss } from "@lathe/engine";
 import { writeTinyModel } from "@lathe/models";
 import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
@@ -184,6 +184,9 @@ describe("TrainerService: jobs from dataset versions to registered adapters", ()
     expect(seen[0]!.state).toBe(State.STATE_QUEUED);
     expect(seen.some((j) => j.state === State.STATE_RUNNING && (j.progress?.step ?? 0) > 0)).toBe(true);
     expect(done.progress).toMatchObject({ step: 12, totalSteps: 12 });
+    // The stream carries logged steps (logging_steps 2), not every step.
+    const steps = seen.filter((j) => j.state === State.STATE_RUNNING).map((j) => j.progress?.step ?? 0);
+    expect(steps.every((s) => s % 2 === 0)).toBe(true);
     expect(done.progress!.epoch).toBeCloseTo(3, 10);
     expect(done).toMatchObject({ attemptCount: 1, worker: expect.stringMatching(/^local-/) });
     expect(done.result!.adapterArtifactDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -195,6 +198,12 @@ describe("TrainerService: jobs from dataset versions to registered adapters", ()
     expect(checkpoints.map((c) => c.step)).toEqual([2, 4, 6, 8, 10, 12]);
     expect(checkpoints.filter((c) => c.evalLoss !== undefined).map((c) => c.step)).toEqual([4, 8, 12]);
     expect(done.result!.finalEvalLoss).toBe(checkpoints[5]!.evalLoss);
+    // The last epoch's eval loss, measured after its last logged step, reaches the progress too.
+    expect(done.progress!.evalLoss).toBe(done.result!.finalEvalLoss);
+    // The adapter names the model it was trained on, not the worker's cache folder.
+    const adapterDir = join(dir, "adapter-first");
+    await materializeFolder(t.platform.deps.artifacts, done.result!.adapterArtifactDigest.replace(/^sha256:/, ""), adapterDir);
+    expect(JSON.parse(await readFile(join(adapterDir, "adapter_config.json"), "utf8"))).toMatchObject({ base_model_name_or_path: "models/tiny" });
 
     // It learned: the eval loss of the adapter is well under the base model's.
     const evalFile = join(dir, "eval.jsonl");

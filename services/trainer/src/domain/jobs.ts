@@ -370,7 +370,8 @@ export class JobStore {
   }
 
   /** Records progress and renews the lease; false when the job is no longer this worker's (cancelled, taken over). */
-  async heartbeat(job: JobRow, worker: string, leaseMs: number, progress: JobProgress | null, logged: boolean): Promise<boolean> {
+  /** Renews the lease; with progress (a logged step) also records it and publishes `fine_tuning_job_progressed`. */
+  async heartbeat(job: JobRow, worker: string, leaseMs: number, progress: JobProgress | null): Promise<boolean> {
     const held = await this.db.transaction().execute(async (trx) => {
       let q = trx
         .withSchema(schema)
@@ -383,7 +384,7 @@ export class JobStore {
       if (progress) q = q.set({ progress: JSON.stringify(progress), update_time: sql`now()` });
       const updated = await q.returning("job_id").executeTakeFirst();
       if (!updated) return false;
-      if (progress && logged) {
+      if (progress) {
         const name = jobName(job.job_id);
         await this.events(trx, [
           {
@@ -396,7 +397,7 @@ export class JobStore {
       }
       return true;
     });
-    if (held && progress) this.changed(job.tenant, job.job_id, logged);
+    if (held && progress) this.changed(job.tenant, job.job_id, true);
     return held;
   }
 
@@ -410,6 +411,17 @@ export class JobStore {
         .insertInto("checkpoints")
         .values({ tenant: job.tenant, job_id: job.job_id, step: c.step, epoch: c.epoch, loss: Number.isFinite(c.loss) ? c.loss : null, eval_loss: c.evalLoss, artifact_digest: c.digest, size_bytes: c.sizeBytes })
         .onConflict((oc) => oc.columns(["tenant", "job_id", "step"]).doUpdateSet({ artifact_digest: c.digest, eval_loss: c.evalLoss, epoch: c.epoch }))
+        .execute();
+      // An epoch's eval loss is measured after its last step was logged: the progress takes it here.
+      await trx
+        .withSchema(schema)
+        .updateTable("jobs")
+        .set({
+          update_time: sql`now()`,
+          ...(c.evalLoss === null ? {} : { progress: sql`jsonb_set(progress, '{evalLoss}', to_jsonb(${c.evalLoss}::float8))` as never }),
+        })
+        .where("tenant", "=", job.tenant)
+        .where("job_id", "=", job.job_id)
         .execute();
       const name = jobName(job.job_id);
       await this.events(trx, [

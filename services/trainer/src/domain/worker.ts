@@ -128,8 +128,9 @@ export class LocalWorker {
         log.info({ checkpoint: resumeDigest }, "resuming from the last checkpoint");
       }
 
-      // Progress: every step renews the lease and updates the job; every logging_steps (and the
-      // last step) also publishes `fine_tuning_job_progressed`, with the mean loss since the last log.
+      // Progress: every step renews the lease; every logging_steps (and the last step) also
+      // updates the job's progress and publishes `fine_tuning_job_progressed`, with the mean loss
+      // since the last log, so watchers see logged steps, not every step.
       let pending = Promise.resolve();
       let window: number[] = [];
       let lastEval: number | undefined;
@@ -159,7 +160,7 @@ export class LocalWorker {
           if (logged) window = [];
         }
         pending = pending
-          .then(() => this.o.jobs.heartbeat(job, this.id, this.o.leaseMs, progress, logged))
+          .then(() => this.o.jobs.heartbeat(job, this.id, this.o.leaseMs, logged ? progress : null))
           .then((held) => {
             if (!held) abort.abort(new Stop("lost"));
           })
@@ -180,6 +181,7 @@ export class LocalWorker {
         summary = await train(
           {
             modelDir,
+            baseModelNameOrPath: spec.baseModel,
             dataPath,
             evalPath,
             outDir,
