@@ -5,12 +5,20 @@ import type { ServiceDeps } from "./runtime.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
+/** Something a service runs beside its handlers: an event consumer, a worker. */
+export interface ServicePart {
+  start(): void | Promise<void>;
+  stop(): Promise<void>;
+}
+
 /** What every service owns: its migrated schema and the relay of its outbox. */
 export interface ServiceBase {
   readonly schema: string;
   readonly relay: OutboxRelay;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** The base and these parts as one: started base first, then in order; stopped in reverse, base last. */
+  with(...parts: ServicePart[]): { start(): Promise<void>; stop(): Promise<void> };
 }
 
 /**
@@ -24,7 +32,7 @@ export async function prepareService(
 ): Promise<ServiceBase> {
   await migrateSchema(deps.db, schema, migrations);
   const relay = new OutboxRelay({ db: deps.db, schema, bus: deps.bus, logger: deps.logger.child({ schema }), pollMs: deps.config.LATHE_OUTBOX_POLL_MS });
-  return {
+  const base: ServiceBase = {
     schema,
     relay,
     async start() {
@@ -33,5 +41,17 @@ export async function prepareService(
     async stop() {
       await relay.stop();
     },
+    with(...parts) {
+      const all: ServicePart[] = [base, ...parts];
+      return {
+        async start() {
+          for (const p of all) await p.start();
+        },
+        async stop() {
+          for (const p of [...all].reverse()) await p.stop();
+        },
+      };
+    },
   };
+  return base;
 }

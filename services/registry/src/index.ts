@@ -33,15 +33,6 @@ export const createRegistryService: ServiceFactory = async (deps) => {
     register(server) {
       server.add("lathe.registry.v1.RegistryService", RegistryServiceService, registryHandlers({ db, models, adapters, aliases, artifacts: deps.artifacts, cacheDir }));
     },
-    async start() {
-      await base.start();
-      await consumer.start();
-      worker.start();
-    },
-    async stop() {
-      await worker.stop();
-      await consumer.stop();
-      await base.stop();
-    },
+    ...base.with(consumer, worker),
   };
 };

@@ -56,16 +56,7 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
           }),
         );
       },
-      async start() {
-        await base.start();
-        await consumer.start();
-        worker.start();
-      },
-      async stop() {
-        await worker.stop();
-        await consumer.stop();
-        await base.stop();
-      },
+      ...base.with(consumer, worker),
     };
   };
 }

@@ -433,6 +433,21 @@ export class JobStore {
     return held;
   }
 
+  /** Ends a job this worker still runs (its lease dropped, its training time added); false when it is no longer the worker's. */
+  private async end(trx: Transaction<TrainerTables>, job: JobRow, worker: string, trainingMs: number, outcome: { state: "SUCCEEDED"; result: string } | { state: "FAILED"; error: string }): Promise<boolean> {
+    const updated = await trx
+      .withSchema(schema)
+      .updateTable("jobs")
+      .set({ ...outcome, end_time: sql`now()`, update_time: sql`now()`, lease_until: null, training_ms: sql`training_ms + ${Math.round(trainingMs)}` })
+      .where("tenant", "=", job.tenant)
+      .where("job_id", "=", job.job_id)
+      .where("state", "=", "RUNNING")
+      .where("worker", "=", worker)
+      .returning("job_id")
+      .executeTakeFirst();
+    return updated !== undefined;
+  }
+
   /** The job succeeded: its result and the `fine_tuning_job_succeeded` event that carries the follow-up. */
   async succeed(job: JobRow, worker: string, result: Omit<JobResult, "checkpoint" | "bestCheckpoint"> & { lastStep: number; bestStep: number | null }, trainingMs: number): Promise<boolean> {
     const s = job.spec as StoredSpec;
@@ -447,17 +462,7 @@ export class JobStore {
       trainableParameterCount: result.trainableParameterCount,
     };
     const done = await this.db.transaction().execute(async (trx) => {
-      const updated = await trx
-        .withSchema(schema)
-        .updateTable("jobs")
-        .set({ state: "SUCCEEDED", result: JSON.stringify(stored), end_time: sql`now()`, update_time: sql`now()`, lease_until: null, training_ms: sql`training_ms + ${Math.round(trainingMs)}` })
-        .where("tenant", "=", job.tenant)
-        .where("job_id", "=", job.job_id)
-        .where("state", "=", "RUNNING")
-        .where("worker", "=", worker)
-        .returning("job_id")
-        .executeTakeFirst();
-      if (!updated) return false;
+      if (!(await this.end(trx, job, worker, trainingMs, { state: "SUCCEEDED", result: JSON.stringify(stored) }))) return false;
       await this.events(trx, [
         {
           def: fineTuningJobSucceeded,
@@ -490,17 +495,7 @@ export class JobStore {
   async fail(job: JobRow, worker: string, error: JobFailure, step: number, trainingMs: number): Promise<boolean> {
     const name = jobName(job.job_id);
     const done = await this.db.transaction().execute(async (trx) => {
-      const updated = await trx
-        .withSchema(schema)
-        .updateTable("jobs")
-        .set({ state: "FAILED", error: JSON.stringify(error), end_time: sql`now()`, update_time: sql`now()`, lease_until: null, training_ms: sql`training_ms + ${Math.round(trainingMs)}` })
-        .where("tenant", "=", job.tenant)
-        .where("job_id", "=", job.job_id)
-        .where("state", "=", "RUNNING")
-        .where("worker", "=", worker)
-        .returning("job_id")
-        .executeTakeFirst();
-      if (!updated) return false;
+      if (!(await this.end(trx, job, worker, trainingMs, { state: "FAILED", error: JSON.stringify(error) }))) return false;
       const last = await this.lastCheckpoint(trx, job.tenant, job.job_id);
       await this.events(trx, [
         { def: fineTuningJobFailed, tenant: job.tenant, subject: name, payload: { fineTuningJob: name, error: { code: error.code, reason: error.reason, message: error.message, metadata: {} }, step, lastCheckpoint: last ? checkpointName(job.job_id, last.step) : "" } },
