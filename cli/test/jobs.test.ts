@@ -60,6 +60,8 @@ describe("lathe jobs (against lathe up)", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("created fineTuningJobs/first");
     for (const step of [2, 4, 6]) expect(r.stdout).toMatch(new RegExp(`running\\s+step ${step}/8  epoch [0-9.]+  loss [0-9.]+  eval loss \\S+  lr [0-9.e+-]+  [0-9,]+ tok/s  eta \\d+:\\d\\d\\n`));
+    // The first epoch's eval loss (measured after step 4) shows: on its own line, or with step 6 when the stream caught up later.
+    expect(r.stdout).toMatch(/evaluated step 4\/8 {2}eval loss [0-9.]+\n|running\s+step 6\/8 .* eval loss [0-9.]+ /);
     expect(r.stdout).toMatch(/succeeded\s+step 8\/8 {2}epoch 2\.00\n/);
     expect(r.stdout).toContain("fineTuningJobs/first succeeded after");
     expect(r.stdout).toMatch(/adapter\s+sha256:[0-9a-f]{64}\n/);

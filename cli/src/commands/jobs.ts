@@ -209,16 +209,14 @@ async function watchJob(client: TrainerServiceClient, name: string, json: boolea
         process.stdout.write(`${JSON.stringify(FineTuningJob.toJSON(j))}\n`);
         return;
       }
+      // The server sends logged steps, checkpoints and state changes; an epoch's eval loss
+      // arrives with its checkpoint, after the step it belongs to was printed.
       const p = j.progress;
-      const every = j.trainingArguments?.loggingSteps || 10;
-      const worth =
-        printed === undefined ||
-        j.state !== printed.state ||
-        p?.evalLoss !== printed.progress?.evalLoss ||
-        (p !== undefined && p.step !== printed.progress?.step && (p.step % every === 0 || p.step === p.totalSteps));
-      if (!worth) return;
+      const before = printed?.progress;
+      if (printed !== undefined && j.state === printed.state && p?.step === before?.step) {
+        if (p !== undefined && p.evalLoss !== before?.evalLoss) process.stdout.write(`${"evaluated".padEnd(9)} step ${p.step}/${p.totalSteps}  eval loss ${loss(p.evalLoss)}\n`);
+      } else process.stdout.write(`${snapshotLine(j)}\n`);
       printed = j;
-      process.stdout.write(`${snapshotLine(j)}\n`);
     });
     stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
     stream.on("end", () => resolve(seen));
