@@ -369,8 +369,10 @@ export class JobStore {
     return claimed;
   }
 
-  /** Records progress and renews the lease; false when the job is no longer this worker's (cancelled, taken over). */
-  /** Renews the lease; with progress (a logged step) also records it and publishes `fine_tuning_job_progressed`. */
+  /**
+   * Renews the lease; with progress (a logged step) also records it and publishes
+   * `fine_tuning_job_progressed`. False when the job is no longer this worker's (cancelled, taken over).
+   */
   async heartbeat(job: JobRow, worker: string, leaseMs: number, progress: JobProgress | null): Promise<boolean> {
     const held = await this.db.transaction().execute(async (trx) => {
       let q = trx

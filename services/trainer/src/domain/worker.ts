@@ -134,16 +134,15 @@ export class LocalWorker {
       let pending = Promise.resolve();
       let window: number[] = [];
       let lastEval: number | undefined;
-      let tokens = 0;
       const heartbeat = (p: TrainProgress | null) => {
         let progress: JobProgress | null = null;
-        let logged = false;
         if (p) {
           step = p.step;
           window.push(p.loss);
-          logged = p.step % spec.args.loggingSteps === 0 || p.step === p.totalSteps;
+        }
+        if (p && (p.step % spec.args.loggingSteps === 0 || p.step === p.totalSteps)) {
           const finite = window.filter(Number.isFinite);
-          tokens = Math.round(p.tokensPerSecond * ((performance.now() - started) / 1000));
+          const tokens = Math.round(p.tokensPerSecond * ((performance.now() - started) / 1000));
           progress = {
             step: p.step,
             totalSteps: p.totalSteps,
@@ -157,10 +156,10 @@ export class LocalWorker {
             etaSeconds: Number.isFinite(p.etaSeconds) ? p.etaSeconds : 0,
             updateTime: new Date().toISOString(),
           };
-          if (logged) window = [];
+          window = [];
         }
         pending = pending
-          .then(() => this.o.jobs.heartbeat(job, this.id, this.o.leaseMs, logged ? progress : null))
+          .then(() => this.o.jobs.heartbeat(job, this.id, this.o.leaseMs, progress))
           .then((held) => {
             if (!held) abort.abort(new Stop("lost"));
           })
