@@ -44,6 +44,16 @@ export const baseConfigSchema = z.object({
   LATHE_API_KEYS: apiKeysSchema,
   /** Folder of the content-addressed artifact store. Default LATHE_DATA_DIR/artifacts. */
   LATHE_ARTIFACTS_DIR: z.string().min(1).optional(),
+  /**
+   * Server-side folders callers may name for import (`models create --server-path`, a dataset's
+   * tokenizer folder), as absolute paths separated by `:`. Each must lie outside LATHE_DATA_DIR
+   * and the artifact store. Default empty: callers upload their files and name no server paths.
+   */
+  LATHE_IMPORT_ROOTS: z
+    .string()
+    .default("")
+    .transform((raw) => raw.split(":").map((s) => s.trim()).filter((s) => s !== ""))
+    .pipe(z.array(z.string().startsWith("/", "each import root must be an absolute path"))),
   /** Log level: trace, debug, info, warn, error, fatal or silent. Default `info`. */
   LATHE_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
   /** How long SIGTERM waits for calls in flight before closing them, in milliseconds. Default 10000. */

@@ -23,3 +23,5 @@ export { LocalArtifactStore, type ArtifactRef, type ArtifactStore } from "./arti
 export { cachedFolder, materializeFolder, putFolder, readFolderManifest, type FolderEntry, type FolderRef } from "./artifacts/folder.js";
 export { prepareService, type ServiceBase } from "./service-base.js";
 export * from "./validate.js";
+export * from "./import-roots.js";
+export * from "./idempotency.js";
