@@ -42,6 +42,12 @@ export const baseConfigSchema = z.object({
   LATHE_EVENTS_PREFIX: z.string().regex(/^[a-z0-9_-]*$/, "lowercase letters, digits, '-' and '_' only").default(""),
   /** API keys as comma-separated `key=tenant` pairs. A call without a known key is refused. Secret. */
   LATHE_API_KEYS: apiKeysSchema,
+  /**
+   * Key that signs page tokens (HMAC-SHA256), at least 16 characters. Secret. Unset: a random key
+   * per process, so a token is good only in the process that made it: replicas behind one address
+   * must share a secret, or a page token from one is refused (INVALID_ARGUMENT) by the next.
+   */
+  LATHE_PAGE_TOKEN_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
   /** Folder of the content-addressed artifact store. Default LATHE_DATA_DIR/artifacts. */
   LATHE_ARTIFACTS_DIR: z.string().min(1).optional(),
   /**

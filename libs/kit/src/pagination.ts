@@ -1,3 +1,4 @@
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { invalidArgument } from "./errors.js";
 
 /** Page size of a List request: 50 when unset (0), at most 1000, never negative. */
@@ -8,20 +9,93 @@ export function pageSize(requested: number, defaults = { default: 50, max: 1000 
 }
 
 /**
- * Opaque page tokens: base64url JSON of the last row's sort key, so pages stay stable while rows
- * are added. An altered or foreign token is INVALID_ARGUMENT on `page_token`.
+ * What a page token is for: the list and the query that made it, e.g.
+ * `["registry.adapters", tenant, parent]` or `["trainer.jobs", tenant, filter]`. A token made for
+ * one scope is refused by every other, so a token cannot be replayed against another list, another
+ * parent, another filter or another tenant.
  */
-export function encodePageToken(key: Record<string, string | number>): string {
-  return Buffer.from(JSON.stringify(key)).toString("base64url");
+export type PageScope = string | readonly (string | number)[];
+
+/** The fields of a list's sort key and their kinds: `{ seq: "int" }`. */
+export type PageKeyShape = Readonly<Record<string, "int" | "string">>;
+
+/** The sort key a shape describes: `"int"` fields are numbers, `"string"` fields strings. */
+export type PageKey<S extends PageKeyShape> = { -readonly [K in keyof S]: S[K] extends "int" ? number : string };
+
+/** Longest string field of a key, in characters: a sort key is a name or an id, never content. */
+export const maxPageKeyString = 512;
+// A token is a short key and a MAC; anything much longer is not one of ours.
+const maxTokenLength = 4096;
+
+let secret: Buffer = randomBytes(32);
+
+/**
+ * Sets the key page tokens are signed with (LATHE_PAGE_TOKEN_SECRET); `undefined` keeps this
+ * process's random key. Every process behind one address must use the same secret, or a token
+ * from one replica is refused by the next. `startPlatform` calls it.
+ */
+export function setPageTokenSecret(value: string | undefined): void {
+  secret = value === undefined ? secret : Buffer.from(value, "utf8");
 }
 
-export function decodePageToken<K extends Record<string, string | number>>(token: string, check: (k: unknown) => k is K): K | undefined {
-  if (token === "") return undefined;
-  try {
-    const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (check(parsed)) return parsed;
-  } catch {
-    /* fall through */
+/**
+ * The key if `value` is exactly a key of `shape` (no other fields; ints safe and non-negative,
+ * strings at most `maxPageKeyString` characters), else undefined. Page tokens are decoded with it
+ * so no list hand-writes these checks.
+ */
+export function checkPageKey<S extends PageKeyShape>(shape: S, value: unknown): PageKey<S> | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  const fields = Object.keys(shape);
+  const got = Object.keys(value);
+  if (got.length !== fields.length || !got.every((k) => Object.hasOwn(shape, k))) return undefined;
+  for (const k of fields) {
+    const v = (value as Record<string, unknown>)[k];
+    const ok = shape[k] === "int" ? typeof v === "number" && Number.isSafeInteger(v) && v >= 0 : typeof v === "string" && v.length <= maxPageKeyString;
+    if (!ok) return undefined;
   }
-  throw invalidArgument("page_token", "is not a token from a previous page of this list");
+  return value as PageKey<S>;
+}
+
+const canonicalScope = (scope: PageScope): string => JSON.stringify(typeof scope === "string" ? [scope] : scope);
+
+function mac(scope: PageScope, payload: string): Buffer {
+  return createHmac("sha256", secret).update("lathe.page_token.v1\0").update(canonicalScope(scope)).update("\0").update(payload).digest();
+}
+
+/**
+ * An opaque page token for the row after which the next page starts: the sort key, signed with
+ * HMAC-SHA256 over the key and `scope`, so pages stay stable while rows are added and a token
+ * cannot be forged or used for another list or query. Throws (a bug, not a user error) when the
+ * key does not fit its own checks.
+ */
+export function encodePageToken(scope: PageScope, key: Readonly<Record<string, string | number>>): string {
+  const shape = Object.fromEntries(Object.entries(key).map(([k, v]) => [k, typeof v === "number" ? "int" : "string"] as const));
+  if (checkPageKey(shape, key) === undefined) throw new Error(`a page key must hold non-negative safe integers and strings of at most ${maxPageKeyString} characters: ${JSON.stringify(key)}`);
+  const payload = Buffer.from(JSON.stringify(key)).toString("base64url");
+  return `${payload}.${mac(scope, payload).toString("base64url")}`;
+}
+
+/**
+ * The key a token of this `scope` carries, checked against `shape`; undefined for an empty token
+ * (the first page). Any other token (altered, forged, signed with another secret, made for another
+ * list or query, or holding a key of another shape) is INVALID_ARGUMENT on `page_token`.
+ */
+export function decodePageToken<S extends PageKeyShape>(scope: PageScope, token: string, shape: S): PageKey<S> | undefined {
+  if (token === "") return undefined;
+  const key = token.length <= maxTokenLength ? verify(scope, token, shape) : undefined;
+  if (key === undefined) throw invalidArgument("page_token", "is not a token from a previous page of this list and query");
+  return key;
+}
+
+function verify<S extends PageKeyShape>(scope: PageScope, token: string, shape: S): PageKey<S> | undefined {
+  const m = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})$/.exec(token);
+  if (!m) return undefined;
+  const [, payload, sig] = m as unknown as [string, string, string];
+  // Compared as text: two spellings of one base64url MAC would make two tokens of one page.
+  if (!timingSafeEqual(Buffer.from(sig), Buffer.from(mac(scope, payload).toString("base64url")))) return undefined;
+  try {
+    return checkPageKey(shape, JSON.parse(Buffer.from(payload, "base64url").toString("utf8")));
+  } catch {
+    return undefined;
+  }
 }

@@ -10,6 +10,7 @@ import { JetStreamBus } from "./events/jetstream-bus.js";
 import { MemoryBus } from "./events/memory-bus.js";
 import { GrpcServer } from "./grpc/server.js";
 import { createLogger } from "./logger.js";
+import { setPageTokenSecret } from "./pagination.js";
 import { startTelemetry, type Telemetry } from "./telemetry.js";
 import type { z } from "zod";
 
@@ -69,6 +70,7 @@ export async function startPlatform<C extends BaseConfig>(opts: {
   if (Object.keys(config.LATHE_API_KEYS).length === 0) {
     throw new Error("LATHE_API_KEYS: at least one key=tenant pair is required; every call needs an API key");
   }
+  setPageTokenSecret(config.LATHE_PAGE_TOKEN_SECRET);
   const telemetry: Telemetry = startTelemetry({ serviceName: `lathe-${opts.name}`, otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const closers: (() => Promise<void>)[] = [() => telemetry.shutdown()];
   const closeAll = async () => {

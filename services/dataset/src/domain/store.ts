@@ -23,7 +23,7 @@ import type { RowSink, StoredRow } from "./processor.js";
 export const schema = "dataset";
 const source = "dataset";
 
-const isSeq = (k: unknown): k is { seq: number } => typeof (k as { seq?: unknown })?.seq === "number";
+const isSeq = { seq: "int" } as const;
 
 /** A stored version: its identity, its API form and its report. */
 export interface VersionEntry {
@@ -102,14 +102,14 @@ export class DatasetStore {
 
   async listDatasets(tenant: string, req: { pageSize: number; pageToken: string }): Promise<{ datasets: Dataset[]; nextPageToken: string }> {
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, isSeq);
+    const after = decodePageToken(["dataset.datasets", tenant], req.pageToken, isSeq);
     let q = this.t.selectFrom("datasets").selectAll().where("tenant", "=", tenant);
     if (after) q = q.where("seq", ">", after.seq);
     const rows = await q.orderBy("seq").limit(size + 1).execute();
     const page = rows.slice(0, size);
     return {
       datasets: await Promise.all(page.map((r) => this.toDataset(r))),
-      nextPageToken: rows.length > size ? encodePageToken({ seq: Number(page[page.length - 1]!.seq) }) : "",
+      nextPageToken: rows.length > size ? encodePageToken(["dataset.datasets", tenant], { seq: Number(page[page.length - 1]!.seq) }) : "",
     };
   }
 
@@ -154,14 +154,14 @@ export class DatasetStore {
   async listVersions(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ datasetVersions: DatasetVersion[]; nextPageToken: string }> {
     const d = await this.datasetRecord(tenant, "parent", req.parent);
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, isSeq);
+    const after = decodePageToken(["dataset.versions", tenant, req.parent], req.pageToken, isSeq);
     let q = this.t.selectFrom("versions").selectAll().where("tenant", "=", tenant).where("dataset_id", "=", d.dataset_id);
     if (after) q = q.where("seq", ">", after.seq);
     const rows = await q.orderBy("seq").limit(size + 1).execute();
     const page = rows.slice(0, size);
     return {
       datasetVersions: page.map((r) => this.toEntry(r).version),
-      nextPageToken: rows.length > size ? encodePageToken({ seq: Number(page[page.length - 1]!.seq) }) : "",
+      nextPageToken: rows.length > size ? encodePageToken(["dataset.versions", tenant, req.parent], { seq: Number(page[page.length - 1]!.seq) }) : "",
     };
   }
 

@@ -27,7 +27,7 @@ import { recordLineage } from "./lineage.js";
 import { schema, type ModelStore } from "./models.js";
 
 const source = "registry";
-const isSeq = (k: unknown): k is { seq: number } => typeof (k as { seq?: unknown })?.seq === "number";
+const isSeq = { seq: "int" } as const;
 
 export const adapterName = (modelId: string, adapterId: string) => `models/${modelId}/adapters/${adapterId}`;
 export const versionName = (modelId: string, adapterId: string, version: number) => `${adapterName(modelId, adapterId)}/versions/${version}`;
@@ -128,12 +128,12 @@ export class AdapterStore {
   async list(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapters: Adapter[]; nextPageToken: string }> {
     const model = await this.models.record(tenant, "parent", req.parent);
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, isSeq);
+    const after = decodePageToken(["registry.adapters", tenant, req.parent], req.pageToken, isSeq);
     let q = this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", model.model_id);
     if (after) q = q.where("seq", ">", after.seq);
     const rows = await q.orderBy("seq").limit(size + 1).execute();
     const page = rows.slice(0, size);
-    return { adapters: await Promise.all(page.map((r) => this.toAdapter(r as never))), nextPageToken: rows.length > size ? encodePageToken({ seq: Number(page[page.length - 1]!.seq) }) : "" };
+    return { adapters: await Promise.all(page.map((r) => this.toAdapter(r as never))), nextPageToken: rows.length > size ? encodePageToken(["registry.adapters", tenant, req.parent], { seq: Number(page[page.length - 1]!.seq) }) : "" };
   }
 
   async delete(tenant: string, name: string, force: boolean): Promise<void> {
@@ -268,14 +268,14 @@ export class AdapterStore {
   async listVersions(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapterVersions: AdapterVersion[]; nextPageToken: string }> {
     const a = await this.record(tenant, "parent", req.parent);
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, (k): k is { v: number } => typeof (k as { v?: unknown })?.v === "number");
+    const after = decodePageToken(["registry.adapter_versions", tenant, req.parent], req.pageToken, { v: "int" });
     let q = this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id);
     if (after) q = q.where("version", ">", after.v);
     const rows = await q.orderBy("version").limit(size + 1).execute();
     const page = rows.slice(0, size);
     return {
       adapterVersions: await Promise.all(page.map((r) => this.toVersion(tenant, r))),
-      nextPageToken: rows.length > size ? encodePageToken({ v: page[page.length - 1]!.version }) : "",
+      nextPageToken: rows.length > size ? encodePageToken(["registry.adapter_versions", tenant, req.parent], { v: page[page.length - 1]!.version }) : "",
     };
   }
 }

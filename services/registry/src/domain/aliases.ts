@@ -68,12 +68,12 @@ export class AliasStore {
   async list(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ aliases: Alias[]; nextPageToken: string }> {
     await this.adapters.record(tenant, "parent", req.parent);
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, (k): k is { seq: number } => typeof (k as { seq?: unknown })?.seq === "number");
+    const after = decodePageToken(["registry.aliases", tenant, req.parent], req.pageToken, { seq: "int" });
     let q = this.t.selectFrom("aliases").select(["name", "seq"]).where("tenant", "=", tenant).where("name", "like", `${req.parent}/aliases/%`);
     if (after) q = q.where("seq", ">", after.seq);
     const rows = await q.orderBy("seq").limit(size + 1).execute();
     const page = rows.slice(0, size);
-    return { aliases: await Promise.all(page.map((r) => this.get(tenant, r.name))), nextPageToken: rows.length > size ? encodePageToken({ seq: Number(page[page.length - 1]!.seq) }) : "" };
+    return { aliases: await Promise.all(page.map((r) => this.get(tenant, r.name))), nextPageToken: rows.length > size ? encodePageToken(["registry.aliases", tenant, req.parent], { seq: Number(page[page.length - 1]!.seq) }) : "" };
   }
 
   /**

@@ -168,13 +168,13 @@ export class ModelStore {
 
   async list(tenant: string, req: { pageSize: number; pageToken: string }): Promise<{ models: Model[]; nextPageToken: string }> {
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, (k): k is { seq: number } => typeof (k as { seq?: unknown })?.seq === "number");
+    const after = decodePageToken(["registry.models", tenant], req.pageToken, { seq: "int" });
     let q = this.t.selectFrom("models").selectAll().where("tenant", "=", tenant);
     if (after) q = q.where("seq", ">", after.seq);
     const rows = await q.orderBy("seq").limit(size + 1).execute();
     const page = rows.slice(0, size);
     const last = page[page.length - 1];
-    return { models: page.map(toModel), nextPageToken: rows.length > size && last ? encodePageToken({ seq: Number(last.seq) }) : "" };
+    return { models: page.map(toModel), nextPageToken: rows.length > size && last ? encodePageToken(["registry.models", tenant], { seq: Number(last.seq) }) : "" };
   }
 
   async delete(tenant: string, name: string): Promise<void> {
