@@ -271,7 +271,7 @@ export class JobStore {
   async list(tenant: string, req: { pageSize: number; pageToken: string; filter: string }): Promise<{ fineTuningJobs: FineTuningJob[]; nextPageToken: string }> {
     const size = pageSize(req.pageSize);
     const terms = parseFilter(req.filter);
-    const after = decodePageToken(req.pageToken, (k): k is { seq: number } => typeof (k as { seq?: unknown })?.seq === "number");
+    const after = decodePageToken(["trainer.jobs", tenant, req.filter], req.pageToken, { seq: "int" });
     if (req.pageToken !== "" && !after) throw invalidArgument("page_token", "is not a token this service gave out");
     let q = this.t.selectFrom("jobs").selectAll().where("tenant", "=", tenant);
     if (after) q = q.where("seq", "<", String(after.seq));
@@ -284,7 +284,7 @@ export class JobStore {
     const rows = await q.orderBy("seq", "desc").limit(size + 1).execute();
     const page = rows.slice(0, size);
     const last = page[page.length - 1];
-    return { fineTuningJobs: page.map(toJob), nextPageToken: rows.length > size && last ? encodePageToken({ seq: Number(last.seq) }) : "" };
+    return { fineTuningJobs: page.map(toJob), nextPageToken: rows.length > size && last ? encodePageToken(["trainer.jobs", tenant, req.filter], { seq: Number(last.seq) }) : "" };
   }
 
   /** Stops a queued or running job; a running worker notices at its next step and stops. */
@@ -320,13 +320,13 @@ export class JobStore {
   async checkpoints(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ checkpoints: Checkpoint[]; nextPageToken: string }> {
     const job = await this.row(tenant, req.parent, "parent");
     const size = pageSize(req.pageSize);
-    const after = decodePageToken(req.pageToken, (k): k is { step: number } => typeof (k as { step?: unknown })?.step === "number");
+    const after = decodePageToken(["trainer.checkpoints", tenant, req.parent], req.pageToken, { step: "int" });
     let q = this.t.selectFrom("checkpoints").selectAll().where("tenant", "=", tenant).where("job_id", "=", job.job_id);
     if (after) q = q.where("step", ">", after.step);
     const rows = await q.orderBy("step").limit(size + 1).execute();
     const page = rows.slice(0, size);
     const last = page[page.length - 1];
-    return { checkpoints: page.map(toCheckpoint), nextPageToken: rows.length > size && last ? encodePageToken({ step: last.step }) : "" };
+    return { checkpoints: page.map(toCheckpoint), nextPageToken: rows.length > size && last ? encodePageToken(["trainer.checkpoints", tenant, req.parent], { step: last.step }) : "" };
   }
 
   // ---- The worker's side: claims with a lease, heartbeats, outcomes. Every write is guarded by
