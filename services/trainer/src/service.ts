@@ -1,5 +1,6 @@
 import { AppError, checkRequestId, traceHeaders, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
 import type { FineTuningJob, FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { canonicalCreateRequest } from "./domain/canonical-request.js";
 import { estimateJob, type CostTable } from "./domain/estimate.js";
 import { resolveInputs } from "./domain/inputs.js";
 import { terminal, type JobStore } from "./domain/jobs.js";
@@ -31,7 +32,8 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
     async createFineTuningJob(req, ctx) {
       const spec = validateJob(req.fineTuningJob, hardwareTypes);
       const requestId = checkRequestId("request_id", req.requestId);
-      const earlier = await p.jobs.byRequestId(ctx.tenant, requestId);
+      const request = canonicalCreateRequest(req);
+      const earlier = await p.jobs.byRequestId(ctx.tenant, requestId, request);
       if (earlier) return { fineTuningJob: earlier };
       const jobId = jobIdOf(req.fineTuningJobId);
       const exists = await p.jobs.get(ctx.tenant, `fineTuningJobs/${jobId}`).then(
@@ -49,7 +51,7 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
           { field: "fine_tuning_job" },
         );
       }
-      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs, trace: traceHeaders() }, est, requestId);
+      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs, trace: traceHeaders() }, est, requestId, request);
       p.onQueued();
       return { fineTuningJob: job };
     },

@@ -103,7 +103,8 @@ describe("TrainerService: jobs from dataset versions to registered adapters", ()
   beforeAll(async () => {
     await writeTinyModel(modelDir, { seed: 1 });
     // The API platform runs no training itself (0 worker slots); worker processes do.
-    t = await startTestPlatform({ factories: [createRegistryService, createDatasetService, trainerService(options(0))] });
+    // The registry imports server-side folders only inside its import roots.
+    t = await startTestPlatform({ env: { LATHE_IMPORT_ROOTS: dir }, factories: [createRegistryService, createDatasetService, trainerService(options(0))] });
     acme = createClient(TrainerServiceClient, t.address, { apiKey: testKeys.acme });
     globex = createClient(TrainerServiceClient, t.address, { apiKey: testKeys.globex });
     registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
@@ -169,8 +170,8 @@ describe("TrainerService: jobs from dataset versions to registered adapters", ()
     const { fineTuningJob: queued } = await call(acme, "createFineTuningJob", { fineTuningJobId: "first", fineTuningJob: jobRequest(train, evalV, { followUp, labels: { team: "support" } }), requestId: "req-first" }, traced);
     expect(queued).toMatchObject({ name: "fineTuningJobs/first", state: State.STATE_QUEUED, attemptCount: 0 });
     expect(queued!.estimate!.totalSteps).toBe(12);
-    // A retry with the same request id returns the same job.
-    const again = await call(acme, "createFineTuningJob", { fineTuningJobId: "", fineTuningJob: jobRequest(train, evalV), requestId: "req-first" });
+    // A retry (the same request with the same request id) returns the same job.
+    const again = await call(acme, "createFineTuningJob", { fineTuningJobId: "first", fineTuningJob: jobRequest(train, evalV, { followUp, labels: { team: "support" } }), requestId: "req-first" });
     expect(again.fineTuningJob!.name).toBe("fineTuningJobs/first");
     // Another tenant sees nothing of it.
     expect(await fails(call(globex, "getFineTuningJob", { name: "fineTuningJobs/first" }))).toMatchObject({ code: "NOT_FOUND" });

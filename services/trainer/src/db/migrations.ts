@@ -46,6 +46,11 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
       .addPrimaryKeyConstraint("checkpoints_pk", ["tenant", "job_id", "step"])
       .execute();
   },
+  "0002_job_requests": async (db) => {
+    // The request that made a job (canonical proto JSON), so a retry with its request_id is told
+    // apart from the id's reuse for another request. Jobs made before have none (null).
+    await db.schema.alterTable("jobs").addColumn("request", "jsonb").execute();
+  },
 };
 
 export type JobState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
@@ -58,6 +63,8 @@ export interface JobsTable {
   description: string;
   labels: ColumnType<Record<string, string>, string, string>;
   request_id: string | null;
+  /** The canonical CreateFineTuningJob request (see canonicalCreateRequest); null for jobs made before it was kept. */
+  request: ColumnType<Record<string, unknown> | null, string | null, never>;
   create_time: Generated<Date>;
   update_time: ColumnType<Date, never, Date | ReturnType<typeof sql>>;
   spec: ColumnType<JobSpec, string, never>;

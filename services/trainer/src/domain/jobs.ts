@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { AppError, decodePageToken, encodePageToken, enqueueEvents, invalidArgument, notFound, pageSize, parseName, type NewEvent } from "@lathe/kit";
+import { AppError, checkSameRequest, decodePageToken, encodePageToken, enqueueEvents, invalidArgument, notFound, pageSize, parseName, type NewEvent } from "@lathe/kit";
 import { sql, type Kysely, type Transaction } from "kysely";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { FineTuningMethod, LoraConfig } from "@lathe/proto/lathe/type/v1/lora";
@@ -171,6 +171,13 @@ function toCheckpoint(row: CheckpointRow): Checkpoint {
   });
 }
 
+/** The job a repeated request id made, once the retry is known to be the same request (AIP-155). */
+function replayed(row: JobRow, requestId: string, request: Record<string, unknown>): FineTuningJob {
+  // A job made before requests were kept can only be matched by its id, as it was then.
+  if (row.request !== null) checkSameRequest(requestId, jobName(row.job_id), row.request, request);
+  return toJob(row);
+}
+
 /** The AIP-160 subset ListFineTuningJobs takes: `field = value` / `field != value` joined by AND. */
 function parseFilter(filter: string): { column: string; label?: string; op: "=" | "!="; value: string }[] {
   if (filter.trim() === "") return [];
@@ -220,26 +227,29 @@ export class JobStore {
     await enqueueEvents(trx, schema, source, list);
   }
 
-  /** A repeated request id: the job it created, or null. */
-  async byRequestId(tenant: string, requestId: string | null): Promise<FineTuningJob | null> {
+  /**
+   * A repeated request id: the job it created, or null. REQUEST_ID_REUSED (naming the first field
+   * that differs) when `request` is not the request that made it.
+   */
+  async byRequestId(tenant: string, requestId: string | null, request: Record<string, unknown>): Promise<FineTuningJob | null> {
     if (requestId === null) return null;
     const row = await this.t.selectFrom("jobs").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
-    return row ? toJob(row) : null;
+    return row ? replayed(row, requestId, request) : null;
   }
 
-  /** Queues a job and its `fine_tuning_job_queued` event in one transaction. */
-  async create(tenant: string, jobId: string, spec: StoredSpec, estimate: FineTuningEstimate, requestId: string | null): Promise<FineTuningJob> {
-    const row = await this.db.transaction().execute(async (trx) => {
+  /** Queues a job and its `fine_tuning_job_queued` event in one transaction; `request` is kept to check retries. */
+  async create(tenant: string, jobId: string, spec: StoredSpec, estimate: FineTuningEstimate, requestId: string | null, request: Record<string, unknown>): Promise<FineTuningJob> {
+    const made = await this.db.transaction().execute(async (trx) => {
       const inserted = await trx
         .withSchema(schema)
         .insertInto("jobs")
-        .values({ tenant, job_id: jobId, display_name: spec.displayName || jobId, description: "", labels: JSON.stringify(spec.labels), request_id: requestId, spec: JSON.stringify(spec), estimate: JSON.stringify(FineTuningEstimate.toJSON(estimate)), state: "QUEUED" })
+        .values({ tenant, job_id: jobId, display_name: spec.displayName || jobId, description: "", labels: JSON.stringify(spec.labels), request_id: requestId, request: JSON.stringify(request), spec: JSON.stringify(spec), estimate: JSON.stringify(FineTuningEstimate.toJSON(estimate)), state: "QUEUED" })
         .onConflict((oc) => oc.doNothing())
         .returningAll()
         .executeTakeFirst();
       if (!inserted) {
         const earlier = requestId === null ? undefined : await trx.withSchema(schema).selectFrom("jobs").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
-        if (earlier) return earlier;
+        if (earlier) return { row: earlier, fresh: false };
         throw new AppError("ALREADY_EXISTS", "FINE_TUNING_JOB_ALREADY_EXISTS", `${jobName(jobId)} already exists`, { name: jobName(jobId) });
       }
       await this.events(trx, [
@@ -250,10 +260,12 @@ export class JobStore {
           payload: { fineTuningJob: jobName(jobId), baseModel: spec.baseModel, trainDatasetVersion: spec.trainDatasetVersion, evalDatasetVersion: spec.evalDatasetVersion, method: methodEnum(spec.method), totalSteps: estimate.totalSteps, hardware: spec.compute.hardware },
         },
       ]);
-      return inserted;
+      return { row: inserted, fresh: true };
     });
-    this.changed(tenant, row.job_id, true);
-    return toJob(row);
+    // A concurrent call with the same request id made the job first.
+    if (!made.fresh) return replayed(made.row, requestId!, request);
+    this.changed(tenant, made.row.job_id, true);
+    return toJob(made.row);
   }
 
   async row(tenant: string, name: string, field = "name"): Promise<JobRow> {
