@@ -17,7 +17,7 @@ import { writeTinyModel } from "@lathe/models";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { credentials, Metadata } from "@grpc/grpc-js";
-import { call } from "@lathe/kit";
+import { call, uploadFolder } from "@lathe/kit";
 import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { benchKeyValue } from "./key.js";
 
@@ -71,7 +71,7 @@ for (const kind of ["bare", "kit", "registry"]) {
     if (kind === "registry") {
       const dir = join(mkdtempSync(join(tmpdir(), "lathe-bench-model-")), "tiny");
       await writeTinyModel(dir);
-      await call(client, "createModel", { modelId: "bench", model: Model.fromPartial({ sourceUri: dir }), requestId: "bench" }, metadata);
+      await uploadFolder((cb) => client.uploadModel(metadata, cb), { modelId: "bench", model: Model.fromPartial({ sourceUri: dir }), requestId: "bench" }, dir);
     }
     await measure(client, name, Math.min(2000, calls)); // warm-up: JIT, connections, caches
     const rates: number[] = [];

@@ -2,7 +2,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Command, Option } from "commander";
-import { call, fromGrpcError } from "@lathe/kit";
+import { call, uploadFolder, fromGrpcError } from "@lathe/kit";
 import {
   Adapter,
   AdapterVersion,
@@ -13,7 +13,9 @@ import {
   LineageRelation,
   RegistryServiceClient,
   ResourceKind,
+  type CreateAdapterVersionRequest,
   type DownloadAdapterVersionResponse,
+  type UploadAdapterVersionResponse,
 } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { connect, type ConnectionOptions } from "../connection.js";
 import { parseLabel } from "../flags.js";
@@ -46,20 +48,22 @@ export function adaptersCommand(): Command {
   withConnection(
     adapters
       .command("register <adapter> <dir>")
-      .description("register the PEFT folder DIR as a new version of ADAPTER (MODEL/ADAPTER; created when missing)")
+      .description("upload the PEFT folder DIR from this machine as a new version of ADAPTER (MODEL/ADAPTER; created when missing)")
+      .option("--server-path", "DIR is a folder on the server, inside its import roots (LATHE_IMPORT_ROOTS), instead of one to upload")
       .option("--description <text>", "what this version is", "")
       .option("--train-dataset <version>", "the dataset version it was trained on")
       .option("--eval-dataset <version>", "the dataset version it was evaluated on")
       .addOption(new Option("--label <key=value>", "a label (repeatable), e.g. intended-use=…").argParser(parseLabel)),
-  ).action(async (adapter: string, dir: string, o: ConnectionOptions & { description: string; trainDataset?: string; evalDataset?: string; label?: Record<string, string> }) => {
+  ).action(async (adapter: string, dir: string, o: ConnectionOptions & { description: string; trainDataset?: string; evalDataset?: string; label?: Record<string, string>; serverPath?: boolean }) => {
     const client = connect(RegistryServiceClient, o);
     try {
-      const { adapterVersion } = await call(client, "createAdapterVersion", {
+      const req = {
         parent: adapterName(adapter),
         adapterVersion: AdapterVersion.fromPartial({ artifactUri: resolve(dir), description: o.description, trainDatasetVersion: o.trainDataset ?? "", evalDatasetVersion: o.evalDataset ?? "", labels: o.label ?? {} }),
         allowMissing: true,
         requestId: "",
-      });
+      };
+      const { adapterVersion } = o.serverPath ? await call(client, "createAdapterVersion", req) : await uploadFolder<CreateAdapterVersionRequest, UploadAdapterVersionResponse>((cb) => client.uploadAdapterVersion(cb), req, resolve(dir));
       if (o.json) printJson(AdapterVersion.toJSON(adapterVersion!));
       else process.stdout.write(`registered ${adapterVersion!.name} (${adapterVersion!.artifactDigest})\n`);
     } finally {

@@ -1,7 +1,7 @@
 import { basename, resolve } from "node:path";
 import { Command, Option } from "commander";
-import { call } from "@lathe/kit";
-import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { call, uploadFolder } from "@lathe/kit";
+import { Model, RegistryServiceClient, type CreateModelRequest, type UploadModelResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { connect, type ConnectionOptions } from "../connection.js";
 import { parseLabel } from "../flags.js";
 import { printJson, printTable } from "../output.js";
@@ -30,19 +30,22 @@ export function modelsCommand(): Command {
     models
       .command("create <name>")
       .description("register a base model (a Hugging Face model folder) under NAME")
-      .requiredOption("--path <dir>", "the model folder, as the server can read it")
+      .option("--path <dir>", "the model folder on this machine, uploaded to the server")
+      .option("--server-path <dir>", "instead of uploading: a folder on the server, inside its import roots (LATHE_IMPORT_ROOTS)")
       .option("--display-name <text>", "a human-readable name")
       .option("--description <text>", "a description", "")
       .addOption(new Option("--label <key=value>", "a label (repeatable)").argParser(parseLabel))
       .option("--request-id <id>", "idempotency key: a retry with the same id returns the same model"),
-  ).action(async (name: string, o: ConnectionOptions & { path: string; displayName?: string; description: string; label?: Record<string, string>; requestId?: string }) => {
+  ).action(async (name: string, o: ConnectionOptions & { path?: string; serverPath?: string; displayName?: string; description: string; label?: Record<string, string>; requestId?: string }) => {
+    if ((o.path === undefined) === (o.serverPath === undefined)) throw new Error("give the model folder with --path DIR (uploaded from this machine) or --server-path DIR (on the server), not both");
     const client = connect(RegistryServiceClient, o);
     try {
-      const { model } = await call(client, "createModel", {
-            modelId: name,
-            model: Model.fromPartial({ displayName: o.displayName ?? "", description: o.description, sourceUri: resolve(o.path), labels: o.label ?? {} }),
-            requestId: o.requestId ?? "",
-          });
+      const req = {
+        modelId: name,
+        model: Model.fromPartial({ displayName: o.displayName ?? "", description: o.description, sourceUri: resolve(o.path ?? o.serverPath ?? ""), labels: o.label ?? {} }),
+        requestId: o.requestId ?? "",
+      };
+      const { model } = o.serverPath !== undefined ? await call(client, "createModel", req) : await uploadFolder<CreateModelRequest, UploadModelResponse>((cb) => client.uploadModel(cb), req, resolve(o.path!));
       if (o.json) printJson(Model.toJSON(model!));
       else process.stdout.write(`created ${model!.name}\n`);
     } finally {
@@ -53,14 +56,14 @@ export function modelsCommand(): Command {
   withConnection(
     models
       .command("import <dir>")
-      .description("import a Hugging Face model folder (config.json, safetensors, tokenizer) as a base model")
+      .description("upload a Hugging Face model folder (config.json, safetensors, tokenizer) from this machine as a base model")
       .option("--name <id>", "the model id (default: the folder's name, lowercased)")
       .option("--display-name <text>", "a human-readable name"),
   ).action(async (dir: string, o: ConnectionOptions & { name?: string; displayName?: string }) => {
     const client = connect(RegistryServiceClient, o);
     const id = o.name ?? basename(resolve(dir)).toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+/, "");
     try {
-      const { model } = await call(client, "createModel", { modelId: id, model: Model.fromPartial({ displayName: o.displayName ?? "", sourceUri: resolve(dir) }), requestId: "" });
+      const { model } = await uploadFolder<CreateModelRequest, UploadModelResponse>((cb) => client.uploadModel(cb), { modelId: id, model: Model.fromPartial({ displayName: o.displayName ?? "", sourceUri: resolve(dir) }), requestId: "" }, resolve(dir));
       if (o.json) printJson(Model.toJSON(model!));
       else process.stdout.write(`imported ${model!.name}: ${model!.architecture}, ${model!.parameterCount.toLocaleString("en-US")} parameters, vocabulary ${model!.vocabSize}, context ${model!.contextLength}, ${model!.artifactDigest}\n`);
     } finally {

@@ -25,3 +25,4 @@ export { prepareService, type ServiceBase } from "./service-base.js";
 export * from "./validate.js";
 export * from "./import-roots.js";
 export * from "./idempotency.js";
+export { uploadFolder, localFolderFiles, type FolderUploadMessage } from "./grpc/upload-folder.js";

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppError} from "@lathe/kit";
-import { call, createClient, JetStreamBus, type Delivery } from "@lathe/kit";
+import { call, createClient, JetStreamBus, uploadFolder, type Delivery } from "@lathe/kit";
 import { writeTinyModel } from "@lathe/models";
 import {
   ContaminationScope,
@@ -118,7 +118,7 @@ describe("DatasetService over gRPC, Postgres and NATS", () => {
     const dir = mkdtempSync(join(tmpdir(), "lathe-tok-"));
     await writeTinyModel(dir);
     const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
-    await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: dir }), requestId: "" });
+    await uploadFolder((cb) => registry.uploadModel(cb), { modelId: "tiny", model: Model.fromPartial({ sourceUri: dir }), requestId: "" }, dir);
     registry.close();
     const v = await upload(acme, { parent: "datasets/tokens", checkOptions: CheckOptions.fromPartial({ tokenizerModel: "models/tiny", maxSeqLength: 64 }) }, jsonl([chat(1), chat(2), chat(3, "and a much longer question ".repeat(10))]));
     const { qualityReport: r } = await call(acme, "getQualityReport", { name: v.name });

@@ -1,5 +1,5 @@
 import { join, resolve } from "node:path";
-import { prepareService, type ServiceFactory } from "@lathe/kit";
+import { openImportRoots, prepareService, type ServiceFactory } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { RegistryServiceService } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { migrations, type RegistryTables } from "./db/migrations.js";
@@ -9,6 +9,7 @@ import { registryConsumer } from "./domain/consumers.js";
 import { ModelStore, schema } from "./domain/models.js";
 import { RegistrationWorker } from "./domain/registration.js";
 import { registryHandlers } from "./service.js";
+import { sweepStaging } from "./domain/folders.js";
 
 export { configSchema } from "./config.js";
 export { adapterVersionCreated, aliasMoved, modelCreated, modelDeleted } from "./events.js";
@@ -22,7 +23,11 @@ export const createRegistryService: ServiceFactory = async (deps) => {
   const db = deps.db as Kysely<RegistryTables>;
   const notify = () => base.relay.notify();
   // Materialized folders, merged models and GGUF files, all keyed by digest.
-  const cacheDir = join(resolve(deps.config.LATHE_DATA_DIR), "cache", "registry");
+  const dataDir = resolve(deps.config.LATHE_DATA_DIR);
+  const cacheDir = join(dataDir, "cache", "registry");
+  const importRoots = await openImportRoots(deps.config.LATHE_IMPORT_ROOTS, [dataDir, resolve(deps.config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts"))]);
+  const stagingDir = join(cacheDir, "staging");
+  await sweepStaging(stagingDir);
   const models = new ModelStore(db, deps.artifacts, notify);
   const adapters = new AdapterStore(db, models, deps.artifacts, cacheDir, notify);
   const aliases = new AliasStore(db, adapters, notify);
@@ -31,7 +36,7 @@ export const createRegistryService: ServiceFactory = async (deps) => {
   return {
     name: "registry",
     register(server) {
-      server.add("lathe.registry.v1.RegistryService", RegistryServiceService, registryHandlers({ db, models, adapters, aliases, artifacts: deps.artifacts, cacheDir }));
+      server.add("lathe.registry.v1.RegistryService", RegistryServiceService, registryHandlers({ db, models, adapters, aliases, artifacts: deps.artifacts, cacheDir, importRoots, stagingDir }));
     },
     ...base.with(consumer, worker),
   };

@@ -1,13 +1,14 @@
-import { invalidArgument, type ServiceHandlers } from "@lathe/kit";
+import { invalidArgument, resolveImportPath, type ImportRoots, type ServiceHandlers } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { ModelCard, type RegistryServiceService } from "@lathe/proto/lathe/registry/v1/registry_service";
 import type { RegistryTables } from "./db/migrations.js";
-import { parseVersionName, type AdapterStore } from "./domain/adapters.js";
+import { parseVersionName, versionRequestBody, type AdapterStore } from "./domain/adapters.js";
+import { receiveFolder, stageServerFolder } from "./domain/folders.js";
 import type { AliasStore } from "./domain/aliases.js";
 import { modelCard } from "./domain/card.js";
 import { downloadVersion } from "./domain/download.js";
 import { getLineage } from "./domain/lineage.js";
-import { validateCreateModel, type ModelStore } from "./domain/models.js";
+import { modelRequestBody, validateCreateModel, type ModelStore } from "./domain/models.js";
 import type { ArtifactStore } from "@lathe/kit";
 
 export interface RegistryParts {
@@ -17,6 +18,10 @@ export interface RegistryParts {
   aliases: AliasStore;
   artifacts: ArtifactStore;
   cacheDir: string;
+  /** The only server-side folders a caller may name (LATHE_IMPORT_ROOTS). */
+  importRoots: ImportRoots;
+  /** Where uploaded and imported folders are staged before they are checked and stored. */
+  stagingDir: string;
 }
 
 /** gRPC handlers of RegistryService: decode → domain → encode. */
@@ -27,7 +32,22 @@ export function registryHandlers(p: RegistryParts): ServiceHandlers<typeof Regis
   };
   return {
     async createModel(req, ctx) {
-      return { model: await models.create(ctx.tenant, validateCreateModel(req)) };
+      const m = validateCreateModel(req);
+      return {
+        model: await models.create(ctx.tenant, m, modelRequestBody(m), async () => {
+          const dir = await resolveImportPath(p.importRoots, "model.source_uri", m.sourceUri);
+          return { folder: await stageServerFolder(p.importRoots, "model.source_uri", dir, p.stagingDir), shownAs: m.sourceUri, field: "model.source_uri" };
+        }),
+      };
+    },
+    async uploadModel(requests, ctx) {
+      const { header, folder } = await receiveFolder(requests, p.stagingDir, ctx.signal);
+      try {
+        const m = validateCreateModel(header, "header.", false);
+        return { model: await models.create(ctx.tenant, m, modelRequestBody(m, folder.files), async () => ({ folder, shownAs: "the uploaded folder", field: "file_header" })) };
+      } finally {
+        await folder.remove();
+      }
     },
     async getModel(req, ctx) {
       return { model: await models.get(ctx.tenant, req.name) };
@@ -54,7 +74,24 @@ export function registryHandlers(p: RegistryParts): ServiceHandlers<typeof Regis
       return {};
     },
     async createAdapterVersion(req, ctx) {
-      return { adapterVersion: await adapters.createVersion(ctx.tenant, req, `tenant:${ctx.tenant}`) };
+      const uri = req.adapterVersion?.artifactUri ?? "";
+      if (uri === "") throw invalidArgument("adapter_version.artifact_uri", "is required: the PEFT adapter folder, inside the server's import roots (or upload it with UploadAdapterVersion)");
+      return {
+        adapterVersion: await adapters.createVersion(ctx.tenant, req, `tenant:${ctx.tenant}`, versionRequestBody(req), async () => {
+          const dir = await resolveImportPath(p.importRoots, "adapter_version.artifact_uri", uri);
+          return { folder: await stageServerFolder(p.importRoots, "adapter_version.artifact_uri", dir, p.stagingDir), shownAs: uri, field: "adapter_version.artifact_uri" };
+        }),
+      };
+    },
+    async uploadAdapterVersion(requests, ctx) {
+      const { header, folder } = await receiveFolder(requests, p.stagingDir, ctx.signal);
+      try {
+        return {
+          adapterVersion: await adapters.createVersion(ctx.tenant, header, `tenant:${ctx.tenant}`, versionRequestBody(header, folder.files), async () => ({ folder, shownAs: "the uploaded folder", field: "file_header" })),
+        };
+      } finally {
+        await folder.remove();
+      }
     },
     async getAdapterVersion(req, ctx) {
       return { adapterVersion: await adapters.getVersion(ctx.tenant, req.name) };

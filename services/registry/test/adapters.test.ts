@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError, call, createClient, encodeEvent, fromGrpcError, JetStreamBus, type Delivery } from "@lathe/kit";
+import { AppError, call, createClient, encodeEvent, fromGrpcError, JetStreamBus, LocalArtifactStore, putFolder, type Delivery } from "@lathe/kit";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { AliasMoved } from "@lathe/proto/lathe/events/v1/registry_events";
@@ -62,7 +62,7 @@ describe("RegistryService: import, adapters, aliases, promotion, lineage, downlo
   beforeAll(async () => {
     await writeTinyModel(baseDir, { seed: 1 });
     for (const [i, d] of adapterDirs.entries()) await writeTinyAdapter(d, baseDir, { r: 4, alpha: 8, seed: i + 1 });
-    t = await startTestPlatform({ factories: [createRegistryService, createDatasetService] });
+    t = await startTestPlatform({ factories: [createRegistryService, createDatasetService], env: { LATHE_IMPORT_ROOTS: dir } });
     acme = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
     globex = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.globex });
     bus = await JetStreamBus.connect({ url: t.nats!.url, prefix: t.nats!.prefix });
@@ -81,7 +81,7 @@ describe("RegistryService: import, adapters, aliases, promotion, lineage, downlo
     expect(model!.parameterCount).toBeGreaterThan(10_000);
     expect(model!.chatTemplateFingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(model!.artifactDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
-    const empty = mkdtempSync(join(tmpdir(), "lathe-empty-"));
+    const empty = mkdtempSync(join(dir, "lathe-empty-"));
     const err = await fails(call(acme, "createModel", { modelId: "broken", model: Model.fromPartial({ sourceUri: empty }), requestId: "" }));
     expect(err).toMatchObject({ code: "INVALID_ARGUMENT", field: "model.source_uri" });
     expect(err.message).toContain("config.json");
@@ -164,12 +164,14 @@ describe("RegistryService: import, adapters, aliases, promotion, lineage, downlo
     const train = split.datasetVersion!.name;
     const evalV = split.evalDatasetVersion!.name;
     const job = "fineTuningJobs/j1";
+    // The trainer stores the adapter in the shared artifact store and names it by digest.
+    const stored = await putFolder(new LocalArtifactStore(join(`/tmp/lathe-test-${new URL(t.pgUrl).pathname.slice(1)}`, "artifacts")), adapterDirs[2]!);
     await publish({ def: fineTuningJobQueued, tenant: "acme", subject: job, payload: { fineTuningJob: job, baseModel: "models/tiny", trainDatasetVersion: train, evalDatasetVersion: evalV } });
     await publish({
       def: fineTuningJobSucceeded,
       tenant: "acme",
       subject: job,
-      payload: { fineTuningJob: job, baseModel: "models/tiny", trainDatasetVersion: train, evalDatasetVersion: evalV, adapterArtifactUri: adapterDirs[2]!, followUp: { registration: { adapter: A, description: "from j1", labels: {} } } },
+      payload: { fineTuningJob: job, baseModel: "models/tiny", trainDatasetVersion: train, evalDatasetVersion: evalV, adapterArtifactUri: `artifact:sha256:${stored.digest}`, adapterArtifactDigest: `sha256:${stored.digest}`, followUp: { registration: { adapter: A, description: "from j1", labels: {} } } },
     });
     const registered = await waitFor(async () => (await call(acme, "listAdapterVersions", { parent: A, pageSize: 0, pageToken: "", filter: "" })).adapterVersions.find((v) => v.fineTuningJob === job), { timeoutMs: 20_000, what: "the job's adapter to be registered" });
     expect(registered).toMatchObject({ name: `${A}/versions/3`, trainDatasetVersion: train, creator: `fine-tuning job ${job}` });

@@ -2,7 +2,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import pg from "pg";
 import { writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,7 +40,7 @@ describe("model_created through a NATS restart", () => {
   beforeAll(async () => {
     await writeTinyModel(tinyDir);
     nats = await startNatsServer();
-    t = await startTestPlatform({ factories: [createRegistryService], natsUrl: nats.url });
+    t = await startTestPlatform({ factories: [createRegistryService], natsUrl: nats.url, env: { LATHE_IMPORT_ROOTS: dirname(tinyDir) } });
     client = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
     observer = await JetStreamBus.connect({ url: nats.url });
     await observer.subscribe({ durable: "observer", subjects: ["lathe.registry.v1.model_created"], handler: async (d) => void seen.push(d) });

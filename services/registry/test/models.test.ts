@@ -1,6 +1,6 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeTinyModel } from "@lathe/models";
 import { AppError, call, createClient, JetStreamBus, withMetadata, type Delivery } from "@lathe/kit";
@@ -36,7 +36,7 @@ describe("RegistryService models over gRPC, Postgres and NATS", () => {
   beforeAll(async () => {
     await writeTinyModel(tinyDir, { seed: 1 });
     await writeTinyModel(otherDir, { seed: 2 });
-    t = await startTestPlatform({ factories: [createRegistryService] });
+    t = await startTestPlatform({ factories: [createRegistryService], env: { LATHE_IMPORT_ROOTS: `${dirname(tinyDir)}:${dirname(otherDir)}` } });
     acme = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
     globex = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.globex });
     observer = await JetStreamBus.connect({ url: t.nats!.url, prefix: t.nats!.prefix });

@@ -112,6 +112,11 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
       .addColumn("last_error", "text")
       .execute();
   },
+  "0003_request_bodies": async (db) => {
+    // AIP-155: what a request_id was first used for, so a retry that asks for something else is
+    // refused (REQUEST_ID_REUSED) instead of answered with the earlier resource.
+    for (const table of ["models", "adapters", "adapter_versions"]) await db.schema.alterTable(table).addColumn("request_body", "jsonb").execute();
+  },
 };
 
 /** Row types of the registry's tables. */
@@ -125,6 +130,8 @@ export interface ModelsTable {
   /** JSON text on the way in, an object on the way out. */
   labels: ColumnType<Record<string, string>, string, string>;
   request_id: string | null;
+  /** The request first sent with `request_id`, as canonical JSON (AIP-155). */
+  request_body: ColumnType<unknown, string | null | undefined, string | null>;
   create_time: Generated<Date>;
   update_time: Generated<Date>;
   /** What the import learned (architecture, sizes, digest), as JSON. */
@@ -159,10 +166,21 @@ export interface RegistryTables {
     description: string;
     labels: ColumnType<Record<string, string>, string, string>;
     request_id: string | null;
+    request_body: ColumnType<unknown, string | null | undefined, string | null>;
     create_time: Generated<Date>;
     update_time: Generated<Date>;
   };
-  adapter_versions: { tenant: string; model_id: string; adapter_id: string; version: number; meta: Json; artifact_digest: string; request_id: string | null; create_time: Generated<Date> };
+  adapter_versions: {
+    tenant: string;
+    model_id: string;
+    adapter_id: string;
+    version: number;
+    meta: Json;
+    artifact_digest: string;
+    request_id: string | null;
+    request_body: ColumnType<unknown, string | null | undefined, string | null>;
+    create_time: Generated<Date>;
+  };
   version_evaluations: { tenant: string; adapter_version: string; evaluation_run: string; metrics: Json; create_time: Generated<Date> };
   aliases: { tenant: string; name: string; adapter_version: string; labels: ColumnType<Record<string, string>, string, string>; seq: Generated<number>; create_time: Generated<Date>; update_time: Generated<Date> };
   alias_moves: { seq: Generated<number>; tenant: string; alias: string; move: Json };

@@ -2,6 +2,8 @@ import { join } from "node:path";
 import {
   AppError,
   cachedFolder,
+  canonicalJson,
+  checkSameRequest,
   checkLabels,
   checkRequestId,
   checkResourceId,
@@ -25,6 +27,34 @@ import type { ModelRow, RegistryTables } from "../db/migrations.js";
 import { adapterVersionCreated } from "../events.js";
 import { recordLineage } from "./lineage.js";
 import { schema, type ModelStore } from "./models.js";
+import { unstage, type StagedFolder } from "./folders.js";
+
+/** Where a new version's files come from: staged when needed, shown to the caller as `shownAs`. */
+export type VersionSource = () => Promise<{ folder: StagedFolder; shownAs: string; field: string }>;
+
+/** What a CreateAdapterVersion request_id is bound to (snake_case fields, and uploaded files). */
+export function versionRequestBody(req: CreateAdapterVersionRequest, files?: readonly { path: string; digest: string }[]): Record<string, unknown> {
+  const v = req.adapterVersion;
+  return {
+    parent: req.parent,
+    allow_missing: req.allowMissing,
+    adapter_version: v
+      ? {
+          description: v.description,
+          labels: v.labels,
+          artifact_uri: v.artifactUri,
+          method: v.method,
+          fine_tuning_job: v.fineTuningJob,
+          train_dataset_version: v.trainDatasetVersion,
+          eval_dataset_version: v.evalDatasetVersion,
+          checkpoint: v.checkpoint,
+          chat_template_fingerprint: v.chatTemplateFingerprint,
+          creator: v.creator,
+        }
+      : null,
+    ...(files ? { files: files.map((f) => ({ path: f.path, digest: `sha256:${f.digest}` })) } : {}),
+  };
+}
 
 const source = "registry";
 const isSeq = { seq: "int" } as const;
@@ -105,11 +135,27 @@ export class AdapterStore {
       labels: JSON.stringify(checkLabels("adapter.labels", req.adapter?.labels ?? {})),
       request_id: requestId,
     };
-    const inserted = await this.t.insertInto("adapters").values(values).onConflict((oc) => oc.doNothing()).returningAll().executeTakeFirst();
+    const body = { parent: req.parent, adapter_id: id, adapter: { display_name: req.adapter?.displayName ?? "", description: values.description, labels: req.adapter?.labels ?? {} } };
+    if (requestId !== null) {
+      const earlier = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
+      if (earlier) {
+        checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: `models/${earlier.model_id}`, adapter_id: earlier.adapter_id }, body);
+        return this.toAdapter(earlier as never);
+      }
+    }
+    const inserted = await this.t
+      .insertInto("adapters")
+      .values({ ...values, request_body: requestId === null ? null : canonicalJson(body) })
+      .onConflict((oc) => oc.doNothing())
+      .returningAll()
+      .executeTakeFirst();
     if (inserted) return this.toAdapter(inserted as never);
     if (requestId !== null) {
       const earlier = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
-      if (earlier && earlier.adapter_id === id && earlier.model_id === model.model_id) return this.toAdapter(earlier as never);
+      if (earlier) {
+        checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: `models/${earlier.model_id}`, adapter_id: earlier.adapter_id }, body);
+        return this.toAdapter(earlier as never);
+      }
     }
     throw new AppError("ALREADY_EXISTS", "ADAPTER_ALREADY_EXISTS", `${adapterName(model.model_id, id)} already exists`, { name: adapterName(model.model_id, id) });
   }
@@ -160,9 +206,10 @@ export class AdapterStore {
   /**
    * Registers a version from a PEFT folder (ours or one PEFT wrote): checks it fits the base
    * model, stores its files by digest, and records where it came from, in one transaction with
-   * its `adapter_version_created` event and lineage.
+   * its `adapter_version_created` event and lineage. `body` is what `request_id` binds (see
+   * versionRequestBody); `stage` stages the files, only when the version is really made.
    */
-  async createVersion(tenant: string, req: CreateAdapterVersionRequest, actor: string): Promise<AdapterVersion> {
+  async createVersion(tenant: string, req: CreateAdapterVersionRequest, actor: string, body: unknown, stage: VersionSource): Promise<AdapterVersion> {
     const v = req.adapterVersion;
     if (!v) throw invalidArgument("adapter_version", "is required");
     const [modelId, adapterId] = parseNestedName("parent", req.parent, ["models", "adapters"]) as [string, string];
@@ -177,19 +224,28 @@ export class AdapterStore {
     }
     if (requestId !== null) {
       const earlier = await this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).where("request_id", "=", requestId).executeTakeFirst();
-      if (earlier) return this.getVersion(tenant, versionName(modelId, adapterId, earlier.version));
+      if (earlier) {
+        const earlierName = versionName(modelId, adapterId, earlier.version);
+        checkSameRequest(requestId, earlierName, earlier.request_body ?? body, body);
+        return this.getVersion(tenant, earlierName);
+      }
     }
     const model = await this.models.record(tenant, "parent", `models/${modelId}`);
-    if (v.artifactUri === "") throw invalidArgument("adapter_version.artifact_uri", "is required: the PEFT adapter folder");
+    const staged = await stage();
     let peft: PeftAdapter;
+    let stored;
     try {
-      peft = await readPeftAdapter(v.artifactUri);
-    } catch (err) {
-      if (err instanceof ModelFormatError) throw invalidArgument("adapter_version.artifact_uri", `${v.artifactUri} is not a PEFT LoRA adapter: ${err.message}`);
-      throw err;
+      try {
+        peft = await readPeftAdapter(staged.folder.dir);
+      } catch (err) {
+        if (err instanceof ModelFormatError) throw invalidArgument(staged.field, `${staged.shownAs} is not a PEFT LoRA adapter: ${unstage(err.message, staged.folder, staged.shownAs)}`);
+        throw err;
+      }
+      await checkAdapterFitsBase(peft, await this.baseFolder(model), staged.field);
+      stored = await putFolder(this.artifacts, staged.folder.dir);
+    } finally {
+      await staged.folder.remove();
     }
-    await checkAdapterFitsBase(peft, await this.baseFolder(model), "adapter_version.artifact_uri");
-    const stored = await putFolder(this.artifacts, v.artifactUri);
     const fingerprint = v.chatTemplateFingerprint || model.import?.chatTemplateFingerprint || "";
     const meta = AdapterVersion.fromPartial({
       description: checkText("adapter_version.description", v.description, 2000),
@@ -214,7 +270,10 @@ export class AdapterStore {
       const last = await t.selectFrom("adapter_versions").select(sql<number | null>`max(version)`.as("v")).where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirst();
       const version = (last?.v ?? 0) + 1;
       const name = versionName(modelId, adapterId, version);
-      await t.insertInto("adapter_versions").values({ tenant, model_id: modelId, adapter_id: adapterId, version, meta: JSON.stringify(AdapterVersion.toJSON(meta)), artifact_digest: meta.artifactDigest, request_id: requestId }).execute();
+      await t
+        .insertInto("adapter_versions")
+        .values({ tenant, model_id: modelId, adapter_id: adapterId, version, meta: JSON.stringify(AdapterVersion.toJSON(meta)), artifact_digest: meta.artifactDigest, request_id: requestId, request_body: requestId === null ? null : canonicalJson(body) })
+        .execute();
       await enqueueEvents(trx, schema, source, [
         {
           def: adapterVersionCreated,

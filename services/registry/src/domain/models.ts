@@ -1,4 +1,4 @@
-import { AppError, checkLabels, checkRequestId, checkResourceId, checkText, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize, parseName } from "@lathe/kit";
+import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize, parseName } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { inspectModelFolder, ModelFormatError } from "@lathe/models";
 import { Model, Model_State, TensorDtype, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -6,6 +6,7 @@ import type { ArtifactStore } from "@lathe/kit";
 import { putFolder } from "@lathe/kit";
 import type { ModelImport, ModelRow, RegistryTables } from "../db/migrations.js";
 import { modelCreated, modelDeleted } from "../events.js";
+import { unstage, type StagedFolder } from "./folders.js";
 
 export const schema = "registry";
 const source = "registry";
@@ -20,36 +21,49 @@ export interface NewModel {
   requestId: string | null;
 }
 
-/** Checks a CreateModel request; every error names its field. */
-export function validateCreateModel(req: CreateModelRequest): NewModel {
-  const modelId = checkResourceId("model_id", req.modelId);
-  if (!req.model) throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", "model: is required", { field: "model" });
+/**
+ * Checks a CreateModel request (or an UploadModel header, `prefix` "header."); every error names
+ * its field. A server-side import needs `source_uri`; for an upload it is only recorded.
+ */
+export function validateCreateModel(req: CreateModelRequest, prefix = "", sourceRequired = true): NewModel {
+  const modelId = checkResourceId(`${prefix}model_id`, req.modelId);
+  if (!req.model) throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", `${prefix}model: is required`, { field: `${prefix}model` });
   const m = req.model;
   return {
     modelId,
-    displayName: checkText("model.display_name", m.displayName, 200) || modelId,
-    description: checkText("model.description", m.description, 2000),
-    sourceUri: checkText("model.source_uri", m.sourceUri, 4096, true),
-    labels: checkLabels("model.labels", m.labels),
-    requestId: checkRequestId("request_id", req.requestId),
+    displayName: checkText(`${prefix}model.display_name`, m.displayName, 200) || modelId,
+    description: checkText(`${prefix}model.description`, m.description, 2000),
+    sourceUri: checkText(`${prefix}model.source_uri`, m.sourceUri, 4096, sourceRequired),
+    labels: checkLabels(`${prefix}model.labels`, m.labels),
+    requestId: checkRequestId(`${prefix}request_id`, req.requestId),
+  };
+}
+
+/** What a request_id is bound to: the request's fields (snake_case), and the uploaded files. */
+export function modelRequestBody(m: NewModel, files?: readonly { path: string; digest: string }[]): Record<string, unknown> {
+  return {
+    model_id: m.modelId,
+    model: { display_name: m.displayName, description: m.description, source_uri: m.sourceUri, labels: m.labels },
+    ...(files ? { files: files.map((f) => ({ path: f.path, digest: `sha256:${f.digest}` })) } : {}),
   };
 }
 
 const dtypes: Record<string, TensorDtype> = { F32: TensorDtype.TENSOR_DTYPE_F32, F16: TensorDtype.TENSOR_DTYPE_F16, BF16: TensorDtype.TENSOR_DTYPE_BF16 };
 
 /**
- * Imports a Hugging Face model folder: libs/models must load it (config, tensors, tokenizer), then
- * its files are copied into the artifact store, addressed by digest. Errors name the problem.
+ * Imports a staged Hugging Face model folder (plain files the registry wrote itself): libs/models
+ * must load it (config, tensors, tokenizer), then the same files are copied into the artifact
+ * store, addressed by digest. Errors name the problem, never the staging folder.
  */
-export async function importModelFolder(artifacts: ArtifactStore, dir: string): Promise<ModelImport> {
+export async function importModelFolder(artifacts: ArtifactStore, folder: StagedFolder, shownAs: string, field: string): Promise<ModelImport> {
   let inspection;
   try {
-    inspection = await inspectModelFolder(dir);
+    inspection = await inspectModelFolder(folder.dir);
   } catch (err) {
-    if (err instanceof ModelFormatError) throw new AppError("INVALID_ARGUMENT", "MODEL_FOLDER_INVALID", `model.source_uri: ${dir} cannot be imported: ${err.message}`, { field: "model.source_uri" });
+    if (err instanceof ModelFormatError) throw new AppError("INVALID_ARGUMENT", "MODEL_FOLDER_INVALID", `${field}: ${shownAs} cannot be imported: ${unstage(err.message, folder, shownAs)}`, { field });
     throw err;
   }
-  const stored = await putFolder(artifacts, dir);
+  const stored = await putFolder(artifacts, folder.dir);
   return {
     architecture: inspection.config.architecture,
     modelType: inspection.config.modelType,
@@ -108,17 +122,34 @@ export class ModelStore {
   }
 
   /**
-   * Creates a model and its `model_created` event in one transaction. A repeated `request_id`
-   * returns the model the first call created; the same id without it is ALREADY_EXISTS.
+   * The model an earlier call with this `request_id` created, when the same request is sent
+   * again; REQUEST_ID_REUSED when the request differs; undefined when the id is new.
    */
-  async create(tenant: string, m: NewModel): Promise<Model> {
-    if (m.requestId !== null) {
-      const earlier = await this.t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("request_id", "=", m.requestId).executeTakeFirst();
-      if (earlier?.model_id === m.modelId) return toModel(earlier);
-    }
+  async replay(tenant: string, m: NewModel, body: unknown): Promise<Model | undefined> {
+    if (m.requestId === null) return undefined;
+    const earlier = await this.t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("request_id", "=", m.requestId).executeTakeFirst();
+    if (!earlier) return undefined;
+    checkSameRequest(m.requestId, `models/${earlier.model_id}`, earlier.request_body ?? { model_id: earlier.model_id }, body);
+    return toModel(earlier);
+  }
+
+  /**
+   * Creates a model from a staged folder and its `model_created` event in one transaction. A
+   * repeated `request_id` with the same request returns the model the first call created; the
+   * same model id without it is ALREADY_EXISTS. `folder` stages the files only when needed.
+   */
+  async create(tenant: string, m: NewModel, body: unknown, folder: () => Promise<{ folder: StagedFolder; shownAs: string; field: string }>): Promise<Model> {
+    const replayed = await this.replay(tenant, m, body);
+    if (replayed) return replayed;
     const exists = await this.t.selectFrom("models").select("model_id").where("tenant", "=", tenant).where("model_id", "=", m.modelId).executeTakeFirst();
-    if (exists && m.requestId === null) throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: `models/${m.modelId}` });
-    const imported = exists ? null : await importModelFolder(this.artifacts, m.sourceUri);
+    if (exists) throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: `models/${m.modelId}` });
+    const staged = await folder();
+    let imported: ModelImport;
+    try {
+      imported = await importModelFolder(this.artifacts, staged.folder, staged.shownAs, staged.field);
+    } finally {
+      await staged.folder.remove();
+    }
     const result = await this.db.transaction().execute(async (trx) => {
       const t = trx.withSchema(schema);
       const inserted = await t
@@ -131,7 +162,8 @@ export class ModelStore {
           source_uri: m.sourceUri,
           labels: JSON.stringify(m.labels),
           request_id: m.requestId,
-          import: imported ? JSON.stringify(imported) : null,
+          request_body: m.requestId === null ? null : canonicalJson(body),
+          import: JSON.stringify(imported),
         })
         .onConflict((oc) => oc.doNothing())
         .returningAll()
@@ -150,9 +182,7 @@ export class ModelStore {
       if (m.requestId !== null) {
         const earlier = await t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("request_id", "=", m.requestId).executeTakeFirst();
         if (earlier) {
-          if (earlier.model_id !== m.modelId) {
-            throw new AppError("INVALID_ARGUMENT", "REQUEST_ID_REUSED", `request_id: was used to create models/${earlier.model_id}, not models/${m.modelId}`, { field: "request_id" });
-          }
+          checkSameRequest(m.requestId, `models/${earlier.model_id}`, earlier.request_body ?? { model_id: earlier.model_id }, body);
           return { row: earlier, created: false };
         }
       }

@@ -3,7 +3,7 @@ import { AppError, cachedFolder, type ArtifactStore, type Logger } from "@lathe/
 import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { sql, type Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
-import type { AdapterStore } from "./adapters.js";
+import { versionRequestBody, type AdapterStore } from "./adapters.js";
 import { schema } from "./models.js";
 
 interface PendingRequest {
@@ -56,19 +56,21 @@ export class RegistrationWorker {
     for (const p of pending) {
       const r = p.request as PendingRequest;
       try {
-        let dir = r.artifactUri;
-        // A folder the trainer stored (`artifact:sha256:…`) is read from the shared artifact store.
-        if ((dir === "" || dir.startsWith("artifact:")) && r.artifactDigest !== "") dir = await cachedFolder(this.opts.artifacts, r.artifactDigest.replace(/^sha256:/, ""), join(this.opts.cacheDir, "folders"));
-        await this.opts.adapters.createVersion(
-          p.tenant,
-          {
-            parent: r.adapter,
-            adapterVersion: AdapterVersion.fromPartial({ description: r.description, labels: r.labels, artifactUri: dir, method: r.method, fineTuningJob: p.job, checkpoint: r.checkpoint, trainDatasetVersion: r.trainDatasetVersion, evalDatasetVersion: r.evalDatasetVersion, chatTemplateFingerprint: r.chatTemplateFingerprint }),
-            allowMissing: true,
-            requestId: `job:${p.job}`,
-          },
-          `fine-tuning job ${p.job}`,
-        );
+        // The trainer stores the adapter in the shared artifact store (`artifact:sha256:…`); it is
+        // read from there only, never from a path on some machine's disk.
+        if (r.artifactDigest === "") throw new AppError("FAILED_PRECONDITION", "ADAPTER_NOT_STORED", `${p.job} finished without a stored adapter (artifact ${r.artifactUri || "none"})`);
+        const digest = r.artifactDigest.replace(/^sha256:/, "");
+        const req = {
+          parent: r.adapter,
+          adapterVersion: AdapterVersion.fromPartial({ description: r.description, labels: r.labels, artifactUri: `artifact:sha256:${digest}`, method: r.method, fineTuningJob: p.job, checkpoint: r.checkpoint, trainDatasetVersion: r.trainDatasetVersion, evalDatasetVersion: r.evalDatasetVersion, chatTemplateFingerprint: r.chatTemplateFingerprint }),
+          allowMissing: true,
+          requestId: `job:${p.job}`,
+        };
+        await this.opts.adapters.createVersion(p.tenant, req, `fine-tuning job ${p.job}`, versionRequestBody(req), async () => {
+          // A materialized copy of our own store (plain files, digests checked on the way out).
+          const dir = await cachedFolder(this.opts.artifacts, digest, join(this.opts.cacheDir, "folders"));
+          return { folder: { dir, files: [], remove: async () => undefined }, shownAs: `the adapter of ${p.job}`, field: "adapter_version.artifact_uri" };
+        });
         await t.deleteFrom("pending_registrations").where("event_id", "=", p.event_id).execute();
       } catch (err) {
         // Passing failures are retried, ten times at most; the rest can never succeed.
