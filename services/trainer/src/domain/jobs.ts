@@ -14,6 +14,7 @@ import {
 import type { EventMeta } from "@lathe/proto/lathe/events/v1/event_meta";
 import type { CheckpointRow, JobRow, JobState, TrainerTables } from "../db/migrations.js";
 import { checkpointSaved, fineTuningJobCancelled, fineTuningJobFailed, fineTuningJobProgressed, fineTuningJobQueued, fineTuningJobStarted, fineTuningJobSucceeded } from "../events.js";
+import { parseFilter } from "./filter.js";
 import type { JobInputs, JobSpec } from "./spec.js";
 
 export const schema = "trainer";
@@ -176,32 +177,6 @@ function replayed(row: JobRow, requestId: string, request: Record<string, unknow
   // A job made before requests were kept can only be matched by its id, as it was then.
   if (row.request !== null) checkSameRequest(requestId, jobName(row.job_id), row.request, request);
   return toJob(row);
-}
-
-/** The AIP-160 subset ListFineTuningJobs takes: `field = value` / `field != value` joined by AND. */
-function parseFilter(filter: string): { column: string; label?: string; op: "=" | "!="; value: string }[] {
-  if (filter.trim() === "") return [];
-  return filter.split(/\s+AND\s+/).map((term) => {
-    const m = /^\s*([a-z_]+(?:\.[a-z][a-z0-9_-]*)?)\s*(!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([A-Z_]+))\s*$/.exec(term);
-    if (!m) throw invalidArgument("filter", `cannot read ${JSON.stringify(term.trim())}: expected field = value or field != value (strings in double quotes), joined by AND`);
-    const [, field, op, quoted, bare] = m as unknown as [string, string, "=" | "!=", string | undefined, string | undefined];
-    if (field === "state" || field === "method") {
-      if (bare === undefined) throw invalidArgument("filter", `${field} takes an enum value name, e.g. ${field === "state" ? "STATE_RUNNING" : "FINE_TUNING_METHOD_QLORA"}`);
-      if (field === "state") {
-        const s = Object.entries(states).find(([, v]) => FineTuningJob_State[v] === bare);
-        if (!s) throw invalidArgument("filter", `${bare} is not a job state (${Object.values(states).map((v) => FineTuningJob_State[v]).join(", ")})`);
-        return { column: "state", op, value: s[0] };
-      }
-      const methods: Record<string, string> = { FINE_TUNING_METHOD_LORA: "lora", FINE_TUNING_METHOD_QLORA: "qlora" };
-      if (methods[bare] === undefined) throw invalidArgument("filter", `${bare} is not FINE_TUNING_METHOD_LORA or FINE_TUNING_METHOD_QLORA`);
-      return { column: "method", op, value: methods[bare] };
-    }
-    if (quoted === undefined) throw invalidArgument("filter", `${field} takes a string in double quotes`);
-    const value = quoted.replace(/\\(.)/g, "$1");
-    if (field === "base_model" || field === "train_dataset_version") return { column: field === "base_model" ? "baseModel" : "trainDatasetVersion", op, value };
-    if (field.startsWith("labels.")) return { column: "labels", label: field.slice("labels.".length), op, value };
-    throw invalidArgument("filter", `cannot filter on ${field}; use state, method, base_model, train_dataset_version or labels.<key>`);
-  });
 }
 
 /** Fine-tuning jobs and their checkpoints, always within one tenant (workers aside). */
