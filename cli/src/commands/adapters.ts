@@ -1,5 +1,7 @@
-import { createWriteStream } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { createHash, type Hash } from "node:crypto";
+import { once } from "node:events";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { call, uploadFolder, fromGrpcError } from "@lathe/kit";
@@ -39,6 +41,53 @@ const versionName = (arg: string) => {
 
 function versionRow(v: AdapterVersion): Record<string, string> {
   return { name: v.name, digest: v.artifactDigest.slice(0, 19), r: String(v.loraConfig?.r ?? ""), aliases: v.aliases.map((a) => a.split("/").pop()).join(","), created: v.createTime?.toISOString() ?? "" };
+}
+
+/**
+ * Writes downloaded files into `outDir`, each first under a temporary name and renamed into place
+ * only once its size and sha256 match its header: a corrupted or cut-off download leaves nothing
+ * in `outDir` that looks like the file.
+ */
+async function receiveFiles(messages: AsyncIterable<DownloadAdapterVersionResponse>, outDir: string, written: { path: string; size: number; digest: string }[]): Promise<void> {
+  let current: { target: string; tmp: string; out: WriteStream; hash: Hash; got: number; size: number; digest: string; path: string } | undefined;
+  const finish = async () => {
+    if (!current) return;
+    const c = current;
+    current = undefined;
+    c.out.end();
+    await once(c.out, "close");
+    const digest = `sha256:${c.hash.digest("hex")}`;
+    if (c.got !== c.size || digest !== c.digest) {
+      await rm(c.tmp, { force: true });
+      throw new Error(`${c.path}: the download does not match its header (${c.got} of ${c.size} bytes, ${digest} instead of ${c.digest}); nothing was written`);
+    }
+    await rename(c.tmp, c.target);
+    written.push({ path: c.target, size: c.size, digest: c.digest });
+  };
+  try {
+    for await (const m of messages) {
+      if (m.fileHeader) {
+        await finish();
+        const path = m.fileHeader.path;
+        if (path === "" || path.startsWith("/") || path.split("/").some((p) => p === "" || p === "." || p === ".." || p.includes("\\"))) throw new Error(`the server sent a file named ${JSON.stringify(path)}, which is not a path inside the folder`);
+        const target = join(outDir, ...path.split("/"));
+        await mkdir(dirname(target), { recursive: true });
+        const tmp = `${target}.partial-${process.pid}`;
+        current = { target, tmp, out: createWriteStream(tmp), hash: createHash("sha256"), got: 0, size: m.fileHeader.sizeBytes, digest: m.fileHeader.digest, path };
+      } else if (m.chunk && current) {
+        current.hash.update(m.chunk);
+        current.got += m.chunk.length;
+        if (!current.out.write(m.chunk)) await once(current.out, "drain");
+      }
+    }
+    await finish();
+  } catch (err) {
+    if (current) {
+      current.out.destroy();
+      await rm(current.tmp, { force: true });
+    }
+    throw err;
+  }
 }
 
 /** `lathe adapters …` and `lathe lineage`: adapters, their versions, aliases, cards and downloads. */
@@ -172,36 +221,9 @@ export function adaptersCommand(): Command {
     const format = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF }[o.format]!;
     const written: { path: string; size: number; digest: string }[] = [];
     try {
-      await new Promise<void>((resolvePromise, reject) => {
-        const stream = client.downloadAdapterVersion({ name: versionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
-        let out: NodeJS.WritableStream | undefined;
-        let pending = Promise.resolve();
-        stream.on("data", (m: DownloadAdapterVersionResponse) => {
-          if (m.fileHeader) {
-            const target = join(o.out, ...m.fileHeader.path.split("/"));
-            const prev = out;
-            written.push({ path: target, size: m.fileHeader.sizeBytes, digest: m.fileHeader.digest });
-            stream.pause();
-            pending = pending.then(async () => {
-              prev?.end();
-              await mkdir(dirname(target), { recursive: true });
-              out = createWriteStream(target);
-              stream.resume();
-            });
-          } else if (m.chunk && out) {
-            if (!out.write(m.chunk)) {
-              stream.pause();
-              out.once("drain", () => stream.resume());
-            }
-          }
-        });
-        stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
-        stream.on("end", () => {
-          void pending.then(() => {
-            if (!out) return resolvePromise();
-            out.end(() => resolvePromise());
-          });
-        });
+      const stream = client.downloadAdapterVersion({ name: versionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
+      await receiveFiles(stream as AsyncIterable<DownloadAdapterVersionResponse>, o.out, written).catch((err: unknown) => {
+        throw err instanceof Error && "code" in err && typeof (err as { code: unknown }).code === "number" ? fromGrpcError(err as Parameters<typeof fromGrpcError>[0]) : err;
       });
       if (o.json) printJson({ files: written });
       else for (const f of written) process.stdout.write(`${f.path}  ${f.size} bytes  ${f.digest}\n`);

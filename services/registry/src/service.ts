@@ -34,7 +34,7 @@ export function registryHandlers(p: RegistryParts): ServiceHandlers<typeof Regis
     async createModel(req, ctx) {
       const m = validateCreateModel(req);
       return {
-        model: await models.create(ctx.tenant, m, modelRequestBody(m), async () => {
+        model: await models.create(ctx.tenant, m, modelRequestBody(req), async () => {
           const dir = await resolveImportPath(p.importRoots, "model.source_uri", m.sourceUri);
           return { folder: await stageServerFolder(p.importRoots, "model.source_uri", dir, p.stagingDir), shownAs: m.sourceUri, field: "model.source_uri" };
         }),
@@ -44,7 +44,7 @@ export function registryHandlers(p: RegistryParts): ServiceHandlers<typeof Regis
       const { header, folder } = await receiveFolder(requests, p.stagingDir, ctx.signal);
       try {
         const m = validateCreateModel(header, "header.", false);
-        return { model: await models.create(ctx.tenant, m, modelRequestBody(m, folder.files), async () => ({ folder, shownAs: "the uploaded folder", field: "file_header" })) };
+        return { model: await models.create(ctx.tenant, m, modelRequestBody(header, folder.files), async () => ({ folder, shownAs: "the uploaded folder", field: "file_header" })) };
       } finally {
         await folder.remove();
       }

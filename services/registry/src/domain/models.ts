@@ -40,10 +40,11 @@ export function validateCreateModel(req: CreateModelRequest, prefix = "", source
 }
 
 /** What a request_id is bound to: the request's fields (snake_case), and the uploaded files. */
-export function modelRequestBody(m: NewModel, files?: readonly { path: string; digest: string }[]): Record<string, unknown> {
+export function modelRequestBody(req: CreateModelRequest, files?: readonly { path: string; digest: string }[]): Record<string, unknown> {
+  const m = req.model;
   return {
-    model_id: m.modelId,
-    model: { display_name: m.displayName, description: m.description, source_uri: m.sourceUri, labels: m.labels },
+    model_id: req.modelId,
+    model: m ? { display_name: m.displayName, description: m.description, source_uri: m.sourceUri, labels: m.labels } : null,
     ...(files ? { files: files.map((f) => ({ path: f.path, digest: `sha256:${f.digest}` })) } : {}),
   };
 }
