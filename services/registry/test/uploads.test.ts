@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError, call, createClient, fromGrpcError, openImportRoots, uploadFolder } from "@lathe/kit";
+import type { AppError} from "@lathe/kit";
+import { call, createClient, fromGrpcError, openImportRoots, uploadFolder } from "@lathe/kit";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import {
   AdapterVersion,
