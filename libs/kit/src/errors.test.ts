@@ -1,4 +1,5 @@
 import { Metadata, status } from "@grpc/grpc-js";
+import { writeFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { AppError, asAppError, errorTrailers, fromGrpcError, invalidArgument, notFound, toGrpcError } from "./errors.js";
 
@@ -71,5 +72,20 @@ describe("toGrpcError / fromGrpcError", () => {
   it("passes an AppError through asAppError unchanged", () => {
     const err = new AppError("FAILED_PRECONDITION", "JOB_RUNNING", "the job is running");
     expect(asAppError(err)).toBe(err);
+  });
+
+  it("turns a full disk, however it was met, into RESOURCE_EXHAUSTED DISK_FULL", async () => {
+    // /dev/full answers every write with ENOSPC, as a full disk does.
+    const enospc = await writeFile("/dev/full", "x").then(() => undefined, (e: unknown) => e);
+    expect((enospc as NodeJS.ErrnoException).code).toBe("ENOSPC");
+    const quota = Object.assign(new Error("EDQUOT: disk quota exceeded, write"), { code: "EDQUOT", errno: -122, syscall: "write" });
+    const pgFull = Object.assign(new Error("could not extend file: No space left on device"), { code: "53100", severity: "ERROR" });
+    const wrapped = new Error("import failed", { cause: enospc });
+    for (const err of [enospc, quota, pgFull, wrapped]) {
+      const app = asAppError(err);
+      expect([app.code, app.reason]).toEqual(["RESOURCE_EXHAUSTED", "DISK_FULL"]);
+      expect(app.message).toMatch(/^the server's disk is full: /);
+      expect(toGrpcError(err).code).toBe(status.RESOURCE_EXHAUSTED);
+    }
   });
 });

@@ -102,11 +102,30 @@ const fromTrailer = (v: unknown): string | undefined => {
   }
 };
 
-/** Any thrown value as an AppError; unknown errors become INTERNAL without leaking their text. */
+/**
+ * Any thrown value as an AppError; unknown errors become INTERNAL without leaking their text. A
+ * full disk (ENOSPC, EDQUOT, or Postgres' SQLSTATE 53100 disk_full), wherever it was hit and
+ * however it was wrapped, is RESOURCE_EXHAUSTED `DISK_FULL`: the caller can retry once an
+ * operator has freed space.
+ */
 export function asAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   if (isGrpcStatusError(err)) return fromGrpcError(err);
+  const full = diskFullCode(err);
+  if (full !== undefined) {
+    const what = full === "EDQUOT" ? "its disk quota is used up" : "no space is left on the device";
+    return new AppError("RESOURCE_EXHAUSTED", "DISK_FULL", `the server's disk is full: ${what}; retry once an operator has freed space`);
+  }
   return new AppError("INTERNAL", "INTERNAL", "internal error");
+}
+
+/** ENOSPC, EDQUOT or 53100 when `err` or one of its causes is a full disk. */
+function diskFullCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "ENOSPC" || code === "EDQUOT" || code === "53100") return code;
+  }
+  return undefined;
 }
 
 const codeByGrpc = new Map<number, ErrorCode>(

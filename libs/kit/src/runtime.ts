@@ -84,7 +84,7 @@ export async function startPlatform<C extends BaseConfig>(opts: {
       ? await JetStreamBus.connect({ url: config.LATHE_NATS_URL, prefix: config.LATHE_EVENTS_PREFIX, name: `lathe-${opts.name}`, logger })
       : new MemoryBus(logger);
     closers.push(() => bus.close());
-    const artifacts = new LocalArtifactStore(resolve(config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")));
+    const artifacts = await LocalArtifactStore.open(resolve(config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")));
     const self: { address?: string } = {};
     const local = new Set<string>();
     const peerAddress = (service: PeerName): string => {

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -34,11 +34,44 @@ function checkDigest(digest: string): void {
 }
 
 /**
- * Artifacts in a local folder, as `sha256/ab/abcdef…`. Writes go to a temporary file that is
- * renamed into place once its digest is known, so a reader never sees a partial blob.
+ * Artifacts in a local folder, as `sha256/ab/abcdef…`. Writes go to a temporary file under
+ * `tmp/` that is renamed into place once its digest is known, so a reader never sees a partial
+ * blob; a write that fails (a full disk midway, a client that went away) removes its file.
  */
 export class LocalArtifactStore implements ArtifactStore {
   constructor(readonly root: string) {}
+
+  /**
+   * A store on `root` that first removes the temporary files a killed process left in `tmp/`.
+   * Several processes may share one folder and write at the same time, so only files untouched
+   * for `staleTmpMs` (default 10 minutes) go: a put in progress writes its file at every chunk.
+   */
+  static async open(root: string, opts: { staleTmpMs?: number } = {}): Promise<LocalArtifactStore> {
+    const store = new LocalArtifactStore(root);
+    await store.sweepTmp(opts.staleTmpMs ?? 10 * 60_000);
+    return store;
+  }
+
+  /** Removes temporary files not written for `olderThanMs`; returns how many went. */
+  async sweepTmp(olderThanMs: number): Promise<number> {
+    const tmpDir = join(this.root, "tmp");
+    let names: string[];
+    try {
+      names = await readdir(tmpDir);
+    } catch {
+      return 0;
+    }
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    for (const name of names) {
+      const path = join(tmpDir, name);
+      const s = await stat(path).catch(() => undefined);
+      if (s === undefined || !s.isFile() || s.mtimeMs > cutoff) continue;
+      await rm(path, { force: true });
+      removed++;
+    }
+    return removed;
+  }
 
   private pathOf(digest: string): string {
     return join(this.root, "sha256", digest.slice(0, 2), digest);
@@ -66,7 +99,8 @@ export class LocalArtifactStore implements ArtifactStore {
       await rename(tmp, dest);
       return { digest, size };
     } catch (err) {
-      await rm(tmp, { force: true });
+      // The write's own error is the one to report (ENOSPC becomes DISK_FULL), not a failed cleanup.
+      await rm(tmp, { force: true }).catch(() => undefined);
       throw err;
     }
   }
