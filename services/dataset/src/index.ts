@@ -1,7 +1,9 @@
-import { prepareService, type ServiceFactory } from "@lathe/kit";
+import { join, resolve } from "node:path";
+import { openImportRoots, prepareService, type ServiceFactory } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { DatasetServiceService } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { migrations, type DatasetTables } from "./db/migrations.js";
+import { errorFields } from "./domain/faults.js";
 import { DatasetStore, schema } from "./domain/store.js";
 import { Tokenizers } from "./domain/tokenizers.js";
 import { datasetHandlers } from "./service.js";
@@ -16,7 +18,17 @@ const staleStagingMs = 10 * 60_000;
 export const createDatasetService: ServiceFactory = async (deps) => {
   const base = await prepareService(deps, schema, migrations);
   const store = new DatasetStore(deps.db as Kysely<DatasetTables>, () => base.relay.notify());
-  const tokenizers = new Tokenizers(() => deps.peerAddress("registry"));
+  const dataDir = resolve(deps.config.LATHE_DATA_DIR);
+  const artifactsDir = resolve(deps.config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts"));
+  // A caller may name a tokenizer folder only inside these; they may not hold the service's own state.
+  const importRoots = await openImportRoots(deps.config.LATHE_IMPORT_ROOTS, [dataDir, artifactsDir]);
+  const tokenizers = new Tokenizers({
+    registryAddress: () => deps.peerAddress("registry"),
+    artifacts: deps.artifacts,
+    importRoots,
+    cacheDir: join(dataDir, "cache", "dataset-tokenizers"),
+    logger: deps.logger,
+  });
   let sweeper: NodeJS.Timeout | undefined;
   return {
     name: "dataset",
@@ -28,7 +40,7 @@ export const createDatasetService: ServiceFactory = async (deps) => {
       const sweep = () =>
         store.sweepStaging(staleStagingMs).then(
           (n) => n > 0 && deps.logger.info({ uploads: n }, "removed rows of abandoned uploads"),
-          (err: unknown) => deps.logger.warn({ err }, "staging sweep failed"),
+          (err: unknown) => deps.logger.warn(errorFields(err), "staging sweep failed"),
         );
       void sweep();
       sweeper = setInterval(() => void sweep(), staleStagingMs / 2);

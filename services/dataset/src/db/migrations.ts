@@ -45,6 +45,12 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
       .addColumn("heartbeat", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
       .execute();
   },
+  // AIP-155: the request that made a dataset or version (requests.ts), so a retry under the same
+  // request_id is compared with it. Rows made before this migration have none.
+  "0002_request_json": async (db) => {
+    await db.schema.alterTable("datasets").addColumn("request_json", "jsonb").execute();
+    await db.schema.alterTable("versions").addColumn("request_json", "jsonb").execute();
+  },
 };
 
 export interface DatasetsTable {
@@ -55,6 +61,8 @@ export interface DatasetsTable {
   description: string;
   labels: ColumnType<Record<string, string>, string, string>;
   request_id: string | null;
+  /** The canonical request (requests.ts) when it carried a request_id; null before 0002. */
+  request_json: ColumnType<unknown, string | null, string | null>;
   create_time: Generated<Date>;
   update_time: Generated<Date>;
 }
@@ -70,6 +78,8 @@ export interface VersionsTable {
   /** QualityReport as proto JSON. */
   report: ColumnType<unknown, string, string>;
   request_id: string | null;
+  /** The canonical request (requests.ts) when it carried a request_id; null before 0002. */
+  request_json: ColumnType<unknown, string | null, string | null>;
   create_time: Generated<Date>;
 }
 

@@ -1,4 +1,4 @@
-import { AppError, checkLabels, checkRequestId, checkResourceId, checkText, invalidArgument, type CallContext } from "@lathe/kit";
+import { AppError, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, invalidArgument, type CallContext } from "@lathe/kit";
 import {
   ContaminationScope,
   DatasetVersion,
@@ -14,11 +14,13 @@ import {
 import { CheckOptions, DataCheck } from "@lathe/proto/lathe/type/v1/data_check";
 import { mulberry32, NearDuplicateIndex, normalizeText, redactPii, scanPii } from "@lathe/text";
 import { createHash } from "node:crypto";
+import { checkCleanLabels, checkCleanText } from "./control-chars.js";
 import { versionEvents, type IngestDeps } from "./ingest.js";
 import { piiKindNames, resolveOptions } from "./options.js";
 import { conversationText, promptOf, type NormalRow } from "./parse.js";
 import { VersionBuilder } from "./processor.js";
-import { versionName, type VersionEntry } from "./store.js";
+import { deriveRequest } from "./requests.js";
+import { RequestReplayed, versionName, type VersionEntry } from "./store.js";
 
 type Row = { line: number; row: NormalRow; failed: Set<DataCheck> };
 
@@ -65,16 +67,21 @@ export async function deriveVersion(deps: IngestDeps, req: DeriveDatasetVersionR
   const op = req.operation;
   if (!op || (!op.dropFailingRows && !op.deduplicate && !op.redactPii && !op.split)) throw invalidArgument("operation", "is required: drop_failing_rows, deduplicate, redact_pii or split");
   const requestId = checkRequestId("request_id", req.requestId);
+  const request = deriveRequest(req);
+  // A retry answers with what the first call made, once it is sure to be the same request.
+  const replay = async (earlier: VersionEntry): Promise<DeriveDatasetVersionResponse> => {
+    // A version made before requests were stored cannot be compared; it is answered as before.
+    if (earlier.request !== null) checkSameRequest(requestId!, earlier.version.name, earlier.request, request);
+    const evalVersion = earlier.version.splitPart === SplitPart.SPLIT_PART_TRAIN ? (await deps.store.versionByRequestId(ctx.tenant, parent.datasetId, `${requestId}#eval`))?.version : undefined;
+    return { datasetVersion: earlier.version, evalDatasetVersion: evalVersion };
+  };
   if (requestId !== null) {
     const earlier = await deps.store.versionByRequestId(ctx.tenant, parent.datasetId, requestId);
-    if (earlier) {
-      const evalVersion = earlier.version.splitPart === SplitPart.SPLIT_PART_TRAIN ? (await deps.store.versionByRequestId(ctx.tenant, parent.datasetId, `${requestId}#eval`))?.version : undefined;
-      return { datasetVersion: earlier.version, evalDatasetVersion: evalVersion };
-    }
+    if (earlier) return replay(earlier);
   }
   const versionId = req.versionId === "" ? undefined : checkResourceId("version_id", req.versionId);
-  const description = checkText("description", req.description, 2000);
-  const labels = checkLabels("labels", req.labels);
+  const description = checkCleanText("description", checkText("description", req.description, 2000));
+  const labels = checkCleanLabels("labels", checkLabels("labels", req.labels));
   const checkOptions = req.checkOptions ?? parent.version.checkOptions;
   const opts = resolveOptions(checkOptions, req.checkOptions ? "check_options" : "parent_version.check_options");
   const tokenizer = await deps.tokenizers.resolve("check_options.tokenizer_model", opts.tokenizerModel, ctx);
@@ -132,7 +139,7 @@ export async function deriveVersion(deps: IngestDeps, req: DeriveDatasetVersionR
     }
     const baseId = versionId ?? (await deps.store.nextVersionId(ctx.tenant, parent.datasetId));
     const ids = outputs.length === 1 ? [baseId] : [`${baseId}-train`, `${baseId}-eval`];
-    const made: { key: string; datasetId: string; versionId: string; meta: DatasetVersion; report: QualityReport; requestId: string | null; tokens: number }[] = [];
+    const made: { key: string; datasetId: string; versionId: string; meta: DatasetVersion; report: QualityReport; requestId: string | null; request: typeof request; tokens: number }[] = [];
     for (const [i, part] of outputs.entries()) {
       const name = versionName(parent.datasetId, ids[i]!);
       const result = await builders[i]!.finish({ format: parent.version.format, name, checkOptions });
@@ -156,13 +163,15 @@ export async function deriveVersion(deps: IngestDeps, req: DeriveDatasetVersionR
         derivation: op,
         splitPart: part,
       });
-      made.push({ key: stagings[i]!.key, datasetId: parent.datasetId, versionId: ids[i]!, meta: version, report: result.report, requestId: requestId === null ? null : i === 0 ? requestId : `${requestId}#eval`, tokens: result.totalTokens });
+      made.push({ key: stagings[i]!.key, datasetId: parent.datasetId, versionId: ids[i]!, meta: version, report: result.report, requestId: requestId === null ? null : i === 0 ? requestId : `${requestId}#eval`, request, tokens: result.totalTokens });
     }
     await deps.store.finalize(ctx.tenant, made, () => made.flatMap((m) => versionEvents(ctx.tenant, m.meta, m.tokens, m.report)) as never);
     const [main, evalV] = await Promise.all(made.map((m) => deps.store.version(ctx.tenant, "name", m.meta.name)));
     return { datasetVersion: main!.version, evalDatasetVersion: evalV?.version };
   } catch (err) {
     for (const s of stagings) await deps.store.abortStaging(s.key).catch(() => undefined);
+    // A retry that raced this call made the version first: answer as a retry.
+    if (err instanceof RequestReplayed && requestId !== null) return replay(err.earlier);
     throw err;
   }
 }

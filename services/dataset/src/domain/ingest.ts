@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
+import { once } from "node:events";
 import { PassThrough } from "node:stream";
-import { AppError, checkLabels, checkRequestId, checkResourceId, checkText, invalidArgument, type ArtifactStore, type CallContext, type Logger } from "@lathe/kit";
+import { AppError, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, invalidArgument, type ArtifactStore, type CallContext, type Logger } from "@lathe/kit";
 import {
   DatasetFormat,
   DatasetVersion,
@@ -11,11 +12,14 @@ import {
 } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { DataCheck } from "@lathe/proto/lathe/type/v1/data_check";
 import { datasetValidated, datasetVersionCreated } from "../events.js";
+import { checkCleanLabels, checkCleanText } from "./control-chars.js";
+import { diskFull, errorFields } from "./faults.js";
 import { LineSplitter } from "./lines.js";
 import { resolveOptions } from "./options.js";
 import { parseLine } from "./parse.js";
 import { VersionBuilder, type RowInput } from "./processor.js";
-import { versionName, type DatasetStore } from "./store.js";
+import { uploadRequest, type CanonicalRequest } from "./requests.js";
+import { RequestReplayed, versionName, type DatasetStore, type VersionEntry } from "./store.js";
 import type { Tokenizers } from "./tokenizers.js";
 
 export interface IngestDeps {
@@ -64,12 +68,12 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
   const requestId = checkRequestId("header.request_id", header.requestId);
   if (requestId !== null) {
     const earlier = await deps.store.versionByRequestId(ctx.tenant, dataset.dataset_id, requestId);
-    if (earlier) return earlier.version;
+    if (earlier) return replayUpload(requestId, earlier, header, it, ctx);
   }
   const versionId = header.versionId === "" ? undefined : checkResourceId("header.version_id", header.versionId);
-  const displayName = checkText("header.display_name", header.displayName, 200);
-  const description = checkText("header.description", header.description, 2000);
-  const labels = checkLabels("header.labels", header.labels);
+  const displayName = checkCleanText("header.display_name", checkText("header.display_name", header.displayName, 200));
+  const description = checkCleanText("header.description", checkText("header.description", header.description, 2000));
+  const labels = checkCleanLabels("header.labels", checkLabels("header.labels", header.labels));
   if (header.contentLength < 0 || header.contentLength > maxFileBytes) throw invalidArgument("header.content_length", `must be from 0 to ${maxFileBytes}`);
   if (header.contentDigest !== "" && !/^(sha256:)?[0-9a-f]{64}$/.test(header.contentDigest)) throw invalidArgument("header.content_digest", "must be sha256:<64 lowercase hex>");
   const opts = resolveOptions(header.checkOptions, "header.check_options");
@@ -81,7 +85,15 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
   const heartbeat = setInterval(() => void staging.heartbeat().catch(() => undefined), 10_000);
   const original = new PassThrough();
   const stored = deps.artifacts.put(original);
-  stored.catch(() => undefined);
+  // When the store fails (a full disk) it stops reading: `original` never drains again, so every
+  // wait below races the store, and the upload ends at once instead of at the client's deadline.
+  let storeError: unknown;
+  const storeEnded = stored.then(
+    () => Promise.reject(new Error("the artifact store finished before the end of the upload")),
+    (err: unknown) => Promise.reject((storeError = diskFull(err, deps.logger))),
+  );
+  storeEnded.catch(() => undefined);
+  let contentDigest: string | undefined;
   try {
     const name = versionName(dataset.dataset_id, versionId ?? "pending");
     const builder = new VersionBuilder(opts, tokenizer, staging.sink);
@@ -119,16 +131,18 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
       if (!chunk || chunk.length === 0) continue;
       size += chunk.length;
       if (size > maxFileBytes) throw invalidArgument("chunk", `the file is over ${maxFileBytes} bytes`);
+      if (storeError !== undefined) throw storeError;
       hash.update(chunk);
-      if (!original.write(chunk)) await new Promise((r) => original.once("drain", r));
+      if (!original.write(chunk)) await Promise.race([once(original, "drain"), storeEnded]);
       for (const line of splitter.push(Buffer.from(chunk))) await handle(line);
     }
     if (ctx.signal.aborted) throw new AppError("CANCELLED", "UPLOAD_INTERRUPTED", "the upload was interrupted before its end");
     const last = splitter.end();
     if (last) await handle(last);
     original.end();
-    const artifact = await stored;
+    const artifact = await stored.catch(() => Promise.reject(storeError));
     const digest = hash.digest("hex");
+    contentDigest = `sha256:${digest}`;
     if (header.contentLength > 0 && header.contentLength !== size) throw invalidArgument("header.content_length", `says ${header.contentLength} bytes, but ${size} arrived`);
     if (header.contentDigest !== "" && header.contentDigest.replace(/^sha256:/, "") !== digest) throw invalidArgument("header.content_digest", `says ${header.contentDigest}, but the bytes that arrived hash to sha256:${digest}`);
     if (size === 0) throw invalidArgument("chunk", "the file is empty");
@@ -160,7 +174,8 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
       readiness: report.readiness,
       origin: Origin.ORIGIN_UPLOAD,
     });
-    await deps.store.finalize(ctx.tenant, [{ key: staging.key, datasetId: dataset.dataset_id, versionId: id, meta: version, report, requestId }], () =>
+    const request = uploadRequest(header, contentDigest);
+    await deps.store.finalize(ctx.tenant, [{ key: staging.key, datasetId: dataset.dataset_id, versionId: id, meta: version, report, requestId, request }], () =>
       versionEvents(ctx.tenant, version, result.totalTokens, report) as never,
     );
     const entry = await deps.store.version(ctx.tenant, "name", fullName);
@@ -170,9 +185,43 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
     // The original bytes go too, unless another version holds the same content.
     const blob = await stored.catch(() => undefined);
     if (blob && !(await deps.store.isArtifactReferenced(`sha256:${blob.digest}`))) await deps.artifacts.delete(blob.digest).catch(() => undefined);
-    await deps.store.abortStaging(staging.key).catch((e: unknown) => deps.logger.warn({ err: e }, "could not remove staged rows; the sweep will"));
+    await deps.store.abortStaging(staging.key).catch((e: unknown) => deps.logger.warn(errorFields(e), "could not remove staged rows; the sweep will"));
+    // A retry that raced this call made the version first: answer as a retry.
+    if (err instanceof RequestReplayed && requestId !== null) return sameUpload(requestId, err.earlier, header, contentDigest);
     throw err;
   } finally {
     clearInterval(heartbeat);
   }
+}
+
+/** The earlier version when this upload is the same request as the one that made it; else REQUEST_ID_REUSED. */
+function sameUpload(requestId: string, earlier: VersionEntry, header: UploadDatasetVersionHeader, contentDigest: string | undefined): DatasetVersion {
+  // A version made before requests were stored can be compared by its content only.
+  const before: CanonicalRequest = earlier.request ?? { content: earlier.version.sourceDigest };
+  const now = uploadRequest(header, contentDigest);
+  checkSameRequest(requestId, earlier.version.name, before, earlier.request === null ? { content: now["content"] } : now);
+  return earlier.version;
+}
+
+/**
+ * A retried upload: its header is compared at once (a different header needs no bytes to tell),
+ * then its bytes are hashed, not stored, and compared with the first upload's. Nothing is staged
+ * or written, whatever the answer.
+ */
+async function replayUpload(requestId: string, earlier: VersionEntry, header: UploadDatasetVersionHeader, it: AsyncIterator<UploadDatasetVersionRequest>, ctx: CallContext): Promise<DatasetVersion> {
+  if (earlier.request !== null) checkSameRequest(requestId, earlier.version.name, { ...earlier.request, content: undefined }, uploadRequest(header));
+  const hash = createHash("sha256");
+  let size = 0;
+  for (;;) {
+    const next = await it.next();
+    if (next.done) break;
+    if (next.value.header) throw invalidArgument("header", "only the first message of the stream may carry a header");
+    const chunk = next.value.chunk;
+    if (!chunk || chunk.length === 0) continue;
+    size += chunk.length;
+    if (size > maxFileBytes) throw invalidArgument("chunk", `the file is over ${maxFileBytes} bytes`);
+    hash.update(chunk);
+  }
+  if (ctx.signal.aborted) throw new AppError("CANCELLED", "UPLOAD_INTERRUPTED", "the upload was interrupted before its end");
+  return sameUpload(requestId, earlier, header, `sha256:${hash.digest("hex")}`);
 }

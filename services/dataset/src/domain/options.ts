@@ -2,6 +2,7 @@ import { invalidArgument } from "@lathe/kit";
 import { FormatKind, PiiKind, type CheckOptions } from "@lathe/proto/lathe/type/v1/data_check";
 import type { PiiKind as TextPiiKind } from "@lathe/text";
 import { Ajv, type ValidateFunction } from "ajv";
+import { checkCleanText } from "./control-chars.js";
 
 /** Check options with every default applied and every value checked. */
 export interface ResolvedOptions {
@@ -57,7 +58,7 @@ export function resolveOptions(o: CheckOptions | undefined, at: string): Resolve
     maxLineBytes: intIn(`${at}.max_line_bytes`, o?.maxLineBytes, 1 << 20, 1024, 16 << 20),
     pii: { enabled: !o?.piiDisabled, kinds: kinds.size > 0 ? kinds : new Set(Object.values(piiKindNames)) },
     answerFormat: resolveFormat(o, at),
-    tokenizerModel: o?.tokenizerModel ?? "",
+    tokenizerModel: checkCleanText(`${at}.tokenizer_model`, o?.tokenizerModel ?? ""),
     maxSeqLength: intIn(`${at}.max_seq_length`, o?.maxSeqLength, 2048, 16, 1 << 20),
     minRowCount: intIn(`${at}.min_row_count`, o?.minRowCount, 500, 0, 1 << 30),
   };
@@ -65,6 +66,9 @@ export function resolveOptions(o: CheckOptions | undefined, at: string): Resolve
 
 function resolveFormat(o: CheckOptions | undefined, at: string): ResolvedOptions["answerFormat"] {
   const f = o?.answerFormat;
+  // The options are stored with the version, and Postgres keeps no NUL.
+  checkCleanText(`${at}.answer_format.pattern`, f?.pattern ?? "");
+  checkCleanText(`${at}.answer_format.json_schema`, f?.jsonSchema ?? "");
   switch (f?.kind ?? FormatKind.FORMAT_KIND_UNSPECIFIED) {
     case FormatKind.FORMAT_KIND_UNSPECIFIED:
       return { kind: "none" };

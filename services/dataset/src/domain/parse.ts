@@ -1,5 +1,6 @@
 import { ChatRole, type ChatMessage } from "@lathe/proto/lathe/type/v1/chat";
 import { DatasetFormat } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { forbiddenCharProblem, withoutForbiddenChars } from "./control-chars.js";
 
 /** A row in Lathe's one internal form: a conversation. */
 export interface NormalRow {
@@ -31,14 +32,17 @@ function str(obj: Record<string, unknown>, key: string, required: boolean): stri
   if (v === undefined || v === null) return required ? { error: `"${key}" is missing` } : undefined;
   if (typeof v !== "string") return { error: `"${key}" must be a string, not ${Array.isArray(v) ? "an array" : typeof v}` };
   if (required && v.trim() === "") return { error: `"${key}" is empty` };
+  const bad = forbiddenCharProblem(key, v);
+  if (bad) return { error: bad };
   return v;
 }
 
 /**
  * Parses one line: UTF-8, JSON, one of the three formats (the file's `format` when it is known,
  * else detected), and a conversation that makes sense (an optional system message first, then
- * user and assistant turns in turn, ending with the assistant, no empty turn). Every failure says
- * what is wrong in words a user can act on.
+ * user and assistant turns in turn, ending with the assistant, no empty turn), with no control
+ * character or lone surrogate in any turn (see control-chars.ts). Every failure says what is
+ * wrong in words a user can act on. It never throws, whatever the bytes.
  */
 export function parseLine(bytes: Buffer, format: DatasetFormat): ParseResult {
   let text: string;
@@ -47,11 +51,15 @@ export function parseLine(bytes: Buffer, format: DatasetFormat): ParseResult {
   } catch {
     return { ok: false, reason: "not valid UTF-8" };
   }
+  // A raw control character is never valid JSON; saying which one helps more than JSON's error.
+  const raw = forbiddenCharProblem("the line", text);
+  if (raw) return { ok: false, reason: raw };
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    return { ok: false, reason: `not valid JSON (${(err as Error).message.replace(/\s+/g, " ").slice(0, 120)})` };
+    // V8 quotes the line in its message and may cut it inside a surrogate pair; so may we.
+    return { ok: false, reason: `not valid JSON (${withoutForbiddenChars([...(err as Error).message.replace(/\s+/g, " ")].slice(0, 120).join(""))})` };
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, reason: "not a JSON object" };
   const obj = value as Record<string, unknown>;
@@ -72,6 +80,8 @@ export function parseLine(bytes: Buffer, format: DatasetFormat): ParseResult {
       if (role === undefined) return { ok: false, reason: `messages[${i}].role must be "system", "user" or "assistant"` };
       if (typeof mm["content"] !== "string") return { ok: false, reason: `messages[${i}].content must be a string` };
       if (mm["content"].trim() === "") return { ok: false, reason: `messages[${i}] (${mm["role"] as string}) is empty` };
+      const bad = forbiddenCharProblem(`messages[${i}].content`, mm["content"]);
+      if (bad) return { ok: false, reason: bad };
       messages.push({ role, content: mm["content"] });
     }
   } else {

@@ -4,6 +4,7 @@ import {
   checkLabels,
   checkRequestId,
   checkResourceId,
+  checkSameRequest,
   checkText,
   decodePageToken,
   encodePageToken,
@@ -18,7 +19,9 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import { Dataset, DatasetVersion, QualityReport, type CreateDatasetRequest } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import type { DataCheck } from "@lathe/proto/lathe/type/v1/data_check";
 import type { DatasetRowRecord, DatasetTables, VersionRecord } from "../db/migrations.js";
+import { checkCleanLabels, checkCleanText } from "./control-chars.js";
 import type { RowSink, StoredRow } from "./processor.js";
+import { createDatasetRequest, type CanonicalRequest } from "./requests.js";
 
 export const schema = "dataset";
 const source = "dataset";
@@ -32,6 +35,31 @@ export interface VersionEntry {
   versionId: string;
   version: DatasetVersion;
   report: QualityReport;
+  /** The canonical request that made it, when it carried a request_id (null for older versions). */
+  request: CanonicalRequest | null;
+}
+
+/**
+ * Thrown by `finalize` when another call with the same request_id made its version first (two
+ * retries racing): the caller removes what it staged and answers as a retry would.
+ */
+export class RequestReplayed extends Error {
+  constructor(readonly earlier: VersionEntry) {
+    super(`${earlier.version.name} was made by an earlier call with this request_id`);
+  }
+}
+
+/**
+ * A failed write of row content, without that content. Database errors carry the statement's
+ * parameters (PGlite) or quote the offending value (`detail`, `where`); a log line must hold
+ * neither, so only the SQLSTATE goes on.
+ */
+function withoutContent(err: unknown): unknown {
+  if (err instanceof AppError || err instanceof RequestReplayed) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  const out = new Error(`the database refused a write of dataset rows${typeof code === "string" ? ` (SQLSTATE ${code})` : ""}`);
+  if (typeof code === "string") Object.assign(out, { code });
+  return out;
 }
 
 export function versionName(datasetId: string, versionId: string): string {
@@ -72,19 +100,27 @@ export class DatasetStore {
     const id = checkResourceId("dataset_id", req.datasetId);
     const d = req.dataset;
     const requestId = checkRequestId("request_id", req.requestId);
+    const request = createDatasetRequest(req);
     const values = {
       tenant,
       dataset_id: id,
-      display_name: checkText("dataset.display_name", d?.displayName ?? "", 200) || id,
-      description: checkText("dataset.description", d?.description ?? "", 2000),
-      labels: JSON.stringify(checkLabels("dataset.labels", d?.labels ?? {})),
+      display_name: checkCleanText("dataset.display_name", checkText("dataset.display_name", d?.displayName ?? "", 200)) || id,
+      description: checkCleanText("dataset.description", checkText("dataset.description", d?.description ?? "", 2000)),
+      labels: JSON.stringify(checkCleanLabels("dataset.labels", checkLabels("dataset.labels", d?.labels ?? {}))),
       request_id: requestId,
+      request_json: requestId === null ? null : JSON.stringify(request),
     };
     const inserted = await this.t.insertInto("datasets").values(values).onConflict((oc) => oc.doNothing()).returningAll().executeTakeFirst();
     if (inserted) return this.toDataset(inserted);
     if (requestId !== null) {
       const earlier = await this.t.selectFrom("datasets").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
-      if (earlier?.dataset_id === id) return this.toDataset(earlier);
+      if (earlier) {
+        // The same id and the same request is a retry; anything else is a reused id, never the old dataset.
+        // A dataset made before requests were stored can only be compared by its id.
+        const before = (earlier.request_json as CanonicalRequest | null) ?? { dataset_id: earlier.dataset_id };
+        checkSameRequest(requestId, `datasets/${earlier.dataset_id}`, before, earlier.request_json === null ? { dataset_id: id } : request);
+        return this.toDataset(earlier);
+      }
     }
     throw new AppError("ALREADY_EXISTS", "DATASET_ALREADY_EXISTS", `datasets/${id} already exists`, { name: `datasets/${id}` });
   }
@@ -136,7 +172,7 @@ export class DatasetStore {
     const version = DatasetVersion.fromJSON({ ...(r.meta as object), name });
     version.createTime = r.create_time;
     version.updateTime = r.create_time;
-    return { key: r.version_key, datasetId: r.dataset_id, versionId: r.version_id, version, report: QualityReport.fromJSON(r.report) };
+    return { key: r.version_key, datasetId: r.dataset_id, versionId: r.version_id, version, report: QualityReport.fromJSON(r.report), request: (r.request_json as CanonicalRequest | null) ?? null };
   }
 
   async version(tenant: string, field: string, name: string): Promise<VersionEntry> {
@@ -165,9 +201,18 @@ export class DatasetStore {
     };
   }
 
-  /** The next free version id of a dataset: v1, v2, … */
+  /**
+   * The next version id of a dataset: v1, v2, … after the highest taken, so ids stay dense. A
+   * split's pair (`v3-train`, `v3-eval`) takes one number; named versions take none; a failed
+   * upload or derivation stores nothing and so takes none either.
+   */
   async nextVersionId(tenant: string, datasetId: string): Promise<string> {
-    const r = await this.t.selectFrom("versions").select(sql<number>`count(*)::int`.as("n")).where("tenant", "=", tenant).where("dataset_id", "=", datasetId).executeTakeFirst();
+    const r = await this.t
+      .selectFrom("versions")
+      .select(sql<number>`coalesce(max(substring(version_id from '^v([0-9]{1,9})(?:-train|-eval)?$')::int), 0)`.as("n"))
+      .where("tenant", "=", tenant)
+      .where("dataset_id", "=", datasetId)
+      .executeTakeFirst();
     for (let n = (r?.n ?? 0) + 1; ; n++) {
       const taken = await this.t.selectFrom("versions").select("version_id").where("tenant", "=", tenant).where("dataset_id", "=", datasetId).where("version_id", "=", `v${n}`).executeTakeFirst();
       if (!taken) return `v${n}`;
@@ -183,7 +228,10 @@ export class DatasetStore {
         await this.t
           .insertInto("rows")
           .values(rows.map((r) => ({ version_key: key, idx: r.idx, line: r.line, messages: JSON.stringify(r.messages), failed_checks: r.failedChecks, token_count: r.tokenCount })))
-          .execute();
+          .execute()
+          .catch((err: unknown) => {
+            throw withoutContent(err);
+          });
       },
       markFailed: async (idx: readonly number[], check: DataCheck) => {
         await this.t
@@ -222,7 +270,7 @@ export class DatasetStore {
    */
   async finalize(
     tenant: string,
-    versions: readonly { key: string; datasetId: string; versionId: string; meta: DatasetVersion; report: QualityReport; requestId: string | null }[],
+    versions: readonly { key: string; datasetId: string; versionId: string; meta: DatasetVersion; report: QualityReport; requestId: string | null; request?: CanonicalRequest }[],
     events: (trx: Transaction<DatasetTables>) => NewEvent<never>[],
   ): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
@@ -232,15 +280,30 @@ export class DatasetStore {
         if (!exists) throw notFound("dataset", `datasets/${v.datasetId}`);
         const inserted = await t
           .insertInto("versions")
-          .values({ version_key: v.key, tenant, dataset_id: v.datasetId, version_id: v.versionId, meta: JSON.stringify(DatasetVersion.toJSON(v.meta)), report: JSON.stringify(QualityReport.toJSON(v.report)), request_id: v.requestId })
+          .values({
+            version_key: v.key,
+            tenant,
+            dataset_id: v.datasetId,
+            version_id: v.versionId,
+            meta: JSON.stringify(DatasetVersion.toJSON(v.meta)),
+            report: JSON.stringify(QualityReport.toJSON(v.report)),
+            request_id: v.requestId,
+            request_json: v.requestId === null || v.request === undefined ? null : JSON.stringify(v.request),
+          })
           .onConflict((oc) => oc.doNothing())
           .returning("version_key")
           .executeTakeFirst();
+        if (!inserted && v.requestId !== null) {
+          const earlier = await t.selectFrom("versions").selectAll().where("tenant", "=", tenant).where("dataset_id", "=", v.datasetId).where("request_id", "=", v.requestId).executeTakeFirst();
+          if (earlier) throw new RequestReplayed(this.toEntry(earlier));
+        }
         if (!inserted) throw new AppError("ALREADY_EXISTS", "DATASET_VERSION_ALREADY_EXISTS", `${versionName(v.datasetId, v.versionId)} already exists`, { name: versionName(v.datasetId, v.versionId) });
         await t.deleteFrom("staging").where("version_key", "=", v.key).execute();
         await t.updateTable("datasets").set({ update_time: sql`now()` }).where("tenant", "=", tenant).where("dataset_id", "=", v.datasetId).execute();
       }
       await enqueueEvents(trx, schema, source, events(trx));
+    }).catch((err: unknown) => {
+      throw withoutContent(err);
     });
     this.onEvents();
   }
