@@ -500,6 +500,12 @@ export class JobStore {
     await this.t.updateTable("jobs").set({ training_ms: sql`training_ms + ${Math.round(ms)}` }).where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).execute();
   }
 
+  /** Whether the job runs now in the given attempt (its work folder is in use). */
+  async isRunningAttempt(tenant: string, jobId: string, attempt: number): Promise<boolean> {
+    const row = await this.t.selectFrom("jobs").select("job_id").where("tenant", "=", tenant).where("job_id", "=", jobId).where("state", "=", "RUNNING").where("attempt_count", "=", attempt).executeTakeFirst();
+    return row !== undefined;
+  }
+
   /** Gives a claimed job back to the queue (this worker is shutting down): another takes it up from its last checkpoint. */
   async release(job: JobRow, worker: string): Promise<void> {
     await this.t.updateTable("jobs").set({ state: "QUEUED", worker: "", lease_until: null, update_time: sql`now()` }).where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).where("state", "=", "RUNNING").where("worker", "=", worker).execute();

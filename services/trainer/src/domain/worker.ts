@@ -1,5 +1,5 @@
-import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { randomBytes, randomUUID } from "node:crypto";
+import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { AppError, cachedFolder, contextFromHeaders, tracer, materializeFolder, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
@@ -14,7 +14,11 @@ export interface WorkerOptions {
   jobs: JobStore;
   artifacts: ArtifactStore;
   logger: Logger;
-  /** Where jobs train: models, data, checkpoints (one folder per job, removed after). */
+  /**
+   * Where jobs train: `models/` (base models by digest, kept) and `attempts/` (one folder per
+   * attempt, with its data and checkpoints, removed when the attempt ends). Several workers and
+   * processes may share it.
+   */
   workDir: string;
   slots: number;
   threads: number;
@@ -46,10 +50,29 @@ export class LocalWorker {
 
   constructor(private readonly o: WorkerOptions) {}
 
-  start(): void {
+  async start(): Promise<void> {
     if (this.o.slots === 0) return;
+    await this.sweep().catch((err: unknown) => this.o.logger.warn({ err }, "trainer worker: sweeping the work folders of ended attempts failed"));
     this.stopped = false;
     this.notify();
+  }
+
+  /**
+   * Removes the work folders of attempts that no longer run (their worker died, or its last
+   * cleanup failed). Other workers may share the work dir, so a folder stays while its job is
+   * RUNNING with that attempt; a new attempt makes a folder of its own.
+   */
+  private async sweep(): Promise<void> {
+    const root = join(this.o.workDir, "attempts");
+    const names = await readdir(root).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? [] : Promise.reject(err)));
+    let removed = 0;
+    for (const name of names) {
+      const a = parseAttemptFolder(name);
+      if (a === undefined || (await this.o.jobs.isRunningAttempt(a.tenant, a.jobId, a.attempt))) continue;
+      await rm(join(root, name), { recursive: true, force: true });
+      removed++;
+    }
+    if (removed > 0) this.o.logger.info({ removed }, "trainer worker: removed the work folders of ended attempts");
   }
 
   /** Look for work now (a job was queued in this process). */
@@ -97,7 +120,7 @@ export class LocalWorker {
   private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal): Promise<void> {
     const spec = job.spec as StoredSpec;
     const log = this.o.logger.child({ job: `fineTuningJobs/${job.job_id}`, tenant: job.tenant, attempt: job.attempt_count });
-    const dir = join(this.o.workDir, `${job.tenant}-${job.job_id}-${job.attempt_count}`);
+    const dir = join(this.o.workDir, "attempts", attemptFolder(job));
     const outDir = join(dir, "out");
     const abort = new AbortController();
     const onStop = () => abort.abort(stopSignal.reason);
@@ -248,19 +271,50 @@ export class LocalWorker {
         await this.o.jobs.addTrainingTime(job, performance.now() - started).catch(() => undefined);
         return;
       }
-      const failure = failureOf(err);
+      const failure = failureOf(err, step);
       log.warn({ err, step }, "job failed");
       await this.o.jobs.fail(job, this.id, failure, step, performance.now() - started);
     } finally {
       this.o.jobs.changes.off("changed", onChange);
       stopSignal.removeEventListener("abort", onStop);
-      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true }).catch((err: unknown) => log.warn({ err }, "removing the attempt's work folder failed; the next worker start sweeps it"));
     }
   }
 }
 
+/**
+ * The work folder of an attempt: `<tenant>~<job_id>~<attempt>~<random>`. The random part makes it
+ * unguessable (a tenant who could name another's folder might reach its checkpoints); `~` is in
+ * neither tenants nor job ids, so the sweep reads the rest back.
+ */
+function attemptFolder(job: JobRow): string {
+  return `${job.tenant}~${job.job_id}~${job.attempt_count}~${randomBytes(16).toString("hex")}`;
+}
+
+function parseAttemptFolder(name: string): { tenant: string; jobId: string; attempt: number } | undefined {
+  const m = /^([^~]+)~([^~]+)~(\d+)~[0-9a-f]{32}$/.exec(name);
+  return m ? { tenant: m[1]!, jobId: m[2]!, attempt: Number(m[3]) } : undefined;
+}
+
+/** A write that failed for want of space: no space left on the device, or the quota reached. */
+function diskFull(err: unknown): "ENOSPC" | "EDQUOT" | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT") return code;
+  }
+  return undefined;
+}
+
 /** What a failed job tells its user: the engine's and the data's errors keep their meaning. */
-function failureOf(err: unknown): JobFailure {
+function failureOf(err: unknown, step: number): JobFailure {
+  const full = diskFull(err);
+  if (full !== undefined) {
+    return {
+      code: "RESOURCE_EXHAUSTED",
+      reason: "DISK_FULL",
+      message: `the disk is full: the worker could not write the job's checkpoint or adapter at step ${step} (${full === "EDQUOT" ? "disk quota reached" : "no space left on device"}); the checkpoints listed are complete, and the job can be created again once the trainer has room`,
+    };
+  }
   if (err instanceof TrainingDataError) return { code: "INVALID_ARGUMENT", reason: "TRAINING_DATA_INVALID", message: err.message };
   if (err instanceof CheckpointError) return { code: "FAILED_PRECONDITION", reason: "CHECKPOINT_INVALID", message: err.message };
   if (err instanceof EngineError) return { code: err.code === "OUT_OF_MEMORY" ? "RESOURCE_EXHAUSTED" : "INTERNAL", reason: `ENGINE_${err.code}`, message: err.message };
