@@ -57,7 +57,7 @@ export class RequestReplayed extends Error {
 function withoutContent(err: unknown): unknown {
   if (err instanceof AppError || err instanceof RequestReplayed) return err;
   const code = (err as { code?: unknown } | null)?.code;
-  const out = new Error(`the database refused a write of dataset rows${typeof code === "string" ? ` (SQLSTATE ${code})` : ""}`);
+  const out = new Error(`a database write of dataset content failed${typeof code === "string" ? ` (code ${code})` : ""}`);
   if (typeof code === "string") Object.assign(out, { code });
   return out;
 }
