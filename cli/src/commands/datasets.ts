@@ -78,18 +78,27 @@ export function datasetsCommand(): Command {
       .command("create <name> <file>")
       .description("upload FILE (JSONL, or - for stdin) as a new version of dataset NAME (created when missing); prints the version and its report")
       .addOption(new Option("--format <format>", "the file's format").choices(Object.keys(formats)).default("auto"))
-      .option("--tokenizer-model <model>", "token statistics with this model's tokenizer: models/{id} or a model folder")
+      .option("--tokenizer-model <model>", "token statistics with this model's tokenizer: models/{id}, or a model folder inside the server's import roots (LATHE_IMPORT_ROOTS)")
       .option("--max-seq-length <n>", "rows over this many tokens are flagged")
       .option("--version-id <id>", "the version's id (default v1, v2, …)")
       .option("--request-id <id>", "idempotency key: a retry with the same id returns the same version"),
   ).action(async (name: string, file: string, o: ConnectionOptions & { format: string; tokenizerModel?: string; maxSeqLength?: string; versionId?: string; requestId?: string }) => {
     const client = connect(DatasetServiceClient, o);
     try {
-      await call(client, "createDataset", { datasetId: name, dataset: Dataset.fromPartial({}), requestId: "" }).catch((err: unknown) => {
-        if (!(err instanceof AppError && err.code === "ALREADY_EXISTS")) throw err;
-      });
+      const made = await call(client, "createDataset", { datasetId: name, dataset: Dataset.fromPartial({}), requestId: "" }).then(
+        () => true,
+        (err: unknown) => {
+          if (!(err instanceof AppError && err.code === "ALREADY_EXISTS")) throw err;
+          return false;
+        },
+      );
       const checkOptions = CheckOptions.fromPartial({ tokenizerModel: o.tokenizerModel ?? "", maxSeqLength: o.maxSeqLength === undefined ? undefined : Number(o.maxSeqLength) });
-      const version = await uploadFile(client, UploadDatasetVersionHeader.fromPartial({ parent: `datasets/${name}`, versionId: o.versionId ?? "", format: formats[o.format], checkOptions, requestId: o.requestId ?? "" }), file);
+      const version = await uploadFile(client, UploadDatasetVersionHeader.fromPartial({ parent: `datasets/${name}`, versionId: o.versionId ?? "", format: formats[o.format], checkOptions, requestId: o.requestId ?? "" }), file).catch(async (err: unknown) => {
+        // A dataset this command made for an upload that failed is removed again, so a failed
+        // upload leaves nothing behind (the server refuses to delete one that has versions).
+        if (made) await call(client, "deleteDataset", { name: `datasets/${name}`, force: false }).catch(() => undefined);
+        throw err;
+      });
       const { qualityReport } = await call(client, "getQualityReport", { name: version.name });
       if (o.json) printJson({ datasetVersion: DatasetVersion.toJSON(version), qualityReport: QualityReport.toJSON(qualityReport!) });
       else printReport(version, qualityReport!);
