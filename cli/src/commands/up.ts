@@ -26,7 +26,7 @@ export function upCommand(): Command {
       await new Promise<void>((resolve) => {
         const stop = () => {
           process.stdout.write("lathe: draining…\n");
-          platform.stop().then(resolve, resolve);
+          platform.stop({ exit: true }).then(resolve, resolve);
         };
         process.once("SIGTERM", stop);
         process.once("SIGINT", stop);

@@ -49,8 +49,37 @@ export interface RunningPlatform {
   readonly address: string;
   readonly logger: Logger;
   readonly deps: ServiceDeps;
-  /** Drains: health NOT_SERVING, calls in flight finish (up to the grace period), background work stops, connections close. */
-  stop(): Promise<void>;
+  /**
+   * Drains: health NOT_SERVING, calls in flight finish (up to the grace period), background work
+   * stops, connections close. With `exit` (the process's owner: `runMain`, `lathe up`) the process
+   * then ends, whatever was left open: see {@link StopOptions}.
+   */
+  stop(opts?: StopOptions): Promise<void>;
+}
+
+/** How `RunningPlatform.stop` ends. */
+export interface StopOptions {
+  /**
+   * End the process once stopped. Each part gets at most `closeTimeoutMs` in all to close after
+   * the drain (one that hangs is logged by name and left); then the process exits as soon as
+   * nothing keeps it alive, or after `lingerMs` with a log of the handles still open. Exit code 0,
+   * or 1 when stopping failed or a part did not close in time. So SIGTERM ends the process within
+   * LATHE_SHUTDOWN_GRACE_MS + closeTimeoutMs + lingerMs, plus a margin.
+   */
+  exit?: boolean;
+  /** Default 4000. */
+  closeTimeoutMs?: number;
+  /** Default 1000. */
+  lingerMs?: number;
+}
+
+/** Ends the process now if nothing keeps it alive, else after `lingerMs`, logging what was still open. */
+export function exitWhenIdle(logger: Logger, code: number, lingerMs = 1000): void {
+  process.exitCode = code;
+  setTimeout(() => {
+    logger.warn({ resources: process.getActiveResourcesInfo().filter((r) => r !== "TTYWrap"), code }, "handles still open after stop; exiting");
+    process.exit(code);
+  }, lingerMs).unref();
 }
 
 /**
@@ -72,18 +101,39 @@ export async function startPlatform<C extends BaseConfig>(opts: {
   }
   setPageTokenSecret(config.LATHE_PAGE_TOKEN_SECRET);
   const telemetry: Telemetry = startTelemetry({ serviceName: `lathe-${opts.name}`, otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
-  const closers: (() => Promise<void>)[] = [() => telemetry.shutdown()];
-  const closeAll = async () => {
-    for (const close of closers.reverse()) await close().catch((err: unknown) => logger.warn({ err }, "close failed"));
+  const closers: { part: string; close: () => Promise<void> }[] = [{ part: "telemetry", close: () => telemetry.shutdown() }];
+  // Closes in reverse order of opening. With a time limit (the process is about to exit), a part
+  // that has not closed when it runs out is logged and left behind; returns whether all closed.
+  const closeAll = async (timeoutMs?: number): Promise<boolean> => {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    let clean = true;
+    for (const { part, close } of closers.reverse()) {
+      const closing = close().then(
+        () => "closed" as const,
+        (err: unknown) => {
+          logger.warn({ err, part }, "close failed");
+          return "failed" as const;
+        },
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const outcome =
+        deadline === undefined
+          ? await closing
+          : await Promise.race([closing, new Promise<"timed out">((r) => (timer = setTimeout(() => r("timed out"), Math.max(0, deadline - Date.now()))))]);
+      clearTimeout(timer);
+      if (outcome === "timed out") logger.error({ part, timeoutMs }, "close timed out; leaving it behind");
+      if (outcome !== "closed") clean = false;
+    }
+    return clean;
   };
   try {
     const dataDir = resolve(config.LATHE_DATA_DIR);
     const database: Database = await openDatabase({ pgUrl: config.LATHE_PG_URL, pgliteDir: join(dataDir, "pg") });
-    closers.push(() => database.close());
+    closers.push({ part: "database", close: () => database.close() });
     const bus: EventBus = config.LATHE_NATS_URL
       ? await JetStreamBus.connect({ url: config.LATHE_NATS_URL, prefix: config.LATHE_EVENTS_PREFIX, name: `lathe-${opts.name}`, logger })
       : new MemoryBus(logger);
-    closers.push(() => bus.close());
+    closers.push({ part: "event bus", close: () => bus.close() });
     const artifacts = await LocalArtifactStore.open(resolve(config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")));
     const self: { address?: string } = {};
     const local = new Set<string>();
@@ -106,24 +156,44 @@ export async function startPlatform<C extends BaseConfig>(opts: {
     for (const s of services) s.register(server);
     for (const s of services) {
       await s.start();
-      closers.push(() => s.stop());
+      closers.push({ part: `service ${s.name}`, close: () => s.stop() });
     }
     const port = await server.listen(config.LATHE_GRPC_HOST, config.LATHE_GRPC_PORT);
     const host = config.LATHE_GRPC_HOST === "0.0.0.0" ? "127.0.0.1" : config.LATHE_GRPC_HOST;
     self.address = `${host}:${port}`;
-    let stopping: Promise<void> | undefined;
+    let stopping: Promise<boolean> | undefined;
+    let exiting = false;
     return {
       port,
       address: `${host}:${port}`,
       logger,
       deps,
-      stop: () =>
-        (stopping ??= (async () => {
+      stop: async (stopOpts: StopOptions = {}) => {
+        const closeTimeoutMs = stopOpts.closeTimeoutMs ?? 4000;
+        const lingerMs = stopOpts.lingerMs ?? 1000;
+        if (stopOpts.exit && !exiting) {
+          exiting = true;
+          // The last resort, should the drain itself never end: no shutdown outlives its limits.
+          const limitMs = config.LATHE_SHUTDOWN_GRACE_MS + closeTimeoutMs + lingerMs + 1000;
+          setTimeout(() => {
+            logger.error({ limitMs, resources: process.getActiveResourcesInfo() }, "shutdown did not finish in time; exiting");
+            process.exit(1);
+          }, limitMs).unref();
+        }
+        stopping ??= (async () => {
           logger.info({ graceMs: config.LATHE_SHUTDOWN_GRACE_MS }, "draining");
           await server.shutdown(config.LATHE_SHUTDOWN_GRACE_MS);
-          await closeAll();
+          const clean = await closeAll(exiting ? closeTimeoutMs : undefined);
           logger.info("stopped");
-        })()),
+          return clean;
+        })();
+        let clean = false;
+        try {
+          clean = await stopping;
+        } finally {
+          if (exiting) exitWhenIdle(logger, clean ? 0 : 1, lingerMs);
+        }
+      },
     };
   } catch (err) {
     await closeAll();
@@ -133,7 +203,8 @@ export async function startPlatform<C extends BaseConfig>(opts: {
 
 /**
  * Runs one service as a process: reads the environment with the service's schema, starts, and
- * on SIGTERM or SIGINT drains and exits 0. A start failure is logged and exits 1.
+ * on SIGTERM or SIGINT drains and exits (0, or 1 when a part did not stop cleanly), also when
+ * something was left open. A start failure is logged and exits 1.
  */
 export async function runMain<S extends z.ZodType<BaseConfig>>(opts: { name: string; configSchema: S; factory: ServiceFactory<z.infer<S>> }): Promise<void> {
   let platform: RunningPlatform | undefined;
@@ -147,14 +218,9 @@ export async function runMain<S extends z.ZodType<BaseConfig>>(opts: { name: str
   const p = platform;
   const onSignal = (signal: string) => {
     p.logger.info({ signal }, "shutdown requested");
-    p.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        p.logger.error({ err }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+    p.stop({ exit: true }).catch((err: unknown) => p.logger.error({ err }, "shutdown failed"));
   };
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
+  p.logger.info({ address: p.address }, "started; SIGTERM or SIGINT drains and exits");
 }
