@@ -1,6 +1,7 @@
 import path from "node:path";
 import { ModelFormatError } from "./errors.js";
-import { asObject, readJsonFile } from "./read-json.js";
+import { LIMITS } from "./limits.js";
+import { asObject, readJsonFile, shown } from "./read-json.js";
 
 /** Architectures the engine implements (ARCHITECTURE.md §4). */
 export const SUPPORTED_ARCHITECTURES = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"] as const;
@@ -48,7 +49,8 @@ export interface ModelConfig {
 /**
  * Reads config.json of a Hugging Face model folder.
  * @throws ModelFormatError naming config.json and the field: missing file, invalid JSON, an
- * architecture Lathe does not train, a missing or invalid numeric field.
+ * architecture Lathe does not train, a missing or invalid numeric field, a size past its maximum
+ * in {@link LIMITS} (checked here, so nothing built from a config is larger than those allow).
  */
 export async function readModelConfig(dir: string): Promise<ModelConfig> {
   const file = path.join(dir, "config.json");
@@ -61,50 +63,53 @@ export async function readModelConfig(dir: string): Promise<ModelConfig> {
   const architecture = readArchitecture(raw, fail);
   const modelType = typeof raw["model_type"] === "string" ? raw["model_type"] : architecture.replace("ForCausalLM", "").toLowerCase();
 
-  const int = (field: string, fallback?: number): number => {
+  const int = (field: string, max: number, fallback?: number): number => {
     const value = raw[field] ?? fallback;
     if (value === undefined || value === null) return fail(`\`${field}\` is missing`);
-    if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
-      return fail(`\`${field}\` must be a positive integer, got ${JSON.stringify(value)}`);
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+      return fail(`\`${field}\` must be a positive integer, got ${shown(value)}`);
     }
+    if (value > max) return fail(`\`${field}\` is ${value}; at most ${max} are supported`);
     return value;
   };
-  const positive = (field: string, value: unknown, fallback: number): number => {
+  const positive = (field: string, value: unknown, fallback: number, max = Number.MAX_VALUE): number => {
     if (value === undefined || value === null) return fallback;
     if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-      return fail(`\`${field}\` must be a positive number, got ${JSON.stringify(value)}`);
+      return fail(`\`${field}\` must be a positive number, got ${shown(value)}`);
     }
+    if (value > max) return fail(`\`${field}\` is ${value}; at most ${max} is supported`);
     return value;
   };
 
-  const hiddenSize = int("hidden_size");
-  const numLayers = int("num_hidden_layers");
-  const numHeads = int("num_attention_heads");
-  const numKvHeads = int("num_key_value_heads", numHeads);
+  const hiddenSize = int("hidden_size", LIMITS.hiddenSize);
+  const numLayers = int("num_hidden_layers", LIMITS.layers);
+  const numHeads = int("num_attention_heads", LIMITS.heads);
+  const numKvHeads = int("num_key_value_heads", LIMITS.heads, numHeads);
   if (numHeads % numKvHeads !== 0) {
     fail(`\`num_key_value_heads\` (${numKvHeads}) must divide \`num_attention_heads\` (${numHeads})`);
   }
   if (raw["head_dim"] == null && hiddenSize % numHeads !== 0) {
     fail(`\`hidden_size\` (${hiddenSize}) is not a multiple of \`num_attention_heads\` (${numHeads}) and there is no \`head_dim\``);
   }
-  const headDim = int("head_dim", hiddenSize / numHeads);
-  const intermediateSize = int("intermediate_size");
-  const vocabSize = int("vocab_size");
-  const contextLength = int("max_position_embeddings");
+  const headDim = int("head_dim", LIMITS.headDim, hiddenSize / numHeads);
+  const intermediateSize = int("intermediate_size", LIMITS.intermediateSize);
+  const vocabSize = int("vocab_size", LIMITS.vocabSize);
+  const contextLength = int("max_position_embeddings", LIMITS.contextLength);
 
   // transformers 5 moves rope_theta into `rope_parameters`; older configs keep it at the top level.
   const ropeParameters = asObject(raw["rope_parameters"]);
-  const ropeTheta = positive("rope_theta", raw["rope_theta"] ?? ropeParameters?.["rope_theta"], 10000);
+  const ropeTheta = positive("rope_theta", raw["rope_theta"] ?? ropeParameters?.["rope_theta"], 10000, LIMITS.ropeTheta);
   const rmsNormEps = positive("rms_norm_eps", raw["rms_norm_eps"], 1e-6);
 
   const scaling = raw["rope_scaling"];
   if (scaling !== undefined && scaling !== null && asObject(scaling) === null) {
-    fail(`\`rope_scaling\` must be an object or null, got ${JSON.stringify(scaling)}`);
+    fail(`\`rope_scaling\` must be an object or null, got ${shown(scaling)}`);
   }
   const ropeScaling = asObject(scaling);
+  if (ropeScaling !== null) checkRopeScaling(ropeScaling, fail);
 
   const tie = raw["tie_word_embeddings"] ?? false;
-  if (typeof tie !== "boolean") fail(`\`tie_word_embeddings\` must be true or false, got ${JSON.stringify(tie)}`);
+  if (typeof tie !== "boolean") fail(`\`tie_word_embeddings\` must be true or false, got ${shown(tie)}`);
   const dtype = raw["torch_dtype"] ?? raw["dtype"] ?? null;
   const attentionBias = architecture === "Qwen2ForCausalLM" ? true : raw["attention_bias"] === true;
 
@@ -135,16 +140,37 @@ function readArchitecture(raw: Record<string, unknown>, fail: (message: string) 
   if (architectures === undefined || architectures === null) {
     const byType = typeof raw["model_type"] === "string" ? ARCHITECTURE_BY_MODEL_TYPE[raw["model_type"]] : undefined;
     if (byType !== undefined) return byType;
-    return fail(`\`architectures\` is missing and \`model_type\` ${JSON.stringify(raw["model_type"])} is not supported: ${supported}`);
+    return fail(`\`architectures\` is missing and \`model_type\` ${shown(raw["model_type"])} is not supported: ${supported}`);
   }
   if (!Array.isArray(architectures) || typeof architectures[0] !== "string") {
-    return fail(`\`architectures\` must be a list of names, got ${JSON.stringify(architectures)}`);
+    return fail(`\`architectures\` must be a list of names, got ${shown(architectures)}`);
   }
   const name = architectures[0];
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) {
-    return fail(`\`architectures\`: ${name} is not supported: ${supported}`);
+    // A class name is shown as is; anything else only described, as every value from a file is.
+    return fail(`\`architectures\`: ${/^[\w.-]{1,64}$/.test(name) ? name : shown(name)} is not supported: ${supported}`);
   }
   return name as Architecture;
+}
+
+/** Numbers of `rope_scaling` that rotary embeddings compute with, by the names transformers gives them. */
+const ROPE_SCALING_NUMBERS = ["factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim"];
+
+function checkRopeScaling(scaling: Record<string, unknown>, fail: (message: string) => never): void {
+  for (const key of ROPE_SCALING_NUMBERS) {
+    const value = scaling[key];
+    if (value === undefined || value === null) continue;
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) fail(`\`rope_scaling.${key}\` must be a non-negative number, got ${shown(value)}`);
+    if (value > LIMITS.ropeScalingValue) fail(`\`rope_scaling.${key}\` is ${value}; at most ${LIMITS.ropeScalingValue} is supported`);
+  }
+  const original = scaling["original_max_position_embeddings"];
+  if (original === undefined || original === null) return;
+  if (typeof original !== "number" || !Number.isSafeInteger(original) || original <= 0) {
+    fail(`\`rope_scaling.original_max_position_embeddings\` must be a positive integer, got ${shown(original)}`);
+  }
+  if ((original as number) > LIMITS.contextLength) {
+    fail(`\`rope_scaling.original_max_position_embeddings\` is ${String(original)}; at most ${LIMITS.contextLength} are supported`);
+  }
 }
 
 /** Linear layers LoRA can adapt, by the leaf name PEFT's `target_modules` uses. */

@@ -8,6 +8,7 @@ import { readModelConfig, type ModelConfig } from "./config.js";
 import { ModelFormatError } from "./errors.js";
 import { writeGgufPlanned, type GgufTensor, type GgufTensorPlan, type GgufValue } from "./gguf.js";
 import { readGgufVocab } from "./gguf-tokenizer.js";
+import { shown } from "./read-json.js";
 import { listTensors, readTensorF32, type TensorInfo } from "./safetensors.js";
 
 export interface ExportGgufOptions {
@@ -193,7 +194,8 @@ function ropeScalingMetadata(cfg: ModelConfig, arch: string, modelDir: string): 
     }
     return out;
   }
-  throw new ModelFormatError(path.join(modelDir, "config.json"), `rope_scaling ${JSON.stringify(scaling)} has no GGUF export (supported: linear, yarn, llama3)`);
+  const why = type === "linear" || type === "yarn" ? `rope_scaling of type ${shown(type)} has no numeric \`factor\`` : `rope_scaling of type ${shown(type)} has no GGUF export (supported: linear, yarn, llama3)`;
+  throw new ModelFormatError(path.join(modelDir, "config.json"), why);
 }
 
 /**

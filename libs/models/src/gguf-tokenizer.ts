@@ -4,11 +4,11 @@
  * order with the byte-level alphabet (`Ġ` for a space) as tokenizer.json writes them, merges as
  * "left right" lines, token types, special token ids and the chat template.
  */
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { ModelFormatError } from "./errors.js";
 import type { GgufValue } from "./gguf.js";
-import { asObject, readJsonFile } from "./read-json.js";
+import { LIMITS } from "./limits.js";
+import { asObject, readBoundedFile, readJsonFile, shown } from "./read-json.js";
 
 /** llama.cpp's token types (llama_token_type). */
 const TOKEN_TYPE = { normal: 1, control: 3, userDefined: 4, unused: 5 } as const;
@@ -45,7 +45,7 @@ export interface GgufVocabOptions {
 export async function readGgufVocab(modelDir: string, opts: GgufVocabOptions): Promise<Array<[string, GgufValue]>> {
   const tokenizerFile = path.join(modelDir, "tokenizer.json");
   const configFile = path.join(modelDir, "tokenizer_config.json");
-  const tokenizer = asObject(await readJsonFile(tokenizerFile));
+  const tokenizer = asObject(await readJsonFile(tokenizerFile, LIMITS.tokenizerJsonBytes));
   if (tokenizer === null) throw new ModelFormatError(tokenizerFile, "expected a JSON object");
   const config = asObject(await readJsonFile(configFile));
   if (config === null) throw new ModelFormatError(configFile, "expected a JSON object");
@@ -59,25 +59,27 @@ export async function readGgufVocab(modelDir: string, opts: GgufVocabOptions): P
     fail(
       `GGUF export handles byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2 style); this one is ${String(model["type"])}` +
         `${model["byte_fallback"] === true ? " with byte_fallback (SentencePiece style)" : ""} with pre_tokenizer ` +
-        `${JSON.stringify(asObject(tokenizer["pre_tokenizer"])?.["type"] ?? null)}`,
+        `${shown(asObject(tokenizer["pre_tokenizer"])?.["type"] ?? null)}`,
     );
   }
   const pre = opts.pre ?? detectPre(tokenizer["pre_tokenizer"], fail);
 
   const byId = new Map<number, { text: string; type: number }>();
   const idOf = new Map<string, number>();
-  for (const [text, id] of Object.entries(vocab ?? {})) {
-    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) fail(`model.vocab: token ${JSON.stringify(text)} has id ${JSON.stringify(id)}`);
+  const entries = Object.entries(vocab ?? {});
+  if (entries.length > LIMITS.vocabSize) fail(`model.vocab holds ${entries.length} tokens; at most ${LIMITS.vocabSize} are supported`);
+  for (const [text, id] of entries) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) fail(`model.vocab: token ${shown(text)} has id ${shown(id)}`);
     byId.set(id as number, { text, type: TOKEN_TYPE.normal });
     idOf.set(text, id as number);
   }
   const added = Array.isArray(tokenizer["added_tokens"]) ? (tokenizer["added_tokens"] as unknown[]) : [];
-  for (const entry of added) {
+  for (const [i, entry] of added.entries()) {
     const token = asObject(entry);
     const id = token?.["id"];
     const content = token?.["content"];
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || typeof content !== "string") {
-      fail(`added_tokens: entry ${JSON.stringify(entry)} needs an integer id and a string content`);
+      fail(`added_tokens[${i}] needs an integer id and a string content`);
     }
     // Added tokens are matched as raw text before BPE runs; llama.cpp does the same for control and user-defined tokens.
     byId.set(id as number, { text: content as string, type: token?.["special"] === true ? TOKEN_TYPE.control : TOKEN_TYPE.userDefined });
@@ -117,7 +119,7 @@ export async function readGgufVocab(modelDir: string, opts: GgufVocabOptions): P
     const text = typeof value === "string" ? value : asObject(value)?.["content"];
     if (typeof text === "string") {
       const id = idOf.get(text);
-      if (id === undefined) throw new ModelFormatError(configFile, `\`${field}\` ${JSON.stringify(text)} is not a token of tokenizer.json`);
+      if (id === undefined) throw new ModelFormatError(configFile, `\`${field}\` ${shown(text)} is not a token of tokenizer.json`);
       return id;
     }
     const fromConfig = opts.config[configField];
@@ -165,7 +167,7 @@ function detectPre(preTokenizer: unknown, fail: (message: string) => never): str
     if (known !== undefined) return known.pre;
   }
   return fail(
-    `pre_tokenizer ${JSON.stringify(preTokenizer)} is not one whose llama.cpp name is known (GPT-2, Qwen2, Llama 3); pass tokenizerPre to name it`,
+    `pre_tokenizer ${steps.map((s) => shown(s?.["type"])).join(" → ")} is not one whose llama.cpp name is known (GPT-2, Qwen2, Llama 3); pass tokenizerPre to name it`,
   );
 }
 
@@ -201,8 +203,9 @@ async function chatTemplates(modelDir: string, config: Record<string, unknown>, 
     });
   }
   try {
-    return [["tokenizer.chat_template", await readFile(path.join(modelDir, "chat_template.jinja"), "utf8")]];
-  } catch {
-    return [];
+    return [["tokenizer.chat_template", (await readBoundedFile(path.join(modelDir, "chat_template.jinja"), LIMITS.chatTemplateBytes)).toString("utf8")]];
+  } catch (err) {
+    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === "ENOENT") return [];
+    throw err;
   }
 }

@@ -10,6 +10,8 @@ import { mkdtemp, open, rename, rm, writeFile, type FileHandle } from "node:fs/p
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { ModelFormatError } from "./errors.js";
+import { LIMITS } from "./limits.js";
+import { OPEN_FOR_READING } from "./read-json.js";
 import { encodeFromF32 } from "./safetensors.js";
 
 /** Value types of GGUF v3, numbered as the format numbers them. */
@@ -382,35 +384,63 @@ class ByteWriter {
   }
 }
 
+/** Fewest bytes a metadata entry takes: key length, empty key, value type, a one-byte value. */
+const MIN_KV_BYTES = 8 + 4 + 1;
+/** Fewest bytes a tensor info takes: name length, empty name, dim count, no dims, type, offset. */
+const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8;
+/** Bytes of one array item by value type (a string's length prefix; an array's item type and count). */
+const MIN_ITEM_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 9: 12, 10: 8, 11: 8, 12: 8 };
+
 /**
  * Reads the header of a GGUF file (v2 or v3): metadata and tensor infos, not tensor data.
- * @throws ModelFormatError naming the file when it is not GGUF or is cut short.
+ * Every count, length and dimension the file states is checked against the bytes left in it (and
+ * {@link LIMITS}) before anything is allocated from it.
+ * @throws ModelFormatError naming the file when it is missing, not GGUF, cut short, or states a
+ * count or size that its bytes cannot hold.
  */
 export async function readGgufHeader(file: string): Promise<GgufHeader> {
-  const handle = await open(file, "r");
+  const handle = await open(file, OPEN_FOR_READING).catch((err: NodeJS.ErrnoException) => {
+    throw new ModelFormatError(file, err.code === "ENOENT" ? "file is missing" : `cannot be read (${err.code ?? "unknown error"})`, { cause: err });
+  });
   try {
-    const r = new ByteReader(handle, file);
-    if ((await handle.stat()).size < 4 || (await r.u32()) !== MAGIC) throw new ModelFormatError(file, "not a GGUF file (bad magic)");
+    const info = await handle.stat();
+    if (!info.isFile()) throw new ModelFormatError(file, "is not a regular file");
+    const { size } = info;
+    const r = new ByteReader(handle, file, size);
+    if (size < 4 || (await r.u32()) !== MAGIC) throw new ModelFormatError(file, "not a GGUF file (bad magic)");
     const version = await r.u32();
     if (version !== 2 && version !== 3) throw new ModelFormatError(file, `unsupported GGUF version ${version}`);
-    const tensorCount = Number(await r.u64());
-    const kvCount = Number(await r.u64());
+    const tensorCount = await r.count("the tensor count", MIN_TENSOR_INFO_BYTES);
+    const kvCount = await r.count("the metadata count", MIN_KV_BYTES);
     const metadata = new Map<string, unknown>();
     for (let i = 0; i < kvCount; i++) {
       const key = await r.string();
-      metadata.set(key, await readValue(r, await r.u32()));
+      metadata.set(key, await readValue(r, await r.u32(), 0));
     }
+    r.fits("the tensor count", tensorCount, MIN_TENSOR_INFO_BYTES);
     const tensors: GgufHeader["tensors"] = [];
     for (let i = 0; i < tensorCount; i++) {
       const name = await r.string();
       const nDims = await r.u32();
+      if (nDims > LIMITS.ggufDims) throw new ModelFormatError(file, `tensor ${i} has ${nDims} dimensions; at most ${LIMITS.ggufDims} are supported`);
       const dims: number[] = [];
-      for (let d = 0; d < nDims; d++) dims.push(Number(await r.u64()));
+      let elements = 1n;
+      for (let d = 0; d < nDims; d++) {
+        const dim = await r.u64();
+        elements *= dim;
+        // No ggml type stores an element in less than a bit.
+        if (elements > BigInt(size) * 8n) throw new ModelFormatError(file, `tensor ${i} has dimensions past what ${size} bytes can hold`);
+        dims.push(Number(dim));
+      }
       const type = await r.u32();
-      const offset = Number(await r.u64());
-      tensors.push({ name, dims, type, offset });
+      const offset = await r.u64();
+      if (offset > BigInt(size)) throw new ModelFormatError(file, `tensor ${i} starts at data offset ${offset}, past the end of the ${size}-byte file`);
+      tensors.push({ name, dims, type, offset: Number(offset) });
     }
     const a = metadata.get("general.alignment");
+    if (a !== undefined && (typeof a !== "number" || !Number.isInteger(a) || a <= 0 || (a & (a - 1)) !== 0)) {
+      throw new ModelFormatError(file, "general.alignment must be a uint32 power of two");
+    }
     const alignment = typeof a === "number" ? a : DEFAULT_ALIGNMENT;
     return { version, metadata, tensors, alignment, dataOffset: alignUp(r.position, alignment) };
   } finally {
@@ -418,7 +448,7 @@ export async function readGgufHeader(file: string): Promise<GgufHeader> {
   }
 }
 
-async function readValue(r: ByteReader, type: number): Promise<unknown> {
+async function readValue(r: ByteReader, type: number, depth: number): Promise<unknown> {
   switch (type) {
     case VALUE_TYPE.uint8:
       return (await r.bytes(1)).readUInt8(0);
@@ -445,10 +475,16 @@ async function readValue(r: ByteReader, type: number): Promise<unknown> {
     case VALUE_TYPE.float64:
       return (await r.bytes(8)).readDoubleLE(0);
     case VALUE_TYPE.array: {
+      const at = r.position;
       const itemType = await r.u32();
-      const count = Number(await r.u64());
+      const itemBytes = MIN_ITEM_BYTES[itemType];
+      if (itemBytes === undefined) throw new ModelFormatError(r.file, `unknown metadata value type ${itemType} at byte ${at}`);
+      if (itemType === VALUE_TYPE.array && depth + 1 >= LIMITS.ggufArrayDepth) {
+        throw new ModelFormatError(r.file, `arrays nest deeper than ${LIMITS.ggufArrayDepth} at byte ${at}`);
+      }
+      const count = await r.count(`the array at byte ${at}`, itemBytes);
       const items: unknown[] = [];
-      for (let i = 0; i < count; i++) items.push(await readValue(r, itemType));
+      for (let i = 0; i < count; i++) items.push(await readValue(r, itemType, depth + 1));
       return items;
     }
     default:
@@ -465,13 +501,31 @@ class ByteReader {
   constructor(
     private readonly handle: FileHandle,
     readonly file: string,
+    private readonly size: number,
   ) {}
 
   get position(): number {
     return this.start + this.pos;
   }
 
+  /** A count of records of at least `minBytes` each, refused when the rest of the file cannot hold that many. */
+  async count(what: string, minBytes: number): Promise<number> {
+    const n = await this.u64();
+    this.fits(what, n, minBytes);
+    return Number(n);
+  }
+
+  fits(what: string, n: number | bigint, minBytes: number): void {
+    const left = this.size - this.position;
+    if (BigInt(n) * BigInt(minBytes) > BigInt(left)) {
+      throw new ModelFormatError(this.file, `${what} is ${n}, more than the ${left} bytes left in the file can hold`);
+    }
+  }
+
   async bytes(n: number): Promise<Buffer> {
+    if (n > this.size - this.position) {
+      throw new ModelFormatError(this.file, `file ends inside the GGUF header (${n} bytes wanted at byte ${this.position}, the file has ${this.size})`);
+    }
     if (this.pos + n > this.buf.length) {
       const keep = this.buf.subarray(this.pos);
       const chunk = Buffer.alloc(Math.max(n - keep.length, 1 << 20));
@@ -492,7 +546,10 @@ class ByteReader {
     return (await this.bytes(8)).readBigUInt64LE(0);
   }
   async string(): Promise<string> {
-    const n = Number(await this.u64());
-    return (await this.bytes(n)).toString("utf8");
+    const n = await this.u64();
+    if (n > BigInt(this.size - this.position)) {
+      throw new ModelFormatError(this.file, `a string of ${n} bytes at byte ${this.position - 8} runs past the end of the ${this.size}-byte file`);
+    }
+    return (await this.bytes(Number(n))).toString("utf8");
   }
 }

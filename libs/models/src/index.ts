@@ -1,4 +1,5 @@
 export { ModelFormatError } from "./errors.js";
+export { LIMITS } from "./limits.js";
 export { chatmlTemplate, llama3Template } from "./chat-templates.js";
 export { loadTokenizer } from "./tokenizer.js";
 export type { ChatRole, ChatTurn, ModelTokenizer } from "./tokenizer.js";

@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { LORA_MODULES, modulePath, projectionShape, readModelConfig, type ModelConfig } from "./config.js";
 import { ModelFormatError } from "./errors.js";
-import { asObject, readJsonFile } from "./read-json.js";
+import { LIMITS } from "./limits.js";
+import { asObject, readBoundedFile, readJsonFile } from "./read-json.js";
 import { INDEX_FILE, SINGLE_FILE, compareNames, elementCount, listTensors, parameterCount, type Dtype, type TensorInfo } from "./safetensors.js";
 
 /** What the registry records of a model folder. */
@@ -50,29 +51,33 @@ export async function inspectModelFolder(dir: string): Promise<ModelInspection> 
   };
 }
 
-/** Tensor names and shapes a Llama-family config implies, in the order a reader meets them. */
-export function expectedTensors(config: ModelConfig): Array<{ name: string; shape: number[] }> {
+/**
+ * Tensor names and shapes a Llama-family config implies, in the order a reader meets them. A
+ * generator: a checker that stops at the first missing tensor has then built no more of the list
+ * than the weights hold, whatever num_hidden_layers says.
+ */
+export function* expectedTensors(config: ModelConfig): Generator<{ name: string; shape: number[] }> {
   const h = config.hiddenSize;
-  const expected: Array<{ name: string; shape: number[] }> = [{ name: "model.embed_tokens.weight", shape: [config.vocabSize, h] }];
+  yield { name: "model.embed_tokens.weight", shape: [config.vocabSize, h] };
   // Llama's attention_bias puts a bias on o_proj too; Qwen2 has them on q, k and v only.
   const biased = config.architecture === "Qwen2ForCausalLM" ? ["q_proj", "k_proj", "v_proj"] : config.attentionBias ? ["q_proj", "k_proj", "v_proj", "o_proj"] : [];
   for (let layer = 0; layer < config.numLayers; layer++) {
-    expected.push({ name: `model.layers.${layer}.input_layernorm.weight`, shape: [h] });
+    yield { name: `model.layers.${layer}.input_layernorm.weight`, shape: [h] };
     for (const module of LORA_MODULES) {
       if (module === "lm_head") continue;
       const shape = projectionShape(config, module);
-      expected.push({ name: `${modulePath(module, layer)}.weight`, shape });
-      if (biased.includes(module)) expected.push({ name: `${modulePath(module, layer)}.bias`, shape: [shape[0]] });
+      yield { name: `${modulePath(module, layer)}.weight`, shape };
+      if (biased.includes(module)) yield { name: `${modulePath(module, layer)}.bias`, shape: [shape[0]] };
     }
-    expected.push({ name: `model.layers.${layer}.post_attention_layernorm.weight`, shape: [h] });
+    yield { name: `model.layers.${layer}.post_attention_layernorm.weight`, shape: [h] };
   }
-  expected.push({ name: "model.norm.weight", shape: [h] });
-  if (!config.tieWordEmbeddings) expected.push({ name: "lm_head.weight", shape: projectionShape(config, "lm_head") });
-  return expected;
+  yield { name: "model.norm.weight", shape: [h] };
+  if (!config.tieWordEmbeddings) yield { name: "lm_head.weight", shape: projectionShape(config, "lm_head") };
 }
 
 function checkTensors(weightsFile: string, config: ModelConfig, tensors: readonly TensorInfo[]): void {
   const byName = new Map(tensors.map((t) => [t.name, t]));
+  // Lazily: each expected name is distinct, so at most tensors.length + 1 of them are made before one is missing.
   for (const { name, shape } of expectedTensors(config)) {
     const t = byName.get(name);
     if (t === undefined) {
@@ -111,7 +116,7 @@ async function readChatTemplate(dir: string): Promise<string | null> {
     }
   }
   const jinja = path.join(dir, "chat_template.jinja");
-  return (await isFile(jinja)) ? readFile(jinja, "utf8") : null;
+  return (await isFile(jinja)) ? (await readBoundedFile(jinja, LIMITS.chatTemplateBytes)).toString("utf8") : null;
 }
 
 async function listFiles(dir: string, prefix = ""): Promise<{ path: string; size: number }[]> {

@@ -115,6 +115,73 @@ describe("PEFT adapters", () => {
     await refusal(dir, "adapter_model.safetensors", "adapter_model.bin, a pickle, is not read");
   });
 
+  it("refuses weights for a module that target_modules does not name, as PEFT matches names and patterns", async () => {
+    const dir = fresh();
+    await writeTinyAdapter(dir, base, { r: 2, targetModules: ["q_proj", "k_proj", "v_proj"] });
+    const configFile = path.join(dir, "adapter_config.json");
+    const setTargets = (targets: unknown): Promise<void> => editJson(configFile, (json) => {
+      json["target_modules"] = targets;
+    });
+    await setTargets(["q_proj", "v_proj"]);
+    await refusal(dir, "adapter_model.safetensors", "tensor `base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight` adapts k_proj, which is not in target_modules [q_proj, v_proj]");
+    // A name matches the whole path or its last dotted parts, never part of a name.
+    await setTargets(["self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.1.self_attn.k_proj", "v_proj"]);
+    expect((await readPeftAdapter(dir)).targetModules).toHaveLength(4);
+    await setTargets(["q_proj", "_proj", "v_proj"]);
+    await refusal(dir, "adapter_model.safetensors", "adapts k_proj, which is not in target_modules [q_proj, _proj, v_proj]");
+    // A string is a pattern that the whole module path must match (re.fullmatch).
+    await setTargets(String.raw`.*\.(q|v)_proj`);
+    await refusal(dir, "adapter_model.safetensors", String.raw`adapts k_proj, which target_modules ".*\\.(q|v)_proj" does not select`);
+    await setTargets(String.raw`model\.layers\.(?P<layer>\d+)\.self_attn\.[qkv]_proj`);
+    expect((await readPeftAdapter(dir)).targetModules).toEqual(["k_proj", "q_proj", "v_proj"]);
+    await setTargets("q_proj");
+    await refusal(dir, "adapter_model.safetensors", 'which target_modules "q_proj" does not select');
+    await setTargets("([a-z_.0-9]+)+!");
+    await refusal(dir, "adapter_config.json", "`target_modules` takes over 1000 ms to match");
+    await setTargets("(unclosed");
+    await refusal(dir, "adapter_config.json", "`target_modules` is a pattern Lathe cannot read (SyntaxError: Invalid regular expression)");
+  });
+
+  it("refuses an adapter holding a NaN or an infinity, naming the tensor and the element", async () => {
+    const settings = { r: 8, loraAlpha: 16, loraDropout: 0, targetModules: ["q_proj"], useRslora: false, baseModelNameOrPath: base };
+    const prefix = "base_model.model.model.layers.0.self_attn.q_proj";
+    // lora_A is larger than the 1 MiB scanned at a time, so the element index crosses chunks.
+    const a = new Float32Array(8 * 40_000).fill(0.5);
+    const b = new Float32Array(64 * 8).fill(0.25);
+    const write = async (dir: string, dtype: "F32" | "F16" | "BF16"): Promise<void> => {
+      await writePeftAdapter(dir, { ...settings, tensors: [{ name: `${prefix}.lora_A.weight`, shape: [8, 40_000], data: a }, { name: `${prefix}.lora_B.weight`, shape: [64, 8], data: b }] });
+      if (dtype !== "F32") {
+        await writeSafetensors(path.join(dir, "adapter_model.safetensors"), [
+          { name: `${prefix}.lora_A.weight`, dtype, shape: [8, 40_000], data: a },
+          { name: `${prefix}.lora_B.weight`, dtype, shape: [64, 8], data: b },
+        ]);
+      }
+    };
+    const clean = fresh();
+    await write(clean, "F32");
+    expect((await readPeftAdapter(clean)).tensors).toHaveLength(2);
+
+    b[17] = NaN;
+    const f32 = fresh();
+    await write(f32, "F32");
+    await refusal(f32, "adapter_model.safetensors", `tensor \`${prefix}.lora_B.weight\` holds a NaN at element 17`);
+    b[17] = 0.25;
+
+    a[300_001] = -Infinity;
+    for (const dtype of ["F32", "F16", "BF16"] as const) {
+      const dir = fresh();
+      await write(dir, dtype);
+      await refusal(dir, "adapter_model.safetensors", `tensor \`${prefix}.lora_A.weight\` holds an infinity at element 300001`);
+    }
+    a[300_001] = 7e4; // finite in f32 and bf16, past f16's largest (65504): an infinity once stored as f16
+    const f16 = fresh();
+    await write(f16, "F16");
+    await refusal(f16, "adapter_model.safetensors", "holds an infinity at element 300001");
+    const bf16 = fresh();
+    await write(bf16, "BF16");
+    expect((await readPeftAdapter(bf16)).tensors).toHaveLength(2);
+  });
+
   it("refuses to write tensors that are not complete LoRA pairs", async () => {
     const tensors = [{ name: "base_model.model.lm_head.lora_A.weight", shape: [2, 4], data: new Float32Array(8) }];
     const settings = { r: 2, loraAlpha: 4, loraDropout: 0, targetModules: ["lm_head"], useRslora: false, baseModelNameOrPath: "x" };

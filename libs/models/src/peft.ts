@@ -5,10 +5,12 @@
  */
 import { access, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
+import vm from "node:vm";
 import { LORA_MODULES, modulePath, projectionShape, readModelConfig, type LoraModule } from "./config.js";
 import { ModelFormatError } from "./errors.js";
-import { asObject, readJsonFile } from "./read-json.js";
-import { readSafetensorsHeader, writeSafetensors, type TensorInfo } from "./safetensors.js";
+import { LIMITS } from "./limits.js";
+import { asObject, errorKind, readJsonFile, shown } from "./read-json.js";
+import { findNonFinite, readSafetensorsHeader, writeSafetensors, type TensorInfo } from "./safetensors.js";
 import { jsonText, normalish } from "./tiny-model.js";
 
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -45,7 +47,11 @@ const PEFT_NAME = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
  * Reads a LoRA adapter that PEFT (or Lathe) saved.
  * @throws ModelFormatError naming the file and, for weights, the tensor: not LORA, a task other
  * than CAUSAL_LM, settings Lathe does not apply (DoRA, rank/alpha patterns, trained biases,
- * modules_to_save), a tensor that is not a LoRA weight, an A without its B, shapes that disagree with r.
+ * modules_to_save), a size past {@link LIMITS} (r, lora_alpha, target_modules), a tensor that is not
+ * a LoRA weight, an A without its B, shapes that disagree with r, a tensor for a module that
+ * `target_modules` does not name (PEFT's matching: a list entry equal to the module path or to its
+ * last dotted parts, or a pattern that matches the whole path), a NaN or infinity in any tensor
+ * (every tensor's data is scanned, a chunk at a time).
  */
 export async function readPeftAdapter(dir: string): Promise<PeftAdapter> {
   const configFile = path.join(dir, ADAPTER_CONFIG_FILE);
@@ -55,22 +61,24 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapter> {
     throw new ModelFormatError(configFile, message);
   };
 
-  if (config["peft_type"] !== "LORA") fail(`\`peft_type\` must be "LORA", got ${JSON.stringify(config["peft_type"])}`);
+  if (config["peft_type"] !== "LORA") fail(`\`peft_type\` must be "LORA", got ${shown(config["peft_type"])}`);
   const task = config["task_type"];
   // PEFT leaves task_type null when the user passed none; a LoRA on a causal LM loads the same way.
-  if (task !== undefined && task !== null && task !== "CAUSAL_LM") fail(`\`task_type\` must be "CAUSAL_LM", got ${JSON.stringify(task)}`);
+  if (task !== undefined && task !== null && task !== "CAUSAL_LM") fail(`\`task_type\` must be "CAUSAL_LM", got ${shown(task)}`);
   const r = config["r"];
-  if (typeof r !== "number" || !Number.isInteger(r) || r <= 0) return fail(`\`r\` must be a positive integer, got ${JSON.stringify(r)}`);
+  if (typeof r !== "number" || !Number.isSafeInteger(r) || r <= 0) return fail(`\`r\` must be a positive integer, got ${shown(r)}`);
+  if (r > LIMITS.loraRank) fail(`\`r\` is ${r}; at most ${LIMITS.loraRank} is supported`);
   const loraAlpha = config["lora_alpha"] ?? 8;
   if (typeof loraAlpha !== "number" || !Number.isFinite(loraAlpha) || loraAlpha <= 0) {
-    return fail(`\`lora_alpha\` must be a positive number, got ${JSON.stringify(loraAlpha)}`);
+    return fail(`\`lora_alpha\` must be a positive number, got ${shown(loraAlpha)}`);
   }
+  if (loraAlpha > LIMITS.loraAlpha) fail(`\`lora_alpha\` is ${loraAlpha}; at most ${LIMITS.loraAlpha} is supported`);
   const loraDropout = config["lora_dropout"] ?? 0;
   if (typeof loraDropout !== "number" || !(loraDropout >= 0 && loraDropout < 1)) {
-    return fail(`\`lora_dropout\` must be a number in [0, 1), got ${JSON.stringify(loraDropout)}`);
+    return fail(`\`lora_dropout\` must be a number in [0, 1), got ${shown(loraDropout)}`);
   }
   const useRslora = config["use_rslora"] ?? false;
-  if (typeof useRslora !== "boolean") return fail(`\`use_rslora\` must be true or false, got ${JSON.stringify(useRslora)}`);
+  if (typeof useRslora !== "boolean") return fail(`\`use_rslora\` must be true or false, got ${shown(useRslora)}`);
   if (config["use_dora"] === true) fail("`use_dora` is true: DoRA adapters are not supported");
   if (config["fan_in_fan_out"] === true) fail("`fan_in_fan_out` is true: Llama-family layers are not Conv1D");
   for (const field of ["rank_pattern", "alpha_pattern"]) {
@@ -78,14 +86,22 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapter> {
     if (pattern !== null && Object.keys(pattern).length > 0) fail(`\`${field}\` is not supported: Lathe applies one r and lora_alpha to every module`);
   }
   const bias = config["bias"] ?? "none";
-  if (bias !== "none") fail(`\`bias\` is ${JSON.stringify(bias)}: adapters that train biases are not supported`);
+  if (bias !== "none") fail(`\`bias\` is ${shown(bias)}: adapters that train biases are not supported`);
   const toSave = config["modules_to_save"];
-  if (Array.isArray(toSave) && toSave.length > 0) fail(`\`modules_to_save\` (${toSave.join(", ")}) is not supported: Lathe adapters hold only LoRA weights`);
+  if (Array.isArray(toSave) && toSave.length > 0) fail(`\`modules_to_save\` (${moduleNames(toSave)}) is not supported: Lathe adapters hold only LoRA weights`);
   const base = config["base_model_name_or_path"] ?? "";
-  if (typeof base !== "string") fail(`\`base_model_name_or_path\` must be a string, got ${JSON.stringify(base)}`);
+  if (typeof base !== "string") fail(`\`base_model_name_or_path\` must be a string, got ${shown(base)}`);
   const targets = config["target_modules"];
   if (!(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))) {
-    fail(`\`target_modules\` must be a list of module names or a pattern, got ${JSON.stringify(targets)}`);
+    fail(`\`target_modules\` must be a list of module names or a pattern, got ${shown(targets)}`);
+  }
+  if (Array.isArray(targets) && targets.length > LIMITS.targetModules) {
+    fail(`\`target_modules\` lists ${targets.length} modules; at most ${LIMITS.targetModules} are supported`);
+  }
+  for (const target of typeof targets === "string" ? [targets] : (targets as string[])) {
+    if (target.length > LIMITS.targetModuleChars) {
+      fail(`\`target_modules\` holds a name or pattern of ${target.length} characters; at most ${LIMITS.targetModuleChars} are supported`);
+    }
   }
 
   const weightsFile = path.join(dir, ADAPTER_WEIGHTS_FILE);
@@ -97,6 +113,11 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapter> {
   const { tensors } = await readSafetensorsHeader(weightsFile);
   const pairs = pairLoraTensors(weightsFile, tensors, r);
   if (pairs.length === 0) throw new ModelFormatError(weightsFile, "holds no LoRA tensors");
+  checkTargets(configFile, weightsFile, targets as string | string[], pairs);
+  for (const t of tensors) {
+    const found = await findNonFinite(t);
+    if (found !== null) throw new ModelFormatError(weightsFile, `tensor \`${t.name}\` holds ${found.value === "NaN" ? "a NaN" : "an infinity"} at element ${found.index}`);
+  }
 
   const targetModules = typeof targets === "string"
     ? [...new Set(pairs.map((p) => p.module.split(".").at(-1) ?? p.module))].sort()
@@ -112,6 +133,50 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapter> {
     tensors,
     config,
   };
+}
+
+/** Module names of a list from a file, for a message: names as they are, anything else described, at most 8. */
+function moduleNames(list: readonly unknown[]): string {
+  const names = list.slice(0, 8).map((v) => (typeof v === "string" && /^[\w.-]{1,64}$/.test(v) ? v : shown(v)));
+  return list.length > 8 ? `${names.join(", ")}, … ${list.length - 8} more` : names.join(", ");
+}
+
+/**
+ * Refuses a pair whose module `target_modules` does not select, as PEFT selects them
+ * (`check_target_module_exists`): a list selects a module path equal to an entry or ending in
+ * `.` + entry; a string is a regular expression the whole path must match ("all-linear", PEFT's
+ * shorthand, selects every layer but the output one). A pattern runs in a context with a time
+ * limit, as a pattern can backtrack for longer than any request should wait.
+ */
+function checkTargets(configFile: string, weightsFile: string, targets: string | readonly string[], pairs: readonly LoraPair<TensorInfo>[]): void {
+  const modules = pairs.map((p) => p.module);
+  let miss: number;
+  if (typeof targets !== "string") {
+    const names = new Set(targets);
+    miss = modules.findIndex((m) => !names.has(m) && !targets.some((t) => m.endsWith(`.${t}`)));
+  } else if (targets === "all-linear") {
+    miss = modules.findIndex((m) => m === "lm_head" || m.endsWith(".lm_head"));
+  } else {
+    let pattern: RegExp;
+    try {
+      // Python's named groups, which PEFT patterns may use, in JavaScript's spelling.
+      pattern = new RegExp(`^(?:${targets.replace(/\(\?P</g, "(?<").replace(/\(\?P=(\w+)\)/g, "\\k<$1>")})$`);
+    } catch (err) {
+      // No cause: V8's message quotes the pattern.
+      throw new ModelFormatError(configFile, `\`target_modules\` is a pattern Lathe cannot read (${errorKind(err)})`);
+    }
+    try {
+      const context = vm.createContext({ pattern, modules });
+      miss = Number(vm.runInContext("modules.findIndex((m) => !pattern.test(m))", context, { timeout: LIMITS.targetPatternMs }));
+    } catch (err) {
+      throw new ModelFormatError(configFile, `\`target_modules\` takes over ${LIMITS.targetPatternMs} ms to match ${modules.length} modules (a pattern that backtracks?)`, { cause: err });
+    }
+  }
+  const pair = pairs[miss];
+  if (pair === undefined) return;
+  const leaf = pair.module.split(".").at(-1) ?? pair.module;
+  const which = typeof targets === "string" ? `which target_modules ${shown(targets)} does not select` : `which is not in target_modules [${moduleNames(targets)}]`;
+  throw new ModelFormatError(weightsFile, `tensor \`${pair.a.name}\` adapts ${leaf}, ${which}`);
 }
 
 /**

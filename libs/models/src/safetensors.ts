@@ -8,7 +8,8 @@ import { open, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import path from "node:path";
 import { ModelFormatError } from "./errors.js";
-import { asObject, readJsonFile } from "./read-json.js";
+import { LIMITS } from "./limits.js";
+import { OPEN_FOR_READING, asObject, parseJson, readJsonFile, shown } from "./read-json.js";
 
 /** Floating-point element types Lathe reads and writes. */
 export type Dtype = "F32" | "F16" | "BF16";
@@ -27,8 +28,6 @@ export interface TensorInfo {
   byteLength: number;
 }
 
-/** The reference implementation refuses larger headers; so do we, before allocating one. */
-const MAX_HEADER_BYTES = 100_000_000;
 export const SINGLE_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
 
@@ -88,25 +87,26 @@ export async function readShardIndex(indexFile: string): Promise<Map<string, str
 
 /** Tensors (sorted by name) and `__metadata__` of one .safetensors file. */
 export async function readSafetensorsHeader(file: string): Promise<{ tensors: TensorInfo[]; metadata: Record<string, string> }> {
-  const handle = await open(file, "r").catch((err: NodeJS.ErrnoException) => {
+  const handle = await open(file, OPEN_FOR_READING).catch((err: NodeJS.ErrnoException) => {
     throw new ModelFormatError(file, err.code === "ENOENT" ? "file is missing" : `cannot be read (${err.code ?? String(err)})`, { cause: err });
   });
   try {
-    const { size } = await handle.stat();
+    const info = await handle.stat();
+    if (!info.isFile()) throw new ModelFormatError(file, "is not a regular file");
+    const { size } = info;
     if (size < 8) throw new ModelFormatError(file, `${size} bytes is too short for a safetensors file (truncated?)`);
     const prefix = await readExactly(handle, 0, 8);
-    const headerLength = Number(Buffer.from(prefix.buffer).readBigUInt64LE(0));
-    if (headerLength > MAX_HEADER_BYTES || 8 + headerLength > size) {
-      throw new ModelFormatError(file, `header length ${headerLength} does not fit in the file of ${size} bytes (corrupted or truncated)`);
+    // As a bigint: a length past 2^53 would lose bits as a number and might then seem to fit.
+    const declared = Buffer.from(prefix.buffer).readBigUInt64LE(0);
+    if (declared > BigInt(size - 8)) {
+      throw new ModelFormatError(file, `header length ${declared} does not fit in the file of ${size} bytes (corrupted or truncated)`);
     }
-    const headerBytes = Buffer.from((await readExactly(handle, 8, headerLength)).buffer);
-    let header: Record<string, unknown> | null;
-    try {
-      header = asObject(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes)));
-    } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
-      throw new ModelFormatError(file, `header is not valid JSON (corrupted?): ${reason}`, { cause: err });
+    const headerLength = Number(declared);
+    if (headerLength > LIMITS.safetensorsHeaderBytes) {
+      throw new ModelFormatError(file, `header length is ${headerLength} bytes; at most ${LIMITS.safetensorsHeaderBytes} are supported`);
     }
+    const headerBytes = await readExactly(handle, 8, headerLength);
+    const header = asObject(parseJson(file, headerBytes, "header is not valid JSON (corrupted?)", 8));
     if (header === null) throw new ModelFormatError(file, "header is not a JSON object");
     return parseHeader(file, header, 8 + headerLength, size);
   } finally {
@@ -131,24 +131,29 @@ function parseHeader(
       }
       continue;
     }
+    if (name.length > LIMITS.tensorNameChars) {
+      throw new ModelFormatError(file, `a tensor name is ${name.length} characters long; at most ${LIMITS.tensorNameChars} are supported`);
+    }
     const bad = (what: string): never => {
       throw new ModelFormatError(file, `tensor \`${name}\`: ${what}`);
     };
     const entry = asObject(value) ?? bad("header entry is not an object");
     const dtype = entry["dtype"];
     if (typeof dtype !== "string") bad("`dtype` is missing");
-    if (!isDtype(dtype)) return bad(`dtype ${String(dtype)} is not supported (Lathe reads F32, F16 and BF16)`);
+    if (!isDtype(dtype)) return bad(`dtype ${shown(dtype)} is not supported (Lathe reads F32, F16 and BF16)`);
     const shape = entry["shape"];
     if (!Array.isArray(shape) || !shape.every((d): d is number => Number.isSafeInteger(d) && (d as number) >= 0)) {
-      return bad(`\`shape\` must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
+      return bad(`\`shape\` must be a list of non-negative integers, got ${shownList(shape)}`);
     }
+    if (shape.length > LIMITS.tensorRank) bad(`\`shape\` has ${shape.length} dimensions; at most ${LIMITS.tensorRank} are supported`);
     const offsets = entry["data_offsets"];
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o): o is number => Number.isSafeInteger(o) && (o as number) >= 0)) {
-      return bad(`\`data_offsets\` must be two non-negative integers, got ${JSON.stringify(offsets)}`);
+      return bad(`\`data_offsets\` must be two non-negative integers, got ${shownList(offsets)}`);
     }
     const [begin, end] = offsets as [number, number];
-    const expected = elementCount(shape) * DTYPE_BYTES[dtype];
-    if (end - begin !== expected) {
+    // In bigints: a product of safe integers need not be one, and a rounded one must not pass for the span.
+    const expected = shape.reduce((n: bigint, d: number) => n * BigInt(d), BigInt(DTYPE_BYTES[dtype]));
+    if (BigInt(end - begin) !== expected) {
       bad(`data_offsets [${begin}, ${end}] span ${end - begin} bytes, but ${dtype} of shape [${shape.join(", ")}] needs ${expected}`);
     }
     if (dataStart + end > fileSize) {
@@ -171,6 +176,48 @@ function parseHeader(
   }
   tensors.sort((a, b) => compareNames(a.name, b.name));
   return { tensors, metadata };
+}
+
+/** A list of numbers as written (up to 8 of them), anything else only described. */
+function shownList(value: unknown): string {
+  if (!Array.isArray(value) || value.length > 8 || !value.every((v) => typeof v === "number")) return shown(value);
+  return `[${value.join(", ")}]`;
+}
+
+/**
+ * The first element of `t` that is NaN or infinite, or null when all are finite. Reads the data
+ * {@link LIMITS}.scanChunkBytes at a time, so memory stays bounded whatever the tensor's size.
+ * @throws ModelFormatError naming the file and tensor when the data cannot be read.
+ */
+export async function findNonFinite(t: TensorInfo): Promise<{ index: number; value: "NaN" | "infinity" } | null> {
+  assertLittleEndian();
+  // Exponent and mantissa bits: all-ones exponent is infinity (mantissa 0) or NaN.
+  const [exponent, mantissa] = t.dtype === "F32" ? [0x7f800000, 0x007fffff] : t.dtype === "F16" ? [0x7c00, 0x03ff] : [0x7f80, 0x007f];
+  const size = DTYPE_BYTES[t.dtype];
+  const chunk = new Uint8Array(Math.min(LIMITS.scanChunkBytes - (LIMITS.scanChunkBytes % 4), t.byteLength));
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(t.file, "r");
+    for (let done = 0; done < t.byteLength; ) {
+      const length = Math.min(chunk.length, t.byteLength - done);
+      for (let got = 0; got < length; ) {
+        const { bytesRead } = await handle.read(chunk, got, length - got, t.offset + done + got);
+        if (bytesRead === 0) throw new Error(`file ends after ${t.offset + done + got} bytes, expected ${t.offset + t.byteLength}`);
+        got += bytesRead;
+      }
+      const words = size === 4 ? new Uint32Array(chunk.buffer, 0, length / 4) : new Uint16Array(chunk.buffer, 0, length / 2);
+      for (let i = 0; i < words.length; i++) {
+        const w = words[i]!;
+        if ((w & exponent) === exponent) return { index: done / size + i, value: (w & mantissa) !== 0 ? "NaN" : "infinity" };
+      }
+      done += length;
+    }
+    return null;
+  } catch (err) {
+    throw new ModelFormatError(t.file, `tensor \`${t.name}\` cannot be read: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  } finally {
+    await handle?.close();
+  }
 }
 
 /** The tensor's bytes as they are stored. */

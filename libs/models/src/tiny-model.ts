@@ -1,5 +1,7 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { LIMITS } from "./limits.js";
+import { readJsonFile } from "./read-json.js";
 import { writeSafetensors, type Dtype } from "./safetensors.js";
 import { writeTinyTokenizer } from "./tiny-tokenizer.js";
 
@@ -132,7 +134,7 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
 
 /** Ids of the tiny tokenizer's special tokens, read back so they stay right if its vocabulary ends early. */
 async function specialTokenIds(dir: string): Promise<{ bos: number; eos: number; pad: number }> {
-  const json = JSON.parse(await readFile(path.join(dir, "tokenizer.json"), "utf8")) as { added_tokens: Array<{ id: number; content: string }> };
+  const json = (await readJsonFile(path.join(dir, "tokenizer.json"), LIMITS.tokenizerJsonBytes)) as { added_tokens: Array<{ id: number; content: string }> };
   const id = (content: string): number => {
     const token = json.added_tokens.find((t) => t.content === content);
     if (token === undefined) throw new Error(`tiny tokenizer has no ${content}`);

@@ -1,9 +1,9 @@
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Template } from "@huggingface/jinja";
 import { ModelFormatError } from "./errors.js";
 import { HfTokenizer } from "./hf-tokenizers.js";
-import { asObject, readJsonFile } from "./read-json.js";
+import { LIMITS } from "./limits.js";
+import { asObject, errorKind, readBoundedFile, readJsonFile, shown } from "./read-json.js";
 
 export type ChatRole = "system" | "user" | "assistant";
 
@@ -44,12 +44,13 @@ const SUPPORTED_MODEL_TYPES = ["BPE", "WordPiece", "Unigram"] as const;
 /**
  * Loads tokenizer.json and tokenizer_config.json from a Hugging Face model folder (the chat
  * template may also come from chat_template.jinja, as recent transformers save it).
- * @throws ModelFormatError naming the file: missing, invalid JSON, unsupported model type.
+ * @throws ModelFormatError naming the file: missing, invalid JSON, unsupported model type, a
+ * vocabulary, merge list or added-token list past {@link LIMITS}.vocabSize or with ids outside it.
  */
 export async function loadTokenizer(modelDir: string): Promise<ModelTokenizer> {
   const tokenizerFile = path.join(modelDir, "tokenizer.json");
   const configFile = path.join(modelDir, "tokenizer_config.json");
-  const tokenizerJson = asObject(await readJsonFile(tokenizerFile));
+  const tokenizerJson = asObject(await readJsonFile(tokenizerFile, LIMITS.tokenizerJsonBytes));
   if (tokenizerJson === null) throw new ModelFormatError(tokenizerFile, "expected a JSON object");
   const config = asObject(await readJsonFile(configFile));
   if (config === null) throw new ModelFormatError(configFile, "expected a JSON object");
@@ -60,19 +61,25 @@ export async function loadTokenizer(modelDir: string): Promise<ModelTokenizer> {
   if (type !== undefined && !(SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(type)) {
     throw new ModelFormatError(
       tokenizerFile,
-      `unsupported tokenizer model type ${JSON.stringify(type)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+      `unsupported tokenizer model type ${shown(type)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
     );
   }
   const addedTokens = tokenizerJson["added_tokens"] ?? [];
   if (!Array.isArray(addedTokens)) throw new ModelFormatError(tokenizerFile, "`added_tokens` is not a list");
+  checkVocabulary(tokenizerFile, model, addedTokens);
+  // The library iterates it; anything but a list would fail there, blamed on tokenizer.json.
+  const additional = config["additional_special_tokens"];
+  if (additional !== undefined && additional !== null && !Array.isArray(additional)) {
+    throw new ModelFormatError(configFile, `\`additional_special_tokens\` must be a list, got ${shown(additional)}`);
+  }
 
   let tokenizer: HfTokenizer;
   try {
     // The library iterates added_tokens unconditionally; older files leave it out.
     tokenizer = new HfTokenizer({ ...tokenizerJson, added_tokens: addedTokens }, config);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new ModelFormatError(tokenizerFile, `cannot build the tokenizer: ${reason}`, { cause: err });
+    // Only the kind of error, and no cause: the library's message may quote the file.
+    throw new ModelFormatError(tokenizerFile, `cannot build the tokenizer (${errorKind(err)})`);
   }
 
   const specials = new Set<string>();
@@ -143,7 +150,13 @@ async function loadChatTemplate(modelDir: string, configFile: string, field: unk
   let file = configFile;
   if (source === undefined) {
     file = path.join(modelDir, "chat_template.jinja");
-    source = await readFile(file, "utf8").catch(() => undefined);
+    source = await readBoundedFile(file, LIMITS.chatTemplateBytes).then(
+      (bytes) => bytes.toString("utf8"),
+      (err: unknown) => {
+        if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === "ENOENT") return undefined;
+        throw err;
+      },
+    );
   }
   if (source === undefined) {
     return {
@@ -154,9 +167,56 @@ async function loadChatTemplate(modelDir: string, configFile: string, field: unk
   try {
     return { ok: true, value: new Template(source), file };
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    return { ok: false, error: new ModelFormatError(file, `chat template does not parse: ${reason}`, { cause: err }) };
+    // The parser's message may quote the template, which may be any file a link points to.
+    return { ok: false, error: new ModelFormatError(file, `chat template does not parse (${errorKind(err)})`) };
   }
+}
+
+/**
+ * Checks the sizes and ids of what the tokenizer library builds arrays and maps from, before it
+ * does: `model.vocab` (an object of ids, or Unigram's list of [piece, score]), `model.merges` and
+ * `added_tokens`, each at most {@link LIMITS}.vocabSize long with ids below it.
+ */
+function checkVocabulary(file: string, model: Record<string, unknown>, addedTokens: readonly unknown[]): void {
+  const fail = (message: string): never => {
+    throw new ModelFormatError(file, message);
+  };
+  const max = LIMITS.vocabSize;
+  const isId = (id: unknown): boolean => typeof id === "number" && Number.isSafeInteger(id) && id >= 0 && id < max;
+  const vocab = model["vocab"];
+  if (Array.isArray(vocab)) {
+    if (vocab.length > max) fail(`model.vocab holds ${vocab.length} pieces; at most ${max} are supported`);
+    if (vocab.length === 0) fail("model.vocab is empty");
+    vocab.forEach((entry, i) => {
+      if (!Array.isArray(entry) || typeof entry[0] !== "string" || typeof entry[1] !== "number" || !Number.isFinite(entry[1])) {
+        fail(`model.vocab[${i}] must be [piece, score]`);
+      }
+    });
+    const unk = model["unk_id"];
+    if (unk !== undefined && unk !== null && !(isId(unk) && (unk as number) < vocab.length)) fail(`model.unk_id ${shown(unk)} is not an index of model.vocab`);
+  } else {
+    const entries = Object.entries(asObject(vocab) ?? fail("model.vocab must be an object of token ids or a list of [piece, score]"));
+    if (entries.length > max) fail(`model.vocab holds ${entries.length} tokens; at most ${max} are supported`);
+    for (const [token, id] of entries) if (!isId(id)) fail(`model.vocab: token ${shown(token)} has id ${shown(id)}; ids are integers from 0 to ${max - 1}`);
+  }
+  const merges = model["merges"];
+  if (merges !== undefined && merges !== null) {
+    if (!Array.isArray(merges)) fail("model.merges must be a list");
+    const list = merges as unknown[];
+    if (list.length > max) fail(`model.merges holds ${list.length} merges; at most ${max} are supported`);
+    list.forEach((m, i) => {
+      if (typeof m !== "string" && !(Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string")) {
+        fail(`model.merges[${i}] is neither "left right" nor [left, right]`);
+      }
+    });
+  }
+  if (addedTokens.length > max) fail(`added_tokens holds ${addedTokens.length} tokens; at most ${max} are supported`);
+  addedTokens.forEach((entry, i) => {
+    const token = asObject(entry);
+    if (token === null || !isId(token["id"]) || typeof token["content"] !== "string") {
+      fail(`added_tokens[${i}] needs an id from 0 to ${max - 1} and a string content`);
+    }
+  });
 }
 
 /** `chat_template` is a string, or a list of `{name, template}` of which "default" is the chat one. */
