@@ -34,6 +34,12 @@ export interface StagedFolder {
   remove(): Promise<void>;
 }
 
+/** Resolves once a write stream has closed, at once when it already has (after an error). */
+function closed(out: WriteStream): Promise<void> {
+  if (out.closed) return Promise.resolve();
+  return new Promise((resolve) => out.once("close", () => resolve()));
+}
+
 async function newStaging(root: string): Promise<string> {
   const dir = join(root, randomUUID());
   await mkdir(dir, { recursive: true });
@@ -79,7 +85,7 @@ export async function receiveFolder<H>(
     const c = current;
     current = undefined;
     c.out.end();
-    await once(c.out, "close");
+    await closed(c.out);
     if (c.out.errored) throw c.out.errored;
     if (c.got !== c.size) throw invalidArgument("file_header.size_bytes", `${c.path}: ${c.got} bytes arrived, the header said ${c.size}`);
     const digest = c.hash.digest("hex");
@@ -134,7 +140,7 @@ export async function receiveFolder<H>(
   } catch (err) {
     if (current) {
       current.out.destroy();
-      await once(current.out, "close").catch(() => undefined);
+      await closed(current.out);
     }
     await remove();
     throw err;
