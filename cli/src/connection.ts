@@ -22,7 +22,13 @@ export function resolveConnection(opts: ConnectionOptions, env: NodeJS.ProcessEn
 
 type Ctor<C extends Client> = Parameters<typeof createClient<C>>[0];
 
+/**
+ * A client of `Ctor` on the resolved server. A unary call has 30 s; a streaming call (an upload,
+ * a download, rows) has no total limit, however large, but is cancelled with `no progress for
+ * 30 s` once nothing was sent or received for that long. A stream that sets its own deadline
+ * (`jobs watch`: `{ deadline: Infinity }`) keeps it.
+ */
 export function connect<C extends Client>(Ctor: Ctor<C>, opts: ConnectionOptions): C {
   const { server, apiKey } = resolveConnection(opts);
-  return createClient(Ctor, server, { apiKey, deadlineMs: 30_000 });
+  return createClient(Ctor, server, { apiKey, deadlineMs: 30_000, idleTimeoutMs: 30_000 });
 }

@@ -16,8 +16,22 @@ import { traceHeaders } from "../telemetry.js";
 export interface ClientFactoryOptions {
   /** API key sent as `authorization: Bearer <key>`. */
   apiKey?: string;
-  /** Deadline of each call in milliseconds, unless the call sets its own. Default 30000. */
+  /** Deadline of each unary call in milliseconds, unless the call sets its own. Default 30000. */
   deadlineMs?: number;
+  /**
+   * Streaming calls (client, server or both) have no total deadline, since an upload or download
+   * takes as long as its size needs; instead one is cancelled with DEADLINE_EXCEEDED `no progress
+   * for N s` when no message was sent or received for this many milliseconds. A streaming call
+   * that sets its own deadline (e.g. `{ deadline: Infinity }` to follow a job for hours) keeps it
+   * and has no idle limit. 0 turns the idle limit off. Default 30000.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Once a client stream with a single answer (an upload) has sent its last message, how long the
+   * server may work on it before answering, in milliseconds: checking a large upload can take
+   * longer than the idle limit, with nothing to send meanwhile. Default 600000 (10 minutes).
+   */
+  answerTimeoutMs?: number;
   /** Attempts for a call that fails with UNAVAILABLE (the server was not reached). Default 4. */
   maxAttempts?: number;
   /** First backoff between attempts in milliseconds, doubled each time. Default 100. */
@@ -27,25 +41,56 @@ export interface ClientFactoryOptions {
 type ClientCtor<C extends Client> = new (address: string, creds: ReturnType<typeof credentials.createInsecure>, options?: Partial<ClientOptions>) => C;
 
 /**
- * A client for a ts-proto generated service with the kit's defaults: a deadline per call, the
- * API key and the current trace context in metadata, and retries for UNAVAILABLE only (the
+ * A client for a ts-proto generated service with the kit's defaults: a deadline per unary call
+ * and an idle limit per streaming call, the API key and the current trace context in metadata, and retries for UNAVAILABLE only (the
  * server was not reached, or said it cannot serve now), through grpc-js' retry policy. Creates
  * carry a `request_id`, so a retried create never makes a second resource.
  */
 export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: string, opts: ClientFactoryOptions = {}): C {
   const deadlineMs = opts.deadlineMs ?? 30_000;
+  const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
+  const answerTimeoutMs = Math.max(idleTimeoutMs, opts.answerTimeoutMs ?? 600_000);
   const interceptor: Interceptor = (options, next) => {
     const callOptions: CallOptions = options;
-    if (callOptions.deadline === undefined) options.deadline = Date.now() + deadlineMs;
-    return new InterceptingCall(next(options), {
+    const method = options.method_definition;
+    const streaming = method.requestStream || method.responseStream;
+    const ownDeadline = callOptions.deadline !== undefined;
+    if (!ownDeadline && !streaming) options.deadline = Date.now() + deadlineMs;
+    const idle =
+      streaming && !ownDeadline && idleTimeoutMs > 0
+        ? idleLimit(idleTimeoutMs, (ms, answering) =>
+            call.cancelWithStatus(status.DEADLINE_EXCEEDED, answering ? `no answer ${ms / 1000} s after the last message was sent` : `no progress for ${ms / 1000} s: nothing was sent or received`),
+          )
+        : undefined;
+    const call: InterceptingCall = new InterceptingCall(next(options), {
       start(metadata, listener, nextStart) {
         if (opts.apiKey !== undefined && metadata.get("authorization").length === 0) {
           metadata.set("authorization", `Bearer ${opts.apiKey}`);
         }
         for (const [k, v] of Object.entries(traceHeaders())) metadata.set(k, v);
-        nextStart(metadata, listener);
+        if (!idle) return nextStart(metadata, listener);
+        idle.touch();
+        nextStart(metadata, {
+          onReceiveMessage(message, nextMessage) {
+            idle.touch();
+            nextMessage(message);
+          },
+          onReceiveStatus(s, nextStatus) {
+            idle.stop();
+            nextStatus(s);
+          },
+        });
+      },
+      sendMessage(message, nextSend) {
+        idle?.touch();
+        nextSend(message);
+      },
+      halfClose(nextHalfClose) {
+        if (!method.responseStream) idle?.awaitAnswer(answerTimeoutMs);
+        nextHalfClose();
       },
     });
+    return call;
   };
   const attempts = Math.max(1, Math.min(opts.maxAttempts ?? 4, 5));
   const serviceConfig = {
@@ -68,6 +113,40 @@ export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: str
     ...(attempts > 1 ? { "grpc.service_config": JSON.stringify(serviceConfig) } : {}),
     "grpc.enable_retries": attempts > 1 ? 1 : 0,
   });
+}
+
+/**
+ * A timer that fires `onIdle` once `ms` pass without a `touch()`; after `awaitAnswer(answerMs)`
+ * (all was sent, the answer is due) it fires `answerMs` later, touched or not.
+ */
+function idleLimit(ms: number, onIdle: (ms: number, answering: boolean) => void): { touch(): void; awaitAnswer(answerMs: number): void; stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let answering = false;
+  const arm = (after: number) => {
+    clearTimeout(timer);
+    // Unref'd: a forgotten stream must not keep a process alive on its own.
+    timer = setTimeout(() => {
+      stopped = true;
+      onIdle(after, answering);
+    }, after).unref();
+  };
+  return {
+    touch() {
+      if (stopped || answering) return;
+      if (timer === undefined) arm(ms);
+      else timer.refresh();
+    },
+    awaitAnswer(answerMs) {
+      if (stopped) return;
+      answering = true;
+      arm(answerMs);
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
 
 type Callback<R> = (err: Error | null, res?: R) => void;
