@@ -10,5 +10,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ["default"],
+    // Every service's logs go to a folder too; the run fails if a planted secret is found there.
+    globalSetup: ["scripts/test-log-scan.ts"],
   },
 });
