@@ -5,8 +5,9 @@
 //
 // Rules kept here:
 // - the process never aborts: a failed lathe_* call, a bad argument or a failed allocation
-//   becomes a JS Error with a `code` (INVALID_ARGUMENT, UNSUPPORTED, OUT_OF_MEMORY, NAN, CANCELLED,
-//   INTERNAL, FAILED_PRECONDITION) and the engine's message;
+//   becomes a JS Error with a `code` (the engine's lathe_status_string: INVALID_ARGUMENT,
+//   UNSUPPORTED, OUT_OF_MEMORY, NAN, CANCELLED, INTERNAL; or the binding's own
+//   FAILED_PRECONDITION) and the engine's message;
 // - forwardBackward, adamwStep and loraMerge run on libuv's thread pool (Napi::AsyncWorker) and
 //   return Promises; while one of the first two runs its model is busy and every other call fails with
 //   FAILED_PRECONDITION (the engine is not re-entrant on one model);
@@ -27,19 +28,6 @@
 namespace {
 
 constexpr size_t kErrLen = 1024;
-
-const char* StatusCode(lathe_status status) {
-  switch (status) {
-    case LATHE_OK: return "OK";
-    case LATHE_ERR_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case LATHE_ERR_UNSUPPORTED: return "UNSUPPORTED";
-    case LATHE_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
-    case LATHE_ERR_NAN: return "NAN";
-    case LATHE_ERR_CANCELLED: return "CANCELLED";
-    case LATHE_ERR_INTERNAL: return "INTERNAL";
-  }
-  return "INTERNAL";
-}
 
 Napi::Error CodedError(Napi::Env env, const char* code, const std::string& message) {
   Napi::Error error = Napi::Error::New(env, message);
@@ -64,7 +52,7 @@ std::string EngineMessage(const char* call, const char* err) {
 }
 
 void Check(Napi::Env env, lathe_status status, const char* call, const char* err) {
-  if (status != LATHE_OK) ThrowCoded(env, StatusCode(status), EngineMessage(call, err));
+  if (status != LATHE_OK) ThrowCoded(env, lathe_status_string(status), EngineMessage(call, err));
 }
 
 // ---- argument readers: each names the field it rejects -------------------------------------
@@ -485,7 +473,7 @@ class ModelWorker : public Napi::AsyncWorker {
     Napi::HandleScope scope(env);
     model_->WorkerDone();
     if (status_ != LATHE_OK) {
-      deferred_.Reject(CodedError(env, StatusCode(status_), EngineMessage(Call(), err_)).Value());
+      deferred_.Reject(CodedError(env, lathe_status_string(status_), EngineMessage(Call(), err_)).Value());
       return;
     }
     try {
@@ -670,7 +658,7 @@ class LoraMergeWorker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (status_ != LATHE_OK) {
-      deferred_.Reject(CodedError(env, StatusCode(status_), name + ": " + EngineMessage("lathe_lora_merge", err_)).Value());
+      deferred_.Reject(CodedError(env, lathe_status_string(status_), name + ": " + EngineMessage("lathe_lora_merge", err_)).Value());
       return;
     }
     deferred_.Resolve(env.Undefined());

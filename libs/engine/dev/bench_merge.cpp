@@ -9,8 +9,8 @@
 #include <cstring>
 #include <vector>
 
-#include "gemm.h"
-#include "lora_merge.h"
+#include "cpu/gemm.h"
+#include "cpu/lora_merge.h"
 #include "rng.h"
 #include "threads.h"
 

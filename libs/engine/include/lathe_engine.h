@@ -8,7 +8,9 @@
  *
  * Rules of this API (ggml style, without ggml's aborts):
  * - every function returns a lathe_status; on failure `err` (when not NULL) receives a message
- *   that says what and where, truncated to `err_len`;
+ *   that says what and where, truncated to `err_len`: "<function>: <what> (at <file>:<line>)",
+ *   the engine source line that raised it (file relative to libs/engine; running out of memory
+ *   and unexpected internal errors carry no line);
  * - nothing here exits or aborts the process;
  * - a model owns all its memory and lathe_model_free releases it in one place;
  * - shapes are row-major; a Linear weight is [out_features, in_features] as in PyTorch/HF.
@@ -32,6 +34,14 @@ typedef enum lathe_status {
   LATHE_ERR_CANCELLED = 5,
   LATHE_ERR_INTERNAL = 6
 } lathe_status;
+
+/*
+ * The name of a status, spelled once for every caller (the Node binding uses it as the JS
+ * error's `code`): "OK", "INVALID_ARGUMENT", "UNSUPPORTED", "OUT_OF_MEMORY", "NAN", "CANCELLED",
+ * "INTERNAL". A value outside the enum (the engine returns none) gives "INTERNAL". The string
+ * is static; never NULL.
+ */
+const char* lathe_status_string(lathe_status status);
 
 typedef enum lathe_rope_scaling { LATHE_ROPE_NONE = 0, LATHE_ROPE_LLAMA3 = 1 } lathe_rope_scaling;
 

@@ -1,11 +1,17 @@
-// common.h — errors and small helpers shared by the ops.
+// common.h — the engine's error and the pool's row splitter.
 //
-// lathe::Error carries a lathe_status; engine.cpp turns it (and std::bad_alloc, and anything
-// else) into a status + message at the C boundary. parallel_rows splits [0, n) into contiguous
-// ranges for the pool.
+// lathe::Error carries a lathe_status and where it was raised; engine.cpp turns it (and
+// std::bad_alloc, and anything else) into a status + message at the C boundary. Its message
+// ends in " (at src/model.cpp:123)": the file (from libs/engine/) and line of the throw. They
+// default to the caller's (__builtin_FILE/__builtin_LINE as default arguments, the C++17
+// spelling of std::source_location::current()), so `throw Error(status, msg)` records its own
+// line, and a helper that throws for its caller takes the same two defaulted parameters and
+// passes them on (model.cpp's fail, engine.cpp's need).
+// parallel_rows splits [0, n) into contiguous ranges for the pool.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -14,9 +20,20 @@
 
 namespace lathe {
 
+// `file` from its last "src/" or "include/" on: the path inside libs/engine, not the build machine's.
+inline const char* engine_path(const char* file) {
+  const char* best = file;
+  for (const char* dir : {"/src/", "/include/"})
+    for (const char* p = std::strstr(file, dir); p; p = std::strstr(p + 1, dir)) best = std::max(best, p + 1);
+  return best;
+}
+
 struct Error : std::runtime_error {
   lathe_status status;
-  Error(lathe_status s, const std::string& msg) : std::runtime_error(msg), status(s) {}
+  const char* file;
+  int line;
+  Error(lathe_status s, const std::string& msg, const char* file_ = __builtin_FILE(), int line_ = __builtin_LINE())
+      : std::runtime_error(msg + " (at " + engine_path(file_) + ":" + std::to_string(line_) + ")"), status(s), file(engine_path(file_)), line(line_) {}
 };
 
 template <class F>
@@ -27,21 +44,6 @@ void parallel_rows(ThreadPool& pool, int64_t n, F&& fn /* fn(begin, end, thread)
     const int64_t b = n * t / tasks, e = n * (t + 1) / tasks;
     if (b < e) fn(b, e, thread);
   });
-}
-
-// dot product with 8 independent partial sums (vectorises without -ffast-math)
-inline float dot(const float* a, const float* b, int n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-inline void axpy(float* y, float a, const float* x, int n) {
-  for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 }  // namespace lathe

@@ -1,18 +1,19 @@
-// cross_entropy.h — causal-LM cross-entropy fused with the LM head, computed in chunks.
+// cross_entropy.h — causal-LM cross-entropy fused with the LM head, computed in chunks, on a
+// backend (backend.h: gemm, gather/scatter_rows and the per-chunk cross_entropy op).
 //
 //   logits[n,:] = h[n,:] W^T (+ scale * u[n,:] B^T with a LoRA on lm_head, u = drop(h) A^T)
 //   loss = sum over rows with label != -100 of (logsumexp(logits[n]) - logits[n, label[n]])
-// h: [N, H], W: [V, H], labels: [N]. Only rows with a label are computed (all rows when logits
-// are requested). The rows are processed a chunk at a time (chunk_rows x V floats of logits at
-// most: the whole [N, V] matrix never exists), and within a chunk the logits buffer is turned
-// into d loss/d logits in place: coef * (softmax - onehot), so each chunk's GEMMs run once.
+// h: [N, H], W: [V, H], labels: [N] (host). Only rows with a label are computed (all rows when
+// logits are requested). The rows are processed a chunk at a time (chunk_rows x V floats of
+// logits at most: the whole [N, V] matrix never exists), and within a chunk the logits buffer is
+// turned into d loss/d logits in place: coef * (softmax - onehot), so each chunk's GEMMs run once.
 // With dh non-null: dh[n,:] = dlogits W for the computed rows (other rows untouched: the caller
 // zeroes dh), and for a head LoRA gB += scale dlogits^T u and du = scale dlogits B ([N, r]).
 // Returns the loss sum (double, summed row by row in order) and the label count.
 #pragma once
 #include <cstdint>
 
-#include "threads.h"
+#include "backend.h"
 
 namespace lathe {
 
@@ -25,8 +26,8 @@ struct HeadLoRA {
   float scale = 0.0f;
 };
 
-double cross_entropy_forward_backward(ThreadPool& pool, const float* h, const int32_t* labels, int N, int H, int V,
-                                      const float* W, const HeadLoRA* lora, float coef, float* dh, float* logits_out,
-                                      int64_t chunk_rows, int64_t* count_out);
+double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
+                                      const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
+                                      int64_t* count_out);
 
 }  // namespace lathe

@@ -1,9 +1,10 @@
 // engine.cpp — the C API of include/lathe_engine.h over model.cpp.
 //
-// Every entry point catches everything: lathe::Error keeps its status and message,
-// std::bad_alloc becomes LATHE_ERR_OUT_OF_MEMORY, any other exception LATHE_ERR_INTERNAL.
-// Messages name the function and the tensor/shape concerned; they are copied into `err`
-// (NUL-terminated, truncated to err_len) when err is not NULL.
+// Every entry point catches everything: lathe::Error keeps its status and message (which ends
+// with the file and line that raised it, common.h), std::bad_alloc becomes
+// LATHE_ERR_OUT_OF_MEMORY, any other exception LATHE_ERR_INTERNAL. Messages name the function
+// and the tensor/shape concerned; they are copied into `err` (NUL-terminated, truncated to
+// err_len) when err is not NULL.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,7 +15,7 @@
 
 #include "common.h"
 #include "lathe_engine.h"
-#include "lora_merge.h"
+#include "cpu/lora_merge.h"
 #include "model.h"
 #include "nf4.h"
 
@@ -46,13 +47,27 @@ lathe_status guarded(const char* fn, char* err, size_t err_len, F&& body) {
   }
 }
 
-void need(const void* p, const char* what) {
-  if (!p) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
+// The error names the caller's line (common.h).
+void need(const void* p, const char* what, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  if (!p) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL", file, line);
 }
 
 }  // namespace
 
 extern "C" {
+
+const char* lathe_status_string(lathe_status status) {
+  switch (status) {
+    case LATHE_OK: return "OK";
+    case LATHE_ERR_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case LATHE_ERR_UNSUPPORTED: return "UNSUPPORTED";
+    case LATHE_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
+    case LATHE_ERR_NAN: return "NAN";
+    case LATHE_ERR_CANCELLED: return "CANCELLED";
+    case LATHE_ERR_INTERNAL: return "INTERNAL";
+  }
+  return "INTERNAL";
+}
 
 lathe_status lathe_model_init(const lathe_model_config* config, lathe_model** out, char* err, size_t err_len) {
   return guarded("lathe_model_init", err, err_len, [&] {

@@ -6,14 +6,16 @@
 // W is f32, or NF4 (W4, QLoRA: see nf4.h) dequantised tile by tile inside the matmuls.
 // backward (base frozen): dx = dy W + ((scale dy B) A) * mask/(1-p);
 //   gB += scale dy^T u;  gA += (scale dy B)^T drop(x).   Grads accumulate; dx written or added.
+// Composed from backend ops (backend.h: gemm, nf4_matmul_*, add_bias, dropout_*); the dropout
+// mask is drawn here, on the host, from the model's RNG.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "nf4.h"
 #include "rng.h"
-#include "threads.h"
 
 namespace lathe {
 
@@ -37,15 +39,13 @@ struct Linear {
 };
 
 // scratch: caller-owned temporary, resized as needed.
-void linear_forward(ThreadPool& pool, float* y, const float* x, int N, const Linear& lin, Rng& dropout_rng, bool training,
+void linear_forward(const Backend& be, float* y, const float* x, int N, const Linear& lin, Rng& dropout_rng, bool training,
                     std::vector<float>& scratch);
-// The LoRA input drop(x) (x when no mask): [N, in] into out.
-void lora_dropped_input(const LoRA& l, const float* x, int N, float* out);
 // Sets l.u = drop(x) A^T (drawing a new mask when training with dropout).
-void lora_forward_u(ThreadPool& pool, LoRA& l, const float* x, int N, Rng& dropout_rng, bool training, std::vector<float>& scratch);
+void lora_forward_u(const Backend& be, LoRA& l, const float* x, int N, Rng& dropout_rng, bool training, std::vector<float>& scratch);
 // Given du = d loss / d u ([N, r], already including scale), adds gA and, when dx, dx += (du A)*mask/(1-p).
-void lora_backward_from_u(ThreadPool& pool, LoRA& l, const float* du, const float* x, int N, float* dx, std::vector<float>& scratch);
-void linear_backward(ThreadPool& pool, float* dx, bool accumulate, const float* dy, const float* x, int N, const Linear& lin,
+void lora_backward_from_u(const Backend& be, LoRA& l, const float* du, const float* x, int N, float* dx, std::vector<float>& scratch);
+void linear_backward(const Backend& be, float* dx, bool accumulate, const float* dy, const float* x, int N, const Linear& lin,
                      std::vector<float>& scratch, std::vector<float>& scratch2);
 
 }  // namespace lathe

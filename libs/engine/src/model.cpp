@@ -10,20 +10,17 @@
 // With gradient checkpointing (m.grad_ckpt) forward keeps only each layer's input and the dropout
 // RNG state before it; backward reruns layer_forward from them into one shared scratch just
 // before that layer's backward: the same code on the same bits, so gradients are bit-identical.
+// Every op of the step goes through the model's backend (backend.h); this file only allocates,
+// validates and orders them.
 #include "model.h"
 
 #include <cmath>
 #include <cstring>
 #include <sstream>
 
-#include "adamw.h"
-#include "attention.h"
 #include "common.h"
 #include "cross_entropy.h"
-#include "embedding.h"
-#include "rmsnorm.h"
-#include "rope.h"
-#include "swiglu.h"
+#include "rope_freq.h"
 
 namespace lathe {
 
@@ -42,7 +39,22 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 namespace {
 
-[[noreturn]] void fail(lathe_status s, const std::string& msg) { throw Error(s, msg); }
+// Throws for the caller: the error names the caller's file and line (common.h).
+[[noreturn]] void fail(lathe_status s, const std::string& msg, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  throw Error(s, msg, file, line);
+}
+
+// dst = src on the backend, resizing dst (a vector of the model) first.
+void copy_to(const Backend& be, std::vector<float>& dst, const std::vector<float>& src) {
+  dst.resize(src.size());
+  be.ops->copy(be.ctx, dst.data(), src.data(), static_cast<int64_t>(src.size()));
+}
+
+// v = n zeros on the backend.
+void zeros(const Backend& be, std::vector<float>& v, size_t n) {
+  v.resize(n);
+  be.ops->zero(be.ctx, v.data(), static_cast<int64_t>(n));
+}
 
 Tensor& add_weight(lathe_model& m, const std::string& name, std::vector<int64_t> shape) {
   Tensor& t = m.weights[name];
@@ -86,7 +98,8 @@ void release_layer(Layer& L) {
 // One decoder layer: m.x (its input) becomes its output; the intermediates backward needs go to A.
 void layer_forward(lathe_model& m, Layer& L, LayerActs& A, Rng& rng, const int32_t* segments, int B, int T, bool training) {
   const lathe_model_config& c = m.cfg;
-  ThreadPool& pool = *m.pool;
+  const Backend& be = m.backend;
+  const lathe_backend& op = *be.ops;
   const int N = B * T, H = c.hidden_size, I = c.intermediate_size;
   const int nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, qd = nh * hd, kd = nkv * hd;
   (void)H;
@@ -97,32 +110,32 @@ void layer_forward(lathe_model& m, Layer& L, LayerActs& A, Rng& rng, const int32
   A.v.resize(static_cast<size_t>(N) * kd);
   A.att.resize(static_cast<size_t>(N) * qd);
   A.lse.resize(static_cast<size_t>(N) * nh);
-  rmsnorm_forward(pool, A.h1.data(), A.rstd1.data(), m.x.data(), L.ln1, N, H, c.rms_norm_eps);
-  linear_forward(pool, A.q.data(), A.h1.data(), N, L.q, rng, training, m.lin1);
-  linear_forward(pool, A.k.data(), A.h1.data(), N, L.k, rng, training, m.lin1);
-  linear_forward(pool, A.v.data(), A.h1.data(), N, L.v, rng, training, m.lin1);
-  rope_forward(pool, A.q.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
-  rope_forward(pool, A.k.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
-  attention_forward(pool, A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
-  linear_forward(pool, m.tmp.data(), A.att.data(), N, L.o, rng, training, m.lin1);
-  for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
-  A.x_mid = m.x;
+  op.rmsnorm_forward(be.ctx, A.h1.data(), A.rstd1.data(), m.x.data(), L.ln1, N, H, c.rms_norm_eps);
+  linear_forward(be, A.q.data(), A.h1.data(), N, L.q, rng, training, m.lin1);
+  linear_forward(be, A.k.data(), A.h1.data(), N, L.k, rng, training, m.lin1);
+  linear_forward(be, A.v.data(), A.h1.data(), N, L.v, rng, training, m.lin1);
+  op.rope_forward(be.ctx, A.q.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
+  op.rope_forward(be.ctx, A.k.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
+  op.attention_forward(be.ctx, A.att.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
+  linear_forward(be, m.tmp.data(), A.att.data(), N, L.o, rng, training, m.lin1);
+  op.add(be.ctx, m.x.data(), m.tmp.data(), static_cast<int64_t>(m.x.size()));
+  copy_to(be, A.x_mid, m.x);
   A.h2.resize(m.x.size());
   A.rstd2.resize(N);
   A.g.resize(static_cast<size_t>(N) * I);
   A.u.resize(static_cast<size_t>(N) * I);
   A.a.resize(static_cast<size_t>(N) * I);
-  rmsnorm_forward(pool, A.h2.data(), A.rstd2.data(), m.x.data(), L.ln2, N, H, c.rms_norm_eps);
-  linear_forward(pool, A.g.data(), A.h2.data(), N, L.gate, rng, training, m.lin1);
-  linear_forward(pool, A.u.data(), A.h2.data(), N, L.up, rng, training, m.lin1);
-  swiglu_forward(pool, A.a.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
-  linear_forward(pool, m.tmp.data(), A.a.data(), N, L.down, rng, training, m.lin1);
-  for (size_t i = 0; i < m.x.size(); ++i) m.x[i] += m.tmp[i];
+  op.rmsnorm_forward(be.ctx, A.h2.data(), A.rstd2.data(), m.x.data(), L.ln2, N, H, c.rms_norm_eps);
+  linear_forward(be, A.g.data(), A.h2.data(), N, L.gate, rng, training, m.lin1);
+  linear_forward(be, A.u.data(), A.h2.data(), N, L.up, rng, training, m.lin1);
+  op.swiglu_forward(be.ctx, A.a.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
+  linear_forward(be, m.tmp.data(), A.a.data(), N, L.down, rng, training, m.lin1);
+  op.add(be.ctx, m.x.data(), m.tmp.data(), static_cast<int64_t>(m.x.size()));
 }
 
 }  // namespace
 
-void model_init(lathe_model& m, const lathe_model_config& c) {
+void model_init(lathe_model& m, const lathe_model_config& c, const lathe_backend* backend) {
   auto positive = [](const char* what, int64_t v) {
     if (v <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, std::string("config.") + what + " must be > 0, got " + std::to_string(v));
   };
@@ -150,6 +163,7 @@ void model_init(lathe_model& m, const lathe_model_config& c) {
 
   m.cfg = c;
   m.pool = std::make_unique<ThreadPool>(c.num_threads);
+  m.backend.reset(backend ? backend : lathe_backend_cpu(), m.pool.get());
   const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size;
   const int64_t qd = static_cast<int64_t>(c.num_heads) * c.head_dim, kd = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
   m.embed = add_weight(m, "model.embed_tokens.weight", {V, H}).data.data();
@@ -307,9 +321,10 @@ void model_adam_moments(lathe_model& m, const std::string& name, std::vector<flo
 }
 
 void model_zero_grad(lathe_model& m) {
+  const Backend& be = m.backend;
   for (auto& kv : m.loras) {
-    std::fill(kv.second->gA.begin(), kv.second->gA.end(), 0.0f);
-    std::fill(kv.second->gB.begin(), kv.second->gB.end(), 0.0f);
+    be.ops->zero(be.ctx, kv.second->gA.data(), static_cast<int64_t>(kv.second->gA.size()));
+    be.ops->zero(be.ctx, kv.second->gB.data(), static_cast<int64_t>(kv.second->gB.size()));
   }
 }
 
@@ -330,7 +345,8 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     if (labels && labels[n] != -100 && (labels[n] < 0 || labels[n] >= V))
       fail(LATHE_ERR_INVALID_ARGUMENT, "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]) + " is neither -100 nor in [0, " + std::to_string(V) + ")");
   }
-  ThreadPool& pool = *m.pool;
+  const Backend& be = m.backend;
+  const lathe_backend& op = *be.ops;
   m.pos.resize(N);
   for (int n = 0; n < N; ++n) m.pos[n] = positions ? positions[n] : n % T;
 
@@ -344,12 +360,12 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   auto hold = [&](uint64_t b) { held += b; peak = std::max(peak, held); };
   m.x.resize(static_cast<size_t>(N) * H);
   m.tmp.resize(static_cast<size_t>(N) * H);
-  embedding_forward(pool, m.x.data(), tokens, m.embed, N, H);
+  op.embedding_forward(be.ctx, m.x.data(), tokens, m.embed, N, H);
   if (ckpt) m.layer_rng.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     Layer& L = m.layers[l];
     if (!ckpt) {
-      L.acts.x_in = m.x;
+      copy_to(be, L.acts.x_in, m.x);
       hold(bytes_of(L.acts.x_in));
       layer_forward(m, L, L.acts, m.dropout_rng, segments, B, T, training);
       hold(layer_bytes(L, L.acts));
@@ -359,7 +375,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     // intermediates go to the shared scratch and the LoRA saves are dropped after the layer.
     release_layer(L);
     if (l >= lowest && lowest >= 0) {
-      L.acts.x_in = m.x;
+      copy_to(be, L.acts.x_in, m.x);
       hold(bytes_of(L.acts.x_in));
     } else {
       std::vector<float>().swap(L.acts.x_in);
@@ -368,10 +384,10 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     layer_forward(m, L, m.ck, m.dropout_rng, segments, B, T, training);
     release_lora_saves(L);
   }
-  m.xf = m.x;
+  copy_to(be, m.xf, m.x);
   m.hf.resize(m.x.size());
   m.rstdf.resize(N);
-  rmsnorm_forward(pool, m.hf.data(), m.rstdf.data(), m.xf.data(), m.norm, N, H, c.rms_norm_eps);
+  op.rmsnorm_forward(be.ctx, m.hf.data(), m.rstdf.data(), m.xf.data(), m.norm, N, H, c.rms_norm_eps);
 
   // ---- loss (+ d loss / d hf)
   const bool do_backward = backward && !m.loras.empty();
@@ -382,8 +398,8 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   HeadLoRA hl;
   if (m.head_lora) {
     LoRA& l = *m.head_lora;
-    lora_forward_u(pool, l, m.hf.data(), N, m.dropout_rng, training, m.lin1);
-    m.head_du.assign(static_cast<size_t>(N) * l.r, 0.0f);
+    lora_forward_u(be, l, m.hf.data(), N, m.dropout_rng, training, m.lin1);
+    zeros(be, m.head_du, static_cast<size_t>(N) * l.r);
     hl.u = l.u.data();
     hl.B = l.B.data();
     hl.gB = l.gB.data();
@@ -396,12 +412,12 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   m.act_peak_bytes = peak;
   float* dh = nullptr;
   if (do_backward) {
-    m.dh.assign(static_cast<size_t>(N) * H, 0.0f);
+    zeros(be, m.dh, static_cast<size_t>(N) * H);
     dh = m.dh.data();
   }
   int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 22) / V);
   int64_t counted = 0;
-  const double loss_sum = cross_entropy_forward_backward(pool, m.hf.data(), labels, N, H, V, m.head, m.head_lora ? &hl : nullptr,
+  const double loss_sum = cross_entropy_forward_backward(be, m.hf.data(), labels, N, H, V, m.head, m.head_lora ? &hl : nullptr,
                                                          coef, dh, logits_out, chunk, &counted);
   const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
   if (loss_out) *loss_out = static_cast<float>(loss);
@@ -412,7 +428,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   if (!do_backward || count == 0) return;
 
   // ---- backward
-  if (m.head_lora) lora_backward_from_u(pool, *m.head_lora, m.head_du.data(), m.hf.data(), N, lowest >= 0 ? dh : nullptr, m.lin1);
+  if (m.head_lora) lora_backward_from_u(be, *m.head_lora, m.head_du.data(), m.hf.data(), N, lowest >= 0 ? dh : nullptr, m.lin1);
   if (lowest < 0) return;
   m.dx.resize(static_cast<size_t>(N) * H);
   m.datt.resize(static_cast<size_t>(N) * qd);
@@ -422,14 +438,14 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   m.dg.resize(static_cast<size_t>(N) * I);
   m.du.resize(static_cast<size_t>(N) * I);
   m.attn_scratch.resize(2 * static_cast<size_t>(N) * qd);
-  rmsnorm_backward(pool, m.dx.data(), false, dh, m.xf.data(), m.norm, m.rstdf.data(), N, H);
+  op.rmsnorm_backward(be.ctx, m.dx.data(), false, dh, m.xf.data(), m.norm, m.rstdf.data(), N, H);
   for (int l = c.num_layers - 1; l >= lowest; --l) {
     Layer& L = m.layers[l];
     LayerActs& A = ckpt ? m.ck : L.acts;
     uint64_t recomputed = 0;
     if (ckpt) {
       // the same forward code from the saved input and RNG state: identical bits
-      std::memcpy(m.x.data(), L.acts.x_in.data(), sizeof(float) * L.acts.x_in.size());
+      op.copy(be.ctx, m.x.data(), L.acts.x_in.data(), static_cast<int64_t>(L.acts.x_in.size()));
       Rng rng = m.layer_rng[l];
       layer_forward(m, L, m.ck, rng, segments, B, T, training);
       recomputed = layer_bytes(L, m.ck);
@@ -437,23 +453,23 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
       m.act_peak_bytes = peak;
     }
     // MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2))
-    linear_backward(pool, m.du.data(), false, m.dx.data(), A.a.data(), N, L.down, m.lin1, m.lin2);  // du := d a
-    swiglu_backward(pool, m.dg.data(), m.du.data(), m.du.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
-    linear_backward(pool, m.dh.data(), false, m.dg.data(), A.h2.data(), N, L.gate, m.lin1, m.lin2);
-    linear_backward(pool, m.dh.data(), true, m.du.data(), A.h2.data(), N, L.up, m.lin1, m.lin2);
-    rmsnorm_backward(pool, m.dx.data(), true, m.dh.data(), A.x_mid.data(), L.ln2, A.rstd2.data(), N, H);
+    linear_backward(be, m.du.data(), false, m.dx.data(), A.a.data(), N, L.down, m.lin1, m.lin2);  // du := d a
+    op.swiglu_backward(be.ctx, m.dg.data(), m.du.data(), m.du.data(), A.g.data(), A.u.data(), static_cast<int64_t>(N) * I);
+    linear_backward(be, m.dh.data(), false, m.dg.data(), A.h2.data(), N, L.gate, m.lin1, m.lin2);
+    linear_backward(be, m.dh.data(), true, m.du.data(), A.h2.data(), N, L.up, m.lin1, m.lin2);
+    op.rmsnorm_backward(be.ctx, m.dx.data(), true, m.dh.data(), A.x_mid.data(), L.ln2, A.rstd2.data(), N, H);
     // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
-    linear_backward(pool, m.datt.data(), false, m.dx.data(), A.att.data(), N, L.o, m.lin1, m.lin2);
-    attention_backward(pool, m.dq.data(), m.dk.data(), m.dv.data(), m.attn_scratch.data(), m.datt.data(), A.att.data(), A.lse.data(),
-                       A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
-    rope_backward(pool, m.dq.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
-    rope_backward(pool, m.dk.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
+    linear_backward(be, m.datt.data(), false, m.dx.data(), A.att.data(), N, L.o, m.lin1, m.lin2);
+    op.attention_backward(be.ctx, m.dq.data(), m.dk.data(), m.dv.data(), m.attn_scratch.data(), m.datt.data(), A.att.data(),
+                          A.lse.data(), A.q.data(), A.k.data(), A.v.data(), segments, B, T, nh, nkv, hd);
+    op.rope_backward(be.ctx, m.dq.data(), m.pos.data(), m.inv_freq.data(), N, nh, hd);
+    op.rope_backward(be.ctx, m.dk.data(), m.pos.data(), m.inv_freq.data(), N, nkv, hd);
     const bool need_dx = l > lowest;
     float* dhp = need_dx ? m.dh.data() : nullptr;
-    linear_backward(pool, dhp, false, m.dq.data(), A.h1.data(), N, L.q, m.lin1, m.lin2);
-    linear_backward(pool, dhp, true, m.dk.data(), A.h1.data(), N, L.k, m.lin1, m.lin2);
-    linear_backward(pool, dhp, true, m.dv.data(), A.h1.data(), N, L.v, m.lin1, m.lin2);
-    if (need_dx) rmsnorm_backward(pool, m.dx.data(), true, m.dh.data(), L.acts.x_in.data(), L.ln1, A.rstd1.data(), N, H);
+    linear_backward(be, dhp, false, m.dq.data(), A.h1.data(), N, L.q, m.lin1, m.lin2);
+    linear_backward(be, dhp, true, m.dk.data(), A.h1.data(), N, L.k, m.lin1, m.lin2);
+    linear_backward(be, dhp, true, m.dv.data(), A.h1.data(), N, L.v, m.lin1, m.lin2);
+    if (need_dx) op.rmsnorm_backward(be.ctx, m.dx.data(), true, m.dh.data(), L.acts.x_in.data(), L.ln1, A.rstd1.data(), N, H);
     if (ckpt) {
       release_lora_saves(L);
       held -= recomputed;
@@ -463,23 +479,26 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
 
 float model_adamw_step(lathe_model& m, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm) {
   if (m.loras.empty()) fail(LATHE_ERR_INVALID_ARGUMENT, "adamw step: no LoRA adapters (call lathe_lora_init first)");
+  const Backend& be = m.backend;
+  const lathe_backend& op = *be.ops;
+  auto n_of = [](const std::vector<float>& v) { return static_cast<int64_t>(v.size()); };
   double sumsq = 0.0;
-  for (auto& kv : m.loras) sumsq += grad_sumsq(kv.second->gA.data(), kv.second->gA.size()) + grad_sumsq(kv.second->gB.data(), kv.second->gB.size());
+  for (auto& kv : m.loras) sumsq += op.sumsq(be.ctx, kv.second->gA.data(), n_of(kv.second->gA)) + op.sumsq(be.ctx, kv.second->gB.data(), n_of(kv.second->gB));
   const double norm = std::sqrt(sumsq);
   if (!std::isfinite(norm)) fail(LATHE_ERR_NAN, "adamw step: the LoRA gradient norm is not finite; no step taken");
   if (max_grad_norm > 0.0f) {
     const float clip = static_cast<float>(max_grad_norm / (norm + 1e-6));
     if (clip < 1.0f)
       for (auto& kv : m.loras) {
-        scale_inplace(kv.second->gA.data(), kv.second->gA.size(), clip);
-        scale_inplace(kv.second->gB.data(), kv.second->gB.size(), clip);
+        op.scale(be.ctx, kv.second->gA.data(), n_of(kv.second->gA), clip);
+        op.scale(be.ctx, kv.second->gB.data(), n_of(kv.second->gB), clip);
       }
   }
   const int64_t t = ++m.adam_step;
   for (auto& kv : m.loras) {
     LoRA& l = *kv.second;
-    adamw_update(l.A.data(), l.gA.data(), l.mA.data(), l.vA.data(), l.A.size(), t, lr, beta1, beta2, eps, weight_decay);
-    adamw_update(l.B.data(), l.gB.data(), l.mB.data(), l.vB.data(), l.B.size(), t, lr, beta1, beta2, eps, weight_decay);
+    op.adamw_update(be.ctx, l.A.data(), l.gA.data(), l.mA.data(), l.vA.data(), n_of(l.A), t, lr, beta1, beta2, eps, weight_decay);
+    op.adamw_update(be.ctx, l.B.data(), l.gB.data(), l.mB.data(), l.vB.data(), n_of(l.B), t, lr, beta1, beta2, eps, weight_decay);
   }
   return static_cast<float>(norm);
 }

@@ -1,13 +1,15 @@
 // model.h — struct lathe_model: the config, the frozen base weights (by HF name), the LoRA
 // adapters with their gradients and AdamW moments, the activations of the last forward (kept
-// for backward and reused between calls), the thread pool and the RNG streams.
-// All memory is owned by std::vectors in this object; lathe_model_free deletes it in one place.
+// for backward and reused between calls), the thread pool, the backend it computes on and the
+// RNG streams. All memory is owned by std::vectors in this object (and the backend's state by
+// its lathe::Backend); lathe_model_free deletes it in one place.
 #pragma once
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "lathe_engine.h"
 #include "linear.h"
 #include "rng.h"
@@ -51,7 +53,8 @@ extern const ModuleKind kModuleKinds[7];
 
 struct lathe_model {
   lathe_model_config cfg{};
-  std::unique_ptr<lathe::ThreadPool> pool;
+  std::unique_ptr<lathe::ThreadPool> pool;  // host threads: loading, and the CPU backend's compute
+  lathe::Backend backend;                     // every op of the training step (backend.h); freed before the pool
   std::map<std::string, lathe::Tensor> weights;              // HF name -> frozen weight
   std::vector<lathe::Layer> layers;
   const float* embed = nullptr;
@@ -87,7 +90,8 @@ struct lathe_model {
 namespace lathe {
 
 // Throws lathe::Error (see common.h) with a message naming the tensor and shape.
-void model_init(lathe_model& m, const lathe_model_config& cfg);
+// The model computes on `backend` (null: the CPU one) for the rest of its life.
+void model_init(lathe_model& m, const lathe_model_config& cfg, const lathe_backend* backend = nullptr);
 void model_set_weight(lathe_model& m, const std::string& name, const float* data, size_t count);
 void model_lora_init(lathe_model& m, const lathe_lora_config& cfg);
 // QLoRA: stores the base weights of the layer linears selected by `modules` (LATHE_LORA_Q..DOWN

@@ -1,5 +1,5 @@
-// nf4.h — QLoRA's 4-bit NormalFloat (NF4) storage of a frozen weight, with double quantisation,
-// and the tile kernels that dequantise it on the fly for y = x W^T and dx = dy W.
+// nf4.h — QLoRA's 4-bit NormalFloat (NF4) storage of a frozen weight, with double quantisation.
+// The matmuls that dequantise it on the fly are backend ops (CPU: cpu/nf4_matmul.h).
 //
 // Layout (bitsandbytes' quantize_4bit with quant_type="nf4", blocksize=64,
 // compress_statistics=True), over the row-major flattened weight of n elements:
@@ -67,11 +67,6 @@ struct Tensor4 {
 Tensor4 quantize_tensor(const float* w, int64_t rows, int64_t cols);
 // Rows [r0, r1) of the weight into out ([r1-r0, cols]), in f32.
 void dequantize_rows(const Tensor4& t, int64_t r0, int64_t r1, float* out);
-
-// y[N, rows] = x[N, cols] W^T (beta 0), dequantising tiles of rows into `tile`.
-void matmul_nt(ThreadPool& pool, int N, const float* x, const Tensor4& W, float* y, std::vector<float>& tile);
-// dx[N, cols] (+)= dy[N, rows] W.
-void matmul_nn(ThreadPool& pool, int N, const float* dy, const Tensor4& W, float* dx, bool accumulate, std::vector<float>& tile);
 
 }  // namespace nf4
 }  // namespace lathe

@@ -21,7 +21,10 @@ namespace lathe {
 
 namespace {
 
-[[noreturn]] void bad(const std::string& path, const std::string& why) { throw Error(LATHE_ERR_INVALID_ARGUMENT, path + ": " + why); }
+// Both helpers throw for their caller: the error names the caller's line (common.h).
+[[noreturn]] void bad(const std::string& path, const std::string& why, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  throw Error(LATHE_ERR_INVALID_ARGUMENT, path + ": " + why, file, line);
+}
 
 struct Json {
   enum Kind { Null, Bool, Num, Str, Arr, Obj } kind = Null;
@@ -41,7 +44,9 @@ struct Parser {
   const char* e;
   const std::string& path;
   int depth = 0;
-  [[noreturn]] void fail(const std::string& why) { bad(path, "malformed safetensors header JSON: " + why); }
+  [[noreturn]] void fail(const std::string& why, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    bad(path, "malformed safetensors header JSON: " + why, file, line);
+  }
   void ws() {
     while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) ++p;
   }

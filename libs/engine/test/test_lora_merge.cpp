@@ -1,6 +1,6 @@
 // test_lora_merge.cpp — lathe_lora_merge (W += scale·B·A) against a naive f64 loop, bit for bit,
 // across thread counts and tile edges; its argument errors.
-#include "lora_merge.h"
+#include "cpu/lora_merge.h"
 #include "test_util.h"
 #include "threads.h"
 

@@ -197,6 +197,36 @@ TEST(errors_come_back_as_a_status_and_a_message) {
   lathe_model_free(m);
 }
 
+TEST(status_names_are_spelled_once_and_engine_errors_name_their_file_and_line) {
+  const std::pair<lathe_status, const char*> names[] = {{LATHE_OK, "OK"},
+                                                        {LATHE_ERR_INVALID_ARGUMENT, "INVALID_ARGUMENT"},
+                                                        {LATHE_ERR_UNSUPPORTED, "UNSUPPORTED"},
+                                                        {LATHE_ERR_OUT_OF_MEMORY, "OUT_OF_MEMORY"},
+                                                        {LATHE_ERR_NAN, "NAN"},
+                                                        {LATHE_ERR_CANCELLED, "CANCELLED"},
+                                                        {LATHE_ERR_INTERNAL, "INTERNAL"}};
+  for (auto& [status, name] : names) CHECK_MSG(std::strcmp(lathe_status_string(status), name) == 0, name);
+  CHECK(std::strcmp(lathe_status_string(static_cast<lathe_status>(99)), "INTERNAL") == 0);
+  // "<function>: <what> (at <file under libs/engine>:<line>)", the line that raised it
+  auto located = [](const char* err, const char* file) {
+    const char* at = std::strstr(err, " (at ");
+    if (!at || std::strncmp(at + 5, file, std::strlen(file)) != 0) return false;
+    const char* line = at + 5 + std::strlen(file);
+    return line[0] == ':' && std::atoi(line + 1) > 0 && err[std::strlen(err) - 1] == ')';
+  };
+  char err[512];
+  lathe_model* m = nullptr;
+  CHECK(lathe_model_init(nullptr, &m, err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  CHECK_MSG(std::strncmp(err, "lathe_model_init: config is NULL", 32) == 0 && located(err, "src/engine.cpp"), err);
+  m = t::make_model(t::Spec{});
+  std::vector<float> w(3);
+  CHECK(lathe_model_set_weight(m, "model.norm.weight", w.data(), w.size(), err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  CHECK_MSG(located(err, "src/model.cpp"), err);
+  CHECK(lathe_model_load_safetensors(m, "/nonexistent/model.safetensors", err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  CHECK_MSG(std::strstr(err, "cannot open") && located(err, "src/safetensors.cpp"), err);
+  lathe_model_free(m);
+}
+
 namespace {
 // Runs `steps` AdamW steps of the 2-sequence task on `m` (dropout on: it consumes the RNG).
 void run_steps(lathe_model* m, const lathe_model_config& c, int steps) {

@@ -14,7 +14,8 @@
 //   0.5171 on the tiny model).
 #include <fstream>
 
-#include "gemm.h"
+#include "cpu/gemm.h"
+#include "cpu/nf4_matmul.h"
 #include "model.h"
 #include "nf4.h"
 #include "test_util.h"

@@ -1,7 +1,7 @@
 // test_ops.cpp — SGEMM variants against a naive triple loop; llama3 RoPE frequencies against
 // values computed with HF's formula in Python (f64).
-#include "gemm.h"
-#include "rope.h"
+#include "cpu/gemm.h"
+#include "rope_freq.h"
 #include "test_util.h"
 #include "threads.h"
 

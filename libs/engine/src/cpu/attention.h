@@ -1,4 +1,4 @@
-// attention.h — grouped-query causal softmax attention that honours packing segments.
+// cpu/attention.h — grouped-query causal softmax attention that honours packing segments.
 //
 // q: [B*T, nh*d] (after RoPE), k, v: [B*T, nkv*d]; query head h reads kv head h / (nh/nkv)
 // (HF repeat_kv). Token i of row b attends to token j iff j <= i and seg[b,j] == seg[b,i]

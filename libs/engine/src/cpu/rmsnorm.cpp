@@ -1,9 +1,10 @@
-// rmsnorm.cpp — see rmsnorm.h.
-#include "rmsnorm.h"
+// cpu/rmsnorm.cpp — see rmsnorm.h.
+#include "cpu/rmsnorm.h"
 
 #include <cmath>
 
 #include "common.h"
+#include "cpu/vec.h"
 
 namespace lathe {
 

@@ -1,5 +1,5 @@
-// embedding.cpp — see embedding.h. Token ids are validated by the caller.
-#include "embedding.h"
+// cpu/embedding.cpp — see embedding.h. Token ids are validated by the caller.
+#include "cpu/embedding.h"
 
 #include <cstring>
 

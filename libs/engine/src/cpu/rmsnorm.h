@@ -1,4 +1,4 @@
-// rmsnorm.h — RMSNorm as HF Llama computes it (in f32):
+// cpu/rmsnorm.h — RMSNorm as HF Llama computes it (in f32):
 //   y[n,:] = w * x[n,:] * rstd[n],  rstd[n] = 1 / sqrt(mean(x[n,:]^2) + eps)
 // x, y: [N, H]; w: [H] (frozen: no weight gradient); rstd: [N] saved for backward.
 // backward: dx = rstd * (w*dy) - x * rstd^3 / H * sum(w*dy*x)   (written or added to dx)

@@ -1,7 +1,7 @@
-// attention.cpp — see attention.h. One task per (row, query head); each task writes only its
+// cpu/attention.cpp — see attention.h. One task per (row, query head); each task writes only its
 // own outputs (dq slice, its head's dk/dv scratch), and the group reduction runs afterwards in a
 // fixed order, so results are deterministic.
-#include "attention.h"
+#include "cpu/attention.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "common.h"
+#include "cpu/vec.h"
 
 namespace lathe {
 

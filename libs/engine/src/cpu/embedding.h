@@ -1,4 +1,4 @@
-// embedding.h — token embedding lookup: x[n,:] = E[tokens[n], :]; E: [V, H], x: [N, H].
+// cpu/embedding.h — token embedding lookup: x[n,:] = E[tokens[n], :]; E: [V, H], x: [N, H].
 // Forward only: the embedding is frozen, so the backward chain ends at the first layer's input
 // (LoRA gradients of layer 0 come through the residual stream, not through this op).
 #pragma once

@@ -1,4 +1,4 @@
-// lora_merge.h — folding a LoRA adapter into its base weight, as PEFT's merge_and_unload does:
+// cpu/lora_merge.h — folding a LoRA adapter into its base weight, as PEFT's merge_and_unload does:
 //
 //   W' = W + scale · B·A      W [rows, cols] (out_features x in_features, f32, updated in place),
 //                             A [r, cols], B [rows, r]; scale = alpha/r, or alpha/sqrt(r) (rsLoRA).

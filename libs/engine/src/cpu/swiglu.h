@@ -1,4 +1,4 @@
-// swiglu.h — the Llama MLP gate: a = silu(g) * u, silu(x) = x * sigmoid(x).
+// cpu/swiglu.h — the Llama MLP gate: a = silu(g) * u, silu(x) = x * sigmoid(x).
 // g, u, a: [n] (flattened [N, intermediate]).
 // backward: dg = da * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))), du = da * silu(g).
 #pragma once

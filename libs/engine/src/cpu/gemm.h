@@ -1,4 +1,4 @@
-// gemm.h — threaded single-precision GEMM (row-major), BLIS-style blocking with a 6x16 register
+// cpu/gemm.h — threaded single-precision GEMM (row-major), BLIS-style blocking with a 6x16 register
 // micro-kernel written with GCC/Clang vector extensions (AVX2/FMA with -march=native).
 //
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C

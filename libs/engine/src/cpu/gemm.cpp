@@ -1,8 +1,8 @@
-// gemm.cpp — see gemm.h. Blocking: C is cut into MC x NC tiles, one task per tile; within a
+// cpu/gemm.cpp — see gemm.h. Blocking: C is cut into MC x NC tiles, one task per tile; within a
 // tile, K is walked in KC slices; A and B slices are packed into MR-row / NR-column slivers
 // (zero-padded at the edges) in the thread's scratch, then a 6x16 micro-kernel accumulates in
 // registers.
-#include "gemm.h"
+#include "cpu/gemm.h"
 
 #include <algorithm>
 #include <cstring>

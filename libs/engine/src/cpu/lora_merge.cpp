@@ -1,7 +1,7 @@
-// lora_merge.cpp — see lora_merge.h. Compiled with -ffp-contract=off (CMakeLists.txt): a fused
+// cpu/lora_merge.cpp — see lora_merge.h. Compiled with -ffp-contract=off (CMakeLists.txt): a fused
 // w + scale·s would round once where mergeAdapter rounds twice (the products s·a are exact in
 // f64, so contraction changes nothing in the sums, only in that last step).
-#include "lora_merge.h"
+#include "cpu/lora_merge.h"
 
 #include <algorithm>
 #include <vector>

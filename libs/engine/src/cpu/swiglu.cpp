@@ -1,5 +1,5 @@
-// swiglu.cpp — see swiglu.h.
-#include "swiglu.h"
+// cpu/swiglu.cpp — see swiglu.h.
+#include "cpu/swiglu.h"
 
 #include <cmath>
 

@@ -1,5 +1,5 @@
-// adamw.cpp — see adamw.h. Element-wise and sequential (LoRA tensors are small).
-#include "adamw.h"
+// cpu/adamw.cpp — see adamw.h. Element-wise and sequential (LoRA tensors are small).
+#include "cpu/adamw.h"
 
 #include <cmath>
 

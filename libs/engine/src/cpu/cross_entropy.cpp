@@ -1,0 +1,39 @@
+// cpu/cross_entropy.cpp — see cross_entropy.h. One row per task range; each row writes only its
+// own logits and its own slot of the row losses.
+#include "cpu/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common.h"
+
+namespace lathe {
+
+void cross_entropy_rows(ThreadPool& pool, float* logits, const int32_t* labels, int rows, int V, float coef, bool backward,
+                        double* loss_sum) {
+  std::vector<double> row_loss(rows);
+  parallel_rows(pool, rows, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      float* lr = &logits[i * V];
+      if (labels[i] == -100) {
+        row_loss[i] = 0.0;
+        if (backward) std::fill(lr, lr + V, 0.0f);
+        continue;
+      }
+      float mx = lr[0];
+      for (int j = 1; j < V; ++j) mx = std::max(mx, lr[j]);
+      double sum = 0.0;
+      for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(lr[j] - mx));
+      const double lse = static_cast<double>(mx) + std::log(sum);
+      row_loss[i] = lse - static_cast<double>(lr[labels[i]]);
+      if (backward) {
+        for (int j = 0; j < V; ++j) lr[j] = coef * static_cast<float>(std::exp(static_cast<double>(lr[j]) - lse));
+        lr[labels[i]] -= coef;
+      }
+    }
+  });
+  for (int i = 0; i < rows; ++i) *loss_sum += row_loss[i];
+}
+
+}  // namespace lathe
