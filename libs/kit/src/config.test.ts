@@ -20,10 +20,16 @@ describe("loadConfig", () => {
       LATHE_DATA_DIR: ".lathe",
       LATHE_EVENTS_PREFIX: "",
       LATHE_API_KEYS: {},
+      LATHE_IMPORT_ROOTS: [],
       LATHE_LOG_LEVEL: "info",
       LATHE_SHUTDOWN_GRACE_MS: 10_000,
       LATHE_OUTBOX_POLL_MS: 500,
     });
+  });
+
+  it("reads import roots as absolute paths joined by ':' and refuses relative ones", () => {
+    expect(loadConfig(baseConfigSchema, { LATHE_IMPORT_ROOTS: "/srv/models: /mnt/hf" }).LATHE_IMPORT_ROOTS).toEqual(["/srv/models", "/mnt/hf"]);
+    expect(() => loadConfig(baseConfigSchema, { LATHE_IMPORT_ROOTS: "/srv/models:relative" })).toThrow(/LATHE_IMPORT_ROOTS/);
   });
 
   it("parses numbers and key=tenant pairs", () => {
