@@ -22,6 +22,7 @@ const DATASET_VERSION_NAME = new RegExp(`^datasets/${id}/versions/${id}$`);
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 
 // Tab, newline and carriage return may separate terms; every other control character is refused.
+// eslint-disable-next-line no-control-regex -- refusing control characters is the point
 const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
 // One comparison: a field, `=` or `!=`, and a string in double quotes or a bare word (enum names).
 const TERM = /\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[^\s=!"]*)?)\s*(!=|=)\s*(?:"((?:[^"\\\t\n\r]|\\[^\t\n\r])*)"|([A-Za-z0-9_]+))/y;
