@@ -188,6 +188,10 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
     await deps.store.abortStaging(staging.key).catch((e: unknown) => deps.logger.warn(errorFields(e), "could not remove staged rows; the sweep will"));
     // A retry that raced this call made the version first: answer as a retry.
     if (err instanceof RequestReplayed && requestId !== null) return sameUpload(requestId, err.earlier, header, contentDigest);
+    // When the store failed, what broke here (a write to the stream it destroyed) is only its
+    // echo: the store's own error (a full disk) is the answer. `stored` has settled above.
+    await storeEnded.catch(() => undefined);
+    if (storeError !== undefined) throw storeError;
     throw err;
   } finally {
     clearInterval(heartbeat);
