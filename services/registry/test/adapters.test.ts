@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError, call, createClient, encodeEvent, fromGrpcError, JetStreamBus, LocalArtifactStore, putFolder, type Delivery } from "@lathe/kit";
+import { AppError, call, createClient, encodeEvent, JetStreamBus, LocalArtifactStore, putFolder, type Delivery } from "@lathe/kit";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { AliasMoved } from "@lathe/proto/lathe/events/v1/registry_events";
@@ -10,37 +10,22 @@ import {
   AdapterVersion,
   AliasMoveTrigger,
   ArtifactFormat,
-  GgufType,
   LineageDirection,
   LineageRelation,
   Model,
   PromotionRule,
   RegistryServiceClient,
-  type DownloadAdapterVersionResponse,
 } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { Metric } from "@lathe/proto/lathe/type/v1/metric";
 import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
 import { createDatasetService } from "@lathe/dataset";
 import { startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
 import { createRegistryService } from "../src/index.js";
+import { download, fails } from "./support.js";
 import { evaluationCompleted, fineTuningJobQueued, fineTuningJobSucceeded } from "../src/events.js";
 
 const A = "models/tiny/adapters/support";
-const fails = (p: Promise<unknown>): Promise<AppError> => p.then(() => { throw new Error("the call succeeded"); }, (e: unknown) => e as AppError);
 
-/** Downloads a version; resolves to its files, or rejects with the AppError that ended the stream. */
-function download(client: RegistryServiceClient, name: string, format: ArtifactFormat): Promise<{ path: string; digest: string; bytes: Buffer }[]> {
-  return new Promise((resolve, reject) => {
-    const files: { path: string; digest: string; parts: Buffer[] }[] = [];
-    const s = client.downloadAdapterVersion({ name, format, ggufType: GgufType.GGUF_TYPE_F32 });
-    s.on("data", (m: DownloadAdapterVersionResponse) => {
-      if (m.fileHeader) files.push({ path: m.fileHeader.path, digest: m.fileHeader.digest, parts: [] });
-      else if (m.chunk) files[files.length - 1]!.parts.push(m.chunk);
-    });
-    s.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
-    s.on("end", () => resolve(files.map((f) => ({ path: f.path, digest: f.digest, bytes: Buffer.concat(f.parts) }))));
-  });
-}
 
 describe("RegistryService: import, adapters, aliases, promotion, lineage, downloads", () => {
   let t: TestPlatform;

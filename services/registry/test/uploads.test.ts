@@ -3,32 +3,22 @@ import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AppError} from "@lathe/kit";
 import { call, createClient, fromGrpcError, openImportRoots, uploadFolder } from "@lathe/kit";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import {
   AdapterVersion,
   ArtifactFormat,
-  GgufType,
   Model,
   RegistryServiceClient,
   type CreateAdapterVersionRequest,
   type CreateModelRequest,
-  type DownloadAdapterVersionResponse,
   type UploadAdapterVersionResponse,
   type UploadModelRequest,
   type UploadModelResponse,
 } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { startTestPlatform, testKeys, type TestPlatform } from "@lathe/testing";
 import { createRegistryService } from "../src/index.js";
-
-const fails = (p: Promise<unknown>): Promise<AppError> =>
-  p.then(
-    () => {
-      throw new Error("the call succeeded");
-    },
-    (e: unknown) => e as AppError,
-  );
+import { download, fails } from "./support.js";
 
 const modelReq = (id: string, extra: Partial<CreateModelRequest> = {}, sourceUri = ""): CreateModelRequest => ({ modelId: id, model: Model.fromPartial({ description: "uploaded", sourceUri }), requestId: "", ...extra });
 const uploadModel = (c: RegistryServiceClient, req: CreateModelRequest, dir: string) => uploadFolder<CreateModelRequest, UploadModelResponse>((cb) => c.uploadModel(cb), req, dir);
@@ -44,18 +34,6 @@ function rawUpload(c: RegistryServiceClient, messages: UploadModelRequest[]): Pr
   });
 }
 
-function download(client: RegistryServiceClient, name: string, format: ArtifactFormat): Promise<{ path: string; digest: string; bytes: Buffer }[]> {
-  return new Promise((resolve, reject) => {
-    const files: { path: string; digest: string; parts: Buffer[] }[] = [];
-    const s = client.downloadAdapterVersion({ name, format, ggufType: GgufType.GGUF_TYPE_F32 });
-    s.on("data", (m: DownloadAdapterVersionResponse) => {
-      if (m.fileHeader) files.push({ path: m.fileHeader.path, digest: m.fileHeader.digest, parts: [] });
-      else if (m.chunk) files[files.length - 1]!.parts.push(m.chunk);
-    });
-    s.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
-    s.on("end", () => resolve(files.map((f) => ({ path: f.path, digest: f.digest, bytes: Buffer.concat(f.parts) }))));
-  });
-}
 
 const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 

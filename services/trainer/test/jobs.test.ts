@@ -4,14 +4,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { baseConfigSchema, call, createClient, fromGrpcError, loadConfig, materializeFolder, startPlatform, withMetadata, type AppError, type RunningPlatform } from "@lathe/kit";
+import { baseConfigSchema, call, createClient, fromGrpcError, loadConfig, materializeFolder, startPlatform, withMetadata, type RunningPlatform } from "@lathe/kit";
 import { evalLoss } from "@lathe/engine";
 import { writeTinyModel } from "@lathe/models";
 import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { LineageDirection, Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import type {
+  FineTuningJob} from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import {
   ComputeBackend,
-  FineTuningJob,
   FineTuningJob_State as State,
   TrainerServiceClient,
   type WatchFineTuningJobResponse,
@@ -19,45 +20,8 @@ import {
 import { createDatasetService } from "@lathe/dataset";
 import { createRegistryService } from "@lathe/registry";
 import { startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
-import { trainerService, type TrainerOptions } from "../src/index.js";
-
-const fails = (p: Promise<unknown>): Promise<AppError> =>
-  p.then(
-    () => {
-      throw new Error("the call succeeded");
-    },
-    (e: unknown) => e as AppError,
-  );
-
-const options = (workers: number): TrainerOptions => ({ LATHE_TRAINER_WORKERS: workers, LATHE_TRAINER_THREADS: 1, LATHE_TRAINER_POLL_MS: 100, LATHE_TRAINER_LEASE_MS: 1500 });
-
-/** A small support-desk set in chat form, the same every time. */
-function supportRows(n: number): string {
-  const products = ["router", "laptop", "phone", "printer", "monitor", "keyboard", "camera", "tablet"];
-  const issues = ["does not turn on", "keeps restarting", "is very slow", "shows an error code", "loses its connection", "makes a strange noise"];
-  return Array.from({ length: n }, (_, i) => {
-    const p = products[i % products.length]!;
-    const issue = issues[i % issues.length]!;
-    return JSON.stringify({
-      messages: [
-        { role: "user", content: `My ${p} ${issue} (ticket ${1000 + i}). What should I do?` },
-        { role: "assistant", content: `Unplug the ${p} for thirty seconds and start it again. If it still ${issue}, reply to ticket ${1000 + i}.` },
-      ],
-    });
-  }).join("\n");
-}
-
-/** The request of a small job on the tiny model: LoRA on every projection and the head. */
-function jobRequest(train: string, evalV: string, over: Parameters<typeof FineTuningJob.fromPartial>[0] = {}): FineTuningJob {
-  return FineTuningJob.fromPartial({
-    baseModel: "models/tiny",
-    trainDatasetVersion: train,
-    evalDatasetVersion: evalV,
-    loraConfig: { r: 4, loraAlpha: 8, loraDropout: 0.1, targetModules: ["q_proj", "v_proj", "down_proj", "lm_head"], useRslora: false },
-    trainingArguments: { numTrainEpochs: 3, perDeviceTrainBatchSize: 4, gradientAccumulationSteps: 1, learningRate: 1e-2, maxSeqLength: 128, packing: false, loggingSteps: 2, saveSteps: 2 },
-    ...over,
-  });
-}
+import { trainerService } from "../src/index.js";
+import { fails, jobRequest, options, supportRows } from "./support.js";
 
 describe("TrainerService: jobs from dataset versions to registered adapters", () => {
   let t: TestPlatform;
