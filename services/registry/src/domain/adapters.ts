@@ -136,13 +136,17 @@ export class AdapterStore {
       request_id: requestId,
     };
     const body = { parent: req.parent, adapter_id: id, adapter: { display_name: req.adapter?.displayName ?? "", description: values.description, labels: req.adapter?.labels ?? {} } };
-    if (requestId !== null) {
+    // The adapter an earlier call with this request_id made (the same request), checked before
+    // inserting and again when the insert lost a race to it.
+    const replay = async () => {
+      if (requestId === null) return undefined;
       const earlier = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
-      if (earlier) {
-        checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: `models/${earlier.model_id}`, adapter_id: earlier.adapter_id }, body);
-        return this.toAdapter(earlier as never);
-      }
-    }
+      if (!earlier) return undefined;
+      checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: `models/${earlier.model_id}`, adapter_id: earlier.adapter_id }, body);
+      return this.toAdapter(earlier as never);
+    };
+    const replayed = await replay();
+    if (replayed) return replayed;
     const inserted = await this.t
       .insertInto("adapters")
       .values({ ...values, request_body: requestId === null ? null : canonicalJson(body) })
@@ -150,13 +154,8 @@ export class AdapterStore {
       .returningAll()
       .executeTakeFirst();
     if (inserted) return this.toAdapter(inserted as never);
-    if (requestId !== null) {
-      const earlier = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
-      if (earlier) {
-        checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: `models/${earlier.model_id}`, adapter_id: earlier.adapter_id }, body);
-        return this.toAdapter(earlier as never);
-      }
-    }
+    const raced = await replay();
+    if (raced) return raced;
     throw new AppError("ALREADY_EXISTS", "ADAPTER_ALREADY_EXISTS", `${adapterName(model.model_id, id)} already exists`, { name: adapterName(model.model_id, id) });
   }
 
