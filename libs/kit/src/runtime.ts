@@ -128,7 +128,11 @@ export async function startPlatform<C extends BaseConfig>(opts: {
   };
   try {
     const dataDir = resolve(config.LATHE_DATA_DIR);
-    const database: Database = await openDatabase({ pgUrl: config.LATHE_PG_URL, pgliteDir: join(dataDir, "pg") });
+    const database: Database = await openDatabase({
+      pgUrl: config.LATHE_PG_URL,
+      pgliteDir: join(dataDir, "pg"),
+      onIdleError: (err) => logger.warn({ err }, "an idle database connection was closed by the server; the pool opens another"),
+    });
     closers.push({ part: "database", close: () => database.close() });
     const bus: EventBus = config.LATHE_NATS_URL
       ? await JetStreamBus.connect({ url: config.LATHE_NATS_URL, prefix: config.LATHE_EVENTS_PREFIX, name: `lathe-${opts.name}`, logger })

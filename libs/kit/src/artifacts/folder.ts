@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
@@ -63,7 +64,8 @@ export async function readFolderManifest(store: ArtifactStore, digest: string): 
  */
 export async function materializeFolder(store: ArtifactStore, digest: string, dir: string): Promise<void> {
   const files = await readFolderManifest(store, digest);
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  // A name of its own: two calls for one digest at once must not write into one folder.
+  const tmp = `${dir}.tmp-${process.pid}-${randomUUID()}`;
   try {
     for (const f of files) {
       const target = join(tmp, ...f.path.split("/"));
@@ -79,6 +81,8 @@ export async function materializeFolder(store: ArtifactStore, digest: string, di
   }
 }
 
+const materializing = new Map<string, Promise<void>>();
+
 /** `dir` holding the stored folder, materialized once and reused (a cache keyed by digest). */
 export async function cachedFolder(store: ArtifactStore, digest: string, cacheRoot: string): Promise<string> {
   const dir = join(cacheRoot, digest);
@@ -86,6 +90,13 @@ export async function cachedFolder(store: ArtifactStore, digest: string, cacheRo
     (s) => s.isDirectory(),
     () => false,
   );
-  if (!ok) await materializeFolder(store, digest, dir);
+  if (ok) return dir;
+  // One materialization per digest at a time in this process; a second caller waits for it.
+  let pending = materializing.get(dir);
+  if (!pending) {
+    pending = materializeFolder(store, digest, dir).finally(() => materializing.delete(dir));
+    materializing.set(dir, pending);
+  }
+  await pending;
   return dir;
 }

@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AppError } from "../errors.js";
+import { cachedFolder, putFolder } from "./folder.js";
 import { LocalArtifactStore } from "./store.js";
 import { tempDir, type TempDir } from "../../../testing/src/index.js";
 
@@ -110,5 +111,28 @@ describe("LocalArtifactStore", () => {
     await expect(store.put(broken())).rejects.toThrow("upload interrupted");
     expect(await readdir(join(dir.path, "tmp"))).toEqual([]);
     await rm(join(dir.path, "tmp"), { recursive: true });
+  });
+});
+
+describe("cachedFolder", () => {
+  let dir: TempDir;
+  beforeEach(async () => {
+    dir = await tempDir("lathe-folder-cache-");
+  });
+  afterEach(() => dir.dispose());
+
+  it("serves concurrent callers for one digest one whole folder, and leaves no temporary folder", async () => {
+    const store = new LocalArtifactStore(join(dir.path, "store"));
+    const src = join(dir.path, "src");
+    await mkdir(join(src, "sub"), { recursive: true });
+    const big = Buffer.alloc(2 * 1024 * 1024, 7);
+    await writeFile(join(src, "config.json"), "{}");
+    await writeFile(join(src, "sub", "weights.bin"), big);
+    const ref = await putFolder(store, src);
+    const cache = join(dir.path, "cache");
+    const dirs = await Promise.all(Array.from({ length: 6 }, () => cachedFolder(store, ref.digest, cache)));
+    expect(new Set(dirs).size).toBe(1);
+    expect((await readFile(join(dirs[0]!, "sub", "weights.bin"))).equals(big)).toBe(true);
+    expect(await readdir(cache)).toEqual([ref.digest]);
   });
 });

@@ -20,9 +20,13 @@ pg.types.setTypeParser(20, (v) => Number(v));
  * Opens Postgres: a pool on `pgUrl` when given, else an embedded PGlite database in `pgliteDir`
  * (created when missing). PGlite serves one connection, so the dialect queues queries.
  */
-export async function openDatabase(opts: { pgUrl?: string | undefined; pgliteDir?: string; poolSize?: number }): Promise<Database> {
+export async function openDatabase(opts: { pgUrl?: string | undefined; pgliteDir?: string; poolSize?: number; onIdleError?: (err: Error) => void }): Promise<Database> {
   if (opts.pgUrl) {
     const pool = new pg.Pool({ connectionString: opts.pgUrl, max: opts.poolSize ?? 10 });
+    // An idle connection the server ended (a restart, an administrator, a failover) is dropped
+    // from the pool and the next query opens another. Without a listener the pool's 'error'
+    // event would be an uncaught exception that takes the whole process down.
+    pool.on("error", (err) => opts.onIdleError?.(err));
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) }); // eslint-disable-line @typescript-eslint/no-explicit-any
     await sql`select 1`.execute(db);
     return { db, kind: "postgres", close: () => db.destroy() };
