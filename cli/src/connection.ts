@@ -1,4 +1,5 @@
 import type { Client } from "@grpc/grpc-js";
+import type { Command } from "commander";
 import { createClient } from "@lathe/kit";
 import { defaultDataDir, defaultPort, localApiKey } from "./platform.js";
 
@@ -8,6 +9,15 @@ export interface ConnectionOptions {
   apiKey?: string;
   dataDir?: string;
   json?: boolean;
+}
+
+/** Adds the connection options every client command takes. */
+export function withConnection(cmd: Command): Command {
+  return cmd
+    .option("--server <host:port>", "address of the Lathe API (default: the local `lathe up`, 127.0.0.1:50051)")
+    .option("--api-key <key>", "API key (default: LATHE_API_KEY, else the key of the local `lathe up`)")
+    .option("--data-dir <dir>", "data dir of the local `lathe up`, to find its key")
+    .option("--json", "print machine-readable JSON");
 }
 
 /**

@@ -19,28 +19,13 @@ import {
   type DownloadAdapterVersionResponse,
   type UploadAdapterVersionResponse,
 } from "@lathe/proto/lathe/registry/v1/registry_service";
-import { connect, type ConnectionOptions } from "../connection.js";
+import { connect, withConnection, type ConnectionOptions } from "../connection.js";
 import { parseLabel } from "../flags.js";
+import { adapterName, adapterVersionName, aliasName, lastId, modelName } from "../names.js";
 import { printJson, printTable } from "../output.js";
-import { withConnection } from "./models.js";
-
-/** `MODEL/ADAPTER` or a full name → `models/M/adapters/A`. */
-export const adapterName = (arg: string) => {
-  if (arg.startsWith("models/")) return arg;
-  const [m, a] = arg.split("/");
-  if (!m || !a) throw new Error(`${arg}: expected MODEL/ADAPTER (or models/M/adapters/A)`);
-  return `models/${m}/adapters/${a}`;
-};
-/** `MODEL/ADAPTER@N` or a full name → `models/M/adapters/A/versions/N`. */
-const versionName = (arg: string) => {
-  if (arg.startsWith("models/")) return arg;
-  const at = arg.lastIndexOf("@");
-  if (at < 0) throw new Error(`${arg}: expected MODEL/ADAPTER@VERSION`);
-  return `${adapterName(arg.slice(0, at))}/versions/${arg.slice(at + 1)}`;
-};
 
 function versionRow(v: AdapterVersion): Record<string, string> {
-  return { name: v.name, digest: v.artifactDigest.slice(0, 19), r: String(v.loraConfig?.r ?? ""), aliases: v.aliases.map((a) => a.split("/").pop()).join(","), created: v.createTime?.toISOString() ?? "" };
+  return { name: v.name, digest: v.artifactDigest.slice(0, 19), r: String(v.loraConfig?.r ?? ""), aliases: v.aliases.map(lastId).join(","), created: v.createTime?.toISOString() ?? "" };
 }
 
 /**
@@ -123,7 +108,7 @@ export function adaptersCommand(): Command {
   withConnection(adapters.command("list <model>").description("list the adapters of a base model")).action(async (model: string, o: ConnectionOptions) => {
     const client = connect(RegistryServiceClient, o);
     try {
-      const { adapters: list } = await call(client, "listAdapters", { parent: model.startsWith("models/") ? model : `models/${model}`, pageSize: 1000, pageToken: "", filter: "" });
+      const { adapters: list } = await call(client, "listAdapters", { parent: modelName(model), pageSize: 1000, pageToken: "", filter: "" });
       if (o.json) printJson({ adapters: list.map((a) => Adapter.toJSON(a)) });
       else printTable(list.map((a) => ({ name: a.name, versions: String(a.versionCount), latest: a.latestVersion })), ["name", "versions", "latest"]);
     } finally {
@@ -135,7 +120,7 @@ export function adaptersCommand(): Command {
     const client = connect(RegistryServiceClient, o);
     try {
       if (arg.includes("@") || arg.includes("/versions/")) {
-        const { adapterVersion } = await call(client, "getAdapterVersion", { name: versionName(arg) });
+        const { adapterVersion } = await call(client, "getAdapterVersion", { name: adapterVersionName(arg) });
         if (o.json) printJson(AdapterVersion.toJSON(adapterVersion!));
         else printTable([versionRow(adapterVersion!)], ["name", "digest", "r", "aliases", "created"]);
       } else {
@@ -175,7 +160,7 @@ export function adaptersCommand(): Command {
     const client = connect(RegistryServiceClient, o);
     try {
       const name = adapterName(adapter);
-      const { alias } = await call(client, "setAlias", { name: `${name}/aliases/${o.alias}`, adapterVersion: `${name}/versions/${version}`, reason: o.reason, expectedAdapterVersion: "" });
+      const { alias } = await call(client, "setAlias", { name: aliasName(name, o.alias), adapterVersion: `${name}/versions/${version}`, reason: o.reason, expectedAdapterVersion: "" });
       printAlias(alias!, o.json);
     } finally {
       client.close();
@@ -191,7 +176,7 @@ export function adaptersCommand(): Command {
   ).action(async (adapter: string, o: ConnectionOptions & { alias: string; reason: string }) => {
     const client = connect(RegistryServiceClient, o);
     try {
-      const { alias } = await call(client, "rollbackAlias", { name: `${adapterName(adapter)}/aliases/${o.alias}`, adapterVersion: "", reason: o.reason });
+      const { alias } = await call(client, "rollbackAlias", { name: aliasName(adapter, o.alias), adapterVersion: "", reason: o.reason });
       printAlias(alias!, o.json);
     } finally {
       client.close();
@@ -201,7 +186,7 @@ export function adaptersCommand(): Command {
   withConnection(adapters.command("card <version>").description("print the model card (Markdown) of MODEL/ADAPTER@VERSION")).action(async (version: string, o: ConnectionOptions) => {
     const client = connect(RegistryServiceClient, o);
     try {
-      const { modelCard } = await call(client, "getModelCard", { name: versionName(version) });
+      const { modelCard } = await call(client, "getModelCard", { name: adapterVersionName(version) });
       if (o.json) printJson({ name: modelCard!.name, markdown: modelCard!.markdown });
       else process.stdout.write(modelCard!.markdown);
     } finally {
@@ -221,7 +206,7 @@ export function adaptersCommand(): Command {
     const format = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF }[o.format]!;
     const written: { path: string; size: number; digest: string }[] = [];
     try {
-      const stream = client.downloadAdapterVersion({ name: versionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
+      const stream = client.downloadAdapterVersion({ name: adapterVersionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
       await receiveFiles(stream as AsyncIterable<DownloadAdapterVersionResponse>, o.out, written).catch((err: unknown) => {
         throw err instanceof Error && "code" in err && typeof (err as { code: unknown }).code === "number" ? fromGrpcError(err as Parameters<typeof fromGrpcError>[0]) : err;
       });

@@ -13,9 +13,9 @@ import {
 } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { ChatRole } from "@lathe/proto/lathe/type/v1/chat";
 import { CheckOptions, DataCheck, Readiness } from "@lathe/proto/lathe/type/v1/data_check";
-import { connect, type ConnectionOptions } from "../connection.js";
+import { connect, withConnection, type ConnectionOptions } from "../connection.js";
+import { datasetName, datasetVersionName } from "../names.js";
 import { printJson, printTable } from "../output.js";
-import { withConnection } from "./models.js";
 
 const formats: Record<string, DatasetFormat> = {
   auto: DatasetFormat.DATASET_FORMAT_AUTO,
@@ -23,9 +23,6 @@ const formats: Record<string, DatasetFormat> = {
   "instruction-output": DatasetFormat.DATASET_FORMAT_INSTRUCTION_OUTPUT,
   "prompt-completion": DatasetFormat.DATASET_FORMAT_PROMPT_COMPLETION,
 };
-
-/** `DATASET@VERSION` or a full name → `datasets/D/versions/V`. */
-export const versionName = (arg: string) => (arg.startsWith("datasets/") ? arg : `datasets/${arg.replace("@", "/versions/")}`);
 
 /** Streams a file (or stdin for "-") as UploadDatasetVersion: the header, then 1 MiB chunks. */
 function uploadFile(client: DatasetServiceClient, header: UploadDatasetVersionHeader, path: string): Promise<DatasetVersion> {
@@ -93,10 +90,10 @@ export function datasetsCommand(): Command {
         },
       );
       const checkOptions = CheckOptions.fromPartial({ tokenizerModel: o.tokenizerModel ?? "", maxSeqLength: o.maxSeqLength === undefined ? undefined : Number(o.maxSeqLength) });
-      const version = await uploadFile(client, UploadDatasetVersionHeader.fromPartial({ parent: `datasets/${name}`, versionId: o.versionId ?? "", format: formats[o.format], checkOptions, requestId: o.requestId ?? "" }), file).catch(async (err: unknown) => {
+      const version = await uploadFile(client, UploadDatasetVersionHeader.fromPartial({ parent: datasetName(name), versionId: o.versionId ?? "", format: formats[o.format], checkOptions, requestId: o.requestId ?? "" }), file).catch(async (err: unknown) => {
         // A dataset this command made for an upload that failed is removed again, so a failed
         // upload leaves nothing behind (the server refuses to delete one that has versions).
-        if (made) await call(client, "deleteDataset", { name: `datasets/${name}`, force: false }).catch(() => undefined);
+        if (made) await call(client, "deleteDataset", { name: datasetName(name), force: false }).catch(() => undefined);
         throw err;
       });
       const { qualityReport } = await call(client, "getQualityReport", { name: version.name });
@@ -127,8 +124,8 @@ export function datasetsCommand(): Command {
   withConnection(datasets.command("report <version>").description("show a version's quality report (VERSION: datasets/D/versions/V or D@V)")).action(async (version: string, o: ConnectionOptions) => {
     const client = connect(DatasetServiceClient, o);
     try {
-      const { datasetVersion } = await call(client, "getDatasetVersion", { name: versionName(version) });
-      const { qualityReport } = await call(client, "getQualityReport", { name: versionName(version) });
+      const { datasetVersion } = await call(client, "getDatasetVersion", { name: datasetVersionName(version) });
+      const { qualityReport } = await call(client, "getQualityReport", { name: datasetVersionName(version) });
       if (o.json) printJson(QualityReport.toJSON(qualityReport!));
       else printReport(datasetVersion!, qualityReport!);
     } finally {
@@ -155,7 +152,7 @@ export function datasetsCommand(): Command {
     if (ops.length !== 1) throw new Error("give exactly one of --drop-failing, --dedup, --redact, --split");
     const client = connect(DatasetServiceClient, o);
     try {
-      const res = await call(client, "deriveDatasetVersion", { parentVersion: versionName(version), operation: ops[0], versionId: o.versionId ?? "", description: "", labels: {}, checkOptions: undefined, requestId: "" });
+      const res = await call(client, "deriveDatasetVersion", { parentVersion: datasetVersionName(version), operation: ops[0], versionId: o.versionId ?? "", description: "", labels: {}, checkOptions: undefined, requestId: "" });
       const made = [res.datasetVersion!, ...(res.evalDatasetVersion ? [res.evalDatasetVersion] : [])];
       if (o.json) printJson({ datasetVersions: made.map((v) => DatasetVersion.toJSON(v)) });
       else for (const v of made) process.stdout.write(`created ${v.name}: ${v.rowCount} rows (${v.passingRowCount} pass every check), readiness ${Readiness[v.readiness].replace("READINESS_", "")}\n`);
@@ -176,7 +173,7 @@ export function datasetsCommand(): Command {
     try {
       const rows: DatasetRow[] = await new Promise((resolve, reject) => {
         const out: DatasetRow[] = [];
-        const stream = client.streamDatasetRows({ name: versionName(version), offset: Number(o.offset), limit: Number(o.limit), failingOnly: Boolean(o.failing) });
+        const stream = client.streamDatasetRows({ name: datasetVersionName(version), offset: Number(o.offset), limit: Number(o.limit), failingOnly: Boolean(o.failing) });
         stream.on("data", (r: { rows: DatasetRow[] }) => out.push(...r.rows));
         stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
         stream.on("end", () => resolve(out));
@@ -205,7 +202,7 @@ export function datasetsCommand(): Command {
       const out = createWriteStream(o.out);
       let count = 0;
       await new Promise<void>((resolve, reject) => {
-        const stream = client.streamDatasetRows({ name: versionName(version), offset: 0, limit: 0, failingOnly: false });
+        const stream = client.streamDatasetRows({ name: datasetVersionName(version), offset: 0, limit: 0, failingOnly: false });
         stream.on("data", (r: { rows: DatasetRow[] }) => {
           for (const row of r.rows) {
             if (row.messages.length === 0) continue; // a line that never parsed
@@ -220,7 +217,7 @@ export function datasetsCommand(): Command {
         stream.on("end", () => out.end(() => resolve()));
       });
       if (o.json) printJson({ file: o.out, rows: count });
-      else process.stdout.write(`wrote ${count} rows of ${versionName(version)} to ${o.out}\n`);
+      else process.stdout.write(`wrote ${count} rows of ${datasetVersionName(version)} to ${o.out}\n`);
     } finally {
       client.close();
     }

@@ -11,15 +11,10 @@ import {
   type WatchFineTuningJobResponse,
 } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
-import { connect, type ConnectionOptions } from "../connection.js";
+import { connect, withConnection, type ConnectionOptions } from "../connection.js";
 import { list, nonNegativeInt, number, parseLabel, positiveInt } from "../flags.js";
+import { adapterName, datasetVersionName, jobId, jobName, modelName } from "../names.js";
 import { formatDuration, printJson, printTable } from "../output.js";
-import { adapterName } from "./adapters.js";
-import { versionName } from "./datasets.js";
-import { modelName, withConnection } from "./models.js";
-
-/** `ID` or `fineTuningJobs/ID` → `fineTuningJobs/ID`. */
-export const jobName = (arg: string) => (arg.startsWith("fineTuningJobs/") ? arg : `fineTuningJobs/${arg}`);
 
 const schedulers = {
   cosine: LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE,
@@ -108,8 +103,8 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
     displayName: o.displayName ?? "",
     labels,
     baseModel,
-    trainDatasetVersion: versionName(o.train),
-    evalDatasetVersion: o.eval === undefined ? "" : versionName(o.eval),
+    trainDatasetVersion: datasetVersionName(o.train),
+    evalDatasetVersion: o.eval === undefined ? "" : datasetVersionName(o.eval),
     method: o.qlora ? FineTuningMethod.FINE_TUNING_METHOD_QLORA : FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED,
     loraConfig: { r: o.loraR ?? 0, loraAlpha: o.loraAlpha ?? 0, loraDropout: o.loraDropout, targetModules: o.targetModules ?? [], useRslora: o.rslora },
     trainingArguments: {
@@ -176,7 +171,7 @@ function printOutcome(j: FineTuningJob, out: NodeJS.WritableStream = process.std
   out.write(`  checkpoint        ${r.checkpoint}${r.bestCheckpoint && r.bestCheckpoint !== r.checkpoint ? ` (lowest eval loss: ${r.bestCheckpoint})` : ""}\n`);
   const reg = j.followUp?.registration?.adapter;
   if (j.adapterVersion !== "") out.write(`  adapter version   ${j.adapterVersion}\n`);
-  else if (reg) out.write(`  adapter version   pending: the registry is registering it under ${reg} (see lathe jobs get ${j.name.slice("fineTuningJobs/".length)})\n`);
+  else if (reg) out.write(`  adapter version   pending: the registry is registering it under ${reg} (see lathe jobs get ${jobId(j.name)})\n`);
 }
 
 /** A job that did not succeed, as the error `lathe` prints and exits 1 on. */
@@ -238,7 +233,7 @@ function printJob(j: FineTuningJob): void {
     ["train", j.trainDatasetVersion],
     ["eval", j.evalDatasetVersion || "-"],
   ];
-  if (j.displayName && j.displayName !== j.name.slice("fineTuningJobs/".length)) rows.push(["display name", j.displayName]);
+  if (j.displayName && j.displayName !== jobId(j.name)) rows.push(["display name", j.displayName]);
   const l = j.loraConfig;
   const method = j.method === FineTuningMethod.FINE_TUNING_METHOD_QLORA ? "QLoRA" : "LoRA";
   if (l) rows.push(["adapter", `${method} r ${l.r}, alpha ${l.loraAlpha}${l.useRslora ? " (rsLoRA)" : ""}, dropout ${l.loraDropout ?? "-"}, ${l.targetModules.join(",")}`]);
@@ -304,7 +299,7 @@ export function jobsCommand(): Command {
         if (o.json) printJson(FineTuningJob.toJSON(created!));
         else {
           const progress = progressText(created!);
-          process.stdout.write(`created ${created!.name} (${stateText(created!.state)}${progress ? `, ${progress}` : ""})\nfollow it with: lathe jobs watch ${created!.name.slice("fineTuningJobs/".length)}\n`);
+          process.stdout.write(`created ${created!.name} (${stateText(created!.state)}${progress ? `, ${progress}` : ""})\nfollow it with: lathe jobs watch ${jobId(created!.name)}\n`);
         }
         return;
       }

@@ -2,21 +2,10 @@ import { basename, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { call, uploadFolder } from "@lathe/kit";
 import { Model, RegistryServiceClient, type CreateModelRequest, type UploadModelResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
-import { connect, type ConnectionOptions } from "../connection.js";
+import { connect, withConnection, type ConnectionOptions } from "../connection.js";
 import { parseLabel } from "../flags.js";
+import { modelName } from "../names.js";
 import { printJson, printTable } from "../output.js";
-
-/** Adds the connection options every client command takes. */
-export function withConnection(cmd: Command): Command {
-  return cmd
-    .option("--server <host:port>", "address of the Lathe API (default: the local `lathe up`, 127.0.0.1:50051)")
-    .option("--api-key <key>", "API key (default: LATHE_API_KEY, else the key of the local `lathe up`)")
-    .option("--data-dir <dir>", "data dir of the local `lathe up`, to find its key")
-    .option("--json", "print machine-readable JSON");
-}
-
-/** `ID` or `models/ID` → `models/ID`. */
-export const modelName = (arg: string) => (arg.startsWith("models/") ? arg : `models/${arg}`);
 
 function row(m: Model): Record<string, string> {
   return { name: m.name, display_name: m.displayName, architecture: m.architecture, parameters: m.parameterCount.toLocaleString("en-US"), created: m.createTime?.toISOString() ?? "" };
