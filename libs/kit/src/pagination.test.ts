@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { AppError } from "./errors.js";
-import { checkPageKey, decodePageToken, encodePageToken, maxPageKeyString, pageSize, setPageTokenSecret } from "./pagination.js";
+import { checkPageKey, decodePageToken, encodePageToken, maxPageKeyString, pageSize, paginate, setPageTokenSecret } from "./pagination.js";
 
 const isKey = { id: "string", seq: "int" } as const;
 const scope = ["test.things", "acme"] as const;
@@ -142,5 +142,55 @@ describe("checkPageKey", () => {
     expect(checkPageKey(shape, { seq: 0, name: "" })).toEqual({ seq: 0, name: "" });
     expect(checkPageKey(shape, { seq: 0, name: "", extra: 1 })).toBeUndefined();
     expect(checkPageKey(shape, { seq: Number.MAX_SAFE_INTEGER + 1, name: "" })).toBeUndefined();
+  });
+});
+
+describe("paginate", () => {
+  const rows = Array.from({ length: 7 }, (_, i) => ({ seq: String(i + 1), name: `r${i + 1}` }));
+  // An in-memory list ordered by seq, as a query would read it.
+  const list = (request: { pageSize: number; pageToken: string }, listScope: readonly string[] = ["test.rows", "acme"]) => {
+    const asked: { after: number | undefined; limit: number }[] = [];
+    const page = paginate({
+      scope: listScope,
+      request,
+      shape: { seq: "int" },
+      fetch: async (after, limit) => {
+        asked.push({ after: after?.seq, limit });
+        return rows.filter((r) => after === undefined || Number(r.seq) > after.seq).slice(0, limit);
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { page, asked };
+  };
+
+  it("walks a list page by page, asking for one row more than a page, with no token after the last", async () => {
+    const seen: string[] = [];
+    let token = "";
+    const limits: number[] = [];
+    for (let pages = 0; pages < 10; pages++) {
+      const { page, asked } = list({ pageSize: 3, pageToken: token });
+      const p = await page;
+      limits.push(...asked.map((a) => a.limit));
+      seen.push(...p.rows.map((r) => r.name));
+      token = p.nextPageToken;
+      if (token === "") break;
+    }
+    expect(seen).toEqual(rows.map((r) => r.name));
+    expect(limits).toEqual([4, 4, 4]);
+  });
+
+  it("gives no token when the rows fill the last page exactly, and reads page_size with its defaults", async () => {
+    const { page } = list({ pageSize: 7, pageToken: "" });
+    expect(await page).toMatchObject({ nextPageToken: "" });
+    const { asked } = list({ pageSize: 0, pageToken: "" });
+    expect(asked[0]!.limit).toBe(51);
+  });
+
+  it("refuses a token of another scope, and a bad page_size, before fetching", async () => {
+    const first = await list({ pageSize: 2, pageToken: "" }).page;
+    const other = list({ pageSize: 2, pageToken: first.nextPageToken }, ["test.rows", "other"]);
+    await expect(other.page).rejects.toMatchObject({ code: "INVALID_ARGUMENT", metadata: { field: "page_token" } });
+    expect(other.asked).toEqual([]);
+    await expect(list({ pageSize: -1, pageToken: "" }).page).rejects.toMatchObject({ code: "INVALID_ARGUMENT", metadata: { field: "page_size" } });
   });
 });

@@ -99,3 +99,46 @@ function verify<S extends PageKeyShape>(scope: PageScope, token: string, shape: 
     return undefined;
   }
 }
+
+/** One page of a keyset-paginated list: its rows and the token of the next page, "" on the last. */
+export interface Page<R> {
+  rows: R[];
+  nextPageToken: string;
+}
+
+/**
+ * One page of a list ordered by a key (AIP-158 keyset pagination): reads `page_size` (through
+ * `pageSize`) and the page token (for `scope`, holding a key of `shape`), asks `fetch` for up to
+ * `limit` rows after that key (`undefined` on the first page) in the list's order, and signs the
+ * key of the last row shown as the next token when there were more rows than the page holds.
+ * The query stays the caller's, so it stays typed:
+ *
+ * ```ts
+ * const { rows, nextPageToken } = await paginate({
+ *   scope: ["registry.models", tenant], request: req, shape: { seq: "int" },
+ *   fetch: (after, limit) => {
+ *     let q = t.selectFrom("models").selectAll().where("tenant", "=", tenant);
+ *     if (after) q = q.where("seq", ">", after.seq);
+ *     return q.orderBy("seq").limit(limit).execute();
+ *   },
+ *   keyOf: (r) => ({ seq: Number(r.seq) }),
+ * });
+ * ```
+ */
+export async function paginate<S extends PageKeyShape, R>(opts: {
+  scope: PageScope;
+  request: { readonly pageSize: number; readonly pageToken: string };
+  shape: S;
+  /** At most `limit` rows after `after` (one more than the page holds, to tell whether more follow). */
+  fetch: (after: PageKey<S> | undefined, limit: number) => Promise<readonly R[]>;
+  /** The sort key of a row, as the next page's token carries it. */
+  keyOf: (row: R) => PageKey<S>;
+  sizes?: { default: number; max: number };
+}): Promise<Page<R>> {
+  const size = pageSize(opts.request.pageSize, opts.sizes);
+  const after = decodePageToken(opts.scope, opts.request.pageToken, opts.shape);
+  const fetched = await opts.fetch(after, size + 1);
+  const rows = fetched.slice(0, size);
+  const last = rows[rows.length - 1];
+  return { rows, nextPageToken: fetched.length > size && last !== undefined ? encodePageToken(opts.scope, opts.keyOf(last)) : "" };
+}

@@ -6,11 +6,9 @@ import {
   checkResourceId,
   checkSameRequest,
   checkText,
-  decodePageToken,
-  encodePageToken,
   enqueueEvents,
   notFound,
-  pageSize,
+  paginate,
   parseName,
   parseNestedName,
   type NewEvent,
@@ -137,16 +135,18 @@ export class DatasetStore {
   }
 
   async listDatasets(tenant: string, req: { pageSize: number; pageToken: string }): Promise<{ datasets: Dataset[]; nextPageToken: string }> {
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["dataset.datasets", tenant], req.pageToken, isSeq);
-    let q = this.t.selectFrom("datasets").selectAll().where("tenant", "=", tenant);
-    if (after) q = q.where("seq", ">", after.seq);
-    const rows = await q.orderBy("seq").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    return {
-      datasets: await Promise.all(page.map((r) => this.toDataset(r))),
-      nextPageToken: rows.length > size ? encodePageToken(["dataset.datasets", tenant], { seq: Number(page[page.length - 1]!.seq) }) : "",
-    };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["dataset.datasets", tenant],
+      request: req,
+      shape: isSeq,
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("datasets").selectAll().where("tenant", "=", tenant);
+        if (after) q = q.where("seq", ">", after.seq);
+        return q.orderBy("seq").limit(limit).execute();
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { datasets: await Promise.all(rows.map((r) => this.toDataset(r))), nextPageToken };
   }
 
   /** Deletes a dataset; one with versions only with `force`, which deletes them and their rows too. */
@@ -189,16 +189,18 @@ export class DatasetStore {
 
   async listVersions(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ datasetVersions: DatasetVersion[]; nextPageToken: string }> {
     const d = await this.datasetRecord(tenant, "parent", req.parent);
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["dataset.versions", tenant, req.parent], req.pageToken, isSeq);
-    let q = this.t.selectFrom("versions").selectAll().where("tenant", "=", tenant).where("dataset_id", "=", d.dataset_id);
-    if (after) q = q.where("seq", ">", after.seq);
-    const rows = await q.orderBy("seq").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    return {
-      datasetVersions: page.map((r) => this.toEntry(r).version),
-      nextPageToken: rows.length > size ? encodePageToken(["dataset.versions", tenant, req.parent], { seq: Number(page[page.length - 1]!.seq) }) : "",
-    };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["dataset.versions", tenant, req.parent],
+      request: req,
+      shape: isSeq,
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("versions").selectAll().where("tenant", "=", tenant).where("dataset_id", "=", d.dataset_id);
+        if (after) q = q.where("seq", ">", after.seq);
+        return q.orderBy("seq").limit(limit).execute();
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { datasetVersions: rows.map((r) => this.toEntry(r).version), nextPageToken };
   }
 
   /**

@@ -8,12 +8,10 @@ import {
   checkRequestId,
   checkResourceId,
   checkText,
-  decodePageToken,
-  encodePageToken,
   enqueueEvents,
   invalidArgument,
   notFound,
-  pageSize,
+  paginate,
   parseNestedName,
   putFolder,
   type ArtifactStore,
@@ -172,13 +170,18 @@ export class AdapterStore {
 
   async list(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapters: Adapter[]; nextPageToken: string }> {
     const model = await this.models.record(tenant, "parent", req.parent);
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["registry.adapters", tenant, req.parent], req.pageToken, isSeq);
-    let q = this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", model.model_id);
-    if (after) q = q.where("seq", ">", after.seq);
-    const rows = await q.orderBy("seq").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    return { adapters: await Promise.all(page.map((r) => this.toAdapter(r as never))), nextPageToken: rows.length > size ? encodePageToken(["registry.adapters", tenant, req.parent], { seq: Number(page[page.length - 1]!.seq) }) : "" };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["registry.adapters", tenant, req.parent],
+      request: req,
+      shape: isSeq,
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", model.model_id);
+        if (after) q = q.where("seq", ">", after.seq);
+        return q.orderBy("seq").limit(limit).execute();
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { adapters: await Promise.all(rows.map((r) => this.toAdapter(r as never))), nextPageToken };
   }
 
   async delete(tenant: string, name: string, force: boolean): Promise<void> {
@@ -325,16 +328,18 @@ export class AdapterStore {
 
   async listVersions(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapterVersions: AdapterVersion[]; nextPageToken: string }> {
     const a = await this.record(tenant, "parent", req.parent);
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["registry.adapter_versions", tenant, req.parent], req.pageToken, { v: "int" });
-    let q = this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id);
-    if (after) q = q.where("version", ">", after.v);
-    const rows = await q.orderBy("version").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    return {
-      adapterVersions: await Promise.all(page.map((r) => this.toVersion(tenant, r))),
-      nextPageToken: rows.length > size ? encodePageToken(["registry.adapter_versions", tenant, req.parent], { v: page[page.length - 1]!.version }) : "",
-    };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["registry.adapter_versions", tenant, req.parent],
+      request: req,
+      shape: { v: "int" },
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("adapter_versions").selectAll().where("tenant", "=", tenant).where("model_id", "=", a.model_id).where("adapter_id", "=", a.adapter_id);
+        if (after) q = q.where("version", ">", after.v);
+        return q.orderBy("version").limit(limit).execute();
+      },
+      keyOf: (r) => ({ v: r.version }),
+    });
+    return { adapterVersions: await Promise.all(rows.map((r) => this.toVersion(tenant, r))), nextPageToken };
   }
 }
 

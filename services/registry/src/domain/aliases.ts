@@ -1,4 +1,4 @@
-import { AppError, checkResourceId, decodePageToken, encodePageToken, enqueueEvents, invalidArgument, notFound, pageSize, parseNestedName } from "@lathe/kit";
+import { AppError, checkResourceId, enqueueEvents, invalidArgument, notFound, paginate, parseNestedName } from "@lathe/kit";
 import { sql, type Kysely, type Transaction } from "kysely";
 import {
   Alias,
@@ -67,13 +67,18 @@ export class AliasStore {
 
   async list(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ aliases: Alias[]; nextPageToken: string }> {
     await this.adapters.record(tenant, "parent", req.parent);
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["registry.aliases", tenant, req.parent], req.pageToken, { seq: "int" });
-    let q = this.t.selectFrom("aliases").select(["name", "seq"]).where("tenant", "=", tenant).where("name", "like", `${req.parent}/aliases/%`);
-    if (after) q = q.where("seq", ">", after.seq);
-    const rows = await q.orderBy("seq").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    return { aliases: await Promise.all(page.map((r) => this.get(tenant, r.name))), nextPageToken: rows.length > size ? encodePageToken(["registry.aliases", tenant, req.parent], { seq: Number(page[page.length - 1]!.seq) }) : "" };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["registry.aliases", tenant, req.parent],
+      request: req,
+      shape: { seq: "int" },
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("aliases").select(["name", "seq"]).where("tenant", "=", tenant).where("name", "like", `${req.parent}/aliases/%`);
+        if (after) q = q.where("seq", ">", after.seq);
+        return q.orderBy("seq").limit(limit).execute();
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { aliases: await Promise.all(rows.map((r) => this.get(tenant, r.name))), nextPageToken };
   }
 
   /**

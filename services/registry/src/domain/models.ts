@@ -1,4 +1,4 @@
-import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, decodePageToken, encodePageToken, enqueueEvents, notFound, pageSize, parseName } from "@lathe/kit";
+import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, enqueueEvents, notFound, paginate, parseName } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { inspectModelFolder, ModelFormatError } from "@lathe/models";
 import { Model, Model_State, TensorDtype, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -198,14 +198,18 @@ export class ModelStore {
   }
 
   async list(tenant: string, req: { pageSize: number; pageToken: string }): Promise<{ models: Model[]; nextPageToken: string }> {
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["registry.models", tenant], req.pageToken, { seq: "int" });
-    let q = this.t.selectFrom("models").selectAll().where("tenant", "=", tenant);
-    if (after) q = q.where("seq", ">", after.seq);
-    const rows = await q.orderBy("seq").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    const last = page[page.length - 1];
-    return { models: page.map(toModel), nextPageToken: rows.length > size && last ? encodePageToken(["registry.models", tenant], { seq: Number(last.seq) }) : "" };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["registry.models", tenant],
+      request: req,
+      shape: { seq: "int" },
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("models").selectAll().where("tenant", "=", tenant);
+        if (after) q = q.where("seq", ">", after.seq);
+        return q.orderBy("seq").limit(limit).execute();
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { models: rows.map(toModel), nextPageToken };
   }
 
   async delete(tenant: string, name: string): Promise<void> {
