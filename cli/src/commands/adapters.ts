@@ -75,6 +75,46 @@ async function receiveFiles(messages: AsyncIterable<DownloadAdapterVersionRespon
   }
 }
 
+/** An alias and the moves in its history, or its JSON. */
+function printAlias(a: Alias, json?: boolean): void {
+  if (json) return printJson(Alias.toJSON(a));
+  process.stdout.write(`${a.name} -> ${a.adapterVersion}\n`);
+  for (const h of a.history) process.stdout.write(`  ${h.moveTime?.toISOString()}  ${h.fromVersion || "(none)"} -> ${h.toVersion}  ${["", "manual", "promotion", "rollback"][h.trigger]} by ${h.actor}${h.reason ? `: ${h.reason}` : ""}\n`);
+}
+
+export type SetAliasOptions = ConnectionOptions & { alias: string; reason: string };
+
+/** `lathe adapters alias`: points an alias of ADAPTER at version VERSION and prints it with its history. */
+export async function setAlias(adapter: string, version: string, o: SetAliasOptions): Promise<void> {
+  const client = connect(RegistryServiceClient, o);
+  try {
+    const name = adapterName(adapter);
+    const { alias } = await call(client, "setAlias", { name: aliasName(name, o.alias), adapterVersion: `${name}/versions/${version}`, reason: o.reason, expectedAdapterVersion: "" });
+    printAlias(alias!, o.json);
+  } finally {
+    client.close();
+  }
+}
+
+export type DownloadAdapterVersionOptions = ConnectionOptions & { format: string; ggufType: string; out: string };
+
+/** `lathe adapters download`: writes MODEL/ADAPTER@VERSION into --out in the format asked for and lists the files. */
+export async function downloadAdapterVersion(version: string, o: DownloadAdapterVersionOptions): Promise<void> {
+  const client = connect(RegistryServiceClient, o);
+  const format = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF }[o.format]!;
+  const written: { path: string; size: number; digest: string }[] = [];
+  try {
+    const stream = client.downloadAdapterVersion({ name: adapterVersionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
+    await receiveFiles(stream as AsyncIterable<DownloadAdapterVersionResponse>, o.out, written).catch((err: unknown) => {
+      throw err instanceof Error && "code" in err && typeof (err as { code: unknown }).code === "number" ? fromGrpcError(err as Parameters<typeof fromGrpcError>[0]) : err;
+    });
+    if (o.json) printJson({ files: written });
+    else for (const f of written) process.stdout.write(`${f.path}  ${f.size} bytes  ${f.digest}\n`);
+  } finally {
+    client.close();
+  }
+}
+
 /** `lathe adapters …` and `lathe lineage`: adapters, their versions, aliases, cards and downloads. */
 export function adaptersCommand(): Command {
   const adapters = new Command("adapters").description("register adapters and their versions, move aliases, get model cards and files");
@@ -144,28 +184,13 @@ export function adaptersCommand(): Command {
     }
   });
 
-  const printAlias = (a: Alias, json?: boolean) => {
-    if (json) return printJson(Alias.toJSON(a));
-    process.stdout.write(`${a.name} -> ${a.adapterVersion}\n`);
-    for (const h of a.history) process.stdout.write(`  ${h.moveTime?.toISOString()}  ${h.fromVersion || "(none)"} -> ${h.toVersion}  ${["", "manual", "promotion", "rollback"][h.trigger]} by ${h.actor}${h.reason ? `: ${h.reason}` : ""}\n`);
-  };
-
   withConnection(
     adapters
       .command("alias <adapter> <version>")
       .description("point an alias of ADAPTER at VERSION (a number)")
       .requiredOption("--alias <name>", "the alias, e.g. production")
       .option("--reason <text>", "why", ""),
-  ).action(async (adapter: string, version: string, o: ConnectionOptions & { alias: string; reason: string }) => {
-    const client = connect(RegistryServiceClient, o);
-    try {
-      const name = adapterName(adapter);
-      const { alias } = await call(client, "setAlias", { name: aliasName(name, o.alias), adapterVersion: `${name}/versions/${version}`, reason: o.reason, expectedAdapterVersion: "" });
-      printAlias(alias!, o.json);
-    } finally {
-      client.close();
-    }
-  });
+  ).action(setAlias);
 
   withConnection(
     adapters
@@ -201,23 +226,24 @@ export function adaptersCommand(): Command {
       .addOption(new Option("--format <format>", "what to download").choices(["peft", "merged", "gguf"]).default("peft"))
       .addOption(new Option("--gguf-type <type>", "GGUF tensor type").choices(["f16", "f32"]).default("f16"))
       .requiredOption("--out <dir>", "the folder to write into"),
-  ).action(async (version: string, o: ConnectionOptions & { format: string; ggufType: string; out: string }) => {
-    const client = connect(RegistryServiceClient, o);
-    const format = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF }[o.format]!;
-    const written: { path: string; size: number; digest: string }[] = [];
-    try {
-      const stream = client.downloadAdapterVersion({ name: adapterVersionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
-      await receiveFiles(stream as AsyncIterable<DownloadAdapterVersionResponse>, o.out, written).catch((err: unknown) => {
-        throw err instanceof Error && "code" in err && typeof (err as { code: unknown }).code === "number" ? fromGrpcError(err as Parameters<typeof fromGrpcError>[0]) : err;
-      });
-      if (o.json) printJson({ files: written });
-      else for (const f of written) process.stdout.write(`${f.path}  ${f.size} bytes  ${f.digest}\n`);
-    } finally {
-      client.close();
-    }
-  });
+  ).action(downloadAdapterVersion);
 
   return adapters;
+}
+
+export type LineageOptions = ConnectionOptions & { up?: boolean; down?: boolean; depth: string };
+
+/** `lathe lineage`: the edges around NAME, a line each. */
+export async function showLineage(name: string, o: LineageOptions): Promise<void> {
+  const client = connect(RegistryServiceClient, o);
+  try {
+    const direction = o.up && !o.down ? LineageDirection.LINEAGE_DIRECTION_UPSTREAM : o.down && !o.up ? LineageDirection.LINEAGE_DIRECTION_DOWNSTREAM : LineageDirection.LINEAGE_DIRECTION_BOTH;
+    const res = await call(client, "getLineage", { name, direction, depth: Number(o.depth) });
+    if (o.json) printJson({ nodes: res.nodes.map((n) => ({ ...n, kind: ResourceKind[n.kind] })), edges: res.edges.map((e) => ({ ...e, relation: LineageRelation[e.relation] })), truncated: res.truncated });
+    else for (const e of res.edges) process.stdout.write(`${e.source}  --${LineageRelation[e.relation].replace("LINEAGE_RELATION_", "").toLowerCase()}-->  ${e.target}\n`);
+  } finally {
+    client.close();
+  }
 }
 
 /** `lathe lineage NAME [--up|--down]`. */
@@ -229,15 +255,5 @@ export function lineageCommand(): Command {
       .option("--up", "upstream only")
       .option("--down", "downstream only")
       .option("--depth <n>", "edges to follow", "5"),
-  ).action(async (name: string, o: ConnectionOptions & { up?: boolean; down?: boolean; depth: string }) => {
-    const client = connect(RegistryServiceClient, o);
-    try {
-      const direction = o.up && !o.down ? LineageDirection.LINEAGE_DIRECTION_UPSTREAM : o.down && !o.up ? LineageDirection.LINEAGE_DIRECTION_DOWNSTREAM : LineageDirection.LINEAGE_DIRECTION_BOTH;
-      const res = await call(client, "getLineage", { name, direction, depth: Number(o.depth) });
-      if (o.json) printJson({ nodes: res.nodes.map((n) => ({ ...n, kind: ResourceKind[n.kind] })), edges: res.edges.map((e) => ({ ...e, relation: LineageRelation[e.relation] })), truncated: res.truncated });
-      else for (const e of res.edges) process.stdout.write(`${e.source}  --${LineageRelation[e.relation].replace("LINEAGE_RELATION_", "").toLowerCase()}-->  ${e.target}\n`);
-    } finally {
-      client.close();
-    }
-  });
+  ).action(showLineage);
 }

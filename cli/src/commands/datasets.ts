@@ -66,6 +66,55 @@ export function printReport(v: DatasetVersion, r: QualityReport, out: NodeJS.Wri
   for (const reason of r.readinessReasons) out.write(`${reason.severity === 2 ? "blocking" : "warning"}: ${reason.message}\n`);
 }
 
+export type CreateDatasetOptions = ConnectionOptions & { format: string; tokenizerModel?: string; maxSeqLength?: string; versionId?: string; requestId?: string };
+
+/** `lathe datasets create`: uploads FILE as a new version of dataset NAME (made when missing) and prints the version and its report. */
+export async function createDataset(name: string, file: string, o: CreateDatasetOptions): Promise<void> {
+  const client = connect(DatasetServiceClient, o);
+  try {
+    const made = await call(client, "createDataset", { datasetId: name, dataset: Dataset.fromPartial({}), requestId: "" }).then(
+      () => true,
+      (err: unknown) => {
+        if (!(err instanceof AppError && err.code === "ALREADY_EXISTS")) throw err;
+        return false;
+      },
+    );
+    const checkOptions = CheckOptions.fromPartial({ tokenizerModel: o.tokenizerModel ?? "", maxSeqLength: o.maxSeqLength === undefined ? undefined : Number(o.maxSeqLength) });
+    const version = await uploadFile(client, UploadDatasetVersionHeader.fromPartial({ parent: datasetName(name), versionId: o.versionId ?? "", format: formats[o.format], checkOptions, requestId: o.requestId ?? "" }), file).catch(async (err: unknown) => {
+      // A dataset this command made for an upload that failed is removed again, so a failed
+      // upload leaves nothing behind (the server refuses to delete one that has versions).
+      if (made) await call(client, "deleteDataset", { name: datasetName(name), force: false }).catch(() => undefined);
+      throw err;
+    });
+    const { qualityReport } = await call(client, "getQualityReport", { name: version.name });
+    if (o.json) printJson({ datasetVersion: DatasetVersion.toJSON(version), qualityReport: QualityReport.toJSON(qualityReport!) });
+    else printReport(version, qualityReport!);
+  } finally {
+    client.close();
+  }
+}
+
+export type DeriveDatasetOptions = ConnectionOptions & { dropFailing?: boolean; dedup?: boolean; redact?: boolean; split?: string; seed: string; versionId?: string };
+
+/** `lathe datasets derive`: a new version of VERSION by exactly one operation; prints what it made. */
+export async function deriveDatasetVersion(version: string, o: DeriveDatasetOptions): Promise<void> {
+  const ops: DerivationOperation[] = [];
+  if (o.dropFailing) ops.push({ dropFailingRows: { checks: [] } });
+  if (o.dedup) ops.push({ deduplicate: {} });
+  if (o.redact) ops.push({ redactPii: { kinds: [] } });
+  if (o.split !== undefined) ops.push({ split: { evalFraction: Number(o.split), seed: Number(o.seed) } });
+  if (ops.length !== 1) throw new Error("give exactly one of --drop-failing, --dedup, --redact, --split");
+  const client = connect(DatasetServiceClient, o);
+  try {
+    const res = await call(client, "deriveDatasetVersion", { parentVersion: datasetVersionName(version), operation: ops[0], versionId: o.versionId ?? "", description: "", labels: {}, checkOptions: undefined, requestId: "" });
+    const made = [res.datasetVersion!, ...(res.evalDatasetVersion ? [res.evalDatasetVersion] : [])];
+    if (o.json) printJson({ datasetVersions: made.map((v) => DatasetVersion.toJSON(v)) });
+    else for (const v of made) process.stdout.write(`created ${v.name}: ${v.rowCount} rows (${v.passingRowCount} pass every check), readiness ${Readiness[v.readiness].replace("READINESS_", "")}\n`);
+  } finally {
+    client.close();
+  }
+}
+
 /** `lathe datasets …`: upload, inspect and derive dataset versions. */
 export function datasetsCommand(): Command {
   const datasets = new Command("datasets").description("upload JSONL datasets, read their quality reports, derive cleaned versions");
@@ -79,30 +128,7 @@ export function datasetsCommand(): Command {
       .option("--max-seq-length <n>", "rows over this many tokens are flagged")
       .option("--version-id <id>", "the version's id (default v1, v2, …)")
       .option("--request-id <id>", "idempotency key: a retry with the same id returns the same version"),
-  ).action(async (name: string, file: string, o: ConnectionOptions & { format: string; tokenizerModel?: string; maxSeqLength?: string; versionId?: string; requestId?: string }) => {
-    const client = connect(DatasetServiceClient, o);
-    try {
-      const made = await call(client, "createDataset", { datasetId: name, dataset: Dataset.fromPartial({}), requestId: "" }).then(
-        () => true,
-        (err: unknown) => {
-          if (!(err instanceof AppError && err.code === "ALREADY_EXISTS")) throw err;
-          return false;
-        },
-      );
-      const checkOptions = CheckOptions.fromPartial({ tokenizerModel: o.tokenizerModel ?? "", maxSeqLength: o.maxSeqLength === undefined ? undefined : Number(o.maxSeqLength) });
-      const version = await uploadFile(client, UploadDatasetVersionHeader.fromPartial({ parent: datasetName(name), versionId: o.versionId ?? "", format: formats[o.format], checkOptions, requestId: o.requestId ?? "" }), file).catch(async (err: unknown) => {
-        // A dataset this command made for an upload that failed is removed again, so a failed
-        // upload leaves nothing behind (the server refuses to delete one that has versions).
-        if (made) await call(client, "deleteDataset", { name: datasetName(name), force: false }).catch(() => undefined);
-        throw err;
-      });
-      const { qualityReport } = await call(client, "getQualityReport", { name: version.name });
-      if (o.json) printJson({ datasetVersion: DatasetVersion.toJSON(version), qualityReport: QualityReport.toJSON(qualityReport!) });
-      else printReport(version, qualityReport!);
-    } finally {
-      client.close();
-    }
-  });
+  ).action(createDataset);
 
   withConnection(datasets.command("list").description("list your datasets")).action(async (o: ConnectionOptions) => {
     const client = connect(DatasetServiceClient, o);
@@ -143,23 +169,7 @@ export function datasetsCommand(): Command {
       .option("--split <fraction>", "split into train and eval, this fraction to eval (no duplicate cluster spans both)")
       .option("--seed <n>", "seed of the split", "42")
       .option("--version-id <id>", "the new version's id"),
-  ).action(async (version: string, o: ConnectionOptions & { dropFailing?: boolean; dedup?: boolean; redact?: boolean; split?: string; seed: string; versionId?: string }) => {
-    const ops: DerivationOperation[] = [];
-    if (o.dropFailing) ops.push({ dropFailingRows: { checks: [] } });
-    if (o.dedup) ops.push({ deduplicate: {} });
-    if (o.redact) ops.push({ redactPii: { kinds: [] } });
-    if (o.split !== undefined) ops.push({ split: { evalFraction: Number(o.split), seed: Number(o.seed) } });
-    if (ops.length !== 1) throw new Error("give exactly one of --drop-failing, --dedup, --redact, --split");
-    const client = connect(DatasetServiceClient, o);
-    try {
-      const res = await call(client, "deriveDatasetVersion", { parentVersion: datasetVersionName(version), operation: ops[0], versionId: o.versionId ?? "", description: "", labels: {}, checkOptions: undefined, requestId: "" });
-      const made = [res.datasetVersion!, ...(res.evalDatasetVersion ? [res.evalDatasetVersion] : [])];
-      if (o.json) printJson({ datasetVersions: made.map((v) => DatasetVersion.toJSON(v)) });
-      else for (const v of made) process.stdout.write(`created ${v.name}: ${v.rowCount} rows (${v.passingRowCount} pass every check), readiness ${Readiness[v.readiness].replace("READINESS_", "")}\n`);
-    } finally {
-      client.close();
-    }
-  });
+  ).action(deriveDatasetVersion);
 
   withConnection(
     datasets

@@ -11,6 +11,45 @@ function row(m: Model): Record<string, string> {
   return { name: m.name, display_name: m.displayName, architecture: m.architecture, parameters: m.parameterCount.toLocaleString("en-US"), created: m.createTime?.toISOString() ?? "" };
 }
 
+export type CreateModelOptions = ConnectionOptions & { path?: string; serverPath?: string; displayName?: string; description: string; label?: Record<string, string>; requestId?: string };
+
+/** `lathe models create`: registers the model folder (uploaded, or on the server) under NAME and prints it. */
+export async function createModel(name: string, o: CreateModelOptions): Promise<void> {
+  if ((o.path === undefined) === (o.serverPath === undefined)) throw new Error("give the model folder with --path DIR (uploaded from this machine) or --server-path DIR (on the server), not both");
+  const client = connect(RegistryServiceClient, o);
+  try {
+    const req = {
+      modelId: name,
+      model: Model.fromPartial({ displayName: o.displayName ?? "", description: o.description, sourceUri: resolve(o.path ?? o.serverPath ?? ""), labels: o.label ?? {} }),
+      requestId: o.requestId ?? "",
+    };
+    const { model } = o.serverPath !== undefined ? await call(client, "createModel", req) : await uploadFolder<CreateModelRequest, UploadModelResponse>((cb) => client.uploadModel(cb), req, resolve(o.path!));
+    if (o.json) printJson(Model.toJSON(model!));
+    else process.stdout.write(`created ${model!.name}\n`);
+  } finally {
+    client.close();
+  }
+}
+
+/** `lathe models list`: the base models of the tenant, as a table. */
+export async function listModels(o: ConnectionOptions): Promise<void> {
+  const client = connect(RegistryServiceClient, o);
+  try {
+    const all: Model[] = [];
+    let pageToken = "";
+    do {
+      const page = await call(client, "listModels", { pageSize: 500, pageToken });
+      all.push(...page.models);
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    if (o.json) printJson({ models: all.map((m) => Model.toJSON(m)) });
+    else if (all.length === 0) process.stdout.write("no models\n");
+    else printTable(all.map(row), ["name", "display_name", "architecture", "parameters", "created"]);
+  } finally {
+    client.close();
+  }
+}
+
 /** `lathe models …`: the registry's base models. */
 export function modelsCommand(): Command {
   const models = new Command("models").description("register and inspect base models");
@@ -25,22 +64,7 @@ export function modelsCommand(): Command {
       .option("--description <text>", "a description", "")
       .addOption(new Option("--label <key=value>", "a label (repeatable)").argParser(parseLabel))
       .option("--request-id <id>", "idempotency key: a retry with the same id returns the same model"),
-  ).action(async (name: string, o: ConnectionOptions & { path?: string; serverPath?: string; displayName?: string; description: string; label?: Record<string, string>; requestId?: string }) => {
-    if ((o.path === undefined) === (o.serverPath === undefined)) throw new Error("give the model folder with --path DIR (uploaded from this machine) or --server-path DIR (on the server), not both");
-    const client = connect(RegistryServiceClient, o);
-    try {
-      const req = {
-        modelId: name,
-        model: Model.fromPartial({ displayName: o.displayName ?? "", description: o.description, sourceUri: resolve(o.path ?? o.serverPath ?? ""), labels: o.label ?? {} }),
-        requestId: o.requestId ?? "",
-      };
-      const { model } = o.serverPath !== undefined ? await call(client, "createModel", req) : await uploadFolder<CreateModelRequest, UploadModelResponse>((cb) => client.uploadModel(cb), req, resolve(o.path!));
-      if (o.json) printJson(Model.toJSON(model!));
-      else process.stdout.write(`created ${model!.name}\n`);
-    } finally {
-      client.close();
-    }
-  });
+  ).action(createModel);
 
   withConnection(
     models
@@ -60,23 +84,7 @@ export function modelsCommand(): Command {
     }
   });
 
-  withConnection(models.command("list").description("list the base models of your tenant")).action(async (o: ConnectionOptions) => {
-    const client = connect(RegistryServiceClient, o);
-    try {
-      const all: Model[] = [];
-      let pageToken = "";
-      do {
-        const page = await call(client, "listModels", { pageSize: 500, pageToken });
-        all.push(...page.models);
-        pageToken = page.nextPageToken;
-      } while (pageToken !== "");
-      if (o.json) printJson({ models: all.map((m) => Model.toJSON(m)) });
-      else if (all.length === 0) process.stdout.write("no models\n");
-      else printTable(all.map(row), ["name", "display_name", "architecture", "parameters", "created"]);
-    } finally {
-      client.close();
-    }
-  });
+  withConnection(models.command("list").description("list the base models of your tenant")).action(listModels);
 
   withConnection(models.command("get <name>").description("show one base model")).action(async (name: string, o: ConnectionOptions) => {
     const client = connect(RegistryServiceClient, o);

@@ -2,11 +2,17 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { call, createClient } from "@lathe/kit";
+import { call } from "@lathe/kit";
 import { writeTinyModel } from "@lathe/models";
 import { TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { connect, type ConnectionOptions } from "../connection.js";
+import { jobName, lastId } from "../names.js";
 import { startLathe } from "../platform.js";
+import { downloadAdapterVersion, setAlias, showLineage } from "./adapters.js";
+import { createDataset, deriveDatasetVersion } from "./datasets.js";
 import { checkHealth } from "./health.js";
+import { jobsCommand } from "./jobs.js";
+import { createModel, listModels } from "./models.js";
 
 /**
  * `lathe quickstart`: the main story on the embedded default, end to end as far as the platform
@@ -34,21 +40,20 @@ export function quickstartCommand(): Command {
         // byte-level BPE tokenizer with a ChatML template), made from a seed.
         const modelDir = join(dataDir, "models", "tiny-llama");
         await writeTinyModel(modelDir, { seed: 1 });
-        const conn = ["--server", platform.address, "--api-key", apiKey];
-        const { buildProgram } = await import("../program.js");
+        const conn: ConnectionOptions = { server: platform.address, apiKey };
         step(`lathe models create tiny-llama --path ${modelDir}`);
-        await buildProgram().parseAsync(["models", "create", "tiny-llama", "--path", modelDir, "--display-name", "Tiny Llama", "--request-id", "quickstart-tiny-llama", ...conn], { from: "user" });
+        await createModel("tiny-llama", { ...conn, path: modelDir, displayName: "Tiny Llama", description: "", requestId: "quickstart-tiny-llama" });
         step("lathe models list");
-        await buildProgram().parseAsync(["models", "list", ...conn], { from: "user" });
+        await listModels(conn);
 
         const data = join(dataDir, "support.jsonl");
         writeFileSync(data, supportExamples());
         step(`lathe datasets create support ${data} --tokenizer-model models/tiny-llama --max-seq-length 512`);
-        await buildProgram().parseAsync(["datasets", "create", "support", data, "--tokenizer-model", "models/tiny-llama", "--max-seq-length", "512", ...conn], { from: "user" });
+        await createDataset("support", data, { ...conn, format: "auto", tokenizerModel: "models/tiny-llama", maxSeqLength: "512" });
         step("lathe datasets derive support@v1 --drop-failing");
-        await buildProgram().parseAsync(["datasets", "derive", "support@v1", "--drop-failing", "--version-id", "clean", ...conn], { from: "user" });
+        await deriveDatasetVersion("support@v1", { ...conn, dropFailing: true, seed: "42", versionId: "clean" });
         step("lathe datasets derive support@clean --split 0.2 --seed 7");
-        await buildProgram().parseAsync(["datasets", "derive", "support@clean", "--split", "0.2", "--seed", "7", "--version-id", "s", ...conn], { from: "user" });
+        await deriveDatasetVersion("support@clean", { ...conn, split: "0.2", seed: "7", versionId: "s" });
 
         // Fine-tune through the trainer: the job pins the dataset versions and the model, the
         // embedded worker trains it on the CPU engine, and the registry registers the adapter when
@@ -63,20 +68,23 @@ export function quickstartCommand(): Command {
           "--label", "intended-use=support-desk replies", "--watch",
         ];
         step(`lathe ${create.map((a) => (a.includes(" ") ? `'${a}'` : a)).join(" ")}`);
-        await buildProgram().parseAsync([...create, ...conn], { from: "user" });
+        // The job steps still go through the parser of `lathe jobs` (not of the whole program): its
+        // create and get are not functions of their own yet.
+        const connFlags = ["--server", platform.address, "--api-key", apiKey];
+        await jobsCommand().exitOverride().parseAsync([...create.slice(1), ...connFlags], { from: "user" });
 
         // The registry registers the adapter from the job's success event; the job learns its
         // version from the registry's event right after.
         step(`lathe jobs get ${job} (once the registry registered its adapter)`);
-        const version = await registeredVersion(platform.address, apiKey, `fineTuningJobs/${job}`);
-        await buildProgram().parseAsync(["jobs", "get", job, ...conn], { from: "user" });
-        const number = version.split("/").pop()!;
+        const version = await registeredVersion(conn, jobName(job));
+        await jobsCommand().exitOverride().parseAsync(["get", job, ...connFlags], { from: "user" });
+        const number = lastId(version);
 
         step(`lathe adapters alias tiny-llama/support ${number} --alias production; lineage`);
-        await buildProgram().parseAsync(["adapters", "alias", "tiny-llama/support", number, "--alias", "production", "--reason", "quickstart", ...conn], { from: "user" });
-        await buildProgram().parseAsync(["lineage", "models/tiny-llama/adapters/support/aliases/production", "--up", ...conn], { from: "user" });
+        await setAlias("tiny-llama/support", number, { ...conn, alias: "production", reason: "quickstart" });
+        await showLineage("models/tiny-llama/adapters/support/aliases/production", { ...conn, up: true, depth: "5" });
         step(`lathe adapters download tiny-llama/support@${number} --format gguf`);
-        await buildProgram().parseAsync(["adapters", "download", `tiny-llama/support@${number}`, "--format", "gguf", "--out", join(dataDir, "gguf"), ...conn], { from: "user" });
+        await downloadAdapterVersion(`tiny-llama/support@${number}`, { ...conn, format: "gguf", ggufType: "f16", out: join(dataDir, "gguf") });
       } finally {
         step("shutting down");
         await platform.stop();
@@ -87,8 +95,8 @@ export function quickstartCommand(): Command {
 }
 
 /** Waits (a few seconds at most) until the registry registered the job's adapter; its version's name. */
-async function registeredVersion(address: string, apiKey: string, name: string): Promise<string> {
-  const client = createClient(TrainerServiceClient, address, { apiKey });
+async function registeredVersion(conn: ConnectionOptions, name: string): Promise<string> {
+  const client = connect(TrainerServiceClient, conn);
   try {
     for (let i = 0; i < 100; i++) {
       const { fineTuningJob } = await call(client, "getFineTuningJob", { name });
