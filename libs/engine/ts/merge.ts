@@ -4,7 +4,7 @@
  * the merged Hugging Face folder) with the engine's native kernel doing the arithmetic.
  */
 import { mergeAdapter } from "@lathe/models";
-import { loraMerge } from "./index.js";
+import { loraMerge } from "./model.js";
 
 export interface MergeLoraFolderOptions {
   /** The base model: a Hugging Face folder (config.json, model.safetensors or its shards, tokenizer files). */

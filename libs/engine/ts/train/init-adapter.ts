@@ -1,0 +1,65 @@
+/** Starting a run from an existing PEFT adapter (ours or PEFT's) instead of PEFT's initialisation. */
+import { readPeftAdapter, readTensorF32, type PeftAdapter } from "@lathe/models";
+import { CheckpointError, EngineError } from "../errors.js";
+import type { Model } from "../model.js";
+import type { LoraModule } from "../native.js";
+import { LORA_MODULES, parseTargetModules, type TrainOptions } from "./config.js";
+
+/** Reads an adapter to start from, with the module kinds its tensors adapt. */
+export async function readInitAdapter(dir: string): Promise<{ adapter: PeftAdapter; modules: LoraModule[] }> {
+  let adapter: PeftAdapter;
+  try {
+    adapter = await readPeftAdapter(dir);
+  } catch (err) {
+    throw new CheckpointError(`initAdapter ${dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  return { adapter, modules: adaptedModules(adapter, dir) };
+}
+
+export function adaptedModules(adapter: PeftAdapter, dir: string): LoraModule[] {
+  const modules = new Set<LoraModule>();
+  for (const t of adapter.tensors) {
+    const leaf = /\.([a-z_]+)\.lora_[AB]\.weight$/.exec(t.name)?.[1] ?? "";
+    if (!(LORA_MODULES as readonly string[]).includes(leaf)) {
+      throw new EngineError("UNSUPPORTED", `${dir}: tensor \`${t.name}\` adapts a module the engine cannot (${LORA_MODULES.join(", ")})`);
+    }
+    modules.add(leaf as LoraModule);
+  }
+  return LORA_MODULES.filter((m) => modules.has(m));
+}
+
+/** LoRA settings not given come from the adapter; given ones must equal its. */
+export function adoptAdapterSettings(options: TrainOptions, adapter: PeftAdapter, modules: LoraModule[]): TrainOptions {
+  const out = { ...options };
+  const diffs: string[] = [];
+  const adopt = <K extends "loraR" | "loraAlpha" | "loraDropout" | "useRslora">(key: K, theirs: NonNullable<TrainOptions[K]>, peftName: string): void => {
+    if (options[key] === undefined) out[key] = theirs;
+    else if (options[key] !== theirs) diffs.push(`${key} ${JSON.stringify(options[key])} but the adapter's ${peftName} is ${JSON.stringify(theirs)}`);
+  };
+  adopt("loraR", adapter.r, "r");
+  adopt("loraAlpha", adapter.loraAlpha, "lora_alpha");
+  adopt("loraDropout", adapter.loraDropout, "lora_dropout");
+  adopt("useRslora", adapter.useRslora, "use_rslora");
+  if (options.targetModules === undefined) out.targetModules = modules;
+  else {
+    const mine = [...parseTargetModules(options.targetModules)].sort();
+    if (JSON.stringify(mine) !== JSON.stringify([...modules].sort())) {
+      diffs.push(`targetModules ${mine.join(",")} but the adapter adapts ${modules.join(",")}`);
+    }
+  }
+  if (diffs.length > 0) throw new CheckpointError(`initAdapter ${options.initAdapter ?? ""}: settings do not match: ${diffs.join("; ")}`);
+  return out;
+}
+
+/** Sets every LoRA tensor from a PEFT adapter folder; each must match one of the model's. */
+export async function loadAdapterTensors(model: Model, dir: string, known?: PeftAdapter): Promise<void> {
+  const adapter = known ?? (await readPeftAdapter(dir));
+  const shapes = model.loraShapes();
+  for (const t of adapter.tensors) {
+    const name = t.name.replace(/^base_model\.model\./, "");
+    const shape = shapes.get(name);
+    if (shape === undefined) throw new CheckpointError(`${dir}: tensor \`${t.name}\` does not match a LoRA tensor of this run`);
+    if (t.shape.join(",") !== shape.join(",")) throw new CheckpointError(`${dir}: tensor \`${t.name}\` is [${t.shape.join(", ")}], expected [${shape.join(", ")}]`);
+    model.loraSet(name, await readTensorF32(t));
+  }
+}

@@ -1,0 +1,314 @@
+/**
+ * The LoRA training loop over the engine: JSONL in, PEFT adapter and a JSON summary out.
+ *
+ * Data: every line of the JSONL file is a TrainingExample, tokenized with the model's tokenizer
+ * and chat template (only answers trained unless trainOnInputs). Each epoch shuffles the
+ * examples (or, with packing, the packed rows) with a seeded generator; consecutive chunks of
+ * batchSize form micro-batches and gradAccum micro-batches form one optimizer step.
+ *
+ * Gradient accumulation weights micro-batches by their label counts: the engine's loss is the
+ * mean over a micro-batch's labels, so micro-batch i runs with gradScale = n_i / N (n_i its
+ * labels, N those of the whole optimizer step). The summed gradient is then that of the mean
+ * loss over all N labels, i.e. exactly the update one batch of all those examples would give
+ * (HF's newer `num_items_in_batch` behaviour, not the older mean of micro-batch means).
+ */
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { loadTokenizer, writePeftAdapter } from "@lathe/models";
+import { EngineError } from "../errors.js";
+import { Model, NF4_MODULES } from "../model.js";
+import { lrAt, warmupSteps as warmupStepsFor } from "../schedule.js";
+import { epochSeed, labelCount, padTokenId, readExamples, realTokens, shuffled, stepBatches, trainingUnits } from "./batches.js";
+import {
+  checkResumable,
+  dataFingerprint,
+  dropoutRngState,
+  listCheckpoints,
+  readTrainerState,
+  resolveCheckpoint,
+  restoreCheckpoint,
+  rotateCheckpoints,
+  STATE_FORMAT,
+  trajectorySettings,
+  writeCheckpoint,
+  type TrainerState,
+} from "./checkpoint.js";
+import { resolveOptions, type TrainOptions } from "./config.js";
+import { meanLoss } from "./eval-loss.js";
+import { adoptAdapterSettings, loadAdapterTensors, readInitAdapter } from "./init-adapter.js";
+
+/** Sent after every optimizer step. */
+export interface TrainProgress {
+  /** 1-based optimizer step just taken. */
+  step: number;
+  totalSteps: number;
+  /** 1-based epoch. */
+  epoch: number;
+  /** Mean loss over the step's labels. */
+  loss: number;
+  /** Learning rate the step used. */
+  lr: number;
+  /** Gradient norm before clipping. */
+  gradNorm: number;
+  /** Tokens (padding excluded) per second since the start. */
+  tokensPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface TrainSummary {
+  /** Label-weighted mean training loss of each epoch. */
+  trainLossPerEpoch: number[];
+  /** Mean eval loss after each epoch; empty without eval data. */
+  evalLossPerEpoch: number[];
+  /** Tokens processed (padding excluded), all epochs. */
+  tokens: number;
+  seconds: number;
+  /** Examples longer than maxSeqLength, cut (train and eval). */
+  truncatedExamples: number;
+  steps: number;
+  adapterDir: string;
+  /** Checkpoint folders written by this call (rotation may have removed older ones since). */
+  checkpointsWritten: string[];
+  /** Checkpoint folders present at the end (the newest saveTotalLimit). */
+  checkpoints: string[];
+  /** Lowest eval loss seen (its adapter is in `<outDir>/best/`); null without eval data. */
+  bestEvalLoss: number | null;
+  /** Optimizer step of the best eval loss; null without eval data. */
+  bestStep: number | null;
+  /** The step this call resumed from; null for a fresh run. */
+  resumedFromStep: number | null;
+  /** Frozen base weights as stored (all of them: embeddings and lm_head stay f32): bytes / parameters. */
+  baseBytesPerParameter: number;
+  /** The same for the layer projections alone: 4 in f32, about 0.52 with QLoRA. */
+  linearBytesPerParameter: number;
+  qlora: boolean;
+  /** Highest resident set size of the process sampled at each step. */
+  peakMemoryBytes: number;
+  gradientCheckpointing: boolean;
+  /** The most bytes the engine held for backward in any training forwardBackward of this call (0 when no step ran). */
+  peakActivationBytes: number;
+}
+
+/**
+ * Trains LoRA adapters on `dataPath` and writes a PEFT adapter (adapter_config.json,
+ * adapter_model.safetensors) and training_summary.json into `outDir`.
+ *
+ * Checkpoints: every `saveSteps` optimizer steps and at the end of each epoch,
+ * `<outDir>/checkpoint-<step>/` receives the adapter (PEFT files), `optimizer.safetensors`
+ * (AdamW's `exp_avg` and `exp_avg_sq` of every LoRA tensor) and `trainer_state.json` (step,
+ * epoch and position in its batch order, the shuffle and dropout RNG states, schedule, losses,
+ * best eval loss); only the newest `saveTotalLimit` are kept. `resumeFrom` continues from one
+ * exactly: the final adapter is byte-identical to an uninterrupted run's with the same seed.
+ * With eval data `<outDir>/best/` holds the adapter of the lowest eval loss so far.
+ *
+ * Aborting `signal` stops before the next micro-batch (within one step) and rejects with
+ * EngineError CANCELLED; the final adapter is not written then (checkpoints already written stay).
+ * @throws TrainingDataError naming file:line for a bad JSONL line; RangeError for a bad option;
+ *   CheckpointError for a checkpoint or initial adapter that does not fit.
+ */
+export async function train(options: TrainOptions, onProgress?: (p: TrainProgress) => void, signal?: AbortSignal): Promise<TrainSummary> {
+  const initAdapter = options.initAdapter === undefined ? null : await readInitAdapter(options.initAdapter);
+  const o = resolveOptions(initAdapter === null ? options : adoptAdapterSettings(options, initAdapter.adapter, initAdapter.modules));
+  const started = performance.now();
+  let peakMemoryBytes = process.memoryUsage().rss;
+  const sampleMemory = (): void => {
+    peakMemoryBytes = Math.max(peakMemoryBytes, process.memoryUsage().rss);
+  };
+  const tok = await loadTokenizer(options.modelDir);
+  const trainSet = await readExamples(options.dataPath, tok, o);
+  const evalSet = options.evalPath === undefined ? null : await readExamples(options.evalPath, tok, o);
+  const padId = padTokenId(tok);
+
+  // With packing the unit of shuffling and batching is a packed row, else an example.
+  const units = trainingUnits(trainSet.examples, o, padId);
+  const microPerEpoch = Math.ceil(units.length / o.batchSize);
+  const stepsPerEpoch = Math.ceil(microPerEpoch / o.gradAccum);
+  const totalSteps = stepsPerEpoch * o.epochs;
+  const schedule = { scheduler: o.scheduler, baseLr: o.lr, totalSteps, warmupSteps: warmupStepsFor(o.warmupRatio, totalSteps) };
+  const fingerprint = dataFingerprint(units);
+  const settings = trajectorySettings(o);
+
+  const resumeDir = options.resumeFrom === undefined ? null : await resolveCheckpoint(options.resumeFrom, options.outDir);
+  const resumed = resumeDir === null ? null : await readTrainerState(resumeDir);
+  if (resumed !== null && resumeDir !== null) checkResumable(resumeDir, resumed, settings, { units: units.length, fingerprint, stepsPerEpoch });
+
+  const model = await Model.load(options.modelDir, { numThreads: o.numThreads });
+  try {
+    const f32 = model.memory();
+    if (o.qlora) model.quantizeNf4(NF4_MODULES);
+    model.setGradientCheckpointing(o.gradientCheckpointing);
+    let peakActivationBytes = 0;
+    const memory = model.memory();
+    const linearParams = projectionParams(model);
+    const linearBytes = memory.baseBytes - (f32.baseBytes - 4 * linearParams);
+    model.loraInit({ r: o.loraR, alpha: o.loraAlpha, dropout: o.loraDropout, useRslora: o.useRslora, targetModules: o.targetModules, seed: o.seed });
+    if (resumeDir !== null && resumed !== null) {
+      await restoreCheckpoint(model, resumeDir, resumed);
+    } else if (initAdapter !== null && options.initAdapter !== undefined) {
+      await loadAdapterTensors(model, options.initAdapter, initAdapter.adapter);
+    }
+
+    const trainLossPerEpoch: number[] = resumed?.trainLossPerEpoch.slice() ?? [];
+    const evalLossPerEpoch: number[] = resumed?.evalLossPerEpoch.slice() ?? [];
+    const logHistory: TrainerState["logHistory"] = resumed?.logHistory.slice() ?? [];
+    let bestEvalLoss = resumed?.bestEvalLoss ?? null;
+    let bestStep = resumed?.bestStep ?? null;
+    const startTokens = resumed?.tokens ?? 0;
+    let tokens = startTokens;
+    let step = resumed?.globalStep ?? 0;
+    const startStep = step;
+    const checkpointsWritten: string[] = [];
+    const checkCancel = (): void => {
+      if (signal?.aborted === true) throw new EngineError("CANCELLED", `training was cancelled after ${step} of ${totalSteps} steps`);
+    };
+    const adapterContents = () => ({
+      r: o.loraR,
+      loraAlpha: o.loraAlpha,
+      loraDropout: o.loraDropout,
+      targetModules: o.targetModules,
+      useRslora: o.useRslora,
+      baseModelNameOrPath: options.baseModelNameOrPath ?? options.modelDir,
+      tensors: [...model.loraShapes()].map(([name, shape]) => ({ name: `base_model.model.${name}`, shape: [...shape], data: model.loraGet(name) })),
+    });
+    let lastCheckpointStep = step;
+    const saveCheckpoint = async (epoch: number, stepInEpoch: number, epochLossSum: number, epochLabels: number, evalLoss: number | null = null): Promise<void> => {
+      const state: TrainerState = {
+        format: STATE_FORMAT,
+        globalStep: step,
+        epoch,
+        stepInEpoch,
+        stepsPerEpoch,
+        totalSteps,
+        dataOrder: { algorithm: "mulberry32-fisher-yates", seed: o.seed, epochSeed: epochSeed(o.seed, epoch), units: units.length, fingerprint },
+        rng: { shuffle: epochSeed(o.seed, epoch), dropout: dropoutRngState(model) },
+        adamwStepCount: model.adamwStepCount(),
+        schedule,
+        tokens,
+        epochLossSum,
+        epochLabels,
+        trainLossPerEpoch,
+        evalLossPerEpoch,
+        logHistory,
+        bestEvalLoss,
+        bestStep,
+        settings,
+      };
+      const dir = await writeCheckpoint(options.outDir, state, model, adapterContents());
+      checkpointsWritten.push(dir);
+      const since = logHistory.filter((h) => h.step > lastCheckpointStep && Number.isFinite(h.loss));
+      lastCheckpointStep = step;
+      await options.onCheckpoint?.({
+        dir,
+        step,
+        epoch: epoch + stepInEpoch / stepsPerEpoch,
+        loss: since.length === 0 ? Number.NaN : since.reduce((a, h) => a + h.loss, 0) / since.length,
+        evalLoss,
+      });
+      await rotateCheckpoints(options.outDir, o.saveTotalLimit);
+    };
+
+    const startEpoch = resumed?.epoch ?? 0;
+    for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
+      const order = shuffled(units.length, epochSeed(o.seed, epoch));
+      const resuming = resumed !== null && epoch === startEpoch;
+      let epochLossSum = resuming ? resumed.epochLossSum : 0;
+      let epochLabels = resuming ? resumed.epochLabels : 0;
+      for (let s = resuming ? resumed.stepInEpoch : 0; s < stepsPerEpoch; s++) {
+        const micro = stepBatches(units, order, s, o, padId);
+        const counts = micro.map(labelCount);
+        const labels = counts.reduce((a, b) => a + b, 0);
+        let stepLossSum = 0;
+        model.zeroGrad();
+        for (const [i, batch] of micro.entries()) {
+          checkCancel();
+          const n = counts[i] ?? 0;
+          if (n === 0) continue;
+          const r = await model.forwardBackward(batch, { gradScale: n / labels, training: true, backward: true });
+          peakActivationBytes = Math.max(peakActivationBytes, model.activationBytes());
+          stepLossSum += r.loss * n;
+          tokens += realTokens(batch);
+        }
+        checkCancel();
+        const lr = lrAt(step, schedule);
+        const { gradNorm } = labels === 0 ? { gradNorm: 0 } : await model.adamwStep({ lr, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
+        step++;
+        epochLossSum += stepLossSum;
+        epochLabels += labels;
+        const loss = labels === 0 ? Number.NaN : stepLossSum / labels;
+        logHistory.push({ step, epoch: epoch + 1, loss, lr, gradNorm });
+        sampleMemory();
+        // The end of an epoch is checkpointed below, after its evaluation.
+        if (o.saveSteps > 0 && step % o.saveSteps === 0 && s + 1 < stepsPerEpoch) await saveCheckpoint(epoch, s + 1, epochLossSum, epochLabels);
+        const elapsed = (performance.now() - started) / 1000;
+        onProgress?.({
+          step,
+          totalSteps,
+          epoch: epoch + 1,
+          loss,
+          lr,
+          gradNorm,
+          tokensPerSecond: elapsed > 0 ? (tokens - startTokens) / elapsed : 0,
+          etaSeconds: (elapsed / (step - startStep)) * (totalSteps - step),
+        });
+      }
+      trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
+      if (evalSet !== null) {
+        checkCancel();
+        const evalLoss = (await meanLoss(model, evalSet.examples, o.batchSize, padId)).loss;
+        evalLossPerEpoch.push(evalLoss);
+        if (bestEvalLoss === null || evalLoss < bestEvalLoss) {
+          bestEvalLoss = evalLoss;
+          bestStep = step;
+          const best = path.join(options.outDir, "best");
+          await writePeftAdapter(best, adapterContents());
+          await writeFile(path.join(best, "best_state.json"), `${JSON.stringify({ step, epoch: epoch + 1, evalLoss }, null, 2)}\n`);
+        }
+      }
+      checkCancel();
+      await saveCheckpoint(epoch + 1, 0, 0, 0, evalSet === null ? null : (evalLossPerEpoch[evalLossPerEpoch.length - 1] ?? null));
+    }
+
+    if (o.loadBestAtEnd && bestEvalLoss !== null) {
+      await mkdir(options.outDir, { recursive: true });
+      for (const file of ["adapter_config.json", "adapter_model.safetensors"]) {
+        await copyFile(path.join(options.outDir, "best", file), path.join(options.outDir, file));
+      }
+    } else {
+      await writePeftAdapter(options.outDir, adapterContents());
+    }
+    sampleMemory();
+    const summary: TrainSummary = {
+      trainLossPerEpoch,
+      evalLossPerEpoch,
+      tokens,
+      seconds: (performance.now() - started) / 1000,
+      truncatedExamples: trainSet.truncated + (evalSet?.truncated ?? 0),
+      steps: step,
+      adapterDir: options.outDir,
+      checkpointsWritten,
+      checkpoints: (await listCheckpoints(options.outDir)).map((c) => c.dir),
+      bestEvalLoss,
+      bestStep,
+      resumedFromStep: resumed === null ? null : resumed.globalStep,
+      baseBytesPerParameter: memory.baseParams > 0 ? memory.baseBytes / memory.baseParams : 0,
+      linearBytesPerParameter: linearParams > 0 ? linearBytes / linearParams : 0,
+      qlora: o.qlora,
+      peakMemoryBytes,
+      gradientCheckpointing: o.gradientCheckpointing,
+      peakActivationBytes,
+    };
+    await mkdir(options.outDir, { recursive: true });
+    await writeFile(path.join(options.outDir, "training_summary.json"), `${JSON.stringify(summary, null, 2)}\n`);
+    return summary;
+  } finally {
+    model.free();
+  }
+}
+
+/** Element count of the 7 projections of every layer (what QLoRA quantises). */
+function projectionParams(model: Model): number {
+  const c = model.config;
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return c.numLayers * (2 * q * c.hiddenSize + 2 * kv * c.hiddenSize + 3 * c.intermediateSize * c.hiddenSize);
+}
