@@ -18,6 +18,7 @@ export { JetStreamBus, type JetStreamBusOptions } from "./events/jetstream-bus.j
 export { defineEvent, encodeEvent, type EventDef, type EventCodec, type NewEvent } from "./events/event.js";
 export { eventsMigration, enqueueEvents } from "./events/outbox.js";
 export { OutboxRelay, type RelayOptions } from "./events/relay.js";
+export { PollingLoop, type PollingLoopOptions } from "./polling-loop.js";
 export { EventConsumer } from "./events/consumer.js";
 export { LocalArtifactStore, type ArtifactRef, type ArtifactStore } from "./artifacts/store.js";
 export { cachedFolder, materializeFolder, putFolder, readFolderManifest, type FolderEntry, type FolderRef } from "./artifacts/folder.js";
