@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { prefixedDigest } from "./digest.js";
 import { AppError } from "./errors.js";
 
 /**
@@ -29,7 +30,7 @@ function sortKeys(v: unknown): unknown {
 
 /** `sha256:<hex>` of a request's canonical JSON. */
 export function requestDigest(request: unknown): string {
-  return `sha256:${createHash("sha256").update(canonicalJson(request)).digest("hex")}`;
+  return prefixedDigest(createHash("sha256").update(canonicalJson(request)).digest("hex"));
 }
 
 /** The path (`a.b[2].c`) of the first place two JSON values differ, or undefined when equal. */

@@ -3,6 +3,7 @@ export * from "./config.js";
 export * from "./logger.js";
 export * from "./telemetry.js";
 export * from "./pagination.js";
+export * from "./digest.js";
 export * from "./runtime.js";
 export { ApiKeyAuth } from "./grpc/auth.js";
 export { GrpcServer, type GrpcServerOptions } from "./grpc/server.js";

@@ -4,6 +4,7 @@ import { once } from "node:events";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { ClientWritableStream, ServiceError } from "@grpc/grpc-js";
+import { prefixedDigest } from "../digest.js";
 import { AppError } from "../errors.js";
 import { fromGrpcError } from "../errors.js";
 
@@ -66,7 +67,7 @@ export async function uploadFolder<H, Res>(
     await write({ header });
     for (const [i, f] of files.entries()) {
       if (answered) break;
-      await write({ fileHeader: { path: f.path, sizeBytes: f.size, digest: `sha256:${digests[i]!}` } });
+      await write({ fileHeader: { path: f.path, sizeBytes: f.size, digest: prefixedDigest(digests[i]!) } });
       for await (const chunk of createReadStream(f.abs, { highWaterMark: 1 << 20 })) {
         if (answered) break;
         await write({ chunk: chunk as Buffer });

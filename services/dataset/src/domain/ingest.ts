@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { PassThrough } from "node:stream";
-import { AppError, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, invalidArgument, type ArtifactStore, type CallContext, type Logger } from "@lathe/kit";
+import { AppError, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, digestHex, invalidArgument, prefixedDigest, type ArtifactStore, type CallContext, type Logger } from "@lathe/kit";
 import {
   DatasetFormat,
   DatasetVersion,
@@ -142,9 +142,9 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
     original.end();
     const artifact = await stored.catch(() => Promise.reject(storeError));
     const digest = hash.digest("hex");
-    contentDigest = `sha256:${digest}`;
+    contentDigest = prefixedDigest(digest);
     if (header.contentLength > 0 && header.contentLength !== size) throw invalidArgument("header.content_length", `says ${header.contentLength} bytes, but ${size} arrived`);
-    if (header.contentDigest !== "" && header.contentDigest.replace(/^sha256:/, "") !== digest) throw invalidArgument("header.content_digest", `says ${header.contentDigest}, but the bytes that arrived hash to sha256:${digest}`);
+    if (header.contentDigest !== "" && digestHex(header.contentDigest) !== digest) throw invalidArgument("header.content_digest", `says ${header.contentDigest}, but the bytes that arrived hash to sha256:${digest}`);
     if (size === 0) throw invalidArgument("chunk", "the file is empty");
 
     const checkOptions = header.checkOptions;
@@ -169,8 +169,8 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
       rowCount: result.rowCount,
       passingRowCount: result.passingRowCount,
       sizeBytes: size,
-      sourceDigest: `sha256:${digest}`,
-      artifactDigest: `sha256:${artifact.digest}`,
+      sourceDigest: prefixedDigest(digest),
+      artifactDigest: prefixedDigest(artifact.digest),
       readiness: report.readiness,
       origin: Origin.ORIGIN_UPLOAD,
     });
@@ -184,7 +184,7 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
     original.destroy();
     // The original bytes go too, unless another version holds the same content.
     const blob = await stored.catch(() => undefined);
-    if (blob && !(await deps.store.isArtifactReferenced(`sha256:${blob.digest}`))) await deps.artifacts.delete(blob.digest).catch(() => undefined);
+    if (blob && !(await deps.store.isArtifactReferenced(prefixedDigest(blob.digest)))) await deps.artifacts.delete(blob.digest).catch(() => undefined);
     await deps.store.abortStaging(staging.key).catch((e: unknown) => deps.logger.warn(errorFields(e), "could not remove staged rows; the sweep will"));
     // A retry that raced this call made the version first: answer as a retry.
     if (err instanceof RequestReplayed && requestId !== null) return sameUpload(requestId, err.earlier, header, contentDigest);
@@ -227,5 +227,5 @@ async function replayUpload(requestId: string, earlier: VersionEntry, header: Up
     hash.update(chunk);
   }
   if (ctx.signal.aborted) throw new AppError("CANCELLED", "UPLOAD_INTERRUPTED", "the upload was interrupted before its end");
-  return sameUpload(requestId, earlier, header, `sha256:${hash.digest("hex")}`);
+  return sameUpload(requestId, earlier, header, prefixedDigest(hash.digest("hex")));
 }

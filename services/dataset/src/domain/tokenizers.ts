@@ -4,7 +4,7 @@ import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Metadata } from "@grpc/grpc-js";
-import { AppError, call, createClient, invalidArgument, readFolderManifest, resolveImportPath, type ArtifactStore, type CallContext, type ImportRoots, type Logger } from "@lathe/kit";
+import { AppError, call, createClient, invalidArgument, prefixedDigest, readFolderManifest, resolveImportPath, type ArtifactStore, type CallContext, type ImportRoots, type Logger } from "@lathe/kit";
 import { loadTokenizer, ModelFormatError, type ModelTokenizer } from "@lathe/models";
 import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { diskFull } from "./faults.js";
@@ -60,7 +60,7 @@ export class Tokenizers {
         const digest = /^sha256:([0-9a-f]{64})$/.exec(m!.artifactDigest)?.[1];
         if (digest === undefined) throw invalidArgument(field, `${model} has no stored files yet, so its tokenizer cannot be read`);
         const dir = join(this.sources.cacheDir, digest);
-        key = `sha256:${digest}`;
+        key = prefixedDigest(digest);
         load = () => this.fromStore(digest, dir);
         shown = { dir, as: model };
       } finally {

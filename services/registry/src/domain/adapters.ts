@@ -3,16 +3,18 @@ import {
   AppError,
   cachedFolder,
   canonicalJson,
-  checkSameRequest,
   checkLabels,
   checkRequestId,
   checkResourceId,
+  checkSameRequest,
   checkText,
+  digestHex,
   enqueueEvents,
   invalidArgument,
   notFound,
   paginate,
   parseNestedName,
+  prefixedDigest,
   putFolder,
   type ArtifactStore,
 } from "@lathe/kit";
@@ -50,7 +52,7 @@ export function versionRequestBody(req: CreateAdapterVersionRequest, files?: rea
           creator: v.creator,
         }
       : null,
-    ...(files ? { files: files.map((f) => ({ path: f.path, digest: `sha256:${f.digest}` })) } : {}),
+    ...(files ? { files: files.map((f) => ({ path: f.path, digest: prefixedDigest(f.digest) })) } : {}),
   };
 }
 
@@ -202,7 +204,7 @@ export class AdapterStore {
   async baseFolder(model: ModelRow): Promise<string> {
     const digest = model.import?.artifactDigest;
     if (!digest) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_IMPORTED", `models/${model.model_id} was registered without an import; register it again from its folder`, { name: `models/${model.model_id}` });
-    return cachedFolder(this.artifacts, digest.replace(/^sha256:/, ""), join(this.cacheDir, "folders"));
+    return cachedFolder(this.artifacts, digestHex(digest), join(this.cacheDir, "folders"));
   }
 
   /**
@@ -252,7 +254,7 @@ export class AdapterStore {
     const meta = AdapterVersion.fromPartial({
       description: checkText("adapter_version.description", v.description, 2000),
       labels: checkLabels("adapter_version.labels", v.labels),
-      artifactDigest: `sha256:${stored.digest}`,
+      artifactDigest: prefixedDigest(stored.digest),
       artifactUri: v.artifactUri,
       sizeBytes: stored.size,
       method: v.method === FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED ? FineTuningMethod.FINE_TUNING_METHOD_LORA : v.method,

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "
 import { createReadStream } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { AppError, cachedFolder, invalidArgument, readFolderManifest, type ArtifactStore } from "@lathe/kit";
+import { AppError, cachedFolder, digestHex, invalidArgument, prefixedDigest, readFolderManifest, type ArtifactStore } from "@lathe/kit";
 import { mergeLoraFolder } from "@lathe/engine";
 import { exportGguf } from "@lathe/models";
 import { ArtifactFormat, GgufType, type DownloadAdapterVersionResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -23,10 +23,10 @@ export async function* downloadVersion(
   ggufType: GgufType,
   signal: AbortSignal,
 ): AsyncGenerator<DownloadAdapterVersionResponse> {
-  const adapterDigest = v.adapterDigest.replace(/^sha256:/, "");
+  const adapterDigest = digestHex(v.adapterDigest);
   if (format === ArtifactFormat.ARTIFACT_FORMAT_PEFT || format === ArtifactFormat.ARTIFACT_FORMAT_UNSPECIFIED) {
     for (const f of await readFolderManifest(artifacts, adapterDigest)) {
-      yield { fileHeader: { path: f.path, sizeBytes: f.size, digest: `sha256:${f.digest}` } };
+      yield { fileHeader: { path: f.path, sizeBytes: f.size, digest: prefixedDigest(f.digest) } };
       for await (const chunk of await artifacts.get(f.digest)) {
         if (signal.aborted) return;
         yield { chunk: chunk as Buffer };
@@ -36,7 +36,7 @@ export async function* downloadVersion(
   }
   if (format !== ArtifactFormat.ARTIFACT_FORMAT_MERGED && format !== ArtifactFormat.ARTIFACT_FORMAT_GGUF) throw invalidArgument("format", `unknown format ${format}`);
   if (ggufType === GgufType.GGUF_TYPE_Q8_0) throw invalidArgument("gguf_type", "Q8_0 export is not supported yet; use F16 or F32");
-  const baseDigest = v.baseDigest.replace(/^sha256:/, "");
+  const baseDigest = digestHex(v.baseDigest);
   const type = ggufType === GgufType.GGUF_TYPE_F32 ? "F32" : "F16";
   // A derived file is served only when its bytes still match the digests recorded when it was
   // made; a cache that was tampered with or half-written is made again, once.
@@ -44,7 +44,7 @@ export async function* downloadVersion(
   if (!files) files = await derivedFiles(artifacts, cacheDir, baseDigest, adapterDigest, format, type, true);
   if (!files) throw new AppError("INTERNAL", "ARTIFACT_CORRUPTED", `the ${format === ArtifactFormat.ARTIFACT_FORMAT_GGUF ? "GGUF" : "merged"} files of this version do not match their recorded digests, even when made again`);
   for (const f of files) {
-    yield { fileHeader: { path: f.path, sizeBytes: f.size, digest: `sha256:${f.digest}` } };
+    yield { fileHeader: { path: f.path, sizeBytes: f.size, digest: prefixedDigest(f.digest) } };
     const hash = createHash("sha256");
     for await (const chunk of createReadStream(f.abs, { highWaterMark: 1 << 20 })) {
       if (signal.aborted) return;

@@ -4,7 +4,7 @@ import { lstat, mkdir, readdir, realpath, rm, stat } from "node:fs/promises";
 import { once } from "node:events";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { AppError, inside, invalidArgument, type ImportRoots } from "@lathe/kit";
+import { AppError, inside, invalidArgument, prefixedDigest, type ImportRoots } from "@lathe/kit";
 import type { UploadFileHeader } from "@lathe/proto/lathe/registry/v1/registry_service";
 
 /**
@@ -89,7 +89,7 @@ export async function receiveFolder<H>(
     if (c.out.errored) throw c.out.errored;
     if (c.got !== c.size) throw invalidArgument("file_header.size_bytes", `${c.path}: ${c.got} bytes arrived, the header said ${c.size}`);
     const digest = c.hash.digest("hex");
-    if (`sha256:${digest}` !== c.digest) throw invalidArgument("file_header.digest", `${c.path}: the bytes that arrived have digest sha256:${digest}, not ${c.digest}`);
+    if (prefixedDigest(digest) !== c.digest) throw invalidArgument("file_header.digest", `${c.path}: the bytes that arrived have digest sha256:${digest}, not ${c.digest}`);
     files.push({ path: c.path, digest, size: c.size });
   };
   try {

@@ -1,4 +1,4 @@
-import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, enqueueEvents, notFound, paginate, parseName } from "@lathe/kit";
+import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, enqueueEvents, notFound, paginate, parseName, prefixedDigest } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { inspectModelFolder, ModelFormatError } from "@lathe/models";
 import { Model, Model_State, TensorDtype, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -45,7 +45,7 @@ export function modelRequestBody(req: CreateModelRequest, files?: readonly { pat
   return {
     model_id: req.modelId,
     model: m ? { display_name: m.displayName, description: m.description, source_uri: m.sourceUri, labels: m.labels } : null,
-    ...(files ? { files: files.map((f) => ({ path: f.path, digest: `sha256:${f.digest}` })) } : {}),
+    ...(files ? { files: files.map((f) => ({ path: f.path, digest: prefixedDigest(f.digest) })) } : {}),
   };
 }
 
@@ -73,7 +73,7 @@ export async function importModelFolder(artifacts: ArtifactStore, folder: Staged
     contextLength: inspection.config.contextLength,
     dtype: inspection.dtype,
     chatTemplateFingerprint: inspection.chatTemplateFingerprint,
-    artifactDigest: `sha256:${stored.digest}`,
+    artifactDigest: prefixedDigest(stored.digest),
     sizeBytes: stored.size,
   };
 }

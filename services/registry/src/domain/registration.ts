@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { AppError, cachedFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, artifactUri, cachedFolder, digestHex, type ArtifactStore, type Logger } from "@lathe/kit";
 import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { sql, type Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
@@ -59,10 +59,10 @@ export class RegistrationWorker {
         // The trainer stores the adapter in the shared artifact store (`artifact:sha256:…`); it is
         // read from there only, never from a path on some machine's disk.
         if (r.artifactDigest === "") throw new AppError("FAILED_PRECONDITION", "ADAPTER_NOT_STORED", `${p.job} finished without a stored adapter (artifact ${r.artifactUri || "none"})`);
-        const digest = r.artifactDigest.replace(/^sha256:/, "");
+        const digest = digestHex(r.artifactDigest);
         const req = {
           parent: r.adapter,
-          adapterVersion: AdapterVersion.fromPartial({ description: r.description, labels: r.labels, artifactUri: `artifact:sha256:${digest}`, method: r.method, fineTuningJob: p.job, checkpoint: r.checkpoint, trainDatasetVersion: r.trainDatasetVersion, evalDatasetVersion: r.evalDatasetVersion, chatTemplateFingerprint: r.chatTemplateFingerprint }),
+          adapterVersion: AdapterVersion.fromPartial({ description: r.description, labels: r.labels, artifactUri: artifactUri(digest), method: r.method, fineTuningJob: p.job, checkpoint: r.checkpoint, trainDatasetVersion: r.trainDatasetVersion, evalDatasetVersion: r.evalDatasetVersion, chatTemplateFingerprint: r.chatTemplateFingerprint }),
           allowMissing: true,
           requestId: `job:${p.job}`,
         };
