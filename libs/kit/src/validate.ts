@@ -28,6 +28,34 @@ export function parseNestedName(field: string, name: string, collections: readon
   return collections.map((_, i) => checkResourceId(field, parts[i * 2 + 1]!));
 }
 
+/** The resource name `<collection>/<id>`, e.g. `resourceName("models", id)`. */
+export function resourceName(collection: string, id: string): string {
+  return `${collection}/${id}`;
+}
+
+/**
+ * A nested resource name, the inverse of `parseNestedName`: `nestedResourceName(["models",
+ * "adapters"], [m, a])` is `models/{m}/adapters/{a}`. Throws (a bug) when the counts differ.
+ */
+export function nestedResourceName(collections: readonly string[], ids: readonly (string | number)[]): string {
+  if (collections.length !== ids.length) throw new Error(`${collections.length} collections but ${ids.length} ids`);
+  return collections.map((c, i) => `${c}/${ids[i]!}`).join("/");
+}
+
+/**
+ * The id of a name of `collection` (`fineTuningJobs/j1` → `j1`) when it is one, else the name as
+ * it is; it checks nothing, so it is for names already checked (keys, logs, messages), not for
+ * requests: those go through `parseName`.
+ */
+export function resourceId(name: string, collection: string): string {
+  return name.startsWith(`${collection}/`) ? name.slice(collection.length + 1) : name;
+}
+
+/** A bare id or a full name of `collection` as the full name: `j1` and `fineTuningJobs/j1` are both `fineTuningJobs/j1`. */
+export function qualifiedName(collection: string, idOrName: string): string {
+  return idOrName.startsWith(`${collection}/`) ? idOrName : resourceName(collection, idOrName);
+}
+
 export function checkText(field: string, value: string, max: number, required = false): string {
   if (required && value.trim() === "") throw invalidArgument(field, "is required");
   if (value.length > max) throw invalidArgument(field, `is ${value.length} characters long; the limit is ${max}`);

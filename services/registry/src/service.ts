@@ -1,8 +1,8 @@
-import { invalidArgument, resolveImportPath, type ImportRoots, type ServiceHandlers } from "@lathe/kit";
+import { invalidArgument, resolveImportPath, resourceName, type ImportRoots, type ServiceHandlers } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { ModelCard, type RegistryServiceService } from "@lathe/proto/lathe/registry/v1/registry_service";
 import type { RegistryTables } from "./db/migrations.js";
-import { parseVersionName, versionRequestBody, type AdapterStore } from "./domain/adapters.js";
+import { adapterName, parseVersionName, versionRequestBody, type AdapterStore } from "./domain/adapters.js";
 import { receiveFolder, stageServerFolder } from "./domain/folders.js";
 import type { AliasStore } from "./domain/aliases.js";
 import { modelCard } from "./domain/card.js";
@@ -128,8 +128,8 @@ export function registryHandlers(p: RegistryParts): ServiceHandlers<typeof Regis
     async getModelCard(req, ctx) {
       const { modelId, adapterId } = parseVersionName("name", req.name);
       const v = await adapters.getVersion(ctx.tenant, req.name);
-      const base = await models.get(ctx.tenant, `models/${modelId}`);
-      const { aliases: list } = await aliases.list(ctx.tenant, { parent: `models/${modelId}/adapters/${adapterId}`, pageSize: 1000, pageToken: "" });
+      const base = await models.get(ctx.tenant, resourceName("models", modelId));
+      const { aliases: list } = await aliases.list(ctx.tenant, { parent: adapterName(modelId, adapterId), pageSize: 1000, pageToken: "" });
       return { modelCard: ModelCard.fromPartial({ name: `${req.name}/modelCard`, markdown: modelCard(v, base, list, v.labels), createTime: new Date() }) };
     },
   };

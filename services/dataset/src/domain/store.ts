@@ -7,10 +7,12 @@ import {
   checkSameRequest,
   checkText,
   enqueueEvents,
+  nestedResourceName,
   notFound,
   paginate,
   parseName,
   parseNestedName,
+  resourceName,
   type NewEvent,
 } from "@lathe/kit";
 import { sql, type Kysely, type Transaction } from "kysely";
@@ -61,7 +63,7 @@ function withoutContent(err: unknown): unknown {
 }
 
 export function versionName(datasetId: string, versionId: string): string {
-  return `datasets/${datasetId}/versions/${versionId}`;
+  return nestedResourceName(["datasets", "versions"], [datasetId, versionId]);
 }
 
 /** Datasets, versions and rows of the dataset service, always within one tenant. */
@@ -83,7 +85,7 @@ export class DatasetStore {
       .where("dataset_id", "=", row.dataset_id)
       .executeTakeFirst();
     return Dataset.fromPartial({
-      name: `datasets/${row.dataset_id}`,
+      name: resourceName("datasets", row.dataset_id),
       displayName: row.display_name,
       description: row.description,
       labels: row.labels,
@@ -116,11 +118,11 @@ export class DatasetStore {
         // The same id and the same request is a retry; anything else is a reused id, never the old dataset.
         // A dataset made before requests were stored can only be compared by its id.
         const before = (earlier.request_json as CanonicalRequest | null) ?? { dataset_id: earlier.dataset_id };
-        checkSameRequest(requestId, `datasets/${earlier.dataset_id}`, before, earlier.request_json === null ? { dataset_id: id } : request);
+        checkSameRequest(requestId, resourceName("datasets", earlier.dataset_id), before, earlier.request_json === null ? { dataset_id: id } : request);
         return this.toDataset(earlier);
       }
     }
-    throw new AppError("ALREADY_EXISTS", "DATASET_ALREADY_EXISTS", `datasets/${id} already exists`, { name: `datasets/${id}` });
+    throw new AppError("ALREADY_EXISTS", "DATASET_ALREADY_EXISTS", `datasets/${id} already exists`, { name: resourceName("datasets", id) });
   }
 
   async datasetRecord(tenant: string, field: string, name: string): Promise<DatasetRowRecord> {
@@ -279,7 +281,7 @@ export class DatasetStore {
       const t = trx.withSchema(schema);
       for (const v of versions) {
         const exists = await t.selectFrom("datasets").select("dataset_id").where("tenant", "=", tenant).where("dataset_id", "=", v.datasetId).executeTakeFirst();
-        if (!exists) throw notFound("dataset", `datasets/${v.datasetId}`);
+        if (!exists) throw notFound("dataset", resourceName("datasets", v.datasetId));
         const inserted = await t
           .insertInto("versions")
           .values({

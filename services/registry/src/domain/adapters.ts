@@ -11,11 +11,13 @@ import {
   digestHex,
   enqueueEvents,
   invalidArgument,
+  nestedResourceName,
   notFound,
   paginate,
   parseNestedName,
   prefixedDigest,
   putFolder,
+  resourceName,
   type ArtifactStore,
 } from "@lathe/kit";
 import { listTensors, ModelFormatError, readPeftAdapter, type PeftAdapter } from "@lathe/models";
@@ -59,8 +61,8 @@ export function versionRequestBody(req: CreateAdapterVersionRequest, files?: rea
 const source = "registry";
 const isSeq = { seq: "int" } as const;
 
-export const adapterName = (modelId: string, adapterId: string) => `models/${modelId}/adapters/${adapterId}`;
-export const versionName = (modelId: string, adapterId: string, version: number) => `${adapterName(modelId, adapterId)}/versions/${version}`;
+export const adapterName = (modelId: string, adapterId: string) => nestedResourceName(["models", "adapters"], [modelId, adapterId]);
+export const versionName = (modelId: string, adapterId: string, version: number) => nestedResourceName(["models", "adapters", "versions"], [modelId, adapterId, version]);
 
 /** Parses `models/{m}/adapters/{a}/versions/{n}`. */
 export function parseVersionName(field: string, name: string): { modelId: string; adapterId: string; version: number } {
@@ -116,7 +118,7 @@ export class AdapterStore {
       labels: r.labels as unknown as Record<string, string>,
       createTime: r.create_time,
       updateTime: r.update_time,
-      baseModel: `models/${r.model_id}`,
+      baseModel: resourceName("models", r.model_id),
       latestVersion: stats?.latest ? versionName(r.model_id, r.adapter_id, stats.latest) : "",
       versionCount: stats?.n ?? 0,
     });
@@ -142,7 +144,7 @@ export class AdapterStore {
       if (requestId === null) return undefined;
       const earlier = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
       if (!earlier) return undefined;
-      checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: `models/${earlier.model_id}`, adapter_id: earlier.adapter_id }, body);
+      checkSameRequest(requestId, adapterName(earlier.model_id, earlier.adapter_id), earlier.request_body ?? { parent: resourceName("models", earlier.model_id), adapter_id: earlier.adapter_id }, body);
       return this.toAdapter(earlier as never);
     };
     const replayed = await replay();
@@ -203,7 +205,7 @@ export class AdapterStore {
   /** The base model's files as a local folder (materialized from the artifact store once). */
   async baseFolder(model: ModelRow): Promise<string> {
     const digest = model.import?.artifactDigest;
-    if (!digest) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_IMPORTED", `models/${model.model_id} was registered without an import; register it again from its folder`, { name: `models/${model.model_id}` });
+    if (!digest) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_IMPORTED", `models/${model.model_id} was registered without an import; register it again from its folder`, { name: resourceName("models", model.model_id) });
     return cachedFolder(this.artifacts, digestHex(digest), join(this.cacheDir, "folders"));
   }
 
@@ -221,7 +223,7 @@ export class AdapterStore {
     let adapter = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirst();
     if (!adapter) {
       if (!req.allowMissing) throw notFound("adapter", req.parent);
-      await this.create(tenant, { parent: `models/${modelId}`, adapterId, adapter: undefined, requestId: "" }).catch((err: unknown) => {
+      await this.create(tenant, { parent: resourceName("models", modelId), adapterId, adapter: undefined, requestId: "" }).catch((err: unknown) => {
         if (!(err instanceof AppError && err.code === "ALREADY_EXISTS")) throw err;
       });
       adapter = await this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", modelId).where("adapter_id", "=", adapterId).executeTakeFirstOrThrow();
@@ -234,7 +236,7 @@ export class AdapterStore {
         return this.getVersion(tenant, earlierName);
       }
     }
-    const model = await this.models.record(tenant, "parent", `models/${modelId}`);
+    const model = await this.models.record(tenant, "parent", resourceName("models", modelId));
     const staged = await stage();
     let peft: PeftAdapter;
     let stored;
@@ -286,7 +288,7 @@ export class AdapterStore {
           payload: {
             adapterVersion: name,
             adapter: adapterName(modelId, adapterId),
-            baseModel: `models/${modelId}`,
+            baseModel: resourceName("models", modelId),
             artifactDigest: meta.artifactDigest,
             artifactUri: meta.artifactUri,
             chatTemplateFingerprint: meta.chatTemplateFingerprint,
@@ -296,7 +298,7 @@ export class AdapterStore {
           },
         },
       ]);
-      await recordAdapterVersionLineage(trx, tenant, name, meta, `models/${modelId}`);
+      await recordAdapterVersionLineage(trx, tenant, name, meta, resourceName("models", modelId));
       return name;
     });
     this.onEvents();

@@ -1,4 +1,4 @@
-import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, enqueueEvents, notFound, paginate, parseName, prefixedDigest } from "@lathe/kit";
+import { AppError, canonicalJson, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, enqueueEvents, notFound, paginate, parseName, prefixedDigest, resourceName } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { inspectModelFolder, ModelFormatError } from "@lathe/models";
 import { Model, Model_State, TensorDtype, type CreateModelRequest } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -92,7 +92,7 @@ export function toModel(row: ModelRow): Model {
     chatTemplateFingerprint: imp?.chatTemplateFingerprint ?? "",
     artifactDigest: imp?.artifactDigest ?? "",
     sizeBytes: imp?.sizeBytes ?? 0,
-    name: `models/${row.model_id}`,
+    name: resourceName("models", row.model_id),
     displayName: row.display_name,
     description: row.description,
     sourceUri: row.source_uri,
@@ -130,7 +130,7 @@ export class ModelStore {
     if (m.requestId === null) return undefined;
     const earlier = await this.t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("request_id", "=", m.requestId).executeTakeFirst();
     if (!earlier) return undefined;
-    checkSameRequest(m.requestId, `models/${earlier.model_id}`, earlier.request_body ?? { model_id: earlier.model_id }, body);
+    checkSameRequest(m.requestId, resourceName("models", earlier.model_id), earlier.request_body ?? { model_id: earlier.model_id }, body);
     return toModel(earlier);
   }
 
@@ -143,7 +143,7 @@ export class ModelStore {
     const replayed = await this.replay(tenant, m, body);
     if (replayed) return replayed;
     const exists = await this.t.selectFrom("models").select("model_id").where("tenant", "=", tenant).where("model_id", "=", m.modelId).executeTakeFirst();
-    if (exists) throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: `models/${m.modelId}` });
+    if (exists) throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: resourceName("models", m.modelId) });
     const staged = await folder();
     let imported: ModelImport;
     try {
@@ -174,8 +174,8 @@ export class ModelStore {
           {
             def: modelCreated,
             tenant,
-            subject: `models/${m.modelId}`,
-            payload: { model: `models/${m.modelId}`, displayName: m.displayName, sourceUri: m.sourceUri },
+            subject: resourceName("models", m.modelId),
+            payload: { model: resourceName("models", m.modelId), displayName: m.displayName, sourceUri: m.sourceUri },
           },
         ]);
         return { row: inserted, created: true };
@@ -183,11 +183,11 @@ export class ModelStore {
       if (m.requestId !== null) {
         const earlier = await t.selectFrom("models").selectAll().where("tenant", "=", tenant).where("request_id", "=", m.requestId).executeTakeFirst();
         if (earlier) {
-          checkSameRequest(m.requestId, `models/${earlier.model_id}`, earlier.request_body ?? { model_id: earlier.model_id }, body);
+          checkSameRequest(m.requestId, resourceName("models", earlier.model_id), earlier.request_body ?? { model_id: earlier.model_id }, body);
           return { row: earlier, created: false };
         }
       }
-      throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: `models/${m.modelId}` });
+      throw new AppError("ALREADY_EXISTS", "MODEL_ALREADY_EXISTS", `models/${m.modelId} already exists`, { name: resourceName("models", m.modelId) });
     });
     if (result.created) this.onEvents();
     return toModel(result.row);
