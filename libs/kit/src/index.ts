@@ -4,6 +4,7 @@ export * from "./logger.js";
 export * from "./telemetry.js";
 export * from "./pagination.js";
 export * from "./digest.js";
+export * from "./enums.js";
 export * from "./runtime.js";
 export { ApiKeyAuth } from "./grpc/auth.js";
 export { GrpcServer, type GrpcServerOptions } from "./grpc/server.js";

@@ -13,6 +13,7 @@ import {
   TokenStatistics,
 } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import type { ModelTokenizer } from "@lathe/models";
+import { chatRoles } from "@lathe/kit";
 import { NearDuplicateIndex, normalizeText, scanPii } from "@lathe/text";
 import type { ResolvedOptions } from "./options.js";
 import { piiKindEnum } from "./options.js";
@@ -38,7 +39,6 @@ export interface RowSink {
 
 const listCap = 10_000;
 const blocking = new Set([DataCheck.DATA_CHECK_PARSE, DataCheck.DATA_CHECK_LINE_BYTES, DataCheck.DATA_CHECK_PII]);
-const roleNames = { [ChatRole.CHAT_ROLE_SYSTEM]: "system", [ChatRole.CHAT_ROLE_USER]: "user", [ChatRole.CHAT_ROLE_ASSISTANT]: "assistant" } as const;
 
 class UnionFind {
   private readonly parent = new Map<number, number>();
@@ -161,7 +161,7 @@ export class VersionBuilder {
 
     let tokenCount = 0;
     if (this.tokenizer) {
-      const counted = this.tokenizer.countChat(row.messages.map((m) => ({ role: roleNames[m.role as keyof typeof roleNames], content: m.content })));
+      const counted = this.tokenizer.countChat(row.messages.map((m) => ({ role: chatRoles.name(m.role) ?? "user", content: m.content })));
       tokenCount = counted.total;
       this.answerTokens += counted.answer;
       if (tokenCount > o.maxSeqLength) this.fail(DataCheck.DATA_CHECK_TOKEN_LIMIT, idx, input.line, failed);
