@@ -1,11 +1,11 @@
 import { AppError, checkLabels, checkResourceId, checkText, invalidArgument, parseName, parseNestedName } from "@lathe/kit";
+import { LORA_MODULES, RECIPE, RecipeError, resolveRecipe, type Recipe, type RecipeKey } from "@lathe/models";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
 import { ComputeBackend, LearningRateScheduler, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 
 /** LoRA module names in PEFT's spelling. */
-export const LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"] as const;
-const DEFAULT_MODULES = LORA_MODULES.filter((m) => m !== "lm_head");
+export { LORA_MODULES };
 
 /** A job as asked, every default applied; stored once and never changed. */
 export interface JobSpec {
@@ -31,6 +31,8 @@ export interface JobSpec {
     maxGradNorm: number;
     loggingSteps: number;
     saveSteps: number;
+    saveTotalLimit: number;
+    trainOnInputs: boolean;
   };
   compute: { backend: "cpu"; hardware: string };
   /** FollowUp as proto JSON. */
@@ -48,11 +50,66 @@ export interface JobInputs {
   evalRows: number;
 }
 
-const between = (field: string, v: number, lo: number, hi: number, what = "") => {
-  if (!Number.isFinite(v) || v < lo || v > hi) throw invalidArgument(field, `must be from ${lo} to ${hi}${what}, got ${v}`);
-  return v;
-};
-const intOr = (field: string, v: number, dflt: number, lo: number, hi: number) => (v === 0 ? dflt : between(field, v, lo, hi));
+/** Where a setting sits in the request: LoRA's under lora_config, the rest under training_arguments. */
+const settingField = (key: RecipeKey) => `fine_tuning_job.${RECIPE[key].lora ? "lora_config" : "training_arguments"}.${RECIPE[key].hf}`;
+
+/** A proto3 number where 0 means "the default". */
+const orDefault = (v: number | undefined) => (v === undefined || v === 0 ? undefined : v);
+
+const schedulerNames = { [LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE]: "cosine", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR]: "linear", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT]: "constant" } as const;
+
+/** The recipe a job asks for: the request's settings with the recipe's defaults and ranges. */
+export function jobRecipe(job: FineTuningJob): Recipe {
+  const l = job.loraConfig;
+  const a = job.trainingArguments;
+  let scheduler: string | undefined;
+  if (a !== undefined && a.lrSchedulerType !== LearningRateScheduler.LEARNING_RATE_SCHEDULER_UNSPECIFIED) {
+    scheduler = schedulerNames[a.lrSchedulerType as keyof typeof schedulerNames];
+    if (scheduler === undefined) throw invalidArgument(settingField("lrSchedulerType"), `unknown value ${a.lrSchedulerType}`);
+  }
+  try {
+    return resolveRecipe(
+      {
+        r: orDefault(l?.r),
+        loraAlpha: orDefault(l?.loraAlpha),
+        loraDropout: l?.loraDropout,
+        targetModules: l === undefined || l.targetModules.length === 0 ? undefined : l.targetModules,
+        useRslora: l?.useRslora,
+        numTrainEpochs: orDefault(a?.numTrainEpochs),
+        perDeviceTrainBatchSize: orDefault(a?.perDeviceTrainBatchSize),
+        gradientAccumulationSteps: orDefault(a?.gradientAccumulationSteps),
+        learningRate: orDefault(a?.learningRate),
+        lrSchedulerType: scheduler,
+        warmupRatio: a?.warmupRatio,
+        weightDecay: a?.weightDecay,
+        maxGradNorm: a?.maxGradNorm,
+        maxSeqLength: orDefault(a?.maxSeqLength),
+        packing: a?.packing,
+        gradientCheckpointing: a?.gradientCheckpointing,
+        trainOnInputs: a?.trainOnInputs,
+        seed: a?.seed,
+        loggingSteps: orDefault(a?.loggingSteps),
+        saveSteps: orDefault(a?.saveSteps),
+        saveTotalLimit: a?.saveTotalLimit,
+      },
+      settingField,
+    );
+  } catch (err) {
+    if (err instanceof RecipeError) throw invalidArgument(err.field, err.reason);
+    throw err;
+  }
+}
+
+/** The engine's settings of a stored job. */
+export function recipeOf(spec: JobSpec): Recipe {
+  const { lora: l, args: a } = spec;
+  return {
+    r: l.r, loraAlpha: l.alpha, loraDropout: l.dropout, targetModules: l.targetModules as Recipe["targetModules"], useRslora: l.useRslora,
+    numTrainEpochs: a.epochs, perDeviceTrainBatchSize: a.batchSize, gradientAccumulationSteps: a.gradAccum, learningRate: a.lr, lrSchedulerType: a.scheduler,
+    warmupRatio: a.warmupRatio, weightDecay: a.weightDecay, maxGradNorm: a.maxGradNorm, maxSeqLength: a.maxSeqLength, packing: a.packing,
+    gradientCheckpointing: a.gradientCheckpointing, trainOnInputs: a.trainOnInputs, seed: a.seed, loggingSteps: a.loggingSteps, saveSteps: a.saveSteps, saveTotalLimit: a.saveTotalLimit,
+  };
+}
 
 /**
  * Checks a job as CreateFineTuningJob and EstimateFineTuningJob receive it and applies the
@@ -65,21 +122,10 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
   parseName(f("base_model"), job.baseModel, "models");
   parseNestedName(f("train_dataset_version"), job.trainDatasetVersion, ["datasets", "versions"]);
   if (job.evalDatasetVersion !== "") parseNestedName(f("eval_dataset_version"), job.evalDatasetVersion, ["datasets", "versions"]);
-  const l = job.loraConfig;
-  const r = intOr(f("lora_config.r"), l?.r ?? 0, 16, 1, 256);
-  const targetModules = l === undefined || l.targetModules.length === 0 ? [...DEFAULT_MODULES] : [...new Set(l.targetModules)];
-  for (const [i, m] of targetModules.entries()) {
-    if (!(LORA_MODULES as readonly string[]).includes(m)) throw invalidArgument(f(`lora_config.target_modules[${i}]`), `${JSON.stringify(m)} is not one of ${LORA_MODULES.join(", ")}`);
-  }
   const a = job.trainingArguments;
   if (a?.maxSteps !== undefined) throw invalidArgument(f("training_arguments.max_steps"), "is not supported yet; set num_train_epochs instead", "UNSUPPORTED_FIELD");
   if ((a?.evalSteps ?? 0) !== 0) throw invalidArgument(f("training_arguments.eval_steps"), "is not supported yet: the eval loss is computed at the end of every epoch; leave it 0", "UNSUPPORTED_FIELD");
-  const ta = (n: string) => f(`training_arguments.${n}`);
-  const schedulers = { [LearningRateScheduler.LEARNING_RATE_SCHEDULER_UNSPECIFIED]: "cosine", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE]: "cosine", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR]: "linear", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT]: "constant" } as const;
-  const scheduler = schedulers[(a?.lrSchedulerType ?? 0) as keyof typeof schedulers];
-  if (scheduler === undefined) throw invalidArgument(ta("lr_scheduler_type"), `unknown value ${a?.lrSchedulerType}`);
-  const seed = Number(a?.seed ?? 42);
-  if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidArgument(ta("seed"), `must be from 0 to ${0xffffffff}, got ${a?.seed}`);
+  const recipe = jobRecipe(job);
   const methods = { [FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED]: "lora", [FineTuningMethod.FINE_TUNING_METHOD_LORA]: "lora", [FineTuningMethod.FINE_TUNING_METHOD_QLORA]: "qlora" } as const;
   const method = methods[job.method as keyof typeof methods];
   if (method === undefined) throw invalidArgument(f("method"), `unknown value ${job.method}`);
@@ -105,32 +151,24 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
     trainDatasetVersion: job.trainDatasetVersion,
     evalDatasetVersion: job.evalDatasetVersion,
     method,
-    lora: {
-      r,
-      alpha: intOr(f("lora_config.lora_alpha"), l?.loraAlpha ?? 0, 32, 1, 1024),
-      dropout: between(f("lora_config.lora_dropout"), l?.loraDropout ?? 0.05, 0, 0.5),
-      targetModules,
-      useRslora: l?.useRslora ?? true,
-    },
+    lora: { r: recipe.r, alpha: recipe.loraAlpha, dropout: recipe.loraDropout, targetModules: recipe.targetModules, useRslora: recipe.useRslora },
     args: {
-      epochs: intOr(ta("num_train_epochs"), a?.numTrainEpochs ?? 0, 3, 1, 100),
-      batchSize: intOr(ta("per_device_train_batch_size"), a?.perDeviceTrainBatchSize ?? 0, 4, 1, 1024),
-      gradAccum: intOr(ta("gradient_accumulation_steps"), a?.gradientAccumulationSteps ?? 0, 4, 1, 1024),
-      lr: (a?.learningRate ?? 0) === 0 ? 2e-4 : between(ta("learning_rate"), a!.learningRate, Number.MIN_VALUE, 1, " (greater than 0)"),
-      scheduler,
-      warmupRatio: between(ta("warmup_ratio"), a?.warmupRatio ?? 0.03, 0, 0.5),
-      maxSeqLength: intOr(ta("max_seq_length"), a?.maxSeqLength ?? 0, 2048, 16, 1_048_576),
-      packing: a?.packing ?? true,
-      gradientCheckpointing: a?.gradientCheckpointing ?? true,
-      seed,
-      weightDecay: between(ta("weight_decay"), a?.weightDecay ?? 0, 0, 1),
-      maxGradNorm: (() => {
-        const v = a?.maxGradNorm ?? 1;
-        if (!(v > 0) || !Number.isFinite(v)) throw invalidArgument(ta("max_grad_norm"), `must be greater than 0, got ${v}`);
-        return v;
-      })(),
-      loggingSteps: intOr(ta("logging_steps"), a?.loggingSteps ?? 0, 10, 1, 10_000),
-      saveSteps: intOr(ta("save_steps"), a?.saveSteps ?? 0, 0, 1, 10_000_000),
+      epochs: recipe.numTrainEpochs,
+      batchSize: recipe.perDeviceTrainBatchSize,
+      gradAccum: recipe.gradientAccumulationSteps,
+      lr: recipe.learningRate,
+      scheduler: recipe.lrSchedulerType,
+      warmupRatio: recipe.warmupRatio,
+      maxSeqLength: recipe.maxSeqLength,
+      packing: recipe.packing,
+      gradientCheckpointing: recipe.gradientCheckpointing,
+      seed: recipe.seed,
+      weightDecay: recipe.weightDecay,
+      maxGradNorm: recipe.maxGradNorm,
+      loggingSteps: recipe.loggingSteps,
+      saveSteps: recipe.saveSteps,
+      saveTotalLimit: recipe.saveTotalLimit,
+      trainOnInputs: recipe.trainOnInputs,
     },
     compute: { backend: "cpu", hardware: "cpu" },
     followUp: FollowUp.toJSON(job.followUp ?? FollowUp.fromPartial({})),
