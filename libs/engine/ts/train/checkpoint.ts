@@ -162,7 +162,7 @@ export async function writeCheckpoint(outDir: string, state: TrainerState, model
   );
   await writeFile(path.join(tmp, TRAINER_STATE), `${JSON.stringify(state, null, 2)}\n`);
   await rm(dir, { recursive: true, force: true });
-  await rename(tmp, dir);
+  await rename(tmp, dir); // a checkpoint is complete or absent, never half-written
   return dir;
 }
 
