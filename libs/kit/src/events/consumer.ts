@@ -8,22 +8,28 @@ import type { EventDef } from "./event.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
-type Handler<T> = (event: T, tx: { trx: Transaction<any>; meta: EventMeta }) => Promise<void>;
+type Handler<T, DB> = (event: T, tx: { trx: Transaction<DB>; meta: EventMeta }) => Promise<void>;
+
+/** The consumer's own table, in the service's schema (`eventsMigration` creates it). */
+interface ConsumerTables {
+  processed_events: { consumer: string; event_id: string };
+}
 
 /**
  * A durable, idempotent consumer: each event is applied in one transaction together with the
  * record of its id in `processed_events`, so an event delivered twice (a redelivery, a
- * republish after a crash) is applied once. Handlers run in the producer's trace.
+ * republish after a crash) is applied once. Handlers run in the producer's trace. `DB` is the
+ * service's tables, so a handler's transaction is typed like the rest of its queries.
  */
-export class EventConsumer {
-  private readonly handlers = new Map<string, { def: EventDef<any>; handle: Handler<any> }>();
+export class EventConsumer<DB = any> {
+  private readonly handlers = new Map<string, { def: EventDef<any>; handle: Handler<any, DB> }>();
   private subscription: Subscription | undefined;
 
   constructor(
-    private readonly opts: { name: string; db: Kysely<any>; schema: string; bus: EventBus; logger: Logger },
+    private readonly opts: { name: string; db: Kysely<DB>; schema: string; bus: EventBus; logger: Logger },
   ) {}
 
-  on<T extends { meta?: EventMeta | undefined }>(def: EventDef<T>, handle: Handler<T>): this {
+  on<T extends { meta?: EventMeta | undefined }>(def: EventDef<T>, handle: Handler<T, DB>): this {
     this.handlers.set(def.subject, { def, handle });
     return this;
   }
@@ -56,7 +62,7 @@ export class EventConsumer {
     try {
       await context.with(trace.setSpan(parent, span), () =>
         this.opts.db.transaction().execute(async (trx) => {
-          const inserted = await trx
+          const inserted = await (trx as unknown as Transaction<ConsumerTables>)
             .withSchema(this.opts.schema)
             .insertInto("processed_events")
             .values({ consumer: this.opts.name, event_id: meta.eventId })
