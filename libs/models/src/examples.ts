@@ -1,10 +1,11 @@
+import { parseTrainingRow, type RowProblem } from "./rows.js";
 import type { ChatRole, ChatTurn, ModelTokenizer } from "./tokenizer.js";
 
 /** One training example in any of the three JSONL shapes users have. */
 export type TrainingExample =
   | { messages: { role: "system" | "user" | "assistant"; content: string }[] }
   | { instruction: string; output: string; input?: string; system?: string }
-  | { prompt: string; completion: string };
+  | { prompt: string; completion: string; system?: string };
 
 export interface TokenizedExample {
   ids: number[];
@@ -34,8 +35,9 @@ const ROLES: readonly ChatRole[] = ["system", "user", "assistant"];
  * everything else (system, user, template scaffolding, the assistant header) is -100.
  * `trainOnInputs` labels every token. Labels are NOT shifted (label[t] is the id at t; the trainer shifts).
  * Longer than maxSeqLength → cut to maxSeqLength, `truncated: true`.
- * instruction/output → [system?, user(instruction + "\n\n" + input when input), assistant(output)]; prompt/completion → [user, assistant].
- * Throws plain Errors for malformed examples, saying what is wrong (the caller adds file and line).
+ * instruction/output → [system?, user(instruction + "\n\n" + input when input), assistant(output)]; prompt/completion → [system?, user, assistant].
+ * Throws plain Errors for malformed examples, saying what is wrong (the caller adds file and line):
+ * the rules are the dataset service's, see parseTrainingRow and toMessages.
  *
  * The ids are the tokenization of the whole rendered chat, as the model sees it at generation time:
  * each answer starts where the chat rendered with add_generation_prompt=true ends (see
@@ -74,70 +76,48 @@ export function tokenizeExample(tok: ModelTokenizer, ex: TrainingExample, opts: 
   return { ids, labels, truncated, trainedTokens };
 }
 
-/** The chat an example stands for, checked as it comes from JSON. */
+/**
+ * The chat an example stands for, checked as it comes from JSON by parseTrainingRow (rows.ts), the
+ * dataset service's rules: the same rows are refused, for the same reasons. Two things are as they
+ * were before tokenizeExample used those rules (its tests pin them):
+ * - an empty answer is accepted: it trains its end token;
+ * - the problems legacyWording words keep their earlier wording.
+ */
 function toMessages(ex: TrainingExample): ChatTurn[] {
   const value: unknown = ex;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new Error(`example must be a JSON object, got ${describe(value)}`);
-  }
-  const record = value as Record<string, unknown>;
-  if ("messages" in record) return chatMessages(record["messages"]);
-  if ("instruction" in record || "output" in record) {
-    const instruction = requireString(record, "instruction");
-    const output = requireString(record, "output");
-    const input = optionalString(record, "input");
-    const system = optionalString(record, "system");
-    const user = input === undefined || input === "" ? instruction : `${instruction}\n\n${input}`;
-    return [
-      ...(system === undefined || system === "" ? [] : [{ role: "system" as const, content: system }]),
-      { role: "user", content: user },
-      { role: "assistant", content: output },
-    ];
-  }
-  if ("prompt" in record || "completion" in record) {
-    return [
-      { role: "user", content: requireString(record, "prompt") },
-      { role: "assistant", content: requireString(record, "completion") },
-    ];
-  }
-  const keys = Object.keys(record);
-  throw new Error(
-    "example must have `messages`, `instruction` and `output`, or `prompt` and `completion`; " +
-      `it has ${keys.length === 0 ? "no fields" : keys.map((k) => `\`${k}\``).join(", ")}`,
-  );
+  const parsed = parseTrainingRow(value, { allowEmptyAnswer: true });
+  if (!parsed.ok) throw new Error(legacyWording(value, parsed.problem) ?? parsed.reason);
+  return parsed.example.messages;
 }
 
-function chatMessages(value: unknown): ChatTurn[] {
-  if (!Array.isArray(value)) throw new Error(`\`messages\` must be a list, got ${describe(value)}`);
-  if (value.length === 0) throw new Error("`messages` is empty");
-  const turns = value.map((entry: unknown, i): ChatTurn => {
-    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
-      throw new Error(`messages[${i}] must be an object with \`role\` and \`content\`, got ${describe(entry)}`);
+/**
+ * tokenizeExample's earlier words for a shape, type, missing-field or missing-answer problem, or
+ * undefined for every other problem (said in parseTrainingRow's words).
+ */
+function legacyWording(value: unknown, { kind, field = "", got }: RowProblem): string | undefined {
+  switch (kind) {
+    case "no-format": {
+      const keys = Object.keys(value as object);
+      return (
+        "example must have `messages`, `instruction` and `output`, or `prompt` and `completion`; " +
+        `it has ${keys.length === 0 ? "no fields" : keys.map((k) => `\`${k}\``).join(", ")}`
+      );
     }
-    const { role, content } = entry as Record<string, unknown>;
-    if (!(ROLES as readonly unknown[]).includes(role)) {
-      throw new Error(`messages[${i}].role must be one of ${ROLES.join(", ")}, got ${describe(role)}`);
-    }
-    if (typeof content !== "string") throw new Error(`messages[${i}].content must be a string, got ${describe(content)}`);
-    return { role: role as ChatRole, content };
-  });
-  // A chat without an answer would train nothing: almost always a conversion mistake.
-  if (!turns.some((t) => t.role === "assistant")) throw new Error("`messages` has no assistant message to train on");
-  return turns;
-}
-
-function requireString(record: Record<string, unknown>, key: string): string {
-  const value = record[key];
-  if (value === undefined) throw new Error(`\`${key}\` is missing`);
-  if (typeof value !== "string") throw new Error(`\`${key}\` must be a string, got ${describe(value)}`);
-  return value;
-}
-
-function optionalString(record: Record<string, unknown>, key: string): string | undefined {
-  const value = record[key];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== "string") throw new Error(`\`${key}\` must be a string, got ${describe(value)}`);
-  return value;
+    case "type":
+      if (field === "messages") return `\`messages\` must be a list, got ${describe(got)}`;
+      if (/^messages\[\d+\]$/.test(field)) return `${field} must be an object with \`role\` and \`content\`, got ${describe(got)}`;
+      return `${field.startsWith("messages[") ? field : `\`${field}\``} must be a string, got ${describe(got)}`;
+    case "role":
+      return `${field} must be one of ${ROLES.join(", ")}, got ${describe(got)}`;
+    case "missing":
+      return `\`${field}\` is missing`;
+    case "empty":
+      return field === "messages" ? "`messages` is empty" : undefined;
+    case "no-answer":
+      return "`messages` has no assistant message to train on";
+    default:
+      return undefined;
+  }
 }
 
 function describe(value: unknown): string {

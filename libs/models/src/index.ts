@@ -22,5 +22,6 @@ export { exportGguf } from "./gguf-export.js";
 export type { ExportGgufOptions } from "./gguf-export.js";
 export { IGNORE_INDEX, tokenizeExample } from "./examples.js";
 export type { TokenizedExample, TokenizeExampleOptions, TrainingExample } from "./examples.js";
+export { detectRowFormat, findForbiddenChar, forbiddenCharProblem, parseTrainingLine, parseTrainingRow, rowFormatNames, withoutForbiddenChars, type ChatExample, type ParseRowOptions, type RowFormat, type RowProblem, type RowResult } from "./rows.js";
 export { packExamples, padExamples, shiftLabels } from "./packing.js";
 export type { LabeledSequence, PackedRow } from "./packing.js";
