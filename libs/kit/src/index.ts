@@ -10,7 +10,7 @@ export { ApiKeyAuth } from "./grpc/auth.js";
 export { GrpcServer, type GrpcServerOptions } from "./grpc/server.js";
 export { unimplementedHandlers } from "./grpc/unimplemented.js";
 export { wrapHandlers, type CallContext, type ServiceDef, type ServiceHandlers } from "./grpc/handlers.js";
-export { call, createClient, unary, withMetadata, type ClientFactoryOptions, type UnaryMethod } from "./grpc/client.js";
+export { call, callerMetadata, createClient, unary, withMetadata, type ClientFactoryOptions, type UnaryMethod } from "./grpc/client.js";
 export { openDatabase, type Database } from "./db/database.js";
 export { migrateSchema } from "./db/migrate.js";
 export { withResourceColumns } from "./db/resource-columns.js";

@@ -180,6 +180,23 @@ export function unary<R>(invoke: (cb: Callback<R>) => unknown): Promise<R> {
   });
 }
 
+/**
+ * The caller's credentials, to call another service on the caller's behalf (with the caller's
+ * key, so its tenant and rights hold there too): its `authorization` header, else its
+ * `x-api-key`, as it sent it; empty metadata when it sent neither.
+ */
+export function callerMetadata(ctx: { readonly metadata: Metadata }): Metadata {
+  const md = new Metadata();
+  for (const key of ["authorization", "x-api-key"]) {
+    const value = ctx.metadata.get(key)[0];
+    if (typeof value === "string") {
+      md.set(key, value);
+      break;
+    }
+  }
+  return md;
+}
+
 /** Metadata from plain entries, for calls that send extra headers. */
 export function withMetadata(entries: Record<string, string>): Metadata {
   const md = new Metadata();

@@ -3,8 +3,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { Metadata } from "@grpc/grpc-js";
-import { AppError, call, createClient, invalidArgument, prefixedDigest, readFolderManifest, resolveImportPath, type ArtifactStore, type CallContext, type ImportRoots, type Logger } from "@lathe/kit";
+import { AppError, call, callerMetadata, createClient, invalidArgument, prefixedDigest, readFolderManifest, resolveImportPath, type ArtifactStore, type CallContext, type ImportRoots, type Logger } from "@lathe/kit";
 import { loadTokenizer, ModelFormatError, type ModelTokenizer } from "@lathe/models";
 import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { diskFull } from "./faults.js";
@@ -50,10 +49,7 @@ export class Tokenizers {
       const client = createClient(RegistryServiceClient, this.sources.registryAddress(), { deadlineMs: 10_000 });
       try {
         // The registry is asked on the caller's behalf, with the caller's key.
-        const auth = ctx.metadata.get("authorization")[0];
-        const md = new Metadata();
-        if (typeof auth === "string") md.set("authorization", auth);
-        const { model: m } = await call(client, "getModel", { name: model }, md).catch((err: unknown) => {
+        const { model: m } = await call(client, "getModel", { name: model }, callerMetadata(ctx)).catch((err: unknown) => {
           if (err instanceof AppError && err.code === "NOT_FOUND") throw invalidArgument(field, `${model} is not a registered model`);
           throw err;
         });
