@@ -1,7 +1,7 @@
 import { Metadata, status } from "@grpc/grpc-js";
 import { writeFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { AppError, asAppError, errorTrailers, fromGrpcError, invalidArgument, notFound, toGrpcError } from "./errors.js";
+import { AppError, asAppError, errorTrailers, fromGrpcError, invalidArgument, isRetryable, notFound, retryableCodes, toGrpcError } from "./errors.js";
 
 /** What a grpc-js client receives for a status the server sent. */
 function asReceived(sent: ReturnType<typeof toGrpcError>): Error & { code: number; details: string; metadata: Metadata } {
@@ -87,5 +87,21 @@ describe("toGrpcError / fromGrpcError", () => {
       expect(app.message).toMatch(/^the server's disk is full: /);
       expect(toGrpcError(err).code).toBe(status.RESOURCE_EXHAUSTED);
     }
+  });
+});
+
+describe("isRetryable", () => {
+  it("says yes for exactly retryableCodes, no for every other code", () => {
+    const codes = ["INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "ALREADY_EXISTS", "ABORTED", "RESOURCE_EXHAUSTED", "CANCELLED", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "UNAVAILABLE", "INTERNAL"] as const;
+    expect(codes.filter((c) => isRetryable(new AppError(c, c, "x")))).toEqual(codes.filter((c) => retryableCodes.has(c)));
+    expect(isRetryable(new AppError("INTERNAL", "ARTIFACT_CORRUPTED", "x"))).toBe(false);
+  });
+
+  it("reads other thrown values as asAppError does: unknown errors are INTERNAL, a full disk may pass", () => {
+    expect(isRetryable(new Error("boom"))).toBe(false);
+    expect(isRetryable("boom")).toBe(false);
+    expect(isRetryable(Object.assign(new Error("ENOSPC"), { code: "ENOSPC" }))).toBe(true);
+    const unavailable = Object.assign(new Error("14 UNAVAILABLE: no connection"), { code: status.UNAVAILABLE, details: "no connection", metadata: new Metadata() });
+    expect(isRetryable(unavailable)).toBe(true);
   });
 });

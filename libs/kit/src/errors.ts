@@ -41,6 +41,15 @@ export const errorCodeTable: Readonly<Record<ErrorCode, { grpc: GrpcStatus; http
 /** Codes a client may retry: the call did not happen, or lost a race it can win next time. */
 export const retryableCodes: ReadonlySet<ErrorCode> = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"]);
 
+/**
+ * Whether an operation that failed with `err` may be tried again: its code, read as `asAppError`
+ * reads any thrown value (unknown errors are INTERNAL, a full disk RESOURCE_EXHAUSTED), is one of
+ * `retryableCodes`.
+ */
+export function isRetryable(err: unknown): boolean {
+  return retryableCodes.has(asAppError(err).code);
+}
+
 /** Trailer keys that carry the machine-readable part of an error to gRPC clients. */
 export const errorTrailers = { reason: "lathe-error-reason", field: "lathe-error-field", metadata: "lathe-error-metadata" } as const;
 

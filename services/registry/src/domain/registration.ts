@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { AppError, artifactUri, cachedFolder, digestHex, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, artifactUri, cachedFolder, digestHex, isRetryable, type ArtifactStore, type Logger } from "@lathe/kit";
 import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { sql, type Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
@@ -17,6 +17,18 @@ interface PendingRequest {
   trainDatasetVersion: string;
   evalDatasetVersion: string;
   chatTemplateFingerprint: string;
+}
+
+/** The most attempts one registration gets. */
+export const maxRegistrationAttempts = 10;
+
+/**
+ * Whether a registration that failed with `err`, after `attemptsBefore` earlier failed attempts,
+ * is given up: at once unless kit's `retryableCodes` says its error may pass (unavailable,
+ * exhausted, aborted), and after `maxRegistrationAttempts` in any case.
+ */
+export function givesUp(err: unknown, attemptsBefore: number): boolean {
+  return !isRetryable(err) || attemptsBefore + 1 >= maxRegistrationAttempts;
 }
 
 /**
@@ -73,9 +85,7 @@ export class RegistrationWorker {
         });
         await t.deleteFrom("pending_registrations").where("event_id", "=", p.event_id).execute();
       } catch (err) {
-        // Passing failures are retried, ten times at most; the rest can never succeed.
-        const passing = !(err instanceof AppError) || ["UNAVAILABLE", "ABORTED", "RESOURCE_EXHAUSTED", "INTERNAL"].includes(err.code);
-        const final = !passing || p.attempts + 1 >= 10;
+        const final = givesUp(err, p.attempts);
         await t
           .updateTable("pending_registrations")
           .set({ attempts: sql`attempts + 1`, last_error: final ? (err as Error).message : null })
