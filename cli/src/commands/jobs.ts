@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { AppError, call, errorCodeTable, fromGrpcError, type ErrorCode } from "@lathe/kit";
+import { AppError, call, errorCodeTable, fromGrpcError, lrSchedulers, type ErrorCode } from "@lathe/kit";
 import type { Duration } from "@lathe/proto/google/protobuf/duration";
 import {
   Checkpoint,
@@ -12,15 +12,10 @@ import {
 } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
 import { connect, withConnection, type ConnectionOptions } from "../connection.js";
-import { list, nonNegativeInt, number, parseLabel, positiveInt } from "../flags.js";
+import { list, parseLabel } from "../flags.js";
 import { adapterName, datasetVersionName, jobId, jobName, modelName } from "../names.js";
 import { formatDuration, printJson, printTable } from "../output.js";
-
-const schedulers = {
-  cosine: LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE,
-  linear: LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR,
-  constant: LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT,
-} as const;
+import { addRecipeFlags, recipeFlags } from "../recipe-flags.js";
 
 /** What the flags of `jobs create` and `jobs estimate` parse to; a flag left out stays undefined. */
 interface JobFlags extends ConnectionOptions {
@@ -29,64 +24,26 @@ interface JobFlags extends ConnectionOptions {
   eval?: string;
   displayName?: string;
   qlora?: boolean;
-  loraR?: number;
-  loraAlpha?: number;
-  loraDropout?: number;
-  targetModules?: string[];
-  rslora?: boolean;
-  epochs?: number;
-  batchSize?: number;
-  gradAccum?: number;
-  lr?: number;
-  scheduler?: keyof typeof schedulers;
-  warmupRatio?: number;
-  maxSeqLength?: number;
-  packing?: boolean;
-  gradCheckpointing?: boolean;
-  seed?: number;
-  weightDecay?: number;
-  maxGradNorm?: number;
-  loggingSteps?: number;
-  saveSteps?: number;
   register?: string;
   description?: string;
   label?: Record<string, string>;
 }
 
 /**
- * The flags that describe a job. None has a default here: a flag left out is left out of the
- * request, so the trainer's defaults (named in each help text) apply.
+ * The flags that describe a job; the recipe's flags are `lathe train`'s. None has a default
+ * here: a flag left out is left out of the request, so the trainer's defaults (the recipe's,
+ * named in each help text) apply.
  */
 function withJobFlags(cmd: Command): Command {
-  return withConnection(
-    cmd
-      .requiredOption("--model <model>", "the base model: ID or models/ID")
+  cmd
+    .requiredOption("--model <model>", "the base model: ID or models/ID")
       .requiredOption("--train <version>", "the dataset version to train on: DATASET@VERSION or datasets/D/versions/V")
       .option("--eval <version>", "a dataset version for the eval loss at the end of every epoch: DATASET@VERSION")
       .option("--display-name <text>", "a human-readable name of the job")
-      .option("--qlora", "QLoRA: the frozen base weights in NF4, about a quarter of LoRA's memory (default: LoRA)")
-      .option("--lora-r <n>", "LoRA rank, 1 to 256 (default 16)", positiveInt("lora-r"))
-      .option("--lora-alpha <n>", "lora_alpha, 1 to 1024 (default 32)", positiveInt("lora-alpha"))
-      .option("--lora-dropout <p>", "dropout on the LoRA path's input, 0 to 0.5 (default 0.05)", number("lora-dropout", (n) => n >= 0, "a number >= 0"))
-      .option("--target-modules <list>", "comma-separated layers to adapt, of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head (default: all but lm_head)", list)
-      .option("--rslora", "scale the update by alpha/√r, rank-stabilised LoRA (the default)")
-      .option("--no-rslora", "scale the update by alpha/r")
-      .option("--epochs <n>", "passes over the train set, 1 to 100 (default 3)", positiveInt("epochs"))
-      .option("--batch-size <n>", "sequences per forward pass (default 4)", positiveInt("batch-size"))
-      .option("--grad-accum <n>", "forward passes per optimizer step (default 4)", positiveInt("grad-accum"))
-      .option("--lr <x>", "peak learning rate, greater than 0 and at most 1 (default 2e-4)", number("lr", (n) => n > 0, "a positive number"))
-      .addOption(new Option("--scheduler <name>", "learning-rate schedule after warmup (default cosine)").choices(Object.keys(schedulers)))
-      .option("--warmup-ratio <x>", "share of the steps warming up, 0 to 0.5 (default 0.03)", number("warmup-ratio", (n) => n >= 0, "a number >= 0"))
-      .option("--max-seq-length <n>", "longer rows are truncated (default 2048)", positiveInt("max-seq-length"))
-      .option("--packing", "pack short rows into shared sequences of --max-seq-length (the default)")
-      .option("--no-packing", "one row per sequence")
-      .option("--grad-checkpointing", "recompute activations in the backward pass to save memory (the default)")
-      .option("--no-grad-checkpointing", "keep activations: faster, more memory")
-      .option("--seed <n>", "seed of every random choice (default 42)", nonNegativeInt("seed"))
-      .option("--weight-decay <x>", "AdamW weight decay, 0 to 1 (default 0)", number("weight-decay", (n) => n >= 0, "a number >= 0"))
-      .option("--max-grad-norm <x>", "clip the gradient norm to this (default 1.0)", number("max-grad-norm", (n) => n > 0, "a positive number"))
-      .option("--logging-steps <n>", "report progress every n optimizer steps (default 10)", positiveInt("logging-steps"))
-      .option("--save-steps <n>", "save a checkpoint every n optimizer steps (default: at the end of every epoch)", positiveInt("save-steps"))
+      .option("--qlora", "QLoRA: the frozen base weights in NF4, about a quarter of LoRA's memory (default: LoRA)");
+  addRecipeFlags(cmd);
+  return withConnection(
+    cmd
       .option("--register <adapter>", "when the job succeeds, register its adapter as a new version of MODEL/ADAPTER (or ADAPTER of --model, or models/M/adapters/A); created when missing")
       .option("--description <text>", "with --register: the description of the new version")
       .addOption(new Option("--label <key=value>", "a label of the job (repeatable); with --register the new version gets it too, e.g. intended-use=… for its model card").argParser(parseLabel)),
@@ -98,6 +55,7 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
   if (o.description !== undefined && o.register === undefined) throw new Error("--description describes the registered adapter version: give --register too");
   const baseModel = modelName(o.model);
   const labels = o.label ?? {};
+  const r = recipeFlags(o as unknown as Record<string, unknown>);
   const adapter = o.register === undefined ? undefined : o.register.includes("/") ? adapterName(o.register) : `${baseModel}/adapters/${o.register}`;
   return FineTuningJob.fromPartial({
     displayName: o.displayName ?? "",
@@ -106,22 +64,24 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
     trainDatasetVersion: datasetVersionName(o.train),
     evalDatasetVersion: o.eval === undefined ? "" : datasetVersionName(o.eval),
     method: o.qlora ? FineTuningMethod.FINE_TUNING_METHOD_QLORA : FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED,
-    loraConfig: { r: o.loraR ?? 0, loraAlpha: o.loraAlpha ?? 0, loraDropout: o.loraDropout, targetModules: o.targetModules ?? [], useRslora: o.rslora },
+    loraConfig: { r: r.r ?? 0, loraAlpha: r.loraAlpha ?? 0, loraDropout: r.loraDropout, targetModules: r.targetModules ?? [], useRslora: r.useRslora },
     trainingArguments: {
-      numTrainEpochs: o.epochs ?? 0,
-      perDeviceTrainBatchSize: o.batchSize ?? 0,
-      gradientAccumulationSteps: o.gradAccum ?? 0,
-      learningRate: o.lr ?? 0,
-      lrSchedulerType: o.scheduler === undefined ? LearningRateScheduler.LEARNING_RATE_SCHEDULER_UNSPECIFIED : schedulers[o.scheduler],
-      warmupRatio: o.warmupRatio,
-      maxSeqLength: o.maxSeqLength ?? 0,
-      packing: o.packing,
-      gradientCheckpointing: o.gradCheckpointing,
-      seed: o.seed,
-      weightDecay: o.weightDecay,
-      maxGradNorm: o.maxGradNorm,
-      loggingSteps: o.loggingSteps ?? 0,
-      saveSteps: o.saveSteps ?? 0,
+      numTrainEpochs: r.numTrainEpochs ?? 0,
+      perDeviceTrainBatchSize: r.perDeviceTrainBatchSize ?? 0,
+      gradientAccumulationSteps: r.gradientAccumulationSteps ?? 0,
+      learningRate: r.learningRate ?? 0,
+      lrSchedulerType: r.lrSchedulerType === undefined ? LearningRateScheduler.LEARNING_RATE_SCHEDULER_UNSPECIFIED : lrSchedulers.value(r.lrSchedulerType),
+      warmupRatio: r.warmupRatio,
+      maxSeqLength: r.maxSeqLength ?? 0,
+      packing: r.packing,
+      gradientCheckpointing: r.gradientCheckpointing,
+      trainOnInputs: r.trainOnInputs,
+      seed: r.seed,
+      weightDecay: r.weightDecay,
+      maxGradNorm: r.maxGradNorm,
+      loggingSteps: r.loggingSteps ?? 0,
+      saveSteps: r.saveSteps ?? 0,
+      saveTotalLimit: r.saveTotalLimit,
     },
     followUp: adapter === undefined ? undefined : { registration: { adapter, description: o.description ?? "", labels } },
   });

@@ -1,36 +1,21 @@
-import { Command, Option } from "commander";
-import { evalLoss, SCHEDULERS, train, type SchedulerName, type TrainProgress } from "@lathe/engine";
-import { nonNegativeInt, number, positiveInt } from "../flags.js";
+import { Command } from "commander";
+import { evalLoss, recipeFromAdapter, train, type TrainProgress } from "@lathe/engine";
+import { RECIPE_KEYS, RecipeError, resolveRecipe, RECIPE, type RecipeKey } from "@lathe/models";
+import { nonNegativeInt, positiveInt } from "../flags.js";
 import { formatDuration, printJson } from "../output.js";
+import { addRecipeFlags, recipeFlags } from "../recipe-flags.js";
+
+/** The recipe's settings `lathe train` takes: all but logging_steps (it prints every step). */
+const TRAIN_SETTINGS: readonly RecipeKey[] = RECIPE_KEYS.filter((k) => k !== "loggingSteps");
 
 interface TrainFlags {
   model: string;
   data: string;
   eval?: string;
   out: string;
-  loraR: number;
-  loraAlpha: number;
-  loraDropout: number;
-  targetModules: string;
-  useRslora?: boolean;
-  epochs: number;
-  batchSize: number;
-  gradAccum: number;
-  lr: number;
-  scheduler: SchedulerName;
-  warmupRatio: number;
-  weightDecay: number;
-  maxGradNorm: number;
-  maxSeqLength: number;
-  packing?: boolean;
-  trainOnInputs?: boolean;
-  seed: number;
   threads: number;
   qlora?: boolean;
-  gradCheckpointing?: boolean;
   resume?: string | true;
-  saveSteps: number;
-  saveTotalLimit: number;
   initAdapter?: string;
   loadBestAtEnd?: boolean;
   json?: boolean;
@@ -45,71 +30,41 @@ function progressLine(p: TrainProgress): string {
 
 /** `lathe train`: LoRA fine-tuning of a Hugging Face model folder on JSONL, on this machine. */
 export function trainCommand(): Command {
-  return new Command("train")
-    .description("fine-tune LoRA adapters on a JSONL file locally and write a PEFT adapter folder")
+  const cmd = new Command("train")
+    .description("fine-tune LoRA adapters on a JSONL file locally and write a PEFT adapter folder; a setting left out takes the recipe's default, the same as a job's")
     .requiredOption("--model <dir>", "the base model (a Hugging Face folder)")
     .requiredOption("--data <file>", "training data: JSONL of chat `messages`, `instruction`/`output` or `prompt`/`completion`")
     .option("--eval <file>", "evaluation data (JSONL), evaluated after each epoch")
-    .requiredOption("--out <dir>", "where to write the adapter (adapter_config.json, adapter_model.safetensors, training_summary.json)")
-    .option("--lora-r <n>", "LoRA rank", positiveInt("lora-r"), 16)
-    .option("--lora-alpha <x>", "lora_alpha", number("lora-alpha", (n) => n > 0, "a positive number"), 32)
-    .option("--lora-dropout <p>", "lora_dropout", number("lora-dropout", (n) => n >= 0 && n < 1, "a number in [0, 1)"), 0.05)
-    .option("--target-modules <list>", "comma-separated modules to adapt (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head)", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
-    .option("--use-rslora", "scale by lora_alpha/sqrt(r) (rsLoRA)")
-    .option("--epochs <n>", "passes over the data", positiveInt("epochs"), 3)
-    .option("--batch-size <n>", "examples per micro-batch (packed rows with --packing)", positiveInt("batch-size"), 4)
-    .option("--grad-accum <n>", "micro-batches per optimizer step", positiveInt("grad-accum"), 1)
-    .option("--lr <x>", "peak learning rate", number("lr", (n) => n > 0, "a positive number"), 2e-4)
-    .addOption(new Option("--scheduler <name>", "learning-rate schedule").choices([...SCHEDULERS]).default("cosine"))
-    .option("--warmup-ratio <x>", "share of steps of linear warmup", number("warmup-ratio", (n) => n >= 0 && n <= 1, "a number in [0, 1]"), 0.03)
-    .option("--weight-decay <x>", "AdamW weight decay", number("weight-decay", (n) => n >= 0, "a number >= 0"), 0)
-    .option("--max-grad-norm <x>", "clip the gradient norm to this (0: off)", number("max-grad-norm", (n) => n >= 0, "a number >= 0"), 1.0)
-    .option("--max-seq-length <n>", "longer examples are truncated", positiveInt("max-seq-length"), 2048)
-    .option("--packing", "pack examples into rows of --max-seq-length")
-    .option("--train-on-inputs", "train on prompt tokens too, not only the answers")
-    .option("--seed <n>", "seed of LoRA's initialisation, dropout and data order", nonNegativeInt("seed"), 42)
+    .requiredOption("--out <dir>", "where to write the adapter (adapter_config.json, adapter_model.safetensors, training_summary.json)");
+  addRecipeFlags(cmd, TRAIN_SETTINGS);
+  return cmd
     .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
     .option("--qlora", "QLoRA: keep the base model's layer projections in NF4 (about 0.52 bytes per parameter)")
-    .option("--grad-checkpointing", "gradient checkpointing: recompute each layer in backward instead of keeping its activations (same results, less memory)")
-    .option("--save-steps <n>", "write <out>/checkpoint-<step>/ every n optimizer steps (0: only at the end of each epoch)", nonNegativeInt("save-steps"), 500)
-    .option("--save-total-limit <n>", "keep only the newest n checkpoints (0: all)", nonNegativeInt("save-total-limit"), 2)
     .option("--resume [dir]", "continue from a checkpoint folder, or the newest under --out (`latest`, the default)")
-    .option("--init-adapter <dir>", "start from an existing PEFT adapter (LoRA flags not given are taken from it)")
+    .option("--init-adapter <dir>", "start from an existing PEFT adapter (LoRA settings not given are taken from it)")
     .option("--load-best-at-end", "with --eval, leave the adapter of the lowest eval loss in --out instead of the last")
     .option("--json", "print the final summary as JSON on stdout")
-    .action(async (o: TrainFlags, cmd: Command) => {
+    .action(async (o: TrainFlags & Record<string, unknown>) => {
       const tty = process.stderr.isTTY === true;
-      // With --init-adapter, LoRA flags left at their defaults are taken from the adapter.
-      const given = <T>(key: string, value: T): T | undefined =>
-        o.initAdapter !== undefined && cmd.getOptionValueSource(key) === "default" ? undefined : value;
+      const given = recipeFlags(o, TRAIN_SETTINGS);
+      // With --init-adapter, LoRA settings not given are the adapter's.
+      const asked = o.initAdapter === undefined ? given : await recipeFromAdapter(o.initAdapter, given);
+      let recipe;
+      try {
+        recipe = resolveRecipe(asked, (k) => `--${RECIPE[k].flag}`);
+      } catch (err) {
+        if (err instanceof RecipeError) throw new Error(err.message);
+        throw err;
+      }
       const summary = await train(
         {
           modelDir: o.model,
           dataPath: o.data,
           evalPath: o.eval,
           outDir: o.out,
-          loraR: given("loraR", o.loraR),
-          loraAlpha: given("loraAlpha", o.loraAlpha),
-          loraDropout: given("loraDropout", o.loraDropout),
-          targetModules: given("targetModules", o.targetModules.split(",").filter((m) => m.trim() !== "")),
-          useRslora: o.initAdapter !== undefined && o.useRslora === undefined ? undefined : (o.useRslora ?? false),
-          epochs: o.epochs,
-          batchSize: o.batchSize,
-          gradAccum: o.gradAccum,
-          lr: o.lr,
-          scheduler: o.scheduler,
-          warmupRatio: o.warmupRatio,
-          weightDecay: o.weightDecay,
-          maxGradNorm: o.maxGradNorm,
-          maxSeqLength: o.maxSeqLength,
-          packing: o.packing ?? false,
-          trainOnInputs: o.trainOnInputs ?? false,
-          seed: o.seed,
+          recipe,
           numThreads: o.threads,
           qlora: o.qlora ?? false,
-          gradientCheckpointing: o.gradCheckpointing ?? false,
-          saveSteps: o.saveSteps,
-          saveTotalLimit: o.saveTotalLimit,
           resumeFrom: o.resume === undefined ? undefined : o.resume === true ? "latest" : o.resume,
           initAdapter: o.initAdapter,
           loadBestAtEnd: o.loadBestAtEnd ?? false,
@@ -134,8 +89,8 @@ export function evalLossCommand(): Command {
     .requiredOption("--model <dir>", "the base model (a Hugging Face folder)")
     .option("--adapter <dir>", "a PEFT LoRA adapter folder to apply")
     .requiredOption("--data <file>", "JSONL examples")
-    .option("--max-seq-length <n>", "longer examples are truncated", positiveInt("max-seq-length"), 2048)
-    .option("--batch-size <n>", "examples per forward pass", positiveInt("batch-size"), 4)
+    .option("--max-seq-length <n>", "longer examples are truncated", positiveInt("max-seq-length"), RECIPE.maxSeqLength.default as number)
+    .option("--batch-size <n>", "examples per forward pass", positiveInt("batch-size"), RECIPE.perDeviceTrainBatchSize.default as number)
     .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
     .option("--json", "print the result as JSON")
     .action(async (o: { model: string; adapter?: string; data: string; maxSeqLength: number; batchSize: number; threads: number; json?: boolean }) => {

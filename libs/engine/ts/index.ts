@@ -18,7 +18,7 @@ export { Model, NF4_MODULES, engineConfig, loraMerge, nf4Roundtrip } from "./mod
 export type { AdamwOptions, Batch, ForwardBackwardOptions, LoraOptions } from "./model.js";
 export { train } from "./train/loop.js";
 export type { TrainProgress, TrainSummary } from "./train/loop.js";
-export { parseTargetModules } from "./train/config.js";
+export { recipeFromAdapter } from "./train/init-adapter.js";
 export type { TrainOptions } from "./train/config.js";
 export { evalLoss } from "./train/eval-loss.js";
 export type { EvalLossOptions, EvalLossResult } from "./train/eval-loss.js";

@@ -4,9 +4,9 @@ import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { readPeftAdapter, readTensorF32, writeTinyModel } from "@lathe/models";
+import { readPeftAdapter, readTensorF32, resolveRecipe, writeTinyModel, type Recipe } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CheckpointError, EngineError, evalLoss, train, TrainingDataError, type TrainOptions, type TrainProgress } from "./index.js";
+import { CheckpointError, EngineError, evalLoss, recipeFromAdapter, train as trainResolved, TrainingDataError, type TrainOptions, type TrainProgress } from "./index.js";
 
 const CITIES: [string, string][] = [
   ["Paris", "France"], ["Lyon", "France"], ["Berlin", "Germany"], ["Munich", "Germany"], ["Madrid", "Spain"],
@@ -44,7 +44,29 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const options = (out: string, extra: Partial<TrainOptions> = {}): TrainOptions => ({
+/**
+ * These runs were written when `train` took optional settings with defaults of its own; it takes
+ * a resolved recipe now. `Legacy` is the old shape; `train` below resolves it with the engine's
+ * old defaults (no rsLoRA, no packing, no gradient accumulation or checkpointing, a checkpoint
+ * every 500 steps), so every run trains exactly what it did.
+ */
+interface Legacy extends Omit<TrainOptions, "recipe"> {
+  loraR?: number; loraAlpha?: number; loraDropout?: number; targetModules?: string[]; useRslora?: boolean; epochs?: number; batchSize?: number; gradAccum?: number;
+  lr?: number; warmupRatio?: number; weightDecay?: number; maxGradNorm?: number; maxSeqLength?: number; packing?: boolean; trainOnInputs?: boolean; seed?: number;
+  gradientCheckpointing?: boolean; saveSteps?: number; saveTotalLimit?: number;
+}
+
+async function train(o: Legacy, onProgress?: (p: TrainProgress) => void, signal?: AbortSignal) {
+  const { loraR, loraAlpha, loraDropout, targetModules, useRslora, epochs, batchSize, gradAccum, lr, warmupRatio, weightDecay, maxGradNorm, maxSeqLength, packing, trainOnInputs, seed, gradientCheckpointing, saveSteps, saveTotalLimit, ...rest } = o;
+  const given: Partial<Recipe> = Object.fromEntries(Object.entries({
+    r: loraR, loraAlpha, loraDropout, targetModules, useRslora, numTrainEpochs: epochs, perDeviceTrainBatchSize: batchSize, learningRate: lr, warmupRatio, weightDecay, maxGradNorm, maxSeqLength, trainOnInputs, seed, saveTotalLimit,
+    gradientAccumulationSteps: gradAccum ?? 1, packing: packing ?? false, gradientCheckpointing: gradientCheckpointing ?? false, saveSteps: saveSteps ?? 500,
+  }).filter(([, v]) => v !== undefined));
+  const asked = o.initAdapter === undefined ? { useRslora: false, ...given } : await recipeFromAdapter(o.initAdapter, given);
+  return trainResolved({ ...rest, recipe: resolveRecipe(asked) }, onProgress, signal);
+}
+
+const options = (out: string, extra: Partial<Legacy> = {}): Legacy => ({
   modelDir, dataPath, outDir: path.join(dir, out), numThreads: 1, loraR: 8, loraAlpha: 16, lr: 1e-2, epochs: 1, batchSize: 4, seed: 7, ...extra,
 });
 

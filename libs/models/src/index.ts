@@ -25,3 +25,5 @@ export type { TokenizedExample, TokenizeExampleOptions, TrainingExample } from "
 export { detectRowFormat, findForbiddenChar, forbiddenCharProblem, parseTrainingLine, parseTrainingRow, rowFormatNames, withoutForbiddenChars, type ChatExample, type ParseRowOptions, type RowFormat, type RowProblem, type RowResult } from "./rows.js";
 export { packExamples, padExamples, shiftLabels } from "./packing.js";
 export type { LabeledSequence, PackedRow } from "./packing.js";
+export { LORA_MODULES, RECIPE, RECIPE_KEYS, RecipeError, SCHEDULER_NAMES, checkRecipe, defaultText, rangeText, resolveRecipe, settingHelp } from "./recipe.js";
+export type { LoraModuleName, Recipe, RecipeKey, SchedulerName as RecipeSchedulerName, SettingSpec } from "./recipe.js";

@@ -126,7 +126,7 @@ export function defaultText(s: SettingSpec): string {
 /** One line of help for a setting: what it is, its range and its default. The same in every command. */
 export function settingHelp(key: RecipeKey): string {
   const s = RECIPE[key];
-  const range = s.kind === "choice" ? `one of ${s.choices.join(", ")}` : s.kind === "int" || s.kind === "float" ? `${rangeText(s)}${s.zero !== undefined && s.default !== 0 ? `, 0: ${s.zero}` : ""}` : "";
+  const range = s.kind === "int" || s.kind === "float" ? `${rangeText(s)}${s.zero !== undefined && s.default !== 0 ? `, 0: ${s.zero}` : ""}` : "";
   return `${s.help}${range === "" ? "" : `; ${range}`} (${s.hf}, default ${defaultText(s)})`;
 }
 

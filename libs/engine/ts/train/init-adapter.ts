@@ -1,9 +1,9 @@
 /** Starting a run from an existing PEFT adapter (ours or PEFT's) instead of PEFT's initialisation. */
-import { readPeftAdapter, readTensorF32, type PeftAdapter } from "@lathe/models";
+import { LORA_MODULES, readPeftAdapter, readTensorF32, type PeftAdapter, type Recipe } from "@lathe/models";
 import { CheckpointError, EngineError } from "../errors.js";
 import type { Model } from "../model.js";
 import type { LoraModule } from "../native.js";
-import { LORA_MODULES, parseTargetModules, type TrainOptions } from "./config.js";
+import type { Resolved } from "./config.js";
 
 /** Reads an adapter to start from, with the module kinds its tensors adapt. */
 export async function readInitAdapter(dir: string): Promise<{ adapter: PeftAdapter; modules: LoraModule[] }> {
@@ -28,27 +28,35 @@ export function adaptedModules(adapter: PeftAdapter, dir: string): LoraModule[] 
   return LORA_MODULES.filter((m) => modules.has(m));
 }
 
-/** LoRA settings not given come from the adapter; given ones must equal its. */
-export function adoptAdapterSettings(options: TrainOptions, adapter: PeftAdapter, modules: LoraModule[]): TrainOptions {
-  const out = { ...options };
-  const diffs: string[] = [];
-  const adopt = <K extends "loraR" | "loraAlpha" | "loraDropout" | "useRslora">(key: K, theirs: NonNullable<TrainOptions[K]>, peftName: string): void => {
-    if (options[key] === undefined) out[key] = theirs;
-    else if (options[key] !== theirs) diffs.push(`${key} ${JSON.stringify(options[key])} but the adapter's ${peftName} is ${JSON.stringify(theirs)}`);
+/**
+ * `given` with the LoRA settings it leaves out taken from the adapter in `dir` (r, lora_alpha,
+ * lora_dropout, use_rslora and the modules its tensors adapt), for a caller that starts from it.
+ */
+export async function recipeFromAdapter(dir: string, given: Partial<Recipe>): Promise<Partial<Recipe>> {
+  const { adapter, modules } = await readInitAdapter(dir);
+  return {
+    ...given,
+    r: given.r ?? adapter.r,
+    loraAlpha: given.loraAlpha ?? adapter.loraAlpha,
+    loraDropout: given.loraDropout ?? adapter.loraDropout,
+    useRslora: given.useRslora ?? adapter.useRslora,
+    targetModules: given.targetModules ?? modules,
   };
-  adopt("loraR", adapter.r, "r");
-  adopt("loraAlpha", adapter.loraAlpha, "lora_alpha");
-  adopt("loraDropout", adapter.loraDropout, "lora_dropout");
-  adopt("useRslora", adapter.useRslora, "use_rslora");
-  if (options.targetModules === undefined) out.targetModules = modules;
-  else {
-    const mine = [...parseTargetModules(options.targetModules)].sort();
-    if (JSON.stringify(mine) !== JSON.stringify([...modules].sort())) {
-      diffs.push(`targetModules ${mine.join(",")} but the adapter adapts ${modules.join(",")}`);
-    }
-  }
-  if (diffs.length > 0) throw new CheckpointError(`initAdapter ${options.initAdapter ?? ""}: settings do not match: ${diffs.join("; ")}`);
-  return out;
+}
+
+/** The run's LoRA settings must be the adapter's. */
+export function checkAdapterSettings(o: Resolved, dir: string, adapter: PeftAdapter, modules: LoraModule[]): void {
+  const diffs: string[] = [];
+  const same = <K extends "loraR" | "loraAlpha" | "loraDropout" | "useRslora">(key: K, theirs: Resolved[K], peftName: string): void => {
+    if (o[key] !== theirs) diffs.push(`${key} ${JSON.stringify(o[key])} but the adapter's ${peftName} is ${JSON.stringify(theirs)}`);
+  };
+  same("loraR", adapter.r, "r");
+  same("loraAlpha", adapter.loraAlpha, "lora_alpha");
+  same("loraDropout", adapter.loraDropout, "lora_dropout");
+  same("useRslora", adapter.useRslora, "use_rslora");
+  const mine = [...o.targetModules].sort();
+  if (JSON.stringify(mine) !== JSON.stringify([...modules].sort())) diffs.push(`targetModules ${mine.join(",")} but the adapter adapts ${modules.join(",")}`);
+  if (diffs.length > 0) throw new CheckpointError(`initAdapter ${dir}: settings do not match: ${diffs.join("; ")}`);
 }
 
 /** Sets every LoRA tensor from a PEFT adapter folder; each must match one of the model's. */

@@ -35,7 +35,7 @@ import {
 } from "./checkpoint.js";
 import { resolveOptions, type TrainOptions } from "./config.js";
 import { meanLoss } from "./eval-loss.js";
-import { adoptAdapterSettings, loadAdapterTensors, readInitAdapter } from "./init-adapter.js";
+import { checkAdapterSettings, loadAdapterTensors, readInitAdapter } from "./init-adapter.js";
 
 /** Sent after every optimizer step. */
 export interface TrainProgress {
@@ -108,7 +108,8 @@ export interface TrainSummary {
  */
 export async function train(options: TrainOptions, onProgress?: (p: TrainProgress) => void, signal?: AbortSignal): Promise<TrainSummary> {
   const initAdapter = options.initAdapter === undefined ? null : await readInitAdapter(options.initAdapter);
-  const o = resolveOptions(initAdapter === null ? options : adoptAdapterSettings(options, initAdapter.adapter, initAdapter.modules));
+  const o = resolveOptions(options);
+  if (initAdapter !== null) checkAdapterSettings(o, options.initAdapter!, initAdapter.adapter, initAdapter.modules);
   const started = performance.now();
   let peakMemoryBytes = process.memoryUsage().rss;
   const sampleMemory = (): void => {

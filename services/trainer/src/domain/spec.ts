@@ -1,8 +1,7 @@
-import { AppError, checkLabels, checkResourceId, checkText, invalidArgument, parseName, parseNestedName } from "@lathe/kit";
+import { AppError, checkLabels, checkResourceId, checkText, fineTuningMethods, invalidArgument, lrSchedulers, parseName, parseNestedName } from "@lathe/kit";
 import { LORA_MODULES, RECIPE, RecipeError, resolveRecipe, type Recipe, type RecipeKey } from "@lathe/models";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
-import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
-import { ComputeBackend, LearningRateScheduler, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { ComputeBackend, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 
 /** LoRA module names in PEFT's spelling. */
 export { LORA_MODULES };
@@ -56,17 +55,12 @@ const settingField = (key: RecipeKey) => `fine_tuning_job.${RECIPE[key].lora ? "
 /** A proto3 number where 0 means "the default". */
 const orDefault = (v: number | undefined) => (v === undefined || v === 0 ? undefined : v);
 
-const schedulerNames = { [LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE]: "cosine", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR]: "linear", [LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT]: "constant" } as const;
-
 /** The recipe a job asks for: the request's settings with the recipe's defaults and ranges. */
 export function jobRecipe(job: FineTuningJob): Recipe {
   const l = job.loraConfig;
   const a = job.trainingArguments;
-  let scheduler: string | undefined;
-  if (a !== undefined && a.lrSchedulerType !== LearningRateScheduler.LEARNING_RATE_SCHEDULER_UNSPECIFIED) {
-    scheduler = schedulerNames[a.lrSchedulerType as keyof typeof schedulerNames];
-    if (scheduler === undefined) throw invalidArgument(settingField("lrSchedulerType"), `unknown value ${a.lrSchedulerType}`);
-  }
+  const scheduler = a === undefined ? undefined : lrSchedulers.name(a.lrSchedulerType);
+  if (a !== undefined && scheduler === undefined) throw invalidArgument(settingField("lrSchedulerType"), `unknown value ${a.lrSchedulerType}`);
   try {
     return resolveRecipe(
       {
@@ -107,7 +101,10 @@ export function recipeOf(spec: JobSpec): Recipe {
     r: l.r, loraAlpha: l.alpha, loraDropout: l.dropout, targetModules: l.targetModules as Recipe["targetModules"], useRslora: l.useRslora,
     numTrainEpochs: a.epochs, perDeviceTrainBatchSize: a.batchSize, gradientAccumulationSteps: a.gradAccum, learningRate: a.lr, lrSchedulerType: a.scheduler,
     warmupRatio: a.warmupRatio, weightDecay: a.weightDecay, maxGradNorm: a.maxGradNorm, maxSeqLength: a.maxSeqLength, packing: a.packing,
-    gradientCheckpointing: a.gradientCheckpointing, trainOnInputs: a.trainOnInputs, seed: a.seed, loggingSteps: a.loggingSteps, saveSteps: a.saveSteps, saveTotalLimit: a.saveTotalLimit,
+    gradientCheckpointing: a.gradientCheckpointing, seed: a.seed, loggingSteps: a.loggingSteps, saveSteps: a.saveSteps,
+    // Jobs stored before these were request fields trained with the recipe's values.
+    trainOnInputs: a.trainOnInputs ?? (RECIPE.trainOnInputs.default as boolean),
+    saveTotalLimit: a.saveTotalLimit ?? (RECIPE.saveTotalLimit.default as number),
   };
 }
 
@@ -126,8 +123,7 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
   if (a?.maxSteps !== undefined) throw invalidArgument(f("training_arguments.max_steps"), "is not supported yet; set num_train_epochs instead", "UNSUPPORTED_FIELD");
   if ((a?.evalSteps ?? 0) !== 0) throw invalidArgument(f("training_arguments.eval_steps"), "is not supported yet: the eval loss is computed at the end of every epoch; leave it 0", "UNSUPPORTED_FIELD");
   const recipe = jobRecipe(job);
-  const methods = { [FineTuningMethod.FINE_TUNING_METHOD_UNSPECIFIED]: "lora", [FineTuningMethod.FINE_TUNING_METHOD_LORA]: "lora", [FineTuningMethod.FINE_TUNING_METHOD_QLORA]: "qlora" } as const;
-  const method = methods[job.method as keyof typeof methods];
+  const method = fineTuningMethods.name(job.method);
   if (method === undefined) throw invalidArgument(f("method"), `unknown value ${job.method}`);
 
   const c = job.compute;
