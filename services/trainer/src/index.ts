@@ -3,9 +3,11 @@ import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { trainerOptions, type TrainerOptions } from "./config.js";
-import { migrations, type TrainerTables } from "./db/migrations.js";
+import { migrations } from "./db/migrations.js";
+import { schema, type TrainerTables } from "./db/tables.js";
 import { loadCostTable } from "./domain/estimate.js";
-import { JobStore, schema } from "./domain/jobs.js";
+import { JobStore } from "./domain/job-store.js";
+import { JobLeases } from "./domain/lease.js";
 import { LocalWorker } from "./domain/worker.js";
 import { adapterVersionCreated } from "./events.js";
 import { trainerHandlers } from "./service.js";
@@ -28,6 +30,7 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
     const costTable = loadCostTable(options.LATHE_TRAINER_COST_TABLE);
     const worker = new LocalWorker({
       jobs,
+      leases: new JobLeases(db, jobs),
       artifacts: deps.artifacts,
       logger: deps.logger.child({ component: "trainer-worker" }),
       workDir: join(dataDir, "work", "trainer"),

@@ -1,10 +1,11 @@
 import { AppError, checkRequestId, traceHeaders, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
-import type { FineTuningJob, FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import type { FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { canonicalCreateRequest } from "./domain/canonical-request.js";
 import { estimateJob, type CostTable } from "./domain/estimate.js";
 import { resolveInputs } from "./domain/inputs.js";
-import { terminal, type JobStore } from "./domain/jobs.js";
+import type { JobStore } from "./domain/job-store.js";
 import { jobIdOf, validateJob, type JobSpec } from "./domain/spec.js";
+import { watchJob } from "./domain/watch.js";
 
 export interface TrainerParts {
   jobs: JobStore;
@@ -62,36 +63,7 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
       return p.jobs.list(ctx.tenant, req);
     },
     async *watchFineTuningJob(req, ctx) {
-      let job: FineTuningJob = await p.jobs.get(ctx.tenant, req.name);
-      yield { fineTuningJob: job };
-      const key = `${ctx.tenant}/${req.name.slice("fineTuningJobs/".length)}`;
-      const stamp = (j: FineTuningJob) => `${j.state}|${j.updateTime?.getTime()}|${j.progress?.step}|${j.adapterVersion}`;
-      // Changes in this process wake the stream at once; others are seen by polling.
-      const aborted = new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true }));
-      const nextChange = async () => {
-        let onChange: ((k: string) => void) | undefined;
-        let timer: NodeJS.Timeout | undefined;
-        try {
-          await Promise.race([
-            new Promise<void>((r) => {
-              onChange = (k: string) => k === key && r();
-              p.jobs.changes.on("changed", onChange);
-            }),
-            new Promise<void>((r) => (timer = setTimeout(r, p.watchPollMs))),
-            aborted,
-          ]);
-        } finally {
-          if (onChange) p.jobs.changes.off("changed", onChange);
-          clearTimeout(timer);
-        }
-      };
-      while (!ctx.signal.aborted && !terminal.some((s) => job.state === stateOf(s))) {
-        await nextChange();
-        if (ctx.signal.aborted) return;
-        const next = await p.jobs.get(ctx.tenant, req.name);
-        if (stamp(next) !== stamp(job)) yield { fineTuningJob: next };
-        job = next;
-      }
+      for await (const fineTuningJob of watchJob(p.jobs, ctx.tenant, req.name, ctx.signal, p.watchPollMs)) yield { fineTuningJob };
     },
     async cancelFineTuningJob(req, ctx) {
       const reason = checkText("reason", req.reason, 2000);
@@ -115,4 +87,3 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
 }
 
 const gib = (b: number) => (b / 2 ** 30).toFixed(2);
-const stateOf = (s: string) => ({ SUCCEEDED: 3, FAILED: 4, CANCELLED: 5 })[s as "SUCCEEDED"];

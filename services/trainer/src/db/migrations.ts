@@ -1,7 +1,5 @@
-import { sql, type ColumnType, type Generated, type Kysely, type Selectable } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { eventsMigration, withResourceColumns } from "@lathe/kit";
-import type { JobSpec } from "../domain/spec.js";
-import type { JobProgress, JobResult } from "../domain/jobs.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -52,54 +50,3 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
     await db.schema.alterTable("jobs").addColumn("request", "jsonb").execute();
   },
 };
-
-export type JobState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
-
-export interface JobsTable {
-  tenant: string;
-  job_id: string;
-  seq: Generated<string>;
-  display_name: string;
-  description: string;
-  labels: ColumnType<Record<string, string>, string, string>;
-  request_id: string | null;
-  /** The canonical CreateFineTuningJob request (see canonicalCreateRequest); null for jobs made before it was kept. */
-  request: ColumnType<Record<string, unknown> | null, string | null, never>;
-  create_time: Generated<Date>;
-  update_time: ColumnType<Date, never, Date | ReturnType<typeof sql>>;
-  spec: ColumnType<JobSpec, string, never>;
-  estimate: ColumnType<Record<string, unknown>, string, never>;
-  state: JobState;
-  progress: ColumnType<JobProgress | null, never, string | null>;
-  result: ColumnType<JobResult | null, never, string | null>;
-  error: ColumnType<{ code: string; reason: string; message: string; field?: string } | null, never, string | null>;
-  attempt_count: ColumnType<number, never, number | ReturnType<typeof sql>>;
-  worker: ColumnType<string, never, string>;
-  lease_until: ColumnType<Date | null, never, Date | null>;
-  start_time: ColumnType<Date | null, never, Date | null | ReturnType<typeof sql>>;
-  end_time: ColumnType<Date | null, never, Date | null | ReturnType<typeof sql>>;
-  cancel_reason: ColumnType<string, never, string>;
-  adapter_version: ColumnType<string, never, string>;
-  evaluation_run: ColumnType<string, never, string>;
-  training_ms: ColumnType<string, never, number | ReturnType<typeof sql>>;
-}
-
-export interface CheckpointsTable {
-  tenant: string;
-  job_id: string;
-  step: number;
-  epoch: number;
-  loss: number | null;
-  eval_loss: number | null;
-  artifact_digest: string;
-  size_bytes: ColumnType<string, number, never>;
-  create_time: Generated<Date>;
-}
-
-export interface TrainerTables {
-  jobs: JobsTable;
-  checkpoints: CheckpointsTable;
-}
-
-export type JobRow = Selectable<JobsTable>;
-export type CheckpointRow = Selectable<CheckpointsTable>;

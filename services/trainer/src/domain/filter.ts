@@ -1,5 +1,5 @@
 import { invalidArgument, resourceIdPattern } from "@lathe/kit";
-import type { JobState } from "../db/migrations.js";
+import type { JobState } from "../db/tables.js";
 
 /** One comparison of a ListFineTuningJobs filter, its value checked against the field's type. */
 export type FilterTerm =

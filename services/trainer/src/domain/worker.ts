@@ -2,16 +2,21 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { AppError, cachedFolder, contextFromHeaders, tracer, materializeFolder, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, cachedFolder, contextFromHeaders, tracer, materializeFolder, PollingLoop, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
 import { CheckpointError, EngineError, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
-import type { JobRow } from "../db/migrations.js";
+import type { JobFailure, JobProgress, JobRow } from "../db/tables.js";
+import { artifactUri } from "./encode.js";
 import { artifactToFile } from "./inputs.js";
-import { artifactUri, type JobFailure, type JobProgress, type JobStore, type StoredSpec } from "./jobs.js";
+import type { JobStore } from "./job-store.js";
+import type { JobLeases } from "./lease.js";
+import { storedSpec } from "./stored-spec.js";
+import { recipeOf } from "./spec.js";
 
 type SavedCheckpoint = Parameters<NonNullable<TrainOptions["onCheckpoint"]>>[0];
 
 export interface WorkerOptions {
   jobs: JobStore;
+  leases: JobLeases;
   artifacts: ArtifactStore;
   logger: Logger;
   /**
@@ -44,17 +49,17 @@ class Stop extends Error {
 export class LocalWorker {
   readonly id = `local-${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
-  private timer: NodeJS.Timeout | undefined;
-  private polling: Promise<void> | undefined;
-  private stopped = true;
+  /** Looks for queued jobs (and jobs whose worker's lease ran out) while a slot is free. */
+  private readonly loop: PollingLoop;
 
-  constructor(private readonly o: WorkerOptions) {}
+  constructor(private readonly o: WorkerOptions) {
+    this.loop = new PollingLoop({ name: "trainer worker: looking for jobs", intervalMs: o.pollMs, logger: o.logger, tick: (signal) => this.poll(signal) });
+  }
 
   async start(): Promise<void> {
     if (this.o.slots === 0) return;
     await this.sweep().catch((err: unknown) => this.o.logger.warn({ err }, "trainer worker: sweeping the work folders of ended attempts failed"));
-    this.stopped = false;
-    this.notify();
+    this.loop.start();
   }
 
   /**
@@ -68,7 +73,7 @@ export class LocalWorker {
     let removed = 0;
     for (const name of names) {
       const a = parseAttemptFolder(name);
-      if (a === undefined || (await this.o.jobs.isRunningAttempt(a.tenant, a.jobId, a.attempt))) continue;
+      if (a === undefined || (await this.o.leases.isRunningAttempt(a.tenant, a.jobId, a.attempt))) continue;
       await rm(join(root, name), { recursive: true, force: true });
       removed++;
     }
@@ -77,24 +82,18 @@ export class LocalWorker {
 
   /** Look for work now (a job was queued in this process). */
   notify(): void {
-    if (this.stopped || this.polling || this.running.size >= this.o.slots) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.polling = this.poll()
-      .catch((err: unknown) => this.o.logger.warn({ err }, "trainer worker: looking for jobs failed; will retry"))
-      .finally(() => {
-        this.polling = undefined;
-        if (!this.stopped) this.timer = setTimeout(() => this.notify(), this.o.pollMs);
-      });
+    if (this.running.size < this.o.slots) this.loop.notify();
   }
 
-  private async poll(): Promise<void> {
-    while (!this.stopped && this.running.size < this.o.slots) {
-      const claimed = await this.o.jobs.claim(this.id, this.o.leaseMs);
+  /** Claims jobs until the slots are full or none is left. */
+  private async poll(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted && this.running.size < this.o.slots) {
+      const claimed = await this.o.leases.claim(this.id, this.o.leaseMs);
       if (!claimed) return;
       const key = `${claimed.row.tenant}/${claimed.row.job_id}`;
       const abort = new AbortController();
       // The job's work continues the trace of the call that created it (spans, logs, events).
-      const spec = claimed.row.spec as StoredSpec;
+      const spec = storedSpec(claimed.row);
       const attributes = { "lathe.fine_tuning_job": `fineTuningJobs/${claimed.row.job_id}`, "lathe.tenant": claimed.row.tenant, "lathe.attempt": claimed.row.attempt_count };
       const done = tracer
         .startActiveSpan("trainer.train_job", { attributes }, contextFromHeaders(spec.trace ?? {}), (span) =>
@@ -110,15 +109,13 @@ export class LocalWorker {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.polling;
+    await this.loop.stop();
     for (const r of this.running.values()) r.abort.abort(new Stop("shutdown"));
     await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
   private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal): Promise<void> {
-    const spec = job.spec as StoredSpec;
+    const spec = storedSpec(job);
     const log = this.o.logger.child({ job: `fineTuningJobs/${job.job_id}`, tenant: job.tenant, attempt: job.attempt_count });
     const dir = join(this.o.workDir, "attempts", attemptFolder(job));
     const outDir = join(dir, "out");
@@ -182,7 +179,7 @@ export class LocalWorker {
           window = [];
         }
         pending = pending
-          .then(() => this.o.jobs.heartbeat(job, this.id, this.o.leaseMs, progress))
+          .then(() => this.o.leases.heartbeat(job, this.id, this.o.leaseMs, progress))
           .then((held) => {
             if (!held) abort.abort(new Stop("lost"));
           })
@@ -195,7 +192,7 @@ export class LocalWorker {
         const stored = await putFolder(this.o.artifacts, c.dir);
         if (c.evalLoss !== null) lastEval = c.evalLoss;
         lastCheckpoint = c;
-        const held = await this.o.jobs.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: `sha256:${stored.digest}`, sizeBytes: stored.size });
+        const held = await this.o.leases.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: `sha256:${stored.digest}`, sizeBytes: stored.size });
         if (!held) abort.abort(new Stop("lost"));
       };
       let summary;
@@ -207,27 +204,9 @@ export class LocalWorker {
             dataPath,
             evalPath,
             outDir,
-            loraR: spec.lora.r,
-            loraAlpha: spec.lora.alpha,
-            loraDropout: spec.lora.dropout,
-            targetModules: spec.lora.targetModules,
-            useRslora: spec.lora.useRslora,
-            epochs: spec.args.epochs,
-            batchSize: spec.args.batchSize,
-            gradAccum: spec.args.gradAccum,
-            lr: spec.args.lr,
-            scheduler: spec.args.scheduler,
-            warmupRatio: spec.args.warmupRatio,
-            weightDecay: spec.args.weightDecay,
-            maxGradNorm: spec.args.maxGradNorm,
-            maxSeqLength: spec.args.maxSeqLength,
-            packing: spec.args.packing,
-            seed: spec.args.seed,
+            recipe: recipeOf(spec),
             numThreads: this.o.threads,
             qlora: spec.method === "qlora",
-            gradientCheckpointing: spec.args.gradientCheckpointing,
-            saveSteps: spec.args.saveSteps,
-            saveTotalLimit: 2,
             resumeFrom,
             onCheckpoint,
           },
@@ -246,7 +225,7 @@ export class LocalWorker {
       const digest = `sha256:${adapter.digest}`;
       const trainLoss = summary.trainLossPerEpoch[summary.trainLossPerEpoch.length - 1] ?? Number.NaN;
       const evalLoss = summary.evalLossPerEpoch[summary.evalLossPerEpoch.length - 1];
-      const ok = await this.o.jobs.succeed(
+      const ok = await this.o.leases.succeed(
         job,
         this.id,
         {
@@ -265,15 +244,15 @@ export class LocalWorker {
       const reason = abort.signal.reason as unknown;
       if (reason instanceof Stop) {
         if (reason.why === "shutdown") {
-          await this.o.jobs.release(job, this.id).catch((e: unknown) => log.warn({ err: e }, "giving the job back failed; its lease will run out"));
+          await this.o.leases.release(job, this.id).catch((e: unknown) => log.warn({ err: e }, "giving the job back failed; its lease will run out"));
           log.info({ step }, "worker stopping: job given back to the queue");
         } else log.info({ step }, "job stopped: cancelled or taken over");
-        await this.o.jobs.addTrainingTime(job, performance.now() - started).catch(() => undefined);
+        await this.o.leases.addTrainingTime(job, performance.now() - started).catch(() => undefined);
         return;
       }
       const failure = failureOf(err, step);
       log.warn({ err, step }, "job failed");
-      await this.o.jobs.fail(job, this.id, failure, step, performance.now() - started);
+      await this.o.leases.fail(job, this.id, failure, step, performance.now() - started);
     } finally {
       this.o.jobs.changes.off("changed", onChange);
       stopSignal.removeEventListener("abort", onStop);

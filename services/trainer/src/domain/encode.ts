@@ -1,0 +1,121 @@
+import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
+import { FineTuningMethod, LoraConfig } from "@lathe/proto/lathe/type/v1/lora";
+import { Checkpoint, ComputeBackend, FineTuningEstimate, FineTuningJob, FineTuningJob_State, LearningRateScheduler } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import type { CheckpointRow, JobRow, JobState } from "../db/tables.js";
+import type { JobSpec } from "./spec.js";
+import { storedSpec } from "./stored-spec.js";
+
+/* The API (proto) form of the trainer's rows: jobs, checkpoints, and the names they go by. */
+
+export const states: Record<JobState, FineTuningJob_State> = {
+  QUEUED: FineTuningJob_State.STATE_QUEUED,
+  RUNNING: FineTuningJob_State.STATE_RUNNING,
+  SUCCEEDED: FineTuningJob_State.STATE_SUCCEEDED,
+  FAILED: FineTuningJob_State.STATE_FAILED,
+  CANCELLED: FineTuningJob_State.STATE_CANCELLED,
+};
+export const terminal: readonly JobState[] = ["SUCCEEDED", "FAILED", "CANCELLED"];
+
+/** The URI of a stored folder, as the registry reads it: `artifact:sha256:<hex>`. */
+export const artifactUri = (digest: string) => `artifact:${digest}`;
+export const jobName = (id: string) => `fineTuningJobs/${id}`;
+export const checkpointName = (id: string, step: number) => `${jobName(id)}/checkpoints/step-${step}`;
+export const methodEnum = (m: JobSpec["method"]) => (m === "qlora" ? FineTuningMethod.FINE_TUNING_METHOD_QLORA : FineTuningMethod.FINE_TUNING_METHOD_LORA);
+const schedulerEnum = { cosine: LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE, linear: LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR, constant: LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT };
+export const duration = (s: number) => ({ seconds: Math.max(0, Math.round(s)), nanos: 0 });
+
+export function loraConfigOf(spec: JobSpec): LoraConfig {
+  return LoraConfig.fromPartial({ r: spec.lora.r, loraAlpha: spec.lora.alpha, loraDropout: spec.lora.dropout, targetModules: spec.lora.targetModules, useRslora: spec.lora.useRslora });
+}
+
+/** The API form of a stored job. */
+export function toJob(row: JobRow): FineTuningJob {
+  const s = storedSpec(row);
+  const p = row.progress;
+  const r = row.result;
+  return FineTuningJob.fromPartial({
+    name: jobName(row.job_id),
+    displayName: row.display_name,
+    labels: row.labels,
+    createTime: row.create_time,
+    updateTime: row.update_time,
+    startTime: row.start_time ?? undefined,
+    endTime: row.end_time ?? undefined,
+    state: states[row.state],
+    baseModel: s.baseModel,
+    trainDatasetVersion: s.trainDatasetVersion,
+    evalDatasetVersion: s.evalDatasetVersion,
+    method: methodEnum(s.method),
+    loraConfig: loraConfigOf(s),
+    trainingArguments: {
+      numTrainEpochs: s.args.epochs,
+      perDeviceTrainBatchSize: s.args.batchSize,
+      gradientAccumulationSteps: s.args.gradAccum,
+      learningRate: s.args.lr,
+      lrSchedulerType: schedulerEnum[s.args.scheduler],
+      warmupRatio: s.args.warmupRatio,
+      maxSeqLength: s.args.maxSeqLength,
+      packing: s.args.packing,
+      gradientCheckpointing: s.args.gradientCheckpointing,
+      seed: s.args.seed,
+      weightDecay: s.args.weightDecay,
+      maxGradNorm: s.args.maxGradNorm,
+      loggingSteps: s.args.loggingSteps,
+      evalSteps: 0,
+      saveSteps: s.args.saveSteps,
+    },
+    compute: { backend: ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: 0, hardware: s.compute.hardware },
+    followUp: FollowUp.fromJSON(s.followUp),
+    estimate: FineTuningEstimate.fromJSON(row.estimate),
+    progress: p
+      ? {
+          step: p.step,
+          totalSteps: p.totalSteps,
+          epoch: p.epoch,
+          loss: p.loss,
+          evalLoss: p.evalLoss,
+          learningRate: p.learningRate,
+          gradNorm: p.gradNorm,
+          tokensPerSecond: p.tokensPerSecond,
+          processedTokens: p.processedTokens,
+          eta: duration(p.etaSeconds),
+          updateTime: new Date(p.updateTime),
+        }
+      : undefined,
+    result: r
+      ? {
+          adapterArtifactDigest: r.adapterArtifactDigest,
+          adapterArtifactUri: r.adapterArtifactUri,
+          checkpoint: r.checkpoint,
+          bestCheckpoint: r.bestCheckpoint,
+          chatTemplateFingerprint: s.inputs.chatTemplateFingerprint,
+          finalLoss: r.finalLoss,
+          finalEvalLoss: r.finalEvalLoss,
+          trainableParameterCount: r.trainableParameterCount,
+          trainingDuration: duration(Number(row.training_ms) / 1000),
+        }
+      : undefined,
+    error: row.error ? { code: row.error.code, reason: row.error.reason, message: row.error.message, metadata: row.error.field ? { field: row.error.field } : {} } : undefined,
+    attemptCount: row.attempt_count,
+    worker: row.worker,
+    adapterVersion: row.adapter_version,
+    evaluationRun: row.evaluation_run,
+    cancelReason: row.cancel_reason,
+  });
+}
+
+export function toCheckpoint(row: CheckpointRow): Checkpoint {
+  return Checkpoint.fromPartial({
+    name: checkpointName(row.job_id, row.step),
+    createTime: row.create_time,
+    step: row.step,
+    epoch: row.epoch,
+    loss: row.loss ?? 0,
+    evalLoss: row.eval_loss ?? undefined,
+    artifactDigest: row.artifact_digest,
+    artifactUri: artifactUri(row.artifact_digest),
+    sizeBytes: Number(row.size_bytes),
+    resumable: true,
+  });
+}
+

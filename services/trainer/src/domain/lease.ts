@@ -1,0 +1,219 @@
+import { sql, type Kysely, type Transaction } from "kysely";
+import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
+import { schema, type CheckpointRow, type JobFailure, type JobProgress, type JobResult, type JobRow, type TrainerTables } from "../db/tables.js";
+import { checkpointSaved, fineTuningJobFailed, fineTuningJobProgressed, fineTuningJobStarted, fineTuningJobSucceeded } from "../events.js";
+import { artifactUri, checkpointName, duration, jobName, loraConfigOf, methodEnum } from "./encode.js";
+import { lastCheckpoint, recordEvents, type JobStore } from "./job-store.js";
+import { storedSpec } from "./stored-spec.js";
+
+/**
+ * The worker's side of the jobs: claims with a lease, heartbeats, outcomes. A worker claims the
+ * oldest queued job (FOR UPDATE SKIP LOCKED, so workers never take the same one) with a lease that
+ * its heartbeats renew; a job whose lease ran out (its worker died) is claimed again, from its last
+ * checkpoint. Every write is guarded by the claim (state RUNNING, this worker), so a cancelled or
+ * taken-over job is never overwritten.
+ */
+export class JobLeases {
+  constructor(
+    private readonly db: Kysely<TrainerTables>,
+    /** Told of each committed change, for watchers and the outbox relay. */
+    private readonly store: JobStore,
+  ) {}
+
+  private get t() {
+    return this.db.withSchema(schema);
+  }
+
+  /** Claims the oldest queued job, or a running one whose worker's lease ran out. */
+  async claim(worker: string, leaseMs: number): Promise<{ row: JobRow; resumeFrom: CheckpointRow | undefined } | undefined> {
+    const claimed = await this.db.transaction().execute(async (trx) => {
+      const t = trx.withSchema(schema);
+      const next = await t
+        .selectFrom("jobs")
+        .select(["tenant", "job_id"])
+        .where((eb) => eb.or([eb("state", "=", "QUEUED"), eb.and([eb("state", "=", "RUNNING"), eb("lease_until", "<", sql<Date>`now()`)])]))
+        .orderBy("seq")
+        .limit(1)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!next) return undefined;
+      const row = await t
+        .updateTable("jobs")
+        .set({ state: "RUNNING", worker, lease_until: sql`now() + ${`${leaseMs} milliseconds`}::interval` as never, attempt_count: sql`attempt_count + 1`, start_time: sql`coalesce(start_time, now())`, update_time: sql`now()` })
+        .where("tenant", "=", next.tenant)
+        .where("job_id", "=", next.job_id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      const resumeFrom = await lastCheckpoint(trx, row.tenant, row.job_id);
+      const name = jobName(row.job_id);
+      await recordEvents(trx, [
+        {
+          def: fineTuningJobStarted,
+          tenant: row.tenant,
+          subject: name,
+          payload: { fineTuningJob: name, worker, attempt: row.attempt_count, resumedFromCheckpoint: resumeFrom ? checkpointName(row.job_id, resumeFrom.step) : "", totalSteps: (row.estimate as { totalSteps?: number }).totalSteps ?? 0 },
+        },
+      ]);
+      return { row, resumeFrom };
+    });
+    if (claimed) this.store.changed(claimed.row.tenant, claimed.row.job_id, true);
+    return claimed;
+  }
+
+  /**
+   * Renews the lease; with progress (a logged step) also records it and publishes
+   * `fine_tuning_job_progressed`. False when the job is no longer this worker's (cancelled, taken over).
+   */
+  async heartbeat(job: JobRow, worker: string, leaseMs: number, progress: JobProgress | null): Promise<boolean> {
+    const held = await this.db.transaction().execute(async (trx) => {
+      let q = trx
+        .withSchema(schema)
+        .updateTable("jobs")
+        .set({ lease_until: sql`now() + ${`${leaseMs} milliseconds`}::interval` as never })
+        .where("tenant", "=", job.tenant)
+        .where("job_id", "=", job.job_id)
+        .where("state", "=", "RUNNING")
+        .where("worker", "=", worker);
+      if (progress) q = q.set({ progress: JSON.stringify(progress), update_time: sql`now()` });
+      const updated = await q.returning("job_id").executeTakeFirst();
+      if (!updated) return false;
+      if (progress) {
+        const name = jobName(job.job_id);
+        await recordEvents(trx, [
+          {
+            def: fineTuningJobProgressed,
+            tenant: job.tenant,
+            subject: name,
+            payload: { fineTuningJob: name, step: progress.step, totalSteps: progress.totalSteps, epoch: progress.epoch, loss: progress.loss, evalLoss: progress.evalLoss, learningRate: progress.learningRate, tokensPerSecond: progress.tokensPerSecond, eta: duration(progress.etaSeconds) },
+          },
+        ]);
+      }
+      return true;
+    });
+    if (held && progress) this.store.changed(job.tenant, job.job_id, true);
+    return held;
+  }
+
+  /** Records a checkpoint stored in the artifact store; false when the job is no longer this worker's. */
+  async checkpoint(job: JobRow, worker: string, c: { step: number; epoch: number; loss: number; evalLoss: number | null; digest: string; sizeBytes: number }): Promise<boolean> {
+    const held = await this.db.transaction().execute(async (trx) => {
+      const owned = await trx.withSchema(schema).selectFrom("jobs").select("job_id").where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).where("state", "=", "RUNNING").where("worker", "=", worker).forUpdate().executeTakeFirst();
+      if (!owned) return false;
+      await trx
+        .withSchema(schema)
+        .insertInto("checkpoints")
+        .values({ tenant: job.tenant, job_id: job.job_id, step: c.step, epoch: c.epoch, loss: Number.isFinite(c.loss) ? c.loss : null, eval_loss: c.evalLoss, artifact_digest: c.digest, size_bytes: c.sizeBytes })
+        .onConflict((oc) => oc.columns(["tenant", "job_id", "step"]).doUpdateSet({ artifact_digest: c.digest, eval_loss: c.evalLoss, epoch: c.epoch }))
+        .execute();
+      // An epoch's eval loss is measured after its last step was logged: the progress takes it here.
+      await trx
+        .withSchema(schema)
+        .updateTable("jobs")
+        .set({
+          update_time: sql`now()`,
+          ...(c.evalLoss === null ? {} : { progress: sql`jsonb_set(progress, '{evalLoss}', to_jsonb(${c.evalLoss}::float8))` as never }),
+        })
+        .where("tenant", "=", job.tenant)
+        .where("job_id", "=", job.job_id)
+        .execute();
+      const name = jobName(job.job_id);
+      await recordEvents(trx, [
+        { def: checkpointSaved, tenant: job.tenant, subject: name, payload: { fineTuningJob: name, checkpoint: checkpointName(job.job_id, c.step), step: c.step, evalLoss: c.evalLoss ?? undefined, artifactDigest: c.digest, artifactUri: artifactUri(c.digest) } },
+      ]);
+      return true;
+    });
+    if (held) this.store.changed(job.tenant, job.job_id, true);
+    return held;
+  }
+
+  /** Ends a job this worker still runs (its lease dropped, its training time added); false when it is no longer the worker's. */
+  private async end(trx: Transaction<TrainerTables>, job: JobRow, worker: string, trainingMs: number, outcome: { state: "SUCCEEDED"; result: string } | { state: "FAILED"; error: string }): Promise<boolean> {
+    const updated = await trx
+      .withSchema(schema)
+      .updateTable("jobs")
+      .set({ ...outcome, end_time: sql`now()`, update_time: sql`now()`, lease_until: null, training_ms: sql`training_ms + ${Math.round(trainingMs)}` })
+      .where("tenant", "=", job.tenant)
+      .where("job_id", "=", job.job_id)
+      .where("state", "=", "RUNNING")
+      .where("worker", "=", worker)
+      .returning("job_id")
+      .executeTakeFirst();
+    return updated !== undefined;
+  }
+
+  /** The job succeeded: its result and the `fine_tuning_job_succeeded` event that carries the follow-up. */
+  async succeed(job: JobRow, worker: string, result: Omit<JobResult, "checkpoint" | "bestCheckpoint"> & { lastStep: number; bestStep: number | null }, trainingMs: number): Promise<boolean> {
+    const s = storedSpec(job);
+    const name = jobName(job.job_id);
+    const stored: JobResult = {
+      adapterArtifactDigest: result.adapterArtifactDigest,
+      adapterArtifactUri: result.adapterArtifactUri,
+      checkpoint: checkpointName(job.job_id, result.lastStep),
+      bestCheckpoint: result.bestStep === null ? "" : checkpointName(job.job_id, result.bestStep),
+      finalLoss: result.finalLoss,
+      finalEvalLoss: result.finalEvalLoss,
+      trainableParameterCount: result.trainableParameterCount,
+    };
+    const done = await this.db.transaction().execute(async (trx) => {
+      if (!(await this.end(trx, job, worker, trainingMs, { state: "SUCCEEDED", result: JSON.stringify(stored) }))) return false;
+      await recordEvents(trx, [
+        {
+          def: fineTuningJobSucceeded,
+          tenant: job.tenant,
+          subject: name,
+          payload: {
+            fineTuningJob: name,
+            baseModel: s.baseModel,
+            trainDatasetVersion: s.trainDatasetVersion,
+            evalDatasetVersion: s.evalDatasetVersion,
+            method: methodEnum(s.method),
+            loraConfig: loraConfigOf(s),
+            adapterArtifactDigest: stored.adapterArtifactDigest,
+            adapterArtifactUri: stored.adapterArtifactUri,
+            checkpoint: stored.checkpoint,
+            chatTemplateFingerprint: s.inputs.chatTemplateFingerprint,
+            finalLoss: stored.finalLoss,
+            finalEvalLoss: stored.finalEvalLoss,
+            followUp: FollowUp.fromJSON(s.followUp),
+          },
+        },
+      ]);
+      return true;
+    });
+    if (done) this.store.changed(job.tenant, job.job_id, true);
+    return done;
+  }
+
+  /** The job failed for good: its error and `fine_tuning_job_failed`. */
+  async fail(job: JobRow, worker: string, error: JobFailure, step: number, trainingMs: number): Promise<boolean> {
+    const name = jobName(job.job_id);
+    const done = await this.db.transaction().execute(async (trx) => {
+      if (!(await this.end(trx, job, worker, trainingMs, { state: "FAILED", error: JSON.stringify(error) }))) return false;
+      const last = await lastCheckpoint(trx, job.tenant, job.job_id);
+      await recordEvents(trx, [
+        { def: fineTuningJobFailed, tenant: job.tenant, subject: name, payload: { fineTuningJob: name, error: { code: error.code, reason: error.reason, message: error.message, metadata: {} }, step, lastCheckpoint: last ? checkpointName(job.job_id, last.step) : "" } },
+      ]);
+      return true;
+    });
+    if (done) this.store.changed(job.tenant, job.job_id, true);
+    return done;
+  }
+
+  /** Adds the time a stopped attempt trained (cancelled, or given up on shutdown). */
+  async addTrainingTime(job: JobRow, ms: number): Promise<void> {
+    await this.t.updateTable("jobs").set({ training_ms: sql`training_ms + ${Math.round(ms)}` }).where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).execute();
+  }
+
+  /** Whether the job runs now in the given attempt (its work folder is in use). */
+  async isRunningAttempt(tenant: string, jobId: string, attempt: number): Promise<boolean> {
+    const row = await this.t.selectFrom("jobs").select("job_id").where("tenant", "=", tenant).where("job_id", "=", jobId).where("state", "=", "RUNNING").where("attempt_count", "=", attempt).executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** Gives a claimed job back to the queue (this worker is shutting down): another takes it up from its last checkpoint. */
+  async release(job: JobRow, worker: string): Promise<void> {
+    await this.t.updateTable("jobs").set({ state: "QUEUED", worker: "", lease_until: null, update_time: sql`now()` }).where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).where("state", "=", "RUNNING").where("worker", "=", worker).execute();
+    this.store.changed(job.tenant, job.job_id, false);
+  }
+}
