@@ -3,12 +3,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { baseConfigSchema, loadConfig, startPlatform, type RunningPlatform, type ServiceFactory } from "@lathe/kit";
-import { createDatasetService } from "@lathe/dataset";
-import { createEvaluatorService } from "@lathe/evaluator";
-import { createGatewayService } from "@lathe/gateway";
-import { createRegistryService } from "@lathe/registry";
-import { createSynthGenService } from "@lathe/synthgen";
-import { createTrainerService } from "@lathe/trainer";
+import { configSchema as datasetConfigSchema, createDatasetService } from "@lathe/dataset";
+import { configSchema as evaluatorConfigSchema, createEvaluatorService } from "@lathe/evaluator";
+import { configSchema as gatewayConfigSchema, createGatewayService } from "@lathe/gateway";
+import { configSchema as registryConfigSchema, createRegistryService } from "@lathe/registry";
+import { configSchema as synthgenConfigSchema, createSynthGenService } from "@lathe/synthgen";
+import { configSchema as trainerConfigSchema, createTrainerService } from "@lathe/trainer";
 
 /** The six services, in the order they start. */
 export const allServices: readonly ServiceFactory[] = [
@@ -19,6 +19,19 @@ export const allServices: readonly ServiceFactory[] = [
   createEvaluatorService,
   createGatewayService,
 ];
+
+/**
+ * The environment of `lathe up`: the kit's variables and each service's own (LATHE_TRAINER_*, …),
+ * so a service's variables in `lathe up`'s env reach it, are checked at start and logged at boot.
+ */
+export const latheConfigSchema = baseConfigSchema.extend({
+  ...registryConfigSchema.shape,
+  ...datasetConfigSchema.shape,
+  ...synthgenConfigSchema.shape,
+  ...trainerConfigSchema.shape,
+  ...evaluatorConfigSchema.shape,
+  ...gatewayConfigSchema.shape,
+});
 
 /** Where `lathe up` keeps its state and the CLI finds its key: LATHE_DATA_DIR, else ~/.lathe. */
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -54,10 +67,20 @@ export interface UpOptions {
  * The local key maps to tenant `default`; keys in LATHE_API_KEYS are honoured as well.
  */
 export async function startLathe(opts: UpOptions): Promise<{ platform: RunningPlatform; apiKey: string }> {
-  const env = opts.env ?? process.env;
   const apiKey = localApiKey(opts.dataDir, true)!;
+  const config = latheConfig(opts, apiKey);
+  const platform = await startPlatform({ name: "lathe", config, factories: allServices });
+  return { platform, apiKey };
+}
+
+/**
+ * The config `lathe up` starts with: its env (every service's variables, see latheConfigSchema)
+ * under the options given. ConfigError naming each variable that is wrong.
+ */
+export function latheConfig(opts: UpOptions, apiKey: string) {
+  const env = opts.env ?? process.env;
   const extraKeys = env["LATHE_API_KEYS"] ? `,${env["LATHE_API_KEYS"]}` : "";
-  const config = loadConfig(baseConfigSchema, {
+  return loadConfig(latheConfigSchema, {
     ...env,
     LATHE_DATA_DIR: opts.dataDir,
     LATHE_GRPC_HOST: opts.host,
@@ -67,6 +90,4 @@ export async function startLathe(opts: UpOptions): Promise<{ platform: RunningPl
     LATHE_API_KEYS: `${apiKey}=default${extraKeys}`,
     LATHE_LOG_LEVEL: opts.logLevel ?? env["LATHE_LOG_LEVEL"] ?? "warn",
   });
-  const platform = await startPlatform({ name: "lathe", config, factories: allServices });
-  return { platform, apiKey };
 }

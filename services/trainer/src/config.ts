@@ -1,13 +1,7 @@
-import { baseConfigSchema, loadConfig } from "@lathe/kit";
+import { baseConfigSchema, loadConfig, type BaseConfig } from "@lathe/kit";
 import { z } from "zod";
 
-/**
- * The trainer service's environment: the kit's variables (LATHE_GRPC_PORT, LATHE_PG_URL,
- * LATHE_NATS_URL, LATHE_API_KEYS, …; see libs/kit/src/config.ts) and its own below.
- */
-export const configSchema = baseConfigSchema;
-
-/** The trainer's own variables; read by `trainerOptions(env)`, each with a default. */
+/** The trainer's own variables, each with a default. */
 export const trainerOptionsSchema = z.object({
   /** Jobs this process trains at once on its CPU (local worker slots). 0: none, an API-only replica. Default 1. */
   LATHE_TRAINER_WORKERS: z.coerce.number().int().min(0).max(64).default(1),
@@ -27,6 +21,23 @@ export const trainerOptionsSchema = z.object({
 
 export type TrainerOptions = z.infer<typeof trainerOptionsSchema>;
 
-export function trainerOptions(env: Record<string, string | undefined> = process.env): TrainerOptions {
-  return loadConfig(trainerOptionsSchema, Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("LATHE_TRAINER_"))));
+/**
+ * The trainer service's environment: the kit's variables (LATHE_GRPC_PORT, LATHE_PG_URL,
+ * LATHE_NATS_URL, LATHE_API_KEYS, …; see libs/kit/src/config.ts) and its own above. Read once,
+ * by `loadConfig` in `runMain` (or `lathe up`, which merges every service's schema), never from
+ * process.env here.
+ */
+export const configSchema = baseConfigSchema.extend(trainerOptionsSchema.shape);
+
+export type TrainerConfig = z.infer<typeof configSchema>;
+
+const optionNames = Object.keys(trainerOptionsSchema.shape) as (keyof TrainerOptions)[];
+
+/**
+ * The trainer's options in a loaded config. A config loaded without the trainer's schema (only
+ * the kit's) lacks them: each takes its default. ConfigError naming the variable when one is wrong.
+ */
+export function trainerOptionsOf(config: BaseConfig | TrainerConfig): TrainerOptions {
+  const given = config as Partial<Record<keyof TrainerOptions, unknown>>;
+  return loadConfig(trainerOptionsSchema, Object.fromEntries(optionNames.map((k) => [k, given[k] === undefined ? undefined : String(given[k])])));
 }

@@ -2,7 +2,7 @@ import { join, resolve } from "node:path";
 import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
-import { trainerOptions, type TrainerOptions } from "./config.js";
+import { trainerOptionsOf, type TrainerOptions } from "./config.js";
 import { migrations } from "./db/migrations.js";
 import { schema, type TrainerTables } from "./db/tables.js";
 import { loadCostTable } from "./domain/estimate.js";
@@ -12,7 +12,7 @@ import { LocalWorker } from "./domain/worker.js";
 import { adapterVersionCreated } from "./events.js";
 import { trainerHandlers } from "./service.js";
 
-export { configSchema, trainerOptions, trainerOptionsSchema, type TrainerOptions } from "./config.js";
+export { configSchema, trainerOptionsOf, trainerOptionsSchema, type TrainerConfig, type TrainerOptions } from "./config.js";
 export { defaultCostTable, type CostTable } from "./domain/estimate.js";
 export * from "./events.js";
 
@@ -64,5 +64,5 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
   };
 }
 
-/** The trainer service configured from the environment (LATHE_TRAINER_*). */
-export const createTrainerService: ServiceFactory = (deps) => trainerService(trainerOptions())(deps);
+/** The trainer service with the options of its config (LATHE_TRAINER_*, loaded with `configSchema`). */
+export const createTrainerService: ServiceFactory = (deps) => trainerService(trainerOptionsOf(deps.config))(deps);
