@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { evalLoss, recipeFromAdapter, train, type TrainProgress } from "@lathe/engine";
+import { evalLoss, recipeFromAdapter, sequencesFromFile, train, type TrainProgress } from "@lathe/engine";
 import { RECIPE_KEYS, RecipeError, resolveRecipe, RECIPE, type RecipeKey } from "@lathe/models";
 import { nonNegativeInt, positiveInt } from "../flags.js";
 import { formatDuration, printJson } from "../output.js";
@@ -59,8 +59,8 @@ export function trainCommand(): Command {
       const summary = await train(
         {
           modelDir: o.model,
-          dataPath: o.data,
-          evalPath: o.eval,
+          train: await sequencesFromFile(o.model, o.data, recipe),
+          eval: o.eval === undefined ? undefined : await sequencesFromFile(o.model, o.eval, recipe),
           outDir: o.out,
           recipe,
           numThreads: o.threads,

@@ -19,6 +19,7 @@ export type { AdamwOptions, Batch, ForwardBackwardOptions, LoraOptions } from ".
 export { train } from "./train/loop.js";
 export type { TrainProgress, TrainSummary } from "./train/loop.js";
 export { recipeFromAdapter } from "./train/init-adapter.js";
+export { sequencesFromFile } from "./train/batches.js";
 export type { TrainOptions } from "./train/config.js";
 export { evalLoss } from "./train/eval-loss.js";
 export type { EvalLossOptions, EvalLossResult } from "./train/eval-loss.js";

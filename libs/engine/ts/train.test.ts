@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { readPeftAdapter, readTensorF32, resolveRecipe, writeTinyModel, type Recipe } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CheckpointError, EngineError, evalLoss, recipeFromAdapter, train as trainResolved, TrainingDataError, type TrainOptions, type TrainProgress } from "./index.js";
+import { CheckpointError, EngineError, evalLoss, recipeFromAdapter, sequencesFromFile, train as trainResolved, TrainingDataError, type TrainOptions, type TrainProgress } from "./index.js";
 
 const CITIES: [string, string][] = [
   ["Paris", "France"], ["Lyon", "France"], ["Berlin", "Germany"], ["Munich", "Germany"], ["Madrid", "Spain"],
@@ -46,11 +46,12 @@ afterAll(async () => {
 
 /**
  * These runs were written when `train` took optional settings with defaults of its own; it takes
- * a resolved recipe now. `Legacy` is the old shape; `train` below resolves it with the engine's
+ * a resolved recipe and tokenized sequences now. `Legacy` is the old shape (files of rows included); `train` below resolves it with the engine's
  * old defaults (no rsLoRA, no packing, no gradient accumulation or checkpointing, a checkpoint
  * every 500 steps), so every run trains exactly what it did.
  */
-interface Legacy extends Omit<TrainOptions, "recipe"> {
+interface Legacy extends Omit<TrainOptions, "recipe" | "train" | "eval"> {
+  dataPath: string; evalPath?: string;
   loraR?: number; loraAlpha?: number; loraDropout?: number; targetModules?: string[]; useRslora?: boolean; epochs?: number; batchSize?: number; gradAccum?: number;
   lr?: number; warmupRatio?: number; weightDecay?: number; maxGradNorm?: number; maxSeqLength?: number; packing?: boolean; trainOnInputs?: boolean; seed?: number;
   gradientCheckpointing?: boolean; saveSteps?: number; saveTotalLimit?: number;
@@ -63,7 +64,10 @@ async function train(o: Legacy, onProgress?: (p: TrainProgress) => void, signal?
     gradientAccumulationSteps: gradAccum ?? 1, packing: packing ?? false, gradientCheckpointing: gradientCheckpointing ?? false, saveSteps: saveSteps ?? 500,
   }).filter(([, v]) => v !== undefined));
   const asked = o.initAdapter === undefined ? { useRslora: false, ...given } : await recipeFromAdapter(o.initAdapter, given);
-  return trainResolved({ ...rest, recipe: resolveRecipe(asked) }, onProgress, signal);
+  const recipe = resolveRecipe(asked);
+  const { dataPath: data, evalPath: evalData, ...run } = rest;
+  const sequences = (file: string) => sequencesFromFile(run.modelDir, file, recipe);
+  return trainResolved({ ...run, recipe, train: await sequences(data), eval: evalData === undefined ? undefined : await sequences(evalData) }, onProgress, signal);
 }
 
 const options = (out: string, extra: Partial<Legacy> = {}): Legacy => ({

@@ -27,3 +27,5 @@ export { packExamples, padExamples, shiftLabels } from "./packing.js";
 export type { LabeledSequence, PackedRow } from "./packing.js";
 export { LORA_MODULES, RECIPE, RECIPE_KEYS, RecipeError, SCHEDULER_NAMES, checkRecipe, defaultText, rangeText, resolveRecipe, settingHelp } from "./recipe.js";
 export type { LoraModuleName, Recipe, RecipeKey, SchedulerName as RecipeSchedulerName, SettingSpec } from "./recipe.js";
+export { decodeSequences, encodeSequences } from "./sequences.js";
+export type { SequenceMeta, SequenceSet } from "./sequences.js";

@@ -46,6 +46,9 @@ export const LIMITS = {
   /** Characters of a tensor name (real ones are under 100). */
   tensorNameChars: 1024,
 
+  /** Tokens of one stored training sequence (the recipe's largest max_seq_length). */
+  sequenceTokens: 1 << 20,
+
   /** PEFT `r`. */
   loraRank: 16_384,
   /** PEFT `lora_alpha`. */

@@ -6,6 +6,7 @@
 import { readFile } from "node:fs/promises";
 import {
   IGNORE_INDEX,
+  loadTokenizer,
   packExamples,
   padExamples,
   shiftLabels,
@@ -13,6 +14,7 @@ import {
   type LabeledSequence,
   type ModelTokenizer,
   type PackedRow,
+  type SequenceSet,
   type TrainingExample,
 } from "@lathe/models";
 import { mulberry32 } from "@lathe/text";
@@ -25,7 +27,30 @@ interface ExampleSet {
 }
 
 /**
- * Reads and tokenizes a JSONL file; blank lines are skipped.
+ * The sequences `train` is given, checked: at least one, none empty or longer than
+ * max_seq_length, labels as long as ids, every id in the vocabulary and every label an id or -100.
+ * @throws RangeError naming the set and the sequence.
+ */
+export function checkSequences(what: string, set: SequenceSet, maxSeqLength: number, vocabSize: number): ExampleSet {
+  if (set.sequences.length === 0) throw new RangeError(`${what}: no sequences to train on`);
+  if (!Number.isSafeInteger(set.truncated) || set.truncated < 0 || set.truncated > set.sequences.length) throw new RangeError(`${what}: truncated ${set.truncated} is not a count of at most ${set.sequences.length}`);
+  for (const [i, s] of set.sequences.entries()) {
+    if (s.ids.length === 0) throw new RangeError(`${what} sequence ${i} is empty`);
+    if (s.ids.length > maxSeqLength) throw new RangeError(`${what} sequence ${i} has ${s.ids.length} tokens, more than max_seq_length ${maxSeqLength} (it was made with other settings)`);
+    if (s.labels.length !== s.ids.length) throw new RangeError(`${what} sequence ${i} has ${s.ids.length} ids and ${s.labels.length} labels`);
+    for (let j = 0; j < s.ids.length; j++) {
+      const id = s.ids[j]!;
+      const label = s.labels[j]!;
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new RangeError(`${what} sequence ${i} has id ${id} at ${j}, outside the vocabulary of ${vocabSize}`);
+      if (label !== IGNORE_INDEX && label !== id) throw new RangeError(`${what} sequence ${i} has label ${label} at ${j}; a label is the id there or ${IGNORE_INDEX}`);
+    }
+  }
+  return { examples: set.sequences, truncated: set.truncated };
+}
+
+/**
+ * Reads and tokenizes a JSONL file of training rows with the model's tokenizer and chat
+ * template, as `lathe train` and `evalLoss` give data; blank lines are skipped.
  * @throws TrainingDataError naming file:line.
  */
 export async function readExamples(file: string, tok: ModelTokenizer, o: { maxSeqLength: number; trainOnInputs: boolean }): Promise<ExampleSet> {
@@ -151,4 +176,10 @@ export function stepBatches(
     micro.push(toBatch(o.packing ? members.map(asRow) : padExamples(members, padId)));
   }
   return micro;
+}
+
+/** The sequences `train` takes, from a JSONL file of rows (`lathe train --data`). */
+export async function sequencesFromFile(modelDir: string, file: string, o: { maxSeqLength: number; trainOnInputs: boolean }): Promise<SequenceSet> {
+  const set = await readExamples(file, await loadTokenizer(modelDir), o);
+  return { sequences: set.examples, truncated: set.truncated };
 }

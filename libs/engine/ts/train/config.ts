@@ -2,7 +2,7 @@
  * What `train` is asked to do (TrainOptions, named after HF TrainingArguments and PEFT
  * LoraConfig) and the same with every default filled in and every value checked.
  */
-import { checkRecipe, type Recipe } from "@lathe/models";
+import { checkRecipe, type Recipe, type SequenceSet } from "@lathe/models";
 import type { LoraModule } from "../native.js";
 import type { SchedulerName } from "../schedule.js";
 
@@ -10,10 +10,14 @@ import type { SchedulerName } from "../schedule.js";
 export interface TrainOptions {
   /** Hugging Face model folder (config.json, safetensors, tokenizer). */
   modelDir: string;
-  /** Training data, one TrainingExample per JSONL line. */
-  dataPath: string;
-  /** Evaluation data, evaluated at the end of each epoch. Default none. */
-  evalPath?: string;
+  /**
+   * The tokenized, masked sequences to train on, made with this recipe's max_seq_length and
+   * train_on_inputs (the trainer service pins them when a job is created; `sequencesFromFile`
+   * makes them from a JSONL file).
+   */
+  train: SequenceSet;
+  /** Sequences evaluated at the end of each epoch. Default none. */
+  eval?: SequenceSet;
   /** Where the adapter and training_summary.json are written. */
   outDir: string;
   /**

@@ -14,11 +14,11 @@
  */
 import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { loadTokenizer, writePeftAdapter } from "@lathe/models";
+import { loadTokenizer, readModelConfig, writePeftAdapter } from "@lathe/models";
 import { EngineError } from "../errors.js";
 import { Model, NF4_MODULES } from "../model.js";
 import { lrAt, warmupSteps as warmupStepsFor } from "../schedule.js";
-import { epochSeed, labelCount, padTokenId, readExamples, realTokens, shuffled, stepBatches, trainingUnits } from "./batches.js";
+import { checkSequences, epochSeed, labelCount, padTokenId, realTokens, shuffled, stepBatches, trainingUnits } from "./batches.js";
 import {
   checkResumable,
   dataFingerprint,
@@ -116,8 +116,9 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
     peakMemoryBytes = Math.max(peakMemoryBytes, process.memoryUsage().rss);
   };
   const tok = await loadTokenizer(options.modelDir);
-  const trainSet = await readExamples(options.dataPath, tok, o);
-  const evalSet = options.evalPath === undefined ? null : await readExamples(options.evalPath, tok, o);
+  const { vocabSize } = await readModelConfig(options.modelDir);
+  const trainSet = checkSequences("train", options.train, o.maxSeqLength, vocabSize);
+  const evalSet = options.eval === undefined ? null : checkSequences("eval", options.eval, o.maxSeqLength, vocabSize);
   const padId = padTokenId(tok);
 
   // With packing the unit of shuffling and batching is a packed row, else an example.

@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { Metadata } from "@grpc/grpc-js";
 import { AppError, cachedFolder, call, createClient, fromGrpcError, invalidArgument, type ArtifactStore, type CallContext } from "@lathe/kit";
-import { inspectModelFolder, loadTokenizer, packExamples, tokenizeExample, type ModelConfig, type TrainingExample } from "@lathe/models";
+import { encodeSequences, inspectModelFolder, loadTokenizer, packExamples, tokenizeExample, type ModelConfig, type SequenceSet, type TrainingExample } from "@lathe/models";
 import { DatasetServiceClient, DatasetVersion_State, type DatasetRow } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { RegistryServiceClient, Model_State } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { ChatRole } from "@lathe/proto/lathe/type/v1/chat";
@@ -25,8 +25,10 @@ export interface ResolvedInputs {
 /**
  * Resolves a job's inputs on the caller's behalf (with the caller's key): the base model must be
  * READY in the registry, the dataset versions validated and not NOT_READY. The rows are copied
- * into the artifact store as chat JSONL, so the job trains on exactly what was estimated even if
- * the worker runs elsewhere or later, and the worker needs no key of its own. The model is read
+ * into the artifact store as chat JSONL (for lineage) and, tokenized and masked with the model's
+ * tokenizer and chat template, as the job's sequences: the job trains on exactly what was
+ * estimated even if the worker runs elsewhere or later, the worker needs no key of its own, and
+ * nothing parses or tokenizes the rows again. The model is read
  * from the artifact store by the digest the registry recorded.
  */
 export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { peer: (s: "registry" | "dataset") => string; artifacts: ArtifactStore; cacheDir: string }): Promise<ResolvedInputs> {
@@ -71,16 +73,27 @@ export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { pee
     const train = await rowsOf(f("train_dataset_version"), spec.trainDatasetVersion);
     const evalRows = spec.evalDatasetVersion === "" ? null : await rowsOf(f("eval_dataset_version"), spec.evalDatasetVersion);
 
+    // The rows become the sequences the job trains on, once, here: the worker and the engine
+    // take these, and the estimate counts them.
+    const tokenizeOpts = { maxSeqLength: spec.args.maxSeqLength, trainOnInputs: spec.args.trainOnInputs };
     const tokens: number[] = [];
     const trainedTokens: number[] = [];
     let truncated = 0;
     const sequences = [];
     for (const ex of train.examples) {
-      const t = tokenizeExample(tok, ex, { maxSeqLength: spec.args.maxSeqLength });
+      const t = tokenizeExample(tok, ex, tokenizeOpts);
       tokens.push(t.ids.length);
       trainedTokens.push(t.trainedTokens);
       if (t.truncated) truncated++;
       sequences.push({ ids: t.ids, labels: t.labels });
+    }
+    const meta = { ...tokenizeOpts, modelDigest: model.artifactDigest, chatTemplateFingerprint: inspection.chatTemplateFingerprint };
+    const pin = async (set: SequenceSet) => `sha256:${(await deps.artifacts.put(encodeSequences(set, meta))).digest}`;
+    const trainSequencesDigest = await pin({ sequences, truncated });
+    let evalSequencesDigest = "";
+    if (evalRows !== null) {
+      const evalTokenized = evalRows.examples.map((ex) => tokenizeExample(tok, ex, tokenizeOpts));
+      evalSequencesDigest = await pin({ sequences: evalTokenized.map((t) => ({ ids: t.ids, labels: t.labels })), truncated: evalTokenized.filter((t) => t.truncated).length });
     }
     const data: DataShape = {
       rows: train.examples.length,
@@ -96,6 +109,8 @@ export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { pee
         chatTemplateFingerprint: inspection.chatTemplateFingerprint,
         trainRowsDigest: train.digest,
         evalRowsDigest: evalRows?.digest ?? "",
+        trainSequencesDigest,
+        evalSequencesDigest,
         trainRows: train.examples.length,
         evalRows: evalRows?.examples.length ?? 0,
       },

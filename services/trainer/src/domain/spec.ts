@@ -43,8 +43,15 @@ export interface JobInputs {
   modelDigest: string;
   modelContextLength: number;
   chatTemplateFingerprint: string;
+  /** The rows as chat JSONL, for lineage. */
   trainRowsDigest: string;
   evalRowsDigest: string;
+  /**
+   * The tokenized, masked sequences the job trains on (`encodeSequences` of libs/models); "" for
+   * no eval set. Absent in jobs created before sequences were pinned: the worker tokenizes their rows.
+   */
+  trainSequencesDigest?: string;
+  evalSequencesDigest?: string;
   trainRows: number;
   evalRows: number;
 }

@@ -2,8 +2,9 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { AppError, cachedFolder, contextFromHeaders, tracer, materializeFolder, PollingLoop, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
-import { CheckpointError, EngineError, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
+import { AppError, cachedFolder, contextFromHeaders, digestHex, tracer, materializeFolder, PollingLoop, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { CheckpointError, EngineError, sequencesFromFile, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
+import { decodeSequences, type Recipe, type SequenceSet } from "@lathe/models";
 import type { JobFailure, JobProgress, JobRow } from "../db/tables.js";
 import { artifactUri } from "./encode.js";
 import { artifactToFile } from "./inputs.js";
@@ -114,6 +115,20 @@ export class LocalWorker {
     await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
+  /**
+   * A job's pinned sequences, read from the artifact store; a job created before sequences were
+   * pinned has only its rows, which are tokenized here as they were then.
+   */
+  private async sequences(sequencesDigest: string | undefined, rowsDigest: string, rowsFile: string, modelDir: string, recipe: Recipe): Promise<SequenceSet> {
+    if (sequencesDigest === undefined || sequencesDigest === "") {
+      await artifactToFile(this.o.artifacts, rowsDigest, rowsFile);
+      return sequencesFromFile(modelDir, rowsFile, recipe);
+    }
+    const chunks: Buffer[] = [];
+    for await (const c of await this.o.artifacts.get(digestHex(sequencesDigest))) chunks.push(c as Buffer);
+    return decodeSequences(Buffer.concat(chunks), sequencesDigest);
+  }
+
   private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal): Promise<void> {
     const spec = storedSpec(job);
     const log = this.o.logger.child({ job: `fineTuningJobs/${job.job_id}`, tenant: job.tenant, attempt: job.attempt_count });
@@ -133,13 +148,9 @@ export class LocalWorker {
       await rm(dir, { recursive: true, force: true });
       await mkdir(outDir, { recursive: true });
       const modelDir = await cachedFolder(this.o.artifacts, spec.inputs.modelDigest.replace(/^sha256:/, ""), join(this.o.workDir, "models"));
-      const dataPath = join(dir, "train.jsonl");
-      await artifactToFile(this.o.artifacts, spec.inputs.trainRowsDigest, dataPath);
-      let evalPath: string | undefined;
-      if (spec.inputs.evalRowsDigest !== "") {
-        evalPath = join(dir, "eval.jsonl");
-        await artifactToFile(this.o.artifacts, spec.inputs.evalRowsDigest, evalPath);
-      }
+      const recipe = recipeOf(spec);
+      const trainSet = await this.sequences(spec.inputs.trainSequencesDigest, spec.inputs.trainRowsDigest, join(dir, "train.jsonl"), modelDir, recipe);
+      const evalSet = spec.inputs.evalRowsDigest === "" ? undefined : await this.sequences(spec.inputs.evalSequencesDigest, spec.inputs.evalRowsDigest, join(dir, "eval.jsonl"), modelDir, recipe);
       let resumeFrom: string | undefined;
       if (resumeDigest !== undefined) {
         const resumeDir = join(outDir, "checkpoint-resume");
@@ -190,6 +201,9 @@ export class LocalWorker {
       let lastCheckpoint: SavedCheckpoint | undefined;
       const onCheckpoint = async (c: SavedCheckpoint) => {
         const stored = await putFolder(this.o.artifacts, c.dir);
+        // The steps' progress writes first: the checkpoint's eval loss goes into the progress,
+        // and a heartbeat landing after it would put back the previous epoch's (seen under load).
+        await pending;
         if (c.evalLoss !== null) lastEval = c.evalLoss;
         lastCheckpoint = c;
         const held = await this.o.leases.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: `sha256:${stored.digest}`, sizeBytes: stored.size });
@@ -201,10 +215,10 @@ export class LocalWorker {
           {
             modelDir,
             baseModelNameOrPath: spec.baseModel,
-            dataPath,
-            evalPath,
+            train: trainSet,
+            eval: evalSet,
             outDir,
-            recipe: recipeOf(spec),
+            recipe,
             numThreads: this.o.threads,
             qlora: spec.method === "qlora",
             resumeFrom,
