@@ -5,9 +5,9 @@
  * had other settings or data.
  */
 import { createHash } from "node:crypto";
-import { readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { writePeftAdapter, writeSafetensors, type LabeledSequence } from "@lathe/models";
+import { ModelFormatError, readJsonFile, readSafetensorsHeader, readTensorF32, writePeftAdapter, writeSafetensors, type LabeledSequence } from "@lathe/models";
 import { CheckpointError } from "../errors.js";
 import type { Model } from "../model.js";
 import type { SchedulerName } from "../schedule.js";
@@ -102,16 +102,19 @@ export async function resolveCheckpoint(resumeFrom: string, outDir: string): Pro
 
 export async function readTrainerState(dir: string): Promise<TrainerState> {
   const file = path.join(dir, TRAINER_STATE);
-  let state: unknown;
-  try {
-    state = JSON.parse(await readFile(file, "utf8"));
-  } catch (err) {
-    throw new CheckpointError(`${file}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
+  const state = await asCheckpointError(file, readJsonFile(file));
   if (typeof state !== "object" || state === null || (state as { format?: unknown }).format !== STATE_FORMAT) {
     throw new CheckpointError(`${file}: not a Lathe trainer state (format ${STATE_FORMAT})`);
   }
   return state as TrainerState;
+}
+
+/** A checkpoint file that cannot be read is a CheckpointError saying why (the bounded readers' own words). */
+async function asCheckpointError<T>(file: string, p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    const why = err instanceof ModelFormatError ? err.message.replace(`${file}: `, "") : err instanceof Error ? err.message : String(err);
+    throw new CheckpointError(`${file}: ${why}`, { cause: err });
+  });
 }
 
 /** Refuses a checkpoint whose run had other settings or data, naming each difference. */
@@ -174,39 +177,16 @@ export async function restoreCheckpoint(model: Model, dir: string, state: Traine
   model.setRngState(BigUint64Array.from(state.rng.dropout, (h) => BigInt(`0x${h}`)));
 }
 
-/** Restores AdamW's moments from a checkpoint's optimizer.safetensors. */
+/** Restores AdamW's moments from a checkpoint's optimizer.safetensors (F32, read by libs/models' bounded reader). */
 async function loadOptimizer(model: Model, dir: string): Promise<void> {
   const file = path.join(dir, OPTIMIZER_FILE);
-  const tensors = readF32Safetensors(file, await readFile(file).catch((err: unknown) => {
-    throw new CheckpointError(`${file}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }));
+  const { tensors } = await asCheckpointError(file, readSafetensorsHeader(file));
+  const byName = new Map(tensors.map((t) => [t.name, t]));
   for (const name of model.loraShapes().keys()) {
-    const m = tensors.get(`${name}.exp_avg`);
-    const v = tensors.get(`${name}.exp_avg_sq`);
+    const m = byName.get(`${name}.exp_avg`);
+    const v = byName.get(`${name}.exp_avg_sq`);
     if (m === undefined || v === undefined) throw new CheckpointError(`${file}: no moments for \`${name}\``);
-    model.adamwStateSet(name, m, v);
+    for (const t of [m, v]) if (t.dtype !== "F32") throw new CheckpointError(`${file}: tensor ${t.name} is ${t.dtype}, expected F32`);
+    model.adamwStateSet(name, await asCheckpointError(file, readTensorF32(m)), await asCheckpointError(file, readTensorF32(v)));
   }
-}
-
-/** The F32 tensors of a safetensors file (8-byte little-endian header length, JSON header, data). */
-function readF32Safetensors(file: string, bytes: Buffer): Map<string, Float32Array> {
-  const fail = (why: string): never => {
-    throw new CheckpointError(`${file}: ${why}`);
-  };
-  if (bytes.length < 8) fail("too short for a safetensors file");
-  const headerLength = Number(bytes.readBigUInt64LE(0));
-  if (8 + headerLength > bytes.length) fail("header runs past the end of the file");
-  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8")) as Record<string, { dtype: string; data_offsets: [number, number] }>;
-  const out = new Map<string, Float32Array>();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    if (info.dtype !== "F32") fail(`tensor ${name} is ${info.dtype}, expected F32`);
-    const [from, to] = info.data_offsets;
-    const start = 8 + headerLength + from;
-    if (to < from || start + (to - from) > bytes.length) fail(`tensor ${name} lies outside the file`);
-    const data = new Float32Array((to - from) / 4);
-    new Uint8Array(data.buffer).set(bytes.subarray(start, start + (to - from)));
-    out.set(name, data);
-  }
-  return out;
 }
