@@ -39,8 +39,8 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
       pollMs: options.LATHE_TRAINER_POLL_MS,
       leaseMs: options.LATHE_TRAINER_LEASE_MS,
     });
-    const consumer = new EventConsumer({ name: "trainer", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { trx, meta }) => {
-      if (e.fineTuningJob !== "") await jobs.setAdapterVersion(trx as never, meta.tenant, e.fineTuningJob, e.adapterVersion);
+    const consumer = new EventConsumer<TrainerTables>({ name: "trainer", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { trx, meta }) => {
+      if (e.fineTuningJob !== "") await jobs.setAdapterVersion(trx, meta.tenant, e.fineTuningJob, e.adapterVersion);
     });
     return {
       name: "trainer",

@@ -1,6 +1,7 @@
 import { AppError, checkRequestId, traceHeaders, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
 import type { FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { canonicalCreateRequest } from "./domain/canonical-request.js";
+import { jobName } from "./domain/encode.js";
 import { estimateJob, type CostTable } from "./domain/estimate.js";
 import { resolveInputs } from "./domain/inputs.js";
 import type { JobStore } from "./domain/job-store.js";
@@ -37,11 +38,11 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
       const earlier = await p.jobs.byRequestId(ctx.tenant, requestId, request);
       if (earlier) return { fineTuningJob: earlier };
       const jobId = jobIdOf(req.fineTuningJobId);
-      const exists = await p.jobs.get(ctx.tenant, `fineTuningJobs/${jobId}`).then(
+      const exists = await p.jobs.get(ctx.tenant, jobName(jobId)).then(
         () => true,
         () => false,
       );
-      if (exists) throw new AppError("ALREADY_EXISTS", "FINE_TUNING_JOB_ALREADY_EXISTS", `fineTuningJobs/${jobId} already exists`, { name: `fineTuningJobs/${jobId}` });
+      if (exists) throw new AppError("ALREADY_EXISTS", "FINE_TUNING_JOB_ALREADY_EXISTS", `${jobName(jobId)} already exists`, { name: jobName(jobId) });
       const { resolved, estimate: est } = await estimate(spec, ctx, []);
       const here = est.hardwareEstimates.find((h) => h.hardware === spec.compute.hardware);
       if (here && !here.fits) {

@@ -1,6 +1,7 @@
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
-import { FineTuningMethod, LoraConfig } from "@lathe/proto/lathe/type/v1/lora";
-import { Checkpoint, ComputeBackend, FineTuningEstimate, FineTuningJob, FineTuningJob_State, LearningRateScheduler } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { artifactUri, fineTuningMethods, lrSchedulers, resourceName } from "@lathe/kit";
+import { LoraConfig } from "@lathe/proto/lathe/type/v1/lora";
+import { Checkpoint, ComputeBackend, FineTuningEstimate, FineTuningJob, FineTuningJob_State } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { CheckpointRow, JobRow, JobState } from "../db/tables.js";
 import type { JobSpec } from "./spec.js";
 import { storedSpec } from "./stored-spec.js";
@@ -16,12 +17,13 @@ export const states: Record<JobState, FineTuningJob_State> = {
 };
 export const terminal: readonly JobState[] = ["SUCCEEDED", "FAILED", "CANCELLED"];
 
-/** The URI of a stored folder, as the registry reads it: `artifact:sha256:<hex>`. */
-export const artifactUri = (digest: string) => `artifact:${digest}`;
-export const jobName = (id: string) => `fineTuningJobs/${id}`;
+/** The collection of job names: `fineTuningJobs/{job_id}`. */
+export const jobCollection = "fineTuningJobs";
+export const jobName = (id: string) => resourceName(jobCollection, id);
 export const checkpointName = (id: string, step: number) => `${jobName(id)}/checkpoints/step-${step}`;
-export const methodEnum = (m: JobSpec["method"]) => (m === "qlora" ? FineTuningMethod.FINE_TUNING_METHOD_QLORA : FineTuningMethod.FINE_TUNING_METHOD_LORA);
-const schedulerEnum = { cosine: LearningRateScheduler.LEARNING_RATE_SCHEDULER_COSINE, linear: LearningRateScheduler.LEARNING_RATE_SCHEDULER_LINEAR, constant: LearningRateScheduler.LEARNING_RATE_SCHEDULER_CONSTANT };
+// JobSpec's method and scheduler are names the codecs hold, so each has a value.
+export const methodEnum = (m: JobSpec["method"]) => fineTuningMethods.value(m)!;
+const schedulerEnum = (s: JobSpec["args"]["scheduler"]) => lrSchedulers.value(s)!;
 export const duration = (s: number) => ({ seconds: Math.max(0, Math.round(s)), nanos: 0 });
 
 export function loraConfigOf(spec: JobSpec): LoraConfig {
@@ -52,7 +54,7 @@ export function toJob(row: JobRow): FineTuningJob {
       perDeviceTrainBatchSize: s.args.batchSize,
       gradientAccumulationSteps: s.args.gradAccum,
       learningRate: s.args.lr,
-      lrSchedulerType: schedulerEnum[s.args.scheduler],
+      lrSchedulerType: schedulerEnum(s.args.scheduler),
       warmupRatio: s.args.warmupRatio,
       maxSeqLength: s.args.maxSeqLength,
       packing: s.args.packing,

@@ -1,4 +1,5 @@
-import { invalidArgument, resourceIdPattern } from "@lathe/kit";
+import { fineTuningMethods, invalidArgument, resourceIdPattern } from "@lathe/kit";
+import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
 import type { JobState } from "../db/tables.js";
 
 /** One comparison of a ListFineTuningJobs filter, its value checked against the field's type. */
@@ -14,7 +15,8 @@ export const FILTER_MAX_LENGTH = 2000;
 export const FILTER_MAX_TERMS = 20;
 
 const STATES: Record<string, JobState> = { STATE_QUEUED: "QUEUED", STATE_RUNNING: "RUNNING", STATE_SUCCEEDED: "SUCCEEDED", STATE_FAILED: "FAILED", STATE_CANCELLED: "CANCELLED" };
-const METHODS: Record<string, "lora" | "qlora"> = { FINE_TUNING_METHOD_LORA: "lora", FINE_TUNING_METHOD_QLORA: "qlora" };
+// The method identifiers a filter takes, for the message refusing another: those the codec names.
+const METHODS = fineTuningMethods.names.map((n) => FineTuningMethod[fineTuningMethods.value(n)!]);
 const FIELDS = "state, method, base_model, train_dataset_version or labels.<key>";
 const id = resourceIdPattern.source.slice(1, -1);
 const MODEL_NAME = new RegExp(`^models/${id}$`);
@@ -62,10 +64,9 @@ export function parseFilter(filter: string): FilterTerm[] {
 
 function termOf(field: string, op: "=" | "!=", quoted: string | undefined, bare: string | undefined): FilterTerm {
   if (field === "state" || field === "method") {
-    const names = field === "state" ? STATES : METHODS;
     if (bare === undefined) throw bad(`${field} takes an enum value name, e.g. ${field === "state" ? "STATE_RUNNING" : "FINE_TUNING_METHOD_QLORA"}`);
-    const value = names[bare];
-    if (value === undefined) throw bad(`${quote(bare)} is not a ${field === "state" ? "job state" : "fine-tuning method"} (${Object.keys(names).join(", ")})`);
+    const value = field === "state" ? STATES[bare] : fineTuningMethods.nameOfIdentifier(bare);
+    if (value === undefined) throw bad(`${quote(bare)} is not a ${field === "state" ? "job state" : "fine-tuning method"} (${(field === "state" ? Object.keys(STATES) : METHODS).join(", ")})`);
     return field === "state" ? { column: "state", op, value: value as JobState } : { column: "method", op, value: value as "lora" | "qlora" };
   }
   if (field !== "base_model" && field !== "train_dataset_version" && !field.startsWith("labels.")) throw bad(`cannot filter on ${quote(field)}; use ${FIELDS}`);

@@ -2,17 +2,14 @@ import { createWriteStream } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
-import { Metadata } from "@grpc/grpc-js";
-import { AppError, cachedFolder, call, createClient, fromGrpcError, invalidArgument, type ArtifactStore, type CallContext } from "@lathe/kit";
+import type { Metadata } from "@grpc/grpc-js";
+import { AppError, cachedFolder, call, callerMetadata, chatRoles, createClient, digestHex, fromGrpcError, invalidArgument, prefixedDigest, type ArtifactStore, type CallContext } from "@lathe/kit";
 import { encodeSequences, inspectModelFolder, loadTokenizer, packExamples, tokenizeExample, type ModelConfig, type SequenceSet, type TrainingExample } from "@lathe/models";
 import { DatasetServiceClient, DatasetVersion_State, type DatasetRow } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { RegistryServiceClient, Model_State } from "@lathe/proto/lathe/registry/v1/registry_service";
-import { ChatRole } from "@lathe/proto/lathe/type/v1/chat";
 import { Readiness } from "@lathe/proto/lathe/type/v1/data_check";
 import type { DataShape } from "./estimate.js";
 import type { JobInputs, JobSpec } from "./spec.js";
-
-const roles: Record<number, "system" | "user" | "assistant"> = { [ChatRole.CHAT_ROLE_SYSTEM]: "system", [ChatRole.CHAT_ROLE_USER]: "user", [ChatRole.CHAT_ROLE_ASSISTANT]: "assistant" };
 
 /** Everything a job is pinned to, and what the estimate needs of it. */
 export interface ResolvedInputs {
@@ -32,9 +29,7 @@ export interface ResolvedInputs {
  * from the artifact store by the digest the registry recorded.
  */
 export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { peer: (s: "registry" | "dataset") => string; artifacts: ArtifactStore; cacheDir: string }): Promise<ResolvedInputs> {
-  const md = new Metadata();
-  const auth = ctx.metadata.get("authorization")[0] ?? ctx.metadata.get("x-api-key")[0];
-  if (typeof auth === "string") md.set(ctx.metadata.get("authorization").length > 0 ? "authorization" : "x-api-key", auth);
+  const md = callerMetadata(ctx);
   const f = (n: string) => `fine_tuning_job.${n}`;
 
   const registry = createClient(RegistryServiceClient, deps.peer("registry"), { deadlineMs: 30_000 });
@@ -50,7 +45,7 @@ export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { pee
   if (!model || model.state !== Model_State.STATE_READY || model.artifactDigest === "") {
     throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_READY", `${f("base_model")}: ${spec.baseModel} is not ready (it has no imported files)`, { field: f("base_model") });
   }
-  const modelDir = await cachedFolder(deps.artifacts, model.artifactDigest.replace(/^sha256:/, ""), join(deps.cacheDir, "models"));
+  const modelDir = await cachedFolder(deps.artifacts, digestHex(model.artifactDigest), join(deps.cacheDir, "models"));
   const inspection = await inspectModelFolder(modelDir);
   if (spec.args.maxSeqLength > inspection.config.contextLength) {
     throw invalidArgument(f("training_arguments.max_seq_length"), `${spec.args.maxSeqLength} is more than ${spec.baseModel}'s context length, ${inspection.config.contextLength}`);
@@ -88,7 +83,7 @@ export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { pee
       sequences.push({ ids: t.ids, labels: t.labels });
     }
     const meta = { ...tokenizeOpts, modelDigest: model.artifactDigest, chatTemplateFingerprint: inspection.chatTemplateFingerprint };
-    const pin = async (set: SequenceSet) => `sha256:${(await deps.artifacts.put(encodeSequences(set, meta))).digest}`;
+    const pin = async (set: SequenceSet) => prefixedDigest((await deps.artifacts.put(encodeSequences(set, meta))).digest);
     const trainSequencesDigest = await pin({ sequences, truncated });
     let evalSequencesDigest = "";
     if (evalRows !== null) {
@@ -131,7 +126,7 @@ async function storeRows(client: DatasetServiceClient, md: Metadata, name: strin
     stream.on("data", (r: { rows: DatasetRow[] }) => {
       for (const row of r.rows) {
         if (row.messages.length === 0) continue; // a line that never parsed
-        examples.push({ messages: row.messages.map((m) => ({ role: roles[m.role] ?? "user", content: m.content })) });
+        examples.push({ messages: row.messages.map((m) => ({ role: chatRoles.name(m.role) ?? "user", content: m.content })) });
       }
     });
     stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
@@ -139,7 +134,7 @@ async function storeRows(client: DatasetServiceClient, md: Metadata, name: strin
   });
   if (examples.length === 0) throw new AppError("FAILED_PRECONDITION", "DATASET_VERSION_EMPTY", `${field}: ${name} has no rows to train on`, { field });
   const ref = await artifacts.put(Readable.from(examples.map((e) => `${JSON.stringify(e)}\n`)).map((s: string) => Buffer.from(s)));
-  return { digest: `sha256:${ref.digest}`, examples };
+  return { digest: prefixedDigest(ref.digest), examples };
 }
 
 /** Writes a stored artifact to a file (checked against its digest on the way). */
@@ -147,7 +142,7 @@ export async function artifactToFile(artifacts: ArtifactStore, digest: string, f
   await mkdir(dirname(file), { recursive: true });
   const out = createWriteStream(file);
   try {
-    for await (const chunk of await artifacts.get(digest.replace(/^sha256:/, ""))) {
+    for await (const chunk of await artifacts.get(digestHex(digest))) {
       if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
     }
   } catch (err) {

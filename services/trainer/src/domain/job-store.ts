@@ -1,11 +1,11 @@
 import { EventEmitter } from "node:events";
-import { AppError, checkSameRequest, decodePageToken, encodePageToken, enqueueEvents, invalidArgument, notFound, pageSize, parseName, type NewEvent } from "@lathe/kit";
+import { AppError, checkSameRequest, enqueueEvents, notFound, paginate, parseName, resourceId, type NewEvent } from "@lathe/kit";
 import { sql, type Kysely, type Transaction } from "kysely";
 import { FineTuningEstimate, FineTuningJob_State, type Checkpoint, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { EventMeta } from "@lathe/proto/lathe/events/v1/event_meta";
 import { schema, type CheckpointRow, type JobRow, type JobState, type TrainerTables } from "../db/tables.js";
 import { fineTuningJobCancelled, fineTuningJobQueued } from "../events.js";
-import { checkpointName, jobName, methodEnum, states, toCheckpoint, toJob } from "./encode.js";
+import { checkpointName, jobCollection, jobName, methodEnum, states, toCheckpoint, toJob } from "./encode.js";
 import { parseFilter } from "./filter.js";
 import type { StoredSpec } from "./stored-spec.js";
 
@@ -90,7 +90,7 @@ export class JobStore {
   }
 
   async row(tenant: string, name: string, field = "name"): Promise<JobRow> {
-    const id = parseName(field, name, "fineTuningJobs");
+    const id = parseName(field, name, jobCollection);
     const row = await this.t.selectFrom("jobs").selectAll().where("tenant", "=", tenant).where("job_id", "=", id).executeTakeFirst();
     if (!row) throw notFound("fine_tuning_job", name);
     return row;
@@ -102,22 +102,25 @@ export class JobStore {
 
   /** Newest first. */
   async list(tenant: string, req: { pageSize: number; pageToken: string; filter: string }): Promise<{ fineTuningJobs: FineTuningJob[]; nextPageToken: string }> {
-    const size = pageSize(req.pageSize);
     const terms = parseFilter(req.filter);
-    const after = decodePageToken(["trainer.jobs", tenant, req.filter], req.pageToken, { seq: "int" });
-    if (req.pageToken !== "" && !after) throw invalidArgument("page_token", "is not a token this service gave out");
-    let q = this.t.selectFrom("jobs").selectAll().where("tenant", "=", tenant);
-    if (after) q = q.where("seq", "<", String(after.seq));
-    for (const term of terms) {
-      const op = term.op === "=" ? "=" : "<>";
-      if (term.column === "state") q = q.where("state", op, term.value as JobState);
-      else if (term.column === "labels") q = q.where(sql<string>`coalesce(labels->>${term.label!}, '')`, op, term.value);
-      else q = q.where(sql<string>`spec->>${term.column}`, op, term.value);
-    }
-    const rows = await q.orderBy("seq", "desc").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    const last = page[page.length - 1];
-    return { fineTuningJobs: page.map(toJob), nextPageToken: rows.length > size && last ? encodePageToken(["trainer.jobs", tenant, req.filter], { seq: Number(last.seq) }) : "" };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["trainer.jobs", tenant, req.filter],
+      request: req,
+      shape: { seq: "int" },
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("jobs").selectAll().where("tenant", "=", tenant);
+        if (after) q = q.where("seq", "<", String(after.seq));
+        for (const term of terms) {
+          const op = term.op === "=" ? "=" : "<>";
+          if (term.column === "state") q = q.where("state", op, term.value as JobState);
+          else if (term.column === "labels") q = q.where(sql<string>`coalesce(labels->>${term.label!}, '')`, op, term.value);
+          else q = q.where(sql<string>`spec->>${term.column}`, op, term.value);
+        }
+        return q.orderBy("seq", "desc").limit(limit).execute();
+      },
+      keyOf: (r) => ({ seq: Number(r.seq) }),
+    });
+    return { fineTuningJobs: rows.map(toJob), nextPageToken };
   }
 
   /** Stops a queued or running job; a running worker notices at its next step and stops. */
@@ -148,19 +151,23 @@ export class JobStore {
 
   async checkpoints(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ checkpoints: Checkpoint[]; nextPageToken: string }> {
     const job = await this.row(tenant, req.parent, "parent");
-    const size = pageSize(req.pageSize);
-    const after = decodePageToken(["trainer.checkpoints", tenant, req.parent], req.pageToken, { step: "int" });
-    let q = this.t.selectFrom("checkpoints").selectAll().where("tenant", "=", tenant).where("job_id", "=", job.job_id);
-    if (after) q = q.where("step", ">", after.step);
-    const rows = await q.orderBy("step").limit(size + 1).execute();
-    const page = rows.slice(0, size);
-    const last = page[page.length - 1];
-    return { checkpoints: page.map(toCheckpoint), nextPageToken: rows.length > size && last ? encodePageToken(["trainer.checkpoints", tenant, req.parent], { step: last.step }) : "" };
+    const { rows, nextPageToken } = await paginate({
+      scope: ["trainer.checkpoints", tenant, req.parent],
+      request: req,
+      shape: { step: "int" },
+      fetch: (after, limit) => {
+        let q = this.t.selectFrom("checkpoints").selectAll().where("tenant", "=", tenant).where("job_id", "=", job.job_id);
+        if (after) q = q.where("step", ">", after.step);
+        return q.orderBy("step").limit(limit).execute();
+      },
+      keyOf: (r) => ({ step: r.step }),
+    });
+    return { checkpoints: rows.map(toCheckpoint), nextPageToken };
   }
 
   /** The registry made an adapter version from the job. */
   async setAdapterVersion(trx: Transaction<TrainerTables>, tenant: string, job: string, adapterVersion: string): Promise<void> {
-    const id = job.slice("fineTuningJobs/".length);
+    const id = resourceId(job, jobCollection);
     await trx.withSchema(schema).updateTable("jobs").set({ adapter_version: adapterVersion, update_time: sql`now()` }).where("tenant", "=", tenant).where("job_id", "=", id).execute();
   }
 

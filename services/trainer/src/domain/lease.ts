@@ -1,8 +1,9 @@
 import { sql, type Kysely, type Transaction } from "kysely";
+import { artifactUri } from "@lathe/kit";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { schema, type CheckpointRow, type JobFailure, type JobProgress, type JobResult, type JobRow, type TrainerTables } from "../db/tables.js";
 import { checkpointSaved, fineTuningJobFailed, fineTuningJobProgressed, fineTuningJobStarted, fineTuningJobSucceeded } from "../events.js";
-import { artifactUri, checkpointName, duration, jobName, loraConfigOf, methodEnum } from "./encode.js";
+import { checkpointName, duration, jobName, loraConfigOf, methodEnum } from "./encode.js";
 import { lastCheckpoint, recordEvents, type JobStore } from "./job-store.js";
 import { storedSpec } from "./stored-spec.js";
 

@@ -1,4 +1,4 @@
-import { AppError, checkLabels, checkResourceId, checkText, fineTuningMethods, invalidArgument, lrSchedulers, parseName, parseNestedName } from "@lathe/kit";
+import { AppError, checkLabels, checkResourceId, checkText, fineTuningMethods, invalidArgument, lrSchedulers, parseName, parseNestedName, resourceName } from "@lathe/kit";
 import { LORA_MODULES, RECIPE, RecipeError, resolveRecipe, type Recipe, type RecipeKey } from "@lathe/models";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { ComputeBackend, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
@@ -145,7 +145,8 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
   const reg = job.followUp?.registration;
   if (reg !== undefined && reg.adapter !== "") {
     const [model] = parseNestedName(f("follow_up.registration.adapter"), reg.adapter, ["models", "adapters"]);
-    if (`models/${model}` !== job.baseModel) throw invalidArgument(f("follow_up.registration.adapter"), `${reg.adapter} belongs to models/${model}, but the job trains ${job.baseModel}`);
+    const owner = resourceName("models", model!);
+    if (owner !== job.baseModel) throw invalidArgument(f("follow_up.registration.adapter"), `${reg.adapter} belongs to ${owner}, but the job trains ${job.baseModel}`);
   }
   return {
     displayName: checkText(f("display_name"), job.displayName, 200),

@@ -1,5 +1,6 @@
 import type { FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
-import { jobName, states, terminal } from "./encode.js";
+import { resourceId } from "@lathe/kit";
+import { jobCollection, states, terminal } from "./encode.js";
 import type { JobStore } from "./job-store.js";
 
 /** What a watcher tells apart: a job's state, its last update, its step, its adapter version. */
@@ -13,7 +14,7 @@ const stamp = (j: FineTuningJob) => `${j.state}|${j.updateTime?.getTime()}|${j.p
 export async function* watchJob(jobs: JobStore, tenant: string, name: string, signal: AbortSignal, pollMs: number): AsyncGenerator<FineTuningJob> {
   let job: FineTuningJob = await jobs.get(tenant, name);
   yield job;
-  const key = `${tenant}/${name.slice(jobName("").length)}`;
+  const key = `${tenant}/${resourceId(name, jobCollection)}`;
   const aborted = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
   const nextChange = async () => {
     let onChange: ((k: string) => void) | undefined;

@@ -2,11 +2,11 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { AppError, cachedFolder, contextFromHeaders, digestHex, tracer, materializeFolder, PollingLoop, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, artifactUri, cachedFolder, contextFromHeaders, digestHex, tracer, materializeFolder, PollingLoop, prefixedDigest, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
 import { CheckpointError, EngineError, sequencesFromFile, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
 import { decodeSequences, type Recipe, type SequenceSet } from "@lathe/models";
 import type { JobFailure, JobProgress, JobRow } from "../db/tables.js";
-import { artifactUri } from "./encode.js";
+import { jobName } from "./encode.js";
 import { artifactToFile } from "./inputs.js";
 import type { JobStore } from "./job-store.js";
 import type { JobLeases } from "./lease.js";
@@ -95,7 +95,7 @@ export class LocalWorker {
       const abort = new AbortController();
       // The job's work continues the trace of the call that created it (spans, logs, events).
       const spec = storedSpec(claimed.row);
-      const attributes = { "lathe.fine_tuning_job": `fineTuningJobs/${claimed.row.job_id}`, "lathe.tenant": claimed.row.tenant, "lathe.attempt": claimed.row.attempt_count };
+      const attributes = { "lathe.fine_tuning_job": jobName(claimed.row.job_id), "lathe.tenant": claimed.row.tenant, "lathe.attempt": claimed.row.attempt_count };
       const done = tracer
         .startActiveSpan("trainer.train_job", { attributes }, contextFromHeaders(spec.trace ?? {}), (span) =>
           this.run(claimed.row, claimed.resumeFrom?.artifact_digest, abort.signal).finally(() => span.end()),
@@ -131,7 +131,7 @@ export class LocalWorker {
 
   private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal): Promise<void> {
     const spec = storedSpec(job);
-    const log = this.o.logger.child({ job: `fineTuningJobs/${job.job_id}`, tenant: job.tenant, attempt: job.attempt_count });
+    const log = this.o.logger.child({ job: jobName(job.job_id), tenant: job.tenant, attempt: job.attempt_count });
     const dir = join(this.o.workDir, "attempts", attemptFolder(job));
     const outDir = join(dir, "out");
     const abort = new AbortController();
@@ -139,7 +139,7 @@ export class LocalWorker {
     stopSignal.addEventListener("abort", onStop, { once: true });
     // A cancel made in this process ends the claim at once; one made elsewhere is seen at the next heartbeat.
     const onChange = (key: string) => {
-      if (key === `${job.tenant}/${job.job_id}`) void this.o.jobs.row(job.tenant, `fineTuningJobs/${job.job_id}`).then((r) => r.state !== "RUNNING" || r.worker !== this.id ? abort.abort(new Stop("lost")) : undefined, () => undefined);
+      if (key === `${job.tenant}/${job.job_id}`) void this.o.jobs.row(job.tenant, jobName(job.job_id)).then((r) => r.state !== "RUNNING" || r.worker !== this.id ? abort.abort(new Stop("lost")) : undefined, () => undefined);
     };
     this.o.jobs.changes.on("changed", onChange);
     const started = performance.now();
@@ -147,14 +147,14 @@ export class LocalWorker {
     try {
       await rm(dir, { recursive: true, force: true });
       await mkdir(outDir, { recursive: true });
-      const modelDir = await cachedFolder(this.o.artifacts, spec.inputs.modelDigest.replace(/^sha256:/, ""), join(this.o.workDir, "models"));
+      const modelDir = await cachedFolder(this.o.artifacts, digestHex(spec.inputs.modelDigest), join(this.o.workDir, "models"));
       const recipe = recipeOf(spec);
       const trainSet = await this.sequences(spec.inputs.trainSequencesDigest, spec.inputs.trainRowsDigest, join(dir, "train.jsonl"), modelDir, recipe);
       const evalSet = spec.inputs.evalRowsDigest === "" ? undefined : await this.sequences(spec.inputs.evalSequencesDigest, spec.inputs.evalRowsDigest, join(dir, "eval.jsonl"), modelDir, recipe);
       let resumeFrom: string | undefined;
       if (resumeDigest !== undefined) {
         const resumeDir = join(outDir, "checkpoint-resume");
-        await materializeFolder(this.o.artifacts, resumeDigest.replace(/^sha256:/, ""), resumeDir);
+        await materializeFolder(this.o.artifacts, digestHex(resumeDigest), resumeDir);
         resumeFrom = resumeDir;
         log.info({ checkpoint: resumeDigest }, "resuming from the last checkpoint");
       }
@@ -206,7 +206,7 @@ export class LocalWorker {
         await pending;
         if (c.evalLoss !== null) lastEval = c.evalLoss;
         lastCheckpoint = c;
-        const held = await this.o.leases.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: `sha256:${stored.digest}`, sizeBytes: stored.size });
+        const held = await this.o.leases.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: prefixedDigest(stored.digest), sizeBytes: stored.size });
         if (!held) abort.abort(new Stop("lost"));
       };
       let summary;
@@ -236,7 +236,7 @@ export class LocalWorker {
       await mkdir(adapterDir, { recursive: true });
       for (const f of ["adapter_config.json", "adapter_model.safetensors"]) await copyFile(join(outDir, f), join(adapterDir, f));
       const adapter = await putFolder(this.o.artifacts, adapterDir);
-      const digest = `sha256:${adapter.digest}`;
+      const digest = prefixedDigest(adapter.digest);
       const trainLoss = summary.trainLossPerEpoch[summary.trainLossPerEpoch.length - 1] ?? Number.NaN;
       const evalLoss = summary.evalLossPerEpoch[summary.evalLossPerEpoch.length - 1];
       const ok = await this.o.leases.succeed(
