@@ -67,3 +67,11 @@ export function recipeFlags(opts: Record<string, unknown>, keys: readonly Recipe
   }
   return out as Partial<Recipe>;
 }
+
+/**
+ * The inverse of {@link recipeFlags}: the values the flags would parse to for `settings`, under
+ * the names commander gives them, for calling a command's function without its parser.
+ */
+export function recipeFlagValues(settings: Partial<Recipe>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(settings).map(([key, v]) => [camel(RECIPE[key as RecipeKey].flag), v]));
+}

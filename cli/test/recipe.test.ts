@@ -40,7 +40,7 @@ describe("one recipe for lathe train, lathe jobs create, the trainer and the eng
     const empty = FineTuningJob.fromPartial({ baseModel: "models/m", trainDatasetVersion: "datasets/d/versions/v" });
     expect(jobRecipe(empty)).toEqual(cli);
     expect(recipeOf(validateJob(empty, ["cpu"]))).toEqual(cli);
-    const engine = resolveOptions({ modelDir: "m", dataPath: "d", outDir: "o", recipe: cli });
+    const engine = resolveOptions({ modelDir: "m", train: { sequences: [], truncated: 0 }, outDir: "o", recipe: cli });
     expect(engine).toMatchObject({
       loraR: cli.r, loraAlpha: cli.loraAlpha, loraDropout: cli.loraDropout, targetModules: cli.targetModules, useRslora: cli.useRslora,
       epochs: cli.numTrainEpochs, batchSize: cli.perDeviceTrainBatchSize, gradAccum: cli.gradientAccumulationSteps, lr: cli.learningRate,

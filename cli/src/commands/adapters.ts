@@ -4,7 +4,7 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Command, Option } from "commander";
-import { call, uploadFolder, fromGrpcError } from "@lathe/kit";
+import { call, uploadFolder, fromGrpcError, prefixedDigest } from "@lathe/kit";
 import {
   Adapter,
   AdapterVersion,
@@ -21,7 +21,7 @@ import {
 } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { connect, withConnection, type ConnectionOptions } from "../connection.js";
 import { parseLabel } from "../flags.js";
-import { adapterName, adapterVersionName, aliasName, lastId, modelName } from "../names.js";
+import { adapterName, adapterVersionName, aliasName, lastId, modelName, versionOfAdapter } from "../names.js";
 import { printJson, printTable } from "../output.js";
 
 function versionRow(v: AdapterVersion): Record<string, string> {
@@ -41,7 +41,7 @@ async function receiveFiles(messages: AsyncIterable<DownloadAdapterVersionRespon
     current = undefined;
     c.out.end();
     await once(c.out, "close");
-    const digest = `sha256:${c.hash.digest("hex")}`;
+    const digest = prefixedDigest(c.hash.digest("hex"));
     if (c.got !== c.size || digest !== c.digest) {
       await rm(c.tmp, { force: true });
       throw new Error(`${c.path}: the download does not match its header (${c.got} of ${c.size} bytes, ${digest} instead of ${c.digest}); nothing was written`);
@@ -89,7 +89,7 @@ export async function setAlias(adapter: string, version: string, o: SetAliasOpti
   const client = connect(RegistryServiceClient, o);
   try {
     const name = adapterName(adapter);
-    const { alias } = await call(client, "setAlias", { name: aliasName(name, o.alias), adapterVersion: `${name}/versions/${version}`, reason: o.reason, expectedAdapterVersion: "" });
+    const { alias } = await call(client, "setAlias", { name: aliasName(name, o.alias), adapterVersion: versionOfAdapter(name, version), reason: o.reason, expectedAdapterVersion: "" });
     printAlias(alias!, o.json);
   } finally {
     client.close();

@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from "node:fs";
 import { Command, Option } from "commander";
-import { AppError, call, fromGrpcError } from "@lathe/kit";
+import { AppError, call, chatRoles, fromGrpcError } from "@lathe/kit";
 import {
   Dataset,
   DatasetFormat,
@@ -11,7 +11,6 @@ import {
   UploadDatasetVersionHeader,
   type DerivationOperation,
 } from "@lathe/proto/lathe/dataset/v1/dataset_service";
-import { ChatRole } from "@lathe/proto/lathe/type/v1/chat";
 import { CheckOptions, DataCheck, Readiness } from "@lathe/proto/lathe/type/v1/data_check";
 import { connect, withConnection, type ConnectionOptions } from "../connection.js";
 import { datasetName, datasetVersionName } from "../names.js";
@@ -193,7 +192,7 @@ export function datasetsCommand(): Command {
         for (const r of rows) {
           const failed = r.failedChecks.length > 0 ? `  [fails: ${r.failedChecks.map(checkNames).join(", ")}]` : "";
           process.stdout.write(`line ${r.lineNumber}${failed}\n`);
-          for (const m of r.messages) process.stdout.write(`  ${ChatRole[m.role].replace("CHAT_ROLE_", "").toLowerCase()}: ${m.content.replace(/\s+/g, " ").slice(0, 200)}\n`);
+          for (const m of r.messages) process.stdout.write(`  ${chatRoles.name(m.role) ?? `role ${m.role}`}: ${m.content.replace(/\s+/g, " ").slice(0, 200)}\n`);
         }
     } finally {
       client.close();
@@ -207,7 +206,6 @@ export function datasetsCommand(): Command {
       .requiredOption("--out <file>", "the JSONL file to write"),
   ).action(async (version: string, o: ConnectionOptions & { out: string }) => {
     const client = connect(DatasetServiceClient, o);
-    const roles = { [ChatRole.CHAT_ROLE_SYSTEM]: "system", [ChatRole.CHAT_ROLE_USER]: "user", [ChatRole.CHAT_ROLE_ASSISTANT]: "assistant" } as Record<number, string>;
     try {
       const out = createWriteStream(o.out);
       let count = 0;
@@ -217,7 +215,7 @@ export function datasetsCommand(): Command {
           for (const row of r.rows) {
             if (row.messages.length === 0) continue; // a line that never parsed
             count++;
-            if (!out.write(`${JSON.stringify({ messages: row.messages.map((m) => ({ role: roles[m.role], content: m.content })) })}\n`)) {
+            if (!out.write(`${JSON.stringify({ messages: row.messages.map((m) => ({ role: chatRoles.name(m.role), content: m.content })) })}\n`)) {
               stream.pause();
               out.once("drain", () => stream.resume());
             }

@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { AppError, call, errorCodeTable, fromGrpcError, lrSchedulers, type ErrorCode } from "@lathe/kit";
+import { AppError, call, errorCodeTable, fineTuningMethods, fromGrpcError, lrSchedulers, type ErrorCode } from "@lathe/kit";
 import type { Duration } from "@lathe/proto/google/protobuf/duration";
 import {
   Checkpoint,
@@ -17,8 +17,11 @@ import { adapterName, datasetVersionName, jobId, jobName, modelName } from "../n
 import { formatDuration, printJson, printTable } from "../output.js";
 import { addRecipeFlags, recipeFlags } from "../recipe-flags.js";
 
-/** What the flags of `jobs create` and `jobs estimate` parse to; a flag left out stays undefined. */
-interface JobFlags extends ConnectionOptions {
+/**
+ * What the flags of `jobs create` and `jobs estimate` parse to; a flag left out stays undefined.
+ * The recipe's flags are under the names `recipeFlags` reads (`recipeFlagValues` makes them).
+ */
+export interface JobFlags extends ConnectionOptions {
   model: string;
   train: string;
   eval?: string;
@@ -56,7 +59,7 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
   const baseModel = modelName(o.model);
   const labels = o.label ?? {};
   const r = recipeFlags(o as unknown as Record<string, unknown>);
-  const adapter = o.register === undefined ? undefined : o.register.includes("/") ? adapterName(o.register) : `${baseModel}/adapters/${o.register}`;
+  const adapter = o.register === undefined ? undefined : adapterName(o.register, baseModel);
   return FineTuningJob.fromPartial({
     displayName: o.displayName ?? "",
     labels,
@@ -195,10 +198,10 @@ function printJob(j: FineTuningJob): void {
   ];
   if (j.displayName && j.displayName !== jobId(j.name)) rows.push(["display name", j.displayName]);
   const l = j.loraConfig;
-  const method = j.method === FineTuningMethod.FINE_TUNING_METHOD_QLORA ? "QLoRA" : "LoRA";
+  const method = fineTuningMethods.name(j.method) === "qlora" ? "QLoRA" : "LoRA";
   if (l) rows.push(["adapter", `${method} r ${l.r}, alpha ${l.loraAlpha}${l.useRslora ? " (rsLoRA)" : ""}, dropout ${l.loraDropout ?? "-"}, ${l.targetModules.join(",")}`]);
   const a = j.trainingArguments;
-  if (a) rows.push(["training", `${a.numTrainEpochs} epochs, batch ${a.perDeviceTrainBatchSize} × ${a.gradientAccumulationSteps}, lr ${a.learningRate} ${(LearningRateScheduler[a.lrSchedulerType] ?? "").replace("LEARNING_RATE_SCHEDULER_", "").toLowerCase()}, max_seq_length ${a.maxSeqLength}${a.packing ? ", packing" : ""}, seed ${a.seed ?? "-"}`]);
+  if (a) rows.push(["training", `${a.numTrainEpochs} epochs, batch ${a.perDeviceTrainBatchSize} × ${a.gradientAccumulationSteps}, lr ${a.learningRate} ${lrSchedulers.name(a.lrSchedulerType) ?? ""}, max_seq_length ${a.maxSeqLength}${a.packing ? ", packing" : ""}, seed ${a.seed ?? "-"}`]);
   if (Object.keys(j.labels).length > 0) rows.push(["labels", Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(", ")]);
   rows.push(["created", j.createTime?.toISOString() ?? ""]);
   if (j.startTime) rows.push(["started", j.startTime.toISOString()]);
@@ -239,6 +242,45 @@ function printEstimate(e: FineTuningEstimate): void {
   process.stdout.write(e.recommendedHardware ? `recommended: ${e.recommendedHardware}\n` : "recommended: none (the job fits on none of these; lower --batch-size or --max-seq-length, or use --qlora)\n");
 }
 
+/** How `jobs create` creates: the job's id and idempotency key, whether to follow it, where to connect. */
+export type CreateJobOptions = ConnectionOptions & { id?: string; requestId?: string; watch?: boolean };
+
+/**
+ * `lathe jobs create`: creates the job the flags describe and prints it; with `watch`, follows it
+ * until it ends as `jobs watch` does, rejecting when it failed or was cancelled.
+ */
+export async function createJob(flags: JobFlags, o: CreateJobOptions): Promise<void> {
+  const job = jobFromFlags(flags);
+  const client = connect(TrainerServiceClient, o);
+  try {
+    const { fineTuningJob: created } = await call(client, "createFineTuningJob", { fineTuningJobId: o.id ?? "", fineTuningJob: job, requestId: o.requestId ?? "" });
+    if (!o.watch) {
+      if (o.json) printJson(FineTuningJob.toJSON(created!));
+      else {
+        const progress = progressText(created!);
+        process.stdout.write(`created ${created!.name} (${stateText(created!.state)}${progress ? `, ${progress}` : ""})\nfollow it with: lathe jobs watch ${jobId(created!.name)}\n`);
+      }
+      return;
+    }
+    if (!o.json) process.stdout.write(`created ${created!.name}\n`);
+    await watchJob(client, created!.name, o.json);
+  } finally {
+    client.close();
+  }
+}
+
+/** `lathe jobs get`: prints the job JOB (ID or fineTuningJobs/ID), or its JSON. */
+export async function getJob(job: string, o: ConnectionOptions): Promise<void> {
+  const client = connect(TrainerServiceClient, o);
+  try {
+    const { fineTuningJob } = await call(client, "getFineTuningJob", { name: jobName(job) });
+    if (o.json) printJson(FineTuningJob.toJSON(fineTuningJob!));
+    else printJob(fineTuningJob!);
+  } finally {
+    client.close();
+  }
+}
+
 /** `lathe jobs …`: fine-tuning jobs on the trainer service. */
 export function jobsCommand(): Command {
   const jobs = new Command("jobs").description("create, watch and cancel fine-tuning jobs; list their checkpoints; estimate their cost");
@@ -250,36 +292,9 @@ export function jobsCommand(): Command {
       .option("--id <id>", "the job's id: lowercase letters, digits and - (default: one the server makes)")
       .option("--request-id <id>", "idempotency key: a retry with the same id returns the job the first call created")
       .option("--watch", "then follow the job until it ends, as jobs watch does (exit 1 when it fails or is cancelled)"),
-  ).action(async (o: JobFlags & { id?: string; requestId?: string; watch?: boolean }) => {
-    const job = jobFromFlags(o);
-    const client = connect(TrainerServiceClient, o);
-    try {
-      const { fineTuningJob: created } = await call(client, "createFineTuningJob", { fineTuningJobId: o.id ?? "", fineTuningJob: job, requestId: o.requestId ?? "" });
-      if (!o.watch) {
-        if (o.json) printJson(FineTuningJob.toJSON(created!));
-        else {
-          const progress = progressText(created!);
-          process.stdout.write(`created ${created!.name} (${stateText(created!.state)}${progress ? `, ${progress}` : ""})\nfollow it with: lathe jobs watch ${jobId(created!.name)}\n`);
-        }
-        return;
-      }
-      if (!o.json) process.stdout.write(`created ${created!.name}\n`);
-      await watchJob(client, created!.name, o.json);
-    } finally {
-      client.close();
-    }
-  });
+  ).action((o: JobFlags & CreateJobOptions) => createJob(o, o));
 
-  withConnection(jobs.command("get <job>").description("show a job: JOB is ID or fineTuningJobs/ID")).action(async (arg: string, o: ConnectionOptions) => {
-    const client = connect(TrainerServiceClient, o);
-    try {
-      const { fineTuningJob } = await call(client, "getFineTuningJob", { name: jobName(arg) });
-      if (o.json) printJson(FineTuningJob.toJSON(fineTuningJob!));
-      else printJob(fineTuningJob!);
-    } finally {
-      client.close();
-    }
-  });
+  withConnection(jobs.command("get <job>").description("show a job: JOB is ID or fineTuningJobs/ID")).action(getJob);
 
   withConnection(
     jobs

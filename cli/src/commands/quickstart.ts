@@ -8,10 +8,11 @@ import { TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_serv
 import { connect, type ConnectionOptions } from "../connection.js";
 import { jobName, lastId } from "../names.js";
 import { startLathe } from "../platform.js";
+import { recipeFlagValues } from "../recipe-flags.js";
 import { downloadAdapterVersion, setAlias, showLineage } from "./adapters.js";
 import { createDataset, deriveDatasetVersion } from "./datasets.js";
 import { checkHealth } from "./health.js";
-import { jobsCommand } from "./jobs.js";
+import { createJob, getJob } from "./jobs.js";
 import { createModel, listModels } from "./models.js";
 
 /**
@@ -61,23 +62,25 @@ export function quickstartCommand(): Command {
         // or the loss could barely move; one row per sequence and small batches give the 19 rows
         // 60 optimizer steps, which take the eval loss from about 6.3 to about 1.2 in seconds.
         const job = "support-1";
-        const create = [
-          "jobs", "create", "--id", job, "--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", "--register", "tiny-llama/support",
-          "--epochs", "6", "--batch-size", "2", "--grad-accum", "1", "--lora-r", "16", "--lora-alpha", "32", "--no-rslora", "--lr", "1e-2",
-          "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "--max-seq-length", "512", "--no-packing", "--seed", "7",
-          "--label", "intended-use=support-desk replies", "--watch",
-        ];
-        step(`lathe ${create.map((a) => (a.includes(" ") ? `'${a}'` : a)).join(" ")}`);
-        // The job steps still go through the parser of `lathe jobs` (not of the whole program): its
-        // create and get are not functions of their own yet.
-        const connFlags = ["--server", platform.address, "--api-key", apiKey];
-        await jobsCommand().exitOverride().parseAsync([...create.slice(1), ...connFlags], { from: "user" });
+        // The step names the command a person would type; createJob takes what its flags parse to.
+        step(
+          `lathe jobs create --id ${job} --model tiny-llama --train support@s-train --eval support@s-eval --register tiny-llama/support ` +
+            "--epochs 6 --batch-size 2 --grad-accum 1 --lora-r 16 --lora-alpha 32 --no-rslora --lr 1e-2 " +
+            "--target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head --max-seq-length 512 --no-packing --seed 7 " +
+            "--label 'intended-use=support-desk replies' --watch",
+        );
+        const settings = recipeFlagValues({
+          numTrainEpochs: 6, perDeviceTrainBatchSize: 2, gradientAccumulationSteps: 1, r: 16, loraAlpha: 32, useRslora: false, learningRate: 1e-2,
+          targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"], maxSeqLength: 512, packing: false, seed: 7,
+        });
+        const flags = { ...settings, model: "tiny-llama", train: "support@s-train", eval: "support@s-eval", register: "tiny-llama/support", label: { "intended-use": "support-desk replies" } };
+        await createJob(flags, { ...conn, id: job, watch: true });
 
         // The registry registers the adapter from the job's success event; the job learns its
         // version from the registry's event right after.
         step(`lathe jobs get ${job} (once the registry registered its adapter)`);
         const version = await registeredVersion(conn, jobName(job));
-        await jobsCommand().exitOverride().parseAsync(["get", job, ...connFlags], { from: "user" });
+        await getJob(job, conn);
         const number = lastId(version);
 
         step(`lathe adapters alias tiny-llama/support ${number} --alias production; lineage`);
