@@ -1,5 +1,5 @@
 import { join, resolve } from "node:path";
-import { openImportRoots, prepareService, type ServiceFactory } from "@lathe/kit";
+import { openImportRoots, PollingLoop, prepareService, type ServiceFactory } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { DatasetServiceService } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { migrations, type DatasetTables } from "./db/migrations.js";
@@ -29,7 +29,21 @@ export const createDatasetService: ServiceFactory = async (deps) => {
     cacheDir: join(dataDir, "cache", "dataset-tokenizers"),
     logger: deps.logger,
   });
-  let sweeper: NodeJS.Timeout | undefined;
+  // Sweeps rows of abandoned uploads, one sweep at a time. It logs its own failures: a database
+  // error's message may quote rows, so only errorFields of it are logged.
+  const sweeper = new PollingLoop({
+    name: "staging sweep",
+    intervalMs: staleStagingMs / 2,
+    logger: deps.logger,
+    tick: async () => {
+      try {
+        const n = await store.sweepStaging(staleStagingMs);
+        if (n > 0) deps.logger.info({ uploads: n }, "removed rows of abandoned uploads");
+      } catch (err) {
+        deps.logger.warn(errorFields(err), "staging sweep failed");
+      }
+    },
+  });
   return {
     name: "dataset",
     register(server) {
@@ -37,17 +51,10 @@ export const createDatasetService: ServiceFactory = async (deps) => {
     },
     async start() {
       await base.start();
-      const sweep = () =>
-        store.sweepStaging(staleStagingMs).then(
-          (n) => n > 0 && deps.logger.info({ uploads: n }, "removed rows of abandoned uploads"),
-          (err: unknown) => deps.logger.warn(errorFields(err), "staging sweep failed"),
-        );
-      void sweep();
-      sweeper = setInterval(() => void sweep(), staleStagingMs / 2);
-      sweeper.unref();
+      sweeper.start();
     },
     async stop() {
-      if (sweeper) clearInterval(sweeper);
+      await sweeper.stop();
       await base.stop();
     },
   };

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from "kysely";
 import type { Logger } from "pino";
+import { PollingLoop } from "../polling-loop.js";
 import type { EventBus } from "./bus.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -22,51 +23,30 @@ export interface RelayOptions {
  * repeated after a crash carries the same event id, which JetStream drops as a duplicate.
  */
 export class OutboxRelay {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = true;
-  private failures = 0;
+  private readonly loop: PollingLoop;
 
-  constructor(private readonly opts: RelayOptions) {}
+  constructor(private readonly opts: RelayOptions) {
+    this.loop = new PollingLoop({
+      name: `outbox relay of ${opts.schema}: publishing`,
+      intervalMs: opts.pollMs,
+      logger: opts.logger,
+      // Backs off while the bus is down, up to 5 s.
+      retryMs: (failures) => Math.min(opts.pollMs * 2 ** failures, 5_000),
+      tick: async (signal) => {
+        while (!signal.aborted && (await this.flushOnce()) > 0) {
+          /* keep going while there is a backlog */
+        }
+      },
+    });
+  }
 
   start(): void {
-    this.stopped = false;
-    this.notify();
+    this.loop.start();
   }
 
   /** Asks for a flush soon (after a commit that enqueued events). */
   notify(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.running = this.loop().finally(() => {
-      this.running = undefined;
-      if (this.stopped) return;
-      if (this.again) {
-        this.again = false;
-        this.notify();
-        return;
-      }
-      const delay = this.failures > 0 ? Math.min(this.opts.pollMs * 2 ** this.failures, 5_000) : this.opts.pollMs;
-      this.timer = setTimeout(() => this.notify(), delay);
-    });
-  }
-
-  private async loop(): Promise<void> {
-    try {
-      while (!this.stopped && (await this.flushOnce()) > 0) {
-        /* keep going while there is a backlog */
-      }
-      this.failures = 0;
-    } catch (err) {
-      this.failures++;
-      this.opts.logger.warn({ err, schema: this.opts.schema, failures: this.failures }, "outbox relay could not publish; will retry");
-    }
+    this.loop.notify();
   }
 
   /** Publishes one batch; returns how many rows it published. */
@@ -108,11 +88,8 @@ export class OutboxRelay {
 
   /** Stops polling, after one last attempt to publish what is pending. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running;
+    if (!this.loop.running) return;
+    await this.loop.stop();
     try {
       while ((await this.flushOnce()) > 0) {
         /* drain */
@@ -120,6 +97,5 @@ export class OutboxRelay {
     } catch (err) {
       this.opts.logger.warn({ err, schema: this.opts.schema }, "outbox not fully published at shutdown; it will be on next start");
     }
-    if (this.timer) clearTimeout(this.timer);
   }
 }

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { AppError, artifactUri, cachedFolder, digestHex, isRetryable, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, artifactUri, cachedFolder, digestHex, isRetryable, PollingLoop, type ArtifactStore, type Logger } from "@lathe/kit";
 import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { sql, type Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
@@ -37,35 +37,36 @@ export function givesUp(err: unknown, attemptsBefore: number): boolean {
  * say) is given up and its error kept for `lathe` to show.
  */
 export class RegistrationWorker {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = true;
+  private readonly loop: PollingLoop;
 
   constructor(
     private readonly opts: { db: Kysely<RegistryTables>; adapters: AdapterStore; artifacts: ArtifactStore; cacheDir: string; logger: Logger; pollMs: number },
-  ) {}
+  ) {
+    this.loop = new PollingLoop({
+      name: "registration worker",
+      intervalMs: opts.pollMs,
+      logger: opts.logger,
+      tick: async (signal) => {
+        await this.runOnce(signal);
+      },
+    });
+  }
 
   start(): void {
-    this.stopped = false;
-    this.notify();
+    this.loop.start();
   }
 
+  /** Registers soon what was just asked for. */
   notify(): void {
-    if (this.stopped || this.running) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.running = this.runOnce()
-      .then(() => undefined)
-      .catch((err: unknown) => this.opts.logger.warn({ err }, "registration worker failed; will retry"))
-      .finally(() => {
-        this.running = undefined;
-        if (!this.stopped) this.timer = setTimeout(() => this.notify(), this.opts.pollMs);
-      });
+    this.loop.notify();
   }
 
-  async runOnce(): Promise<number> {
+  /** Attempts up to 10 pending registrations, one at a time and none once `signal` aborts; returns how many were pending. */
+  async runOnce(signal?: AbortSignal): Promise<number> {
     const t = this.opts.db.withSchema(schema);
     const pending = await t.selectFrom("pending_registrations").selectAll().where("last_error", "is", null).limit(10).execute();
     for (const p of pending) {
+      if (signal?.aborted) break;
       const r = p.request as PendingRequest;
       try {
         // The trainer stores the adapter in the shared artifact store (`artifact:sha256:…`); it is
@@ -98,8 +99,6 @@ export class RegistrationWorker {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+    await this.loop.stop();
   }
 }
