@@ -1,8 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { DatasetFormat } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { findForbiddenChar } from "@lathe/models";
 import { ChatRole } from "@lathe/proto/lathe/type/v1/chat";
-import { findForbiddenChar } from "./control-chars.js";
 import { LineSplitter, type Line } from "./lines.js";
 import { parseLine, type ParseResult } from "./parse.js";
 

@@ -1,3 +1,4 @@
+import { chatRoles } from "@lathe/kit";
 import { ChatRole, type ChatMessage } from "@lathe/proto/lathe/type/v1/chat";
 import { DatasetFormat } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { detectRowFormat, parseTrainingLine, rowFormatNames, type RowFormat } from "@lathe/models";
@@ -8,8 +9,6 @@ export interface NormalRow {
 }
 
 export type ParseResult = { ok: true; format: DatasetFormat; row: NormalRow } | { ok: false; reason: string };
-
-const roleOf = { system: ChatRole.CHAT_ROLE_SYSTEM, user: ChatRole.CHAT_ROLE_USER, assistant: ChatRole.CHAT_ROLE_ASSISTANT } as const;
 
 const formatOf: Record<RowFormat, DatasetFormat> = {
   chat: DatasetFormat.DATASET_FORMAT_CHAT_MESSAGES,
@@ -37,7 +36,8 @@ export function detectFormat(obj: Record<string, unknown>): DatasetFormat | unde
 export function parseLine(bytes: Buffer, format: DatasetFormat): ParseResult {
   const parsed = parseTrainingLine(bytes, { format: rowFormatOf.get(format) });
   if (!parsed.ok) return { ok: false, reason: parsed.reason };
-  const messages = parsed.example.messages.map((m): ChatMessage => ({ role: roleOf[m.role], content: m.content }));
+  // parseTrainingLine gives only the roles kit's chatRoles names (system, user, assistant).
+  const messages = parsed.example.messages.map((m): ChatMessage => ({ role: chatRoles.value(m.role)!, content: m.content }));
   return { ok: true, format: formatOf[parsed.format], row: { messages } };
 }
 
