@@ -3,7 +3,7 @@ import { artifactUri, fineTuningMethods, lrSchedulers, resourceName } from "@lat
 import { LoraConfig } from "@lathe/proto/lathe/type/v1/lora";
 import { Checkpoint, ComputeBackend, FineTuningEstimate, FineTuningJob, FineTuningJob_State } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { CheckpointRow, JobRow, JobState } from "../db/tables.js";
-import type { JobSpec } from "./spec.js";
+import { recipeOf, type JobSpec } from "./spec.js";
 import { storedSpec } from "./stored-spec.js";
 
 /* The API (proto) form of the trainer's rows: jobs, checkpoints, and the names they go by. */
@@ -65,6 +65,9 @@ export function toJob(row: JobRow): FineTuningJob {
       loggingSteps: s.args.loggingSteps,
       evalSteps: 0,
       saveSteps: s.args.saveSteps,
+      // Jobs stored before these were fields read them as the recipe's defaults.
+      trainOnInputs: recipeOf(s).trainOnInputs,
+      saveTotalLimit: recipeOf(s).saveTotalLimit,
     },
     compute: { backend: ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: 0, hardware: s.compute.hardware },
     followUp: FollowUp.fromJSON(s.followUp),
