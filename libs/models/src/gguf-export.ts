@@ -6,25 +6,31 @@
 import path from "node:path";
 import { readModelConfig, type ModelConfig } from "./config.js";
 import { ModelFormatError } from "./errors.js";
-import { writeGgufPlanned, type GgufTensor, type GgufTensorPlan, type GgufValue } from "./gguf.js";
+import { writeGgufPlanned, type GgufTensor, type GgufTensorPlan, type GgufTensorType, type GgufValue } from "./gguf.js";
+import { Q8_0_BLOCK } from "./gguf-quant.js";
 import { readGgufVocab } from "./gguf-tokenizer.js";
 import { shown } from "./read-json.js";
 import { listTensors, readTensorF32, type TensorInfo } from "./safetensors.js";
 
 export interface ExportGgufOptions {
-  /** Stored type of the matrices; vectors (norms, biases) are always F32, as llama.cpp's converter keeps them. Default "F16". */
-  dtype?: "F32" | "F16";
+  /**
+   * Stored type of the matrices; vectors (norms, biases) are always F32, as llama.cpp's converter
+   * keeps them. "Q8_0" is ggml's 8-bit blocks of 32 (general.file_type MOSTLY_Q8_0); a matrix whose
+   * rows are not a multiple of 32 long cannot be blocked and is stored F16, as llama.cpp's
+   * converter falls back. Default "F16".
+   */
+  dtype?: "F32" | "F16" | "Q8_0";
   /** `general.name`. Default: the folder's name. */
   name?: string;
   /** `tokenizer.ggml.pre` to write instead of the one detected from tokenizer.json (see gguf-tokenizer.ts). */
   tokenizerPre?: string;
 }
 
-/** llama.cpp's llama_ftype values for the file types written here. */
-const FILE_TYPE = { F32: 0, F16: 1 } as const;
+/** llama.cpp's llama_ftype values for the file types written here (ALL_F32, MOSTLY_F16, MOSTLY_Q8_0). */
+export const FILE_TYPE = { F32: 0, F16: 1, Q8_0: 7 } as const;
 
 /** Per-layer HF names (after `model.layers.N.`) → llama.cpp names (after `blk.N.`). */
-const LAYER_TENSORS: ReadonlyArray<readonly [string, string]> = [
+export const LAYER_TENSORS: ReadonlyArray<readonly [string, string]> = [
   ["input_layernorm", "attn_norm"],
   ["self_attn.q_proj", "attn_q"],
   ["self_attn.k_proj", "attn_k"],
@@ -92,7 +98,8 @@ export async function exportGguf(modelDir: string, outFile: string, opts: Export
   await writeGgufPlanned(outFile, metadata, planned.map((p) => p.plan), tensors());
 }
 
-function ggufArchitecture(cfg: ModelConfig, modelDir: string): "llama" | "qwen2" {
+/** general.architecture for a config.json's architecture. @throws ModelFormatError naming config.json. */
+export function ggufArchitecture(cfg: ModelConfig, modelDir: string): "llama" | "qwen2" {
   switch (cfg.architecture) {
     case "LlamaForCausalLM":
     case "MistralForCausalLM":
@@ -108,7 +115,7 @@ function ggufArchitecture(cfg: ModelConfig, modelDir: string): "llama" | "qwen2"
  * Pairs each llama.cpp tensor with the HF tensor it comes from, checking names and shapes against
  * config.json, so that a folder llama.cpp would refuse is refused here with the tensor named.
  */
-function planTensors(cfg: ModelConfig, arch: "llama" | "qwen2", hf: readonly TensorInfo[], dtype: "F32" | "F16", modelDir: string): Planned[] {
+function planTensors(cfg: ModelConfig, arch: "llama" | "qwen2", hf: readonly TensorInfo[], dtype: GgufTensorType, modelDir: string): Planned[] {
   const byName = new Map(hf.map((t) => [t.name, t]));
   const used = new Set<string>();
   const out: Planned[] = [];
@@ -124,7 +131,7 @@ function planTensors(cfg: ModelConfig, arch: "llama" | "qwen2", hf: readonly Ten
     used.add(hfName);
     out.push({
       source,
-      plan: { name: ggufName, shape: [...source.shape], type: source.shape.length === 1 ? "F32" : dtype },
+      plan: { name: ggufName, shape: [...source.shape], type: storedType(source.shape, dtype) },
       permuteHeads,
       data: null,
     });
@@ -175,6 +182,13 @@ function planTensors(cfg: ModelConfig, arch: "llama" | "qwen2", hf: readonly Ten
     fail(t.file, `tensor \`${t.name}\` is not a ${cfg.architecture} weight that GGUF export knows`);
   }
   return out;
+}
+
+/** A tensor's stored type: vectors F32; under Q8_0, matrices whose rows do not split into blocks F16. */
+function storedType(shape: readonly number[], dtype: GgufTensorType): GgufTensorType {
+  if (shape.length === 1) return "F32";
+  if (dtype === "Q8_0" && (shape[shape.length - 1] ?? 0) % Q8_0_BLOCK !== 0) return "F16";
+  return dtype;
 }
 
 /** `<arch>.rope.scaling.*` for linear and YaRN scaling; Llama 3's scaling goes in rope_freqs.weight instead. */

@@ -12,6 +12,7 @@ import { pipeline } from "node:stream/promises";
 import { ModelFormatError } from "./errors.js";
 import { LIMITS } from "./limits.js";
 import { OPEN_FOR_READING } from "./read-json.js";
+import { Q8_0_BLOCK, Q8_0_BLOCK_BYTES, quantizeQ8_0 } from "./gguf-quant.js";
 import { encodeFromF32 } from "./safetensors.js";
 
 /** Value types of GGUF v3, numbered as the format numbers them. */
@@ -32,7 +33,10 @@ const VALUE_TYPE = {
 } as const;
 
 /** ggml tensor types that this writer produces. */
-const GGML_TYPE = { F32: 0, F16: 1 } as const;
+export const GGML_TYPE = { F32: 0, F16: 1, Q8_0: 8 } as const;
+
+/** A stored tensor type: f32, f16, or ggml's Q8_0 blocks (see gguf-quant.ts). */
+export type GgufTensorType = keyof typeof GGML_TYPE;
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
 const VERSION = 3;
@@ -61,11 +65,14 @@ export type GgufValue =
   | { type: "string"; value: string }
   | GgufArrayValue;
 
-/** A tensor to write: `shape` in Hugging Face (row-major) order, `data` in f32, stored as `type`. */
+/**
+ * A tensor to write: `shape` in Hugging Face (row-major) order, `data` in f32, stored as `type`
+ * (Q8_0 quantizes each row in blocks of 32, so its last dimension must be a multiple of 32).
+ */
 export interface GgufTensor {
   name: string;
   shape: number[];
-  type: "F32" | "F16";
+  type: GgufTensorType;
   data: Float32Array;
 }
 
@@ -195,7 +202,11 @@ function elementCount(shape: readonly number[]): number {
 }
 
 function byteLength(t: GgufTensorPlan): number {
-  return elementCount(t.shape) * (t.type === "F32" ? 4 : 2);
+  const count = elementCount(t.shape);
+  if (t.type !== "Q8_0") return count * (t.type === "F32" ? 4 : 2);
+  const row = t.shape[t.shape.length - 1] ?? 0;
+  if (row % Q8_0_BLOCK !== 0) throw new RangeError(`tensor ${t.name}: Q8_0 needs rows of a multiple of ${Q8_0_BLOCK} values, [${t.shape.join(", ")}] has rows of ${row}`);
+  return (count / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
 }
 
 const alignUp = (n: number, alignment: number): number => Math.ceil(n / alignment) * alignment;
@@ -312,8 +323,8 @@ async function writeTensorData(out: FileHandle, tensor: GgufTensor, alignment: n
   if (tensor.data.length !== count) {
     throw new RangeError(`tensor ${tensor.name}: shape [${tensor.shape.join(", ")}] holds ${count} values, data has ${tensor.data.length}`);
   }
-  const bytes = encodeFromF32(tensor.data, tensor.type);
-  const padded = alignUp(bytes.byteLength, alignment);
+  const padded = alignUp(byteLength(tensor), alignment); // checks a Q8_0 tensor's rows
+  const bytes = tensor.type === "Q8_0" ? quantizeQ8_0(tensor.data) : encodeFromF32(tensor.data, tensor.type);
   await out.write(bytes);
   if (padded > bytes.byteLength) await out.write(Buffer.alloc(padded - bytes.byteLength));
 }

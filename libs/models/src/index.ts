@@ -21,6 +21,7 @@ export { readGgufHeader, writeGguf } from "./gguf.js";
 export type { GgufHeader, GgufTensor, GgufValue } from "./gguf.js";
 export { exportGguf } from "./gguf-export.js";
 export type { ExportGgufOptions } from "./gguf-export.js";
+export { exportGgufLora, type ExportGgufLoraOptions } from "./gguf-lora.js";
 export { IGNORE_INDEX, tokenizeExample } from "./examples.js";
 export type { TokenizedExample, TokenizeExampleOptions, TrainingExample } from "./examples.js";
 export { detectRowFormat, findForbiddenChar, forbiddenCharProblem, parseTrainingLine, parseTrainingRow, rowFormatNames, withoutForbiddenChars, type ChatExample, type ParseRowOptions, type RowFormat, type RowProblem, type RowResult } from "./rows.js";
