@@ -75,3 +75,14 @@ export function recipeFlags(opts: Record<string, unknown>, keys: readonly Recipe
 export function recipeFlagValues(settings: Partial<Recipe>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(settings).map(([key, v]) => [camel(RECIPE[key as RecipeKey].flag), v]));
 }
+
+/** `settings` as the flags a person would type, in their order: `--epochs 6 --no-packing …`. */
+export function recipeFlagsText(settings: Partial<Recipe>): string {
+  return Object.entries(settings)
+    .map(([key, v]) => {
+      const flag = RECIPE[key as RecipeKey].flag;
+      if (typeof v === "boolean") return v ? `--${flag}` : `--no-${flag}`;
+      return `--${flag} ${Array.isArray(v) ? v.join(",") : String(v)}`;
+    })
+    .join(" ");
+}

@@ -3,7 +3,8 @@ import { FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { RECIPE, RECIPE_KEYS, defaultText, resolveRecipe, type RecipeKey } from "@lathe/models";
 import { resolveOptions } from "../../libs/engine/ts/train/config.js";
 import { jobRecipe, recipeOf, validateJob } from "../../services/trainer/src/domain/spec.js";
-import { recipeFlags } from "../src/recipe-flags.js";
+import { Command } from "commander";
+import { addRecipeFlags, recipeFlags, recipeFlagsText, recipeFlagValues } from "../src/recipe-flags.js";
 import { runCli } from "./cli-process.js";
 
 /** The help text of one option, its lines joined: commander wraps to the terminal's width. */
@@ -50,6 +51,15 @@ describe("one recipe for lathe train, lathe jobs create, the trainer and the eng
     });
     // The seed's recipe.
     expect(cli).toMatchObject({ r: 16, loraAlpha: 32, loraDropout: 0.05, useRslora: true, numTrainEpochs: 3, perDeviceTrainBatchSize: 4, gradientAccumulationSteps: 4, learningRate: 2e-4, lrSchedulerType: "cosine", warmupRatio: 0.03, packing: true, gradientCheckpointing: true });
+  });
+
+  it("settings written as flags parse back to the same settings and values", () => {
+    const settings = { numTrainEpochs: 6, loraAlpha: 8.5, useRslora: false, packing: true, learningRate: 1e-2, targetModules: ["q_proj", "lm_head"], lrSchedulerType: "linear" } as const;
+    const text = recipeFlagsText(settings);
+    expect(text).toBe("--epochs 6 --lora-alpha 8.5 --no-rslora --packing --lr 0.01 --target-modules q_proj,lm_head --scheduler linear");
+    const parsed = addRecipeFlags(new Command().exitOverride()).parse(text.split(" "), { from: "user" }).opts();
+    expect(recipeFlags(parsed)).toEqual(settings);
+    expect(recipeFlagValues(settings)).toEqual(Object.fromEntries(Object.entries(parsed).filter(([, v]) => v !== undefined)));
   });
 
   it("a flag out of range is refused by the flag's name in both commands, before anything runs", async () => {

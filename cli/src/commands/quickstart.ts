@@ -2,13 +2,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
+import type { Recipe } from "@lathe/models";
 import { call } from "@lathe/kit";
 import { writeTinyModel } from "@lathe/models";
 import { TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { connect, type ConnectionOptions } from "../connection.js";
 import { jobName, lastId } from "../names.js";
 import { startLathe } from "../platform.js";
-import { recipeFlagValues } from "../recipe-flags.js";
+import { recipeFlagsText, recipeFlagValues } from "../recipe-flags.js";
 import { downloadAdapterVersion, setAlias, showLineage } from "./adapters.js";
 import { createDataset, deriveDatasetVersion } from "./datasets.js";
 import { checkHealth } from "./health.js";
@@ -63,16 +64,15 @@ export function quickstartCommand(): Command {
         // 60 optimizer steps, which take the eval loss from about 6.3 to about 1.2 in seconds.
         const job = "support-1";
         // The step names the command a person would type; createJob takes what its flags parse to.
-        step(
-          `lathe jobs create --id ${job} --model tiny-llama --train support@s-train --eval support@s-eval --register tiny-llama/support ` +
-            "--epochs 6 --batch-size 2 --grad-accum 1 --lora-r 16 --lora-alpha 32 --no-rslora --lr 1e-2 " +
-            "--target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head --max-seq-length 512 --no-packing --seed 7 " +
-            "--label 'intended-use=support-desk replies' --watch",
-        );
-        const settings = recipeFlagValues({
+        const recipe: Partial<Recipe> = {
           numTrainEpochs: 6, perDeviceTrainBatchSize: 2, gradientAccumulationSteps: 1, r: 16, loraAlpha: 32, useRslora: false, learningRate: 1e-2,
           targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"], maxSeqLength: 512, packing: false, seed: 7,
-        });
+        };
+        step(
+          `lathe jobs create --id ${job} --model tiny-llama --train support@s-train --eval support@s-eval --register tiny-llama/support ` +
+            `${recipeFlagsText(recipe)} --label 'intended-use=support-desk replies' --watch`,
+        );
+        const settings = recipeFlagValues(recipe);
         const flags = { ...settings, model: "tiny-llama", train: "support@s-train", eval: "support@s-eval", register: "tiny-llama/support", label: { "intended-use": "support-desk replies" } };
         await createJob(flags, { ...conn, id: job, watch: true });
 
