@@ -96,15 +96,22 @@ export async function setAlias(adapter: string, version: string, o: SetAliasOpti
   }
 }
 
+/** `--format` of `lathe adapters download`. */
+const DOWNLOAD_FORMATS = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF, "gguf-lora": ArtifactFormat.ARTIFACT_FORMAT_GGUF_LORA } as const;
+/** `--gguf-type`: q8_0 for `--format gguf` only (a GGUF LoRA adapter is f16 or f32). */
+const GGUF_TYPES = { f16: GgufType.GGUF_TYPE_F16, f32: GgufType.GGUF_TYPE_F32, q8_0: GgufType.GGUF_TYPE_Q8_0 } as const;
+
 export type DownloadAdapterVersionOptions = ConnectionOptions & { format: string; ggufType: string; out: string };
 
 /** `lathe adapters download`: writes MODEL/ADAPTER@VERSION into --out in the format asked for and lists the files. */
 export async function downloadAdapterVersion(version: string, o: DownloadAdapterVersionOptions): Promise<void> {
   const client = connect(RegistryServiceClient, o);
-  const format = { peft: ArtifactFormat.ARTIFACT_FORMAT_PEFT, merged: ArtifactFormat.ARTIFACT_FORMAT_MERGED, gguf: ArtifactFormat.ARTIFACT_FORMAT_GGUF }[o.format]!;
+  const format = DOWNLOAD_FORMATS[o.format as keyof typeof DOWNLOAD_FORMATS];
+  const ggufType = GGUF_TYPES[o.ggufType as keyof typeof GGUF_TYPES];
+  if (format === undefined || ggufType === undefined) throw new Error(`--format must be one of ${Object.keys(DOWNLOAD_FORMATS).join(", ")} and --gguf-type one of ${Object.keys(GGUF_TYPES).join(", ")}`);
   const written: { path: string; size: number; digest: string }[] = [];
   try {
-    const stream = client.downloadAdapterVersion({ name: adapterVersionName(version), format, ggufType: o.ggufType === "f32" ? GgufType.GGUF_TYPE_F32 : GgufType.GGUF_TYPE_F16 });
+    const stream = client.downloadAdapterVersion({ name: adapterVersionName(version), format, ggufType });
     await receiveFiles(stream as AsyncIterable<DownloadAdapterVersionResponse>, o.out, written).catch((err: unknown) => {
       throw err instanceof Error && "code" in err && typeof (err as { code: unknown }).code === "number" ? fromGrpcError(err as Parameters<typeof fromGrpcError>[0]) : err;
     });
@@ -222,9 +229,9 @@ export function adaptersCommand(): Command {
   withConnection(
     adapters
       .command("download <version>")
-      .description("download MODEL/ADAPTER@VERSION as a PEFT folder, a merged model folder or a GGUF file")
-      .addOption(new Option("--format <format>", "what to download").choices(["peft", "merged", "gguf"]).default("peft"))
-      .addOption(new Option("--gguf-type <type>", "GGUF tensor type").choices(["f16", "f32"]).default("f16"))
+      .description("download MODEL/ADAPTER@VERSION as a PEFT folder, a merged model folder, a GGUF file of the merged model, or a GGUF LoRA adapter (adapter.gguf) for llama.cpp to apply over the base model's GGUF")
+      .addOption(new Option("--format <format>", "what to download").choices(Object.keys(DOWNLOAD_FORMATS)).default("peft"))
+      .addOption(new Option("--gguf-type <type>", "GGUF tensor type (q8_0: --format gguf only)").choices(Object.keys(GGUF_TYPES)).default("f16"))
       .requiredOption("--out <dir>", "the folder to write into"),
   ).action(downloadAdapterVersion);
 

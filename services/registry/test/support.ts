@@ -12,11 +12,11 @@ export const fails = (p: Promise<unknown>): Promise<AppError> =>
     (e: unknown) => e as AppError,
   );
 
-/** Downloads a version; resolves to its files, or rejects with the AppError that ended the stream. */
-export function download(client: RegistryServiceClient, name: string, format: ArtifactFormat): Promise<{ path: string; digest: string; bytes: Buffer }[]> {
+/** Downloads a version (GGUF as F32 unless told); resolves to its files, or rejects with the AppError that ended the stream. */
+export function download(client: RegistryServiceClient, name: string, format: ArtifactFormat, ggufType = GgufType.GGUF_TYPE_F32): Promise<{ path: string; digest: string; bytes: Buffer }[]> {
   return new Promise((resolve, reject) => {
     const files: { path: string; digest: string; parts: Buffer[] }[] = [];
-    const s = client.downloadAdapterVersion({ name, format, ggufType: GgufType.GGUF_TYPE_F32 });
+    const s = client.downloadAdapterVersion({ name, format, ggufType });
     s.on("data", (m: DownloadAdapterVersionResponse) => {
       if (m.fileHeader) files.push({ path: m.fileHeader.path, digest: m.fileHeader.digest, parts: [] });
       else if (m.chunk) files[files.length - 1]!.parts.push(m.chunk);
