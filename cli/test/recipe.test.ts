@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
-import { RECIPE, RECIPE_KEYS, defaultText, resolveRecipe, type RecipeKey } from "@lathe/models";
+import { RECIPE, RECIPE_KEYS, defaultText, resolveRecipe, type Recipe, type RecipeKey } from "@lathe/models";
 import { resolveOptions } from "../../libs/engine/ts/train/config.js";
 import { jobRecipe, recipeOf, validateJob } from "../../services/trainer/src/domain/spec.js";
 import { Command } from "commander";
@@ -54,7 +54,7 @@ describe("one recipe for lathe train, lathe jobs create, the trainer and the eng
   });
 
   it("settings written as flags parse back to the same settings and values", () => {
-    const settings = { numTrainEpochs: 6, loraAlpha: 8.5, useRslora: false, packing: true, learningRate: 1e-2, targetModules: ["q_proj", "lm_head"], lrSchedulerType: "linear" } as const;
+    const settings: Partial<Recipe> = { numTrainEpochs: 6, loraAlpha: 8.5, useRslora: false, packing: true, learningRate: 1e-2, targetModules: ["q_proj", "lm_head"], lrSchedulerType: "linear" };
     const text = recipeFlagsText(settings);
     expect(text).toBe("--epochs 6 --lora-alpha 8.5 --no-rslora --packing --lr 0.01 --target-modules q_proj,lm_head --scheduler linear");
     const parsed = addRecipeFlags(new Command().exitOverride()).parse(text.split(" "), { from: "user" }).opts();
