@@ -1,7 +1,52 @@
-import { baseConfigSchema } from "@lathe/kit";
+import { baseConfigSchema, loadConfig, type BaseConfig } from "@lathe/kit";
+import { z } from "zod";
+
+/** The gateway's own variables, each with a default. */
+export const gatewayOptionsSchema = z.object({
+  /** Address the OpenAI-compatible HTTP server binds. Default: LATHE_GRPC_HOST. */
+  LATHE_GATEWAY_HTTP_HOST: z.string().min(1).optional(),
+  /** Its port; 0 picks a free one. Default: the gRPC port + 1 (0 when the gRPC port is 0). */
+  LATHE_GATEWAY_HTTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /** Contexts (one per adapter, or the bare base) kept loaded per base model; the least recently used idle one makes room. Default 4. */
+  LATHE_GATEWAY_MAX_CONTEXTS: z.coerce.number().int().min(1).max(256).default(4),
+  /** Sequences per context: requests of one adapter answered at once. Default 2. */
+  LATHE_GATEWAY_SEQUENCES: z.coerce.number().int().min(1).max(64).default(2),
+  /** Requests per base model waiting for a sequence; one more is answered 429. Default 64. */
+  LATHE_GATEWAY_QUEUE: z.coerce.number().int().min(0).max(100_000).default(64),
+  /** Retry-After (seconds) of a 429. Default 1. */
+  LATHE_GATEWAY_RETRY_AFTER_S: z.coerce.number().int().min(1).max(3600).default(1),
+  /** Tokens per sequence (prompt and answer), at most the model's context length. Default 4096. */
+  LATHE_GATEWAY_CONTEXT_SIZE: z.coerce.number().int().min(16).max(1_048_576).default(4096),
+  /** llama.cpp threads per context; 0: llama.cpp's choice. Default 0. */
+  LATHE_GATEWAY_THREADS: z.coerce.number().int().min(0).max(1024).default(0),
+  /** Tensor type the base model is exported to GGUF with. Default F16. */
+  LATHE_GATEWAY_GGUF_TYPE: z.enum(["F16", "F32"]).default("F16"),
+});
+
+export type GatewayOptions = z.infer<typeof gatewayOptionsSchema>;
 
 /**
  * The gateway service's environment: the kit's variables (LATHE_GRPC_PORT, LATHE_PG_URL,
- * LATHE_NATS_URL, LATHE_API_KEYS, …; see libs/kit/src/config.ts). Nothing of its own yet.
+ * LATHE_NATS_URL, LATHE_API_KEYS, …; see libs/kit/src/config.ts) and its own above.
  */
-export const configSchema = baseConfigSchema;
+export const configSchema = baseConfigSchema.extend(gatewayOptionsSchema.shape);
+
+export type GatewayConfig = z.infer<typeof configSchema>;
+
+const optionNames = Object.keys(gatewayOptionsSchema.shape) as (keyof GatewayOptions)[];
+
+/**
+ * The gateway's options in a loaded config. A config loaded without the gateway's schema (only
+ * the kit's) lacks them: each takes its default. ConfigError naming the variable when one is wrong.
+ */
+export function gatewayOptionsOf(config: BaseConfig | GatewayConfig): GatewayOptions {
+  const given = config as Partial<Record<keyof GatewayOptions, unknown>>;
+  return loadConfig(gatewayOptionsSchema, Object.fromEntries(optionNames.map((k) => [k, given[k] === undefined ? undefined : String(given[k])])));
+}
+
+/** Where the HTTP server listens: its own host and port, else the gRPC host and the gRPC port + 1. */
+export function httpListenOf(config: BaseConfig, options: GatewayOptions): { host: string; port: number } {
+  const port = options.LATHE_GATEWAY_HTTP_PORT ?? (config.LATHE_GRPC_PORT === 0 ? 0 : config.LATHE_GRPC_PORT + 1);
+  if (port > 65535) throw new RangeError(`LATHE_GATEWAY_HTTP_PORT: the gRPC port + 1 is ${port}; set the HTTP port`);
+  return { host: options.LATHE_GATEWAY_HTTP_HOST ?? config.LATHE_GRPC_HOST, port };
+}

@@ -1,19 +1,73 @@
+import { join, resolve } from "node:path";
 import { prepareService, type ServiceFactory } from "@lathe/kit";
 import { GatewayServiceService } from "@lathe/proto/lathe/gateway/v1/gateway_service";
+import { gatewayOptionsOf, httpListenOf, type GatewayOptions } from "./config.js";
 import { migrations } from "./db/migrations.js";
+import { EmbeddedBackend } from "./domain/embedded.js";
+import { ServingFiles } from "./domain/files.js";
+import { RegistryModels } from "./domain/registry.js";
+import { buildHttp } from "./http.js";
 import { gatewayHandlers } from "./service.js";
 
-export { configSchema } from "./config.js";
+export { configSchema, gatewayOptionsOf, gatewayOptionsSchema, httpListenOf, type GatewayConfig, type GatewayOptions } from "./config.js";
 
-/** The gateway service: migrates its schema, serves GatewayService, relays its outbox. */
-export const createGatewayService: ServiceFactory = async (deps) => {
-  const base = await prepareService(deps, "gateway", migrations);
-  return {
-    name: "gateway",
-    register(server) {
-      server.add("lathe.gateway.v1.GatewayService", GatewayServiceService, gatewayHandlers());
-    },
-    start: base.start,
-    stop: base.stop,
+export interface GatewayHooks {
+  /** Called with the HTTP server's base URL (`http://127.0.0.1:50052`) once it listens. */
+  onHttpListening?(url: string): void;
+}
+
+/**
+ * A gateway service with the given options: migrates its schema, serves GatewayService, relays
+ * its outbox, and serves the OpenAI-compatible HTTP API over the embedded llama.cpp backend,
+ * resolving model names through the registry with each caller's key.
+ */
+export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}): ServiceFactory {
+  return async (deps) => {
+    const base = await prepareService(deps, "gateway", migrations);
+    const listen = httpListenOf(deps.config, options);
+    const files = new ServingFiles(deps.artifacts, join(resolve(deps.config.LATHE_DATA_DIR), "cache", "gateway"), options.LATHE_GATEWAY_GGUF_TYPE);
+    const backend = new EmbeddedBackend(files, {
+      maxContexts: options.LATHE_GATEWAY_MAX_CONTEXTS,
+      sequencesPerContext: options.LATHE_GATEWAY_SEQUENCES,
+      maxQueue: options.LATHE_GATEWAY_QUEUE,
+      retryAfterS: options.LATHE_GATEWAY_RETRY_AFTER_S,
+      contextSize: options.LATHE_GATEWAY_CONTEXT_SIZE,
+      threads: options.LATHE_GATEWAY_THREADS,
+    });
+    let ready = false;
+    const http = buildHttp({
+      apiKeys: deps.config.LATHE_API_KEYS,
+      registry: new RegistryModels(() => deps.peerAddress("registry")),
+      backend,
+      logger: deps.logger.child({ component: "gateway-http" }),
+      ready: () => ready,
+    });
+    const server = {
+      async start() {
+        await http.listen({ host: listen.host, port: listen.port });
+        const addr = http.server.address();
+        const port = typeof addr === "object" && addr !== null ? addr.port : listen.port;
+        const host = listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host;
+        ready = true;
+        const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+        deps.logger.info({ url }, "OpenAI-compatible HTTP listening");
+        hooks.onHttpListening?.(url);
+      },
+      async stop() {
+        ready = false;
+        await http.close();
+        await backend.close();
+      },
+    };
+    return {
+      name: "gateway",
+      register(s) {
+        s.add("lathe.gateway.v1.GatewayService", GatewayServiceService, gatewayHandlers());
+      },
+      ...base.with(server),
+    };
   };
-};
+}
+
+/** The gateway service with the options of its config (LATHE_GATEWAY_*, loaded with `configSchema`). */
+export const createGatewayService: ServiceFactory = (deps) => gatewayService(gatewayOptionsOf(deps.config))(deps);

@@ -1,0 +1,242 @@
+import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel, type Token } from "node-llama-cpp";
+import { loadTokenizer, type ModelTokenizer } from "@lathe/models";
+import { badRequest, OpenAiError } from "./errors.js";
+import type { ServingFiles } from "./files.js";
+import { ContextPool, QueueFullError } from "./pool.js";
+import type { ResolvedModel } from "./registry.js";
+
+export interface EmbeddedOptions {
+  maxContexts: number;
+  sequencesPerContext: number;
+  maxQueue: number;
+  retryAfterS: number;
+  contextSize: number;
+  /** 0: llama.cpp's choice. */
+  threads: number;
+}
+
+/** One generation: the prompt's tokens and OpenAI's sampling settings. */
+export interface GenerationRequest {
+  prompt: number[];
+  /** Undefined: up to the context's end. */
+  maxTokens: number | undefined;
+  temperature: number;
+  topP: number;
+  seed: number | undefined;
+  stop: string[];
+}
+
+export interface GenerationResult {
+  text: string;
+  finishReason: "stop" | "length";
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** A base model loaded once, with its tokenizer and its pool of contexts (one per adapter). */
+interface LoadedBase {
+  model: LlamaModel;
+  tokenizer: ModelTokenizer;
+  pool: ContextPool<LlamaContext>;
+  contextSize: number;
+}
+
+const BARE = "base";
+
+/**
+ * llama.cpp in this process through node-llama-cpp: each base model loaded once (its GGUF export),
+ * each adapter a context over it (node-llama-cpp fixes LoRA adapters per context and caches them
+ * by path, so the path is the adapter's content-addressed GGUF file), pooled per base by
+ * {@link ContextPool}. Prompts are rendered and tokenized with the model's own tokenizer and
+ * chat template, as training did; tokens are counted here (node-llama-cpp returns no usage).
+ */
+export class EmbeddedBackend {
+  private llama: Promise<Llama> | undefined;
+  private readonly bases = new Map<string, Promise<LoadedBase>>();
+
+  constructor(
+    private readonly files: ServingFiles,
+    private readonly opts: EmbeddedOptions,
+  ) {}
+
+  private base(digest: string, contextLength: number): Promise<LoadedBase> {
+    let loaded = this.bases.get(digest);
+    if (!loaded) {
+      loaded = (async () => {
+        this.llama ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
+        const llama = await this.llama;
+        const [modelPath, folder] = await Promise.all([this.files.baseGguf(digest), this.files.modelFolder(digest)]);
+        const [model, tokenizer] = await Promise.all([llama.loadModel({ modelPath }), loadTokenizer(folder)]);
+        const contextSize = Math.min(this.opts.contextSize, contextLength > 0 ? contextLength : this.opts.contextSize);
+        const pool = new ContextPool<LlamaContext>({
+          maxContexts: this.opts.maxContexts,
+          sequencesPerContext: this.opts.sequencesPerContext,
+          maxQueue: this.opts.maxQueue,
+          create: async (key) =>
+            model.createContext({
+              contextSize,
+              sequences: this.opts.sequencesPerContext,
+              ...(this.opts.threads > 0 ? { threads: this.opts.threads } : {}),
+              ...(key === BARE ? {} : { lora: { adapters: [{ filePath: await this.files.loraGguf(digest, key), scale: 1 }] } }),
+            }),
+          dispose: (context) => context.dispose(),
+        });
+        return { model, tokenizer, pool, contextSize };
+      })();
+      loaded.catch(() => this.bases.delete(digest));
+      this.bases.set(digest, loaded);
+    }
+    return loaded;
+  }
+
+  /** The model's tokenizer (for rendering and counting prompts). */
+  async tokenizer(m: ResolvedModel): Promise<ModelTokenizer> {
+    return (await this.base(m.baseDigest, m.contextLength)).tokenizer;
+  }
+
+  /**
+   * Generates after `req.prompt` with the model (and adapter) `m`; `onText` gets the answer as it
+   * grows, never text a stop sequence may still claim; `onStart` is called once the request holds
+   * a sequence (past the queue). Aborting `signal` ends it early.
+   */
+  async generate(m: ResolvedModel, req: GenerationRequest, signal: AbortSignal, onText?: (delta: string) => void, onStart?: () => void): Promise<GenerationResult> {
+    const base = await this.base(m.baseDigest, m.contextLength);
+    if (req.prompt.length === 0) throw badRequest("The prompt is empty.", "prompt");
+    const room = base.contextSize - req.prompt.length;
+    if (room <= 0) throw badRequest(`This model's context is ${base.contextSize} tokens; the prompt has ${req.prompt.length}.`, "messages", "context_length_exceeded");
+    if (req.maxTokens !== undefined && req.maxTokens > room) {
+      throw badRequest(`This model's context is ${base.contextSize} tokens: the prompt has ${req.prompt.length}, so at most ${room} can be generated, not ${req.maxTokens}.`, "max_tokens", "context_length_exceeded");
+    }
+    const maxTokens = req.maxTokens ?? room;
+    let lease;
+    try {
+      lease = await base.pool.acquire(m.adapter?.digest ?? BARE, signal);
+    } catch (err) {
+      if (err instanceof QueueFullError) {
+        throw new OpenAiError(429, "rate_limit_error", `The model ${m.id} is busy: ${err.queued} requests are waiting. Retry shortly.`, "queue_full", null, this.opts.retryAfterS);
+      }
+      throw err;
+    }
+    const sequence = lease.context.getSequence();
+    try {
+      onStart?.();
+      const out: Token[] = [];
+      const stops = new StopScanner(req.stop);
+      const decoder = new IncrementalDecoder(base.tokenizer);
+      let finishReason: GenerationResult["finishReason"] = "length";
+      let emitted = 0;
+      let text = "";
+      let stopped = false;
+      // Adds decoded text; true when a stop sequence ends the answer.
+      const add = (piece: string): boolean => {
+        text += piece;
+        const cut = stops.find(text, emitted);
+        if (cut === undefined) return false;
+        text = text.slice(0, cut);
+        return true;
+      };
+      if (maxTokens > 0) {
+        for await (const token of sequence.evaluate(req.prompt as Token[], { temperature: req.temperature, topP: req.topP, topK: 0, ...(req.seed === undefined ? {} : { seed: req.seed }) })) {
+          if (base.model.isEogToken(token)) {
+            finishReason = "stop";
+            break;
+          }
+          out.push(token);
+          if (add(decoder.push(token))) {
+            stopped = true;
+            break;
+          }
+          // Text that a stop sequence may still claim waits.
+          const safe = text.length - stops.holdBack;
+          if (safe > emitted) {
+            onText?.(text.slice(emitted, safe));
+            emitted = safe;
+          }
+          if (out.length >= maxTokens || signal.aborted) break;
+        }
+      }
+      if (!stopped) stopped = add(decoder.flush());
+      if (stopped) finishReason = "stop";
+      if (text.length > emitted) onText?.(text.slice(emitted));
+      return { text, finishReason, promptTokens: req.prompt.length, completionTokens: out.length };
+    } finally {
+      sequence.dispose();
+      lease.release();
+    }
+  }
+
+  /** Queue depth and loaded contexts per base model. */
+  async stats(): Promise<{ base: string; contexts: number; busy: number; queued: number }[]> {
+    const out = [];
+    for (const [digest, loaded] of this.bases) {
+      const b = await loaded.catch(() => undefined);
+      if (b) out.push({ base: digest, ...b.pool.stats });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    const bases = [...this.bases.values()];
+    this.bases.clear();
+    for (const loaded of bases) {
+      const b = await loaded.catch(() => undefined);
+      if (!b) continue;
+      await b.pool.close();
+      await b.model.dispose();
+    }
+    if (this.llama) await (await this.llama).dispose();
+  }
+}
+
+/** Finds the earliest stop sequence in generated text. */
+class StopScanner {
+  /** Characters at the end that may be the start of a stop sequence. */
+  readonly holdBack: number;
+
+  constructor(private readonly stops: readonly string[]) {
+    this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+  }
+
+  /** Where the first stop sequence starts in `text`, looking from just before `from`; undefined when none does. */
+  find(text: string, from: number): number | undefined {
+    let best: number | undefined;
+    for (const s of this.stops) {
+      const at = text.indexOf(s, Math.max(0, from - s.length));
+      if (at >= 0 && (best === undefined || at < best)) best = at;
+    }
+    return best;
+  }
+}
+
+/**
+ * Text of generated tokens as they come, each piece once: a token's text is taken from a decode
+ * of it with the few tokens before it (so that decoders that strip or merge at the start of a
+ * decode do so only at the start), and withheld while it ends in a character whose bytes are not
+ * all there yet. Linear in the answer's length.
+ */
+export class IncrementalDecoder {
+  private readonly tokens: number[] = [];
+  private prefix = 0;
+  private read = 0;
+
+  constructor(private readonly tok: Pick<ModelTokenizer, "decode">) {}
+
+  /** The new text that `token` completes (often empty while a character is incomplete). */
+  push(token: number): string {
+    this.tokens.push(token);
+    const before = this.tok.decode(this.tokens.slice(this.prefix, this.read));
+    const now = this.tok.decode(this.tokens.slice(this.prefix));
+    if (now.length <= before.length || now.endsWith("\ufffd")) return "";
+    this.prefix = this.read;
+    this.read = this.tokens.length;
+    return now.slice(before.length);
+  }
+
+  /** What is still withheld, as it decodes. */
+  flush(): string {
+    const before = this.tok.decode(this.tokens.slice(this.prefix, this.read));
+    const now = this.tok.decode(this.tokens.slice(this.prefix));
+    this.prefix = this.read = this.tokens.length;
+    return now.slice(before.length);
+  }
+}

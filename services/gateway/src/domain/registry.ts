@@ -1,0 +1,110 @@
+import type { Metadata } from "@grpc/grpc-js";
+import { AppError, call, createClient } from "@lathe/kit";
+import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { badRequest, modelNotFound } from "./errors.js";
+import { openAiName, parseModelName, registryNames } from "./model-name.js";
+
+/** What a model name stands for now: a base model's files and, for an adapter, one version's. */
+export interface ResolvedModel {
+  /** The name the caller sent. */
+  id: string;
+  /** `models/{model}`. */
+  model: string;
+  /** The base model's folder digest, `sha256:…`. */
+  baseDigest: string;
+  /** The base model's context length. */
+  contextLength: number;
+  adapter?: { version: string; digest: string };
+}
+
+/** One entry of `GET /v1/models`. */
+export interface ListedModel {
+  id: string;
+  created: number;
+  owned_by: string;
+  /** The base model of an adapter. */
+  parent?: string;
+}
+
+const notFound = (err: unknown): boolean => err instanceof AppError && err.code === "NOT_FOUND";
+
+/**
+ * Resolves model names through the registry with the caller's credentials, at request time (so
+ * moving an alias moves traffic, and a key finds only its tenant's models: another tenant's are
+ * NOT_FOUND there, 404 here).
+ */
+export class RegistryModels {
+  constructor(private readonly address: () => string) {}
+
+  private async withClient<T>(f: (c: RegistryServiceClient) => Promise<T>): Promise<T> {
+    const client = createClient(RegistryServiceClient, this.address(), { deadlineMs: 30_000 });
+    try {
+      return await f(client);
+    } finally {
+      client.close();
+    }
+  }
+
+  async resolve(id: string, md: Metadata): Promise<ResolvedModel> {
+    const parsed = parseModelName(id);
+    if (parsed === undefined) throw modelNotFound(id);
+    const names = registryNames(parsed);
+    return this.withClient(async (c) => {
+      const ask = async <T>(p: Promise<T>): Promise<T> =>
+        p.catch((err: unknown) => {
+          throw notFound(err) ? modelNotFound(id) : err;
+        });
+      const { model } = await ask(call(c, "getModel", { name: names.model }, md));
+      if (!model) throw modelNotFound(id);
+      if (model.state !== Model_State.STATE_READY || model.artifactDigest === "") {
+        throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_READY", `The model \`${id}\` is not ready: its files are not imported yet.`);
+      }
+      const resolved: ResolvedModel = { id, model: model.name, baseDigest: model.artifactDigest, contextLength: model.contextLength };
+      if (names.adapter === undefined) return resolved;
+      let versionName = names.version;
+      if (names.alias !== undefined) {
+        versionName = (await ask(call(c, "getAlias", { name: names.alias }, md))).alias?.adapterVersion;
+      } else if (versionName === undefined) {
+        const { adapter } = await ask(call(c, "getAdapter", { name: names.adapter }, md));
+        versionName = adapter?.latestVersion;
+      }
+      if (!versionName) throw modelNotFound(id);
+      const { adapterVersion: v } = await ask(call(c, "getAdapterVersion", { name: versionName }, md));
+      if (!v || v.artifactDigest === "") throw modelNotFound(id);
+      if (v.baseModelDigest !== "" && v.baseModelDigest !== model.artifactDigest) {
+        throw badRequest(`The adapter version ${v.name} was trained on base model files ${v.baseModelDigest}, not on ${model.name}'s ${model.artifactDigest}.`, "model", "adapter_base_mismatch");
+      }
+      return { ...resolved, adapter: { version: v.name, digest: v.artifactDigest } };
+    });
+  }
+
+  /** The caller's servable models: each ready base, each adapter with a version (its latest), each alias. */
+  async list(md: Metadata, tenant: string): Promise<ListedModel[]> {
+    return this.withClient(async (c) => {
+      const out: ListedModel[] = [];
+      const created = (t: Date | undefined) => Math.floor((t?.getTime() ?? 0) / 1000);
+      for await (const model of pages((pageToken) => call(c, "listModels", { pageSize: 1000, pageToken }, md).then((r) => [r.models, r.nextPageToken] as const))) {
+        if (model.state !== Model_State.STATE_READY) continue;
+        const base = openAiName(model.name);
+        out.push({ id: base, created: created(model.createTime), owned_by: tenant });
+        for await (const adapter of pages((pageToken) => call(c, "listAdapters", { parent: model.name, pageSize: 1000, pageToken, filter: "" }, md).then((r) => [r.adapters, r.nextPageToken] as const))) {
+          if (adapter.latestVersion === "") continue;
+          out.push({ id: openAiName(model.name, adapter.name), created: created(adapter.createTime), owned_by: tenant, parent: base });
+          for await (const alias of pages((pageToken) => call(c, "listAliases", { parent: adapter.name, pageSize: 1000, pageToken }, md).then((r) => [r.aliases, r.nextPageToken] as const))) {
+            out.push({ id: openAiName(model.name, adapter.name, alias.name), created: created(alias.createTime), owned_by: tenant, parent: base });
+          }
+        }
+      }
+      return out;
+    });
+  }
+}
+
+async function* pages<T>(page: (token: string) => Promise<readonly [T[], string]>): AsyncGenerator<T> {
+  let token = "";
+  do {
+    const [items, next] = await page(token);
+    yield* items;
+    token = next;
+  } while (token !== "");
+}

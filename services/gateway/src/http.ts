@@ -1,0 +1,173 @@
+import { randomBytes } from "node:crypto";
+import type { ServerResponse } from "node:http";
+import { Metadata } from "@grpc/grpc-js";
+import { ApiKeyAuth, type Logger } from "@lathe/kit";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { EmbeddedBackend, GenerationResult } from "./domain/embedded.js";
+import { OpenAiError, toOpenAiError } from "./domain/errors.js";
+import type { RegistryModels, ResolvedModel } from "./domain/registry.js";
+import { chatPrompt, completionPrompt, generationOf, parseChatRequest, parseCompletionRequest } from "./domain/requests.js";
+
+export interface HttpDeps {
+  apiKeys: Readonly<Record<string, string>>;
+  registry: RegistryModels;
+  backend: EmbeddedBackend;
+  logger: Logger;
+  /** Whether the gateway takes requests (false once it drains). */
+  ready(): boolean;
+}
+
+/** The caller's tenant and the metadata that carries its key to the registry; 401 without a known key. */
+function caller(auth: ApiKeyAuth, req: FastifyRequest): { tenant: string; md: Metadata } {
+  const md = new Metadata();
+  const header = req.headers.authorization;
+  if (typeof header === "string") md.set("authorization", header);
+  try {
+    return { tenant: auth.tenantOf(md), md };
+  } catch {
+    throw new OpenAiError(
+      401,
+      "invalid_request_error",
+      header === undefined ? "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'." : "Incorrect API key provided.",
+      "invalid_api_key",
+    );
+  }
+}
+
+const usage = (r: GenerationResult) => ({ prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens });
+
+function sendError(reply: FastifyReply, err: OpenAiError): FastifyReply {
+  if (err.retryAfterS !== undefined) void reply.header("retry-after", String(err.retryAfterS));
+  return reply.code(err.status).send(err.body());
+}
+
+/** An AbortSignal that fires when the client goes away before the answer is complete. */
+function clientGone(res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  res.on("close", () => {
+    if (!res.writableFinished) ac.abort(new Error("the client closed the connection"));
+  });
+  return ac.signal;
+}
+
+/**
+ * The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions` (both with SSE
+ * streaming), `/v1/models`, `/healthz`, `/readyz`. Errors in OpenAI's shape and statuses.
+ */
+export function buildHttp(deps: HttpDeps): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: 8 << 20 });
+  const auth = new ApiKeyAuth(deps.apiKeys);
+
+  app.setErrorHandler((err: unknown, _req, reply) => {
+    const e = err as { statusCode?: number; message?: string };
+    if (!(err instanceof OpenAiError) && typeof e.statusCode === "number" && e.statusCode >= 400 && e.statusCode < 500) {
+      // fastify's own: a body that is not JSON, too large, a wrong content type.
+      return sendError(reply, new OpenAiError(e.statusCode, "invalid_request_error", e.message ?? "invalid request"));
+    }
+    const oe = toOpenAiError(err);
+    if (oe.status >= 500) deps.logger.error({ err }, "request failed");
+    return sendError(reply, oe);
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, new OpenAiError(404, "invalid_request_error", `Unknown request URL: ${req.method} ${req.url}.`, "unknown_url")));
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => (deps.ready() ? { status: "ready" } : reply.code(503).send({ status: "draining" })));
+
+  app.get("/v1/models", async (req) => {
+    const { tenant, md } = caller(auth, req);
+    const models = await deps.registry.list(md, tenant);
+    return { object: "list", data: models.map((m) => ({ object: "model", ...m })) };
+  });
+
+  app.post("/v1/chat/completions", async (req, reply) => {
+    const who = caller(auth, req);
+    const body = parseChatRequest(req.body);
+    const model = await deps.registry.resolve(body.model, who.md);
+    const gen = generationOf(body, chatPrompt(await deps.backend.tokenizer(model), body));
+    const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
+    const created = Math.floor(Date.now() / 1000);
+    const head = { id, created, model: body.model, system_fingerprint: null };
+    if (body.stream) {
+      const includeUsage = body.stream_options?.include_usage === true;
+      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ ...head, object: "chat.completion.chunk", choices, ...(includeUsage ? { usage: null } : {}), ...extra });
+      return stream(reply, deps, model, gen, {
+        first: () => chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]),
+        delta: (text) => chunk([{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }]),
+        last: (r) => [chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: r.finishReason }]), ...(includeUsage ? [chunk([], { usage: usage(r) })] : [])],
+      });
+    }
+    const r = await deps.backend.generate(model, gen, clientGone(reply.raw));
+    return {
+      ...head,
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content: r.text, refusal: null }, logprobs: null, finish_reason: r.finishReason }],
+      usage: usage(r),
+    };
+  });
+
+  app.post("/v1/completions", async (req, reply) => {
+    const who = caller(auth, req);
+    const body = parseCompletionRequest(req.body);
+    const model = await deps.registry.resolve(body.model, who.md);
+    const gen = generationOf(body, completionPrompt(await deps.backend.tokenizer(model), body));
+    const id = `cmpl-${randomBytes(12).toString("hex")}`;
+    const created = Math.floor(Date.now() / 1000);
+    const head = { id, object: "text_completion", created, model: body.model, system_fingerprint: null };
+    const choice = (text: string, finish: string | null) => ({ index: 0, text, logprobs: null, finish_reason: finish });
+    if (body.stream) {
+      const includeUsage = body.stream_options?.include_usage === true;
+      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ ...head, choices, ...(includeUsage ? { usage: null } : {}), ...extra });
+      return stream(reply, deps, model, gen, {
+        first: () => undefined,
+        delta: (text) => chunk([choice(text, null)]),
+        last: (r) => [chunk([choice("", r.finishReason)]), ...(includeUsage ? [chunk([], { usage: usage(r) })] : [])],
+      });
+    }
+    const r = await deps.backend.generate(model, gen, clientGone(reply.raw));
+    return { ...head, choices: [choice(r.text, r.finishReason)], usage: usage(r) };
+  });
+
+  return app;
+}
+
+/**
+ * Answers with server-sent events: nothing is sent until the request holds a sequence (so a
+ * full queue or a bad request is still an HTTP error), then the first event, one per piece of
+ * text, the last ones, and `data: [DONE]`. An error after the first event is sent as an error event.
+ */
+async function stream(
+  reply: FastifyReply,
+  deps: HttpDeps,
+  model: ResolvedModel,
+  gen: Parameters<EmbeddedBackend["generate"]>[1],
+  events: { first(): unknown; delta(text: string): unknown; last(r: GenerationResult): unknown[] },
+): Promise<FastifyReply> {
+  const res = reply.raw;
+  const signal = clientGone(res);
+  let started = false;
+  const send = (data: unknown) => {
+    if (data !== undefined && !res.destroyed) res.write(`data: ${JSON.stringify(data)}\n\n`);
+  };
+  const start = () => {
+    if (started) return;
+    started = true;
+    reply.hijack();
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive", "x-accel-buffering": "no" });
+    send(events.first());
+  };
+  try {
+    const r = await deps.backend.generate(model, gen, signal, (text) => {
+      start();
+      send(events.delta(text));
+    }, start);
+    start();
+    for (const e of events.last(r)) send(e);
+  } catch (err) {
+    if (!started) throw err;
+    const oe = toOpenAiError(err);
+    if (oe.status >= 500) deps.logger.error({ err }, "streamed request failed");
+    send(oe.body());
+  }
+  if (!res.destroyed) res.end("data: [DONE]\n\n");
+  return reply;
+}
