@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { baseConfigSchema, loadConfig, startPlatform, type RunningPlatform, type ServiceFactory } from "@lathe/kit";
 import { configSchema as datasetConfigSchema, createDatasetService } from "@lathe/dataset";
 import { configSchema as evaluatorConfigSchema, createEvaluatorService } from "@lathe/evaluator";
-import { configSchema as gatewayConfigSchema, createGatewayService } from "@lathe/gateway";
+import { configSchema as gatewayConfigSchema, createGatewayService, gatewayOptionsOf, gatewayService } from "@lathe/gateway";
 import { configSchema as registryConfigSchema, createRegistryService } from "@lathe/registry";
 import { configSchema as synthgenConfigSchema, createSynthGenService } from "@lathe/synthgen";
 import { configSchema as trainerConfigSchema, createTrainerService } from "@lathe/trainer";
@@ -58,6 +58,8 @@ export interface UpOptions {
   pgUrl?: string | undefined;
   natsUrl?: string | undefined;
   logLevel?: string | undefined;
+  /** Port of the gateway's OpenAI-compatible HTTP API. Default: LATHE_GATEWAY_HTTP_PORT, else the gRPC port + 1 (a free one when the gRPC port is 0). */
+  httpPort?: number | undefined;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -66,11 +68,14 @@ export interface UpOptions {
  * data dir, the in-process bus, local artifacts); `pgUrl`/`natsUrl` switch to real servers.
  * The local key maps to tenant `default`; keys in LATHE_API_KEYS are honoured as well.
  */
-export async function startLathe(opts: UpOptions): Promise<{ platform: RunningPlatform; apiKey: string }> {
+export async function startLathe(opts: UpOptions): Promise<{ platform: RunningPlatform; apiKey: string; httpUrl: string }> {
   const apiKey = localApiKey(opts.dataDir, true)!;
   const config = latheConfig(opts, apiKey);
-  const platform = await startPlatform({ name: "lathe", config, factories: allServices });
-  return { platform, apiKey };
+  let httpUrl = "";
+  const gateway = gatewayService(gatewayOptionsOf(config), { onHttpListening: (url) => (httpUrl = url) });
+  const factories = allServices.map((f) => (f === createGatewayService ? gateway : f));
+  const platform = await startPlatform({ name: "lathe", config, factories });
+  return { platform, apiKey, httpUrl };
 }
 
 /**
@@ -89,5 +94,6 @@ export function latheConfig(opts: UpOptions, apiKey: string) {
     LATHE_NATS_URL: opts.natsUrl ?? env["LATHE_NATS_URL"],
     LATHE_API_KEYS: `${apiKey}=default${extraKeys}`,
     LATHE_LOG_LEVEL: opts.logLevel ?? env["LATHE_LOG_LEVEL"] ?? "warn",
+    ...(opts.httpPort === undefined ? {} : { LATHE_GATEWAY_HTTP_PORT: String(opts.httpPort) }),
   });
 }
