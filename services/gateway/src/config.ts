@@ -44,9 +44,12 @@ export function gatewayOptionsOf(config: BaseConfig | GatewayConfig): GatewayOpt
   return loadConfig(gatewayOptionsSchema, Object.fromEntries(optionNames.map((k) => [k, given[k] === undefined ? undefined : String(given[k])])));
 }
 
-/** Where the HTTP server listens: its own host and port, else the gRPC host and the gRPC port + 1. */
-export function httpListenOf(config: BaseConfig, options: GatewayOptions): { host: string; port: number } {
+/**
+ * Where the HTTP server listens: its own host and port, else the gRPC host and the gRPC port + 1
+ * (`defaulted`: when that one is taken, any free port will do, and the address is logged).
+ */
+export function httpListenOf(config: BaseConfig, options: GatewayOptions): { host: string; port: number; defaulted: boolean } {
   const port = options.LATHE_GATEWAY_HTTP_PORT ?? (config.LATHE_GRPC_PORT === 0 ? 0 : config.LATHE_GRPC_PORT + 1);
   if (port > 65535) throw new RangeError(`LATHE_GATEWAY_HTTP_PORT: the gRPC port + 1 is ${port}; set the HTTP port`);
-  return { host: options.LATHE_GATEWAY_HTTP_HOST ?? config.LATHE_GRPC_HOST, port };
+  return { host: options.LATHE_GATEWAY_HTTP_HOST ?? config.LATHE_GRPC_HOST, port, defaulted: options.LATHE_GATEWAY_HTTP_PORT === undefined };
 }

@@ -44,7 +44,14 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     });
     const server = {
       async start() {
-        await http.listen({ host: listen.host, port: listen.port });
+        try {
+          await http.listen({ host: listen.host, port: listen.port });
+        } catch (err) {
+          // The port next to gRPC's was only a default: take a free one rather than fail to start.
+          if (!listen.defaulted || (err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+          deps.logger.warn({ port: listen.port }, "the port after the gRPC port is taken; the HTTP API listens on a free port instead");
+          await http.listen({ host: listen.host, port: 0 });
+        }
         const addr = http.server.address();
         const port = typeof addr === "object" && addr !== null ? addr.port : listen.port;
         const host = listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host;
