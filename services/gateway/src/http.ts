@@ -7,6 +7,7 @@ import type { EmbeddedBackend, GenerationResult } from "./domain/embedded.js";
 import { OpenAiError, toOpenAiError } from "./domain/errors.js";
 import type { RegistryModels, ResolvedModel } from "./domain/registry.js";
 import { chatPrompt, completionPrompt, generationOf, parseChatRequest, parseCompletionRequest } from "./domain/requests.js";
+import { checkChatTemplate } from "./domain/template.js";
 
 export interface HttpDeps {
   apiKeys: Readonly<Record<string, string>>;
@@ -83,6 +84,7 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     const who = caller(auth, req);
     const body = parseChatRequest(req.body);
     const model = await deps.registry.resolve(body.model, who.md);
+    checkChatTemplate(model, await deps.backend.chatTemplateFingerprint(model));
     const gen = generationOf(body, chatPrompt(await deps.backend.tokenizer(model), body));
     const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
     const created = Math.floor(Date.now() / 1000);

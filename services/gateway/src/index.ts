@@ -14,6 +14,8 @@ export { configSchema, gatewayOptionsOf, gatewayOptionsSchema, httpListenOf, typ
 export interface GatewayHooks {
   /** Called with the HTTP server's base URL (`http://127.0.0.1:50052`) once it listens. */
   onHttpListening?(url: string): void;
+  /** Called with the embedded backend once made (to read its counts: base models loaded, contexts made). */
+  onBackend?(backend: Pick<EmbeddedBackend, "loadedBaseModels" | "contextsMade" | "stats">): void;
 }
 
 /**
@@ -34,6 +36,7 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
       contextSize: options.LATHE_GATEWAY_CONTEXT_SIZE,
       threads: options.LATHE_GATEWAY_THREADS,
     });
+    hooks.onBackend?.(backend);
     let ready = false;
     const http = buildHttp({
       apiKeys: deps.config.LATHE_API_KEYS,

@@ -4,12 +4,11 @@ import { join } from "node:path";
 import { call, createClient, uploadFolder } from "@lathe/kit";
 import { exportGguf, exportGgufLora, loadTokenizer, writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { AdapterVersion, Model, RegistryServiceClient, type CreateAdapterVersionRequest, type UploadAdapterVersionResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
-import { createRegistryService } from "@lathe/registry";
-import { startTestPlatform, testKeys, type TestPlatform } from "@lathe/testing";
+import { testKeys, type TestPlatform } from "@lathe/testing";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { gatewayOptionsOf, gatewayService } from "../src/index.js";
+import { startGatewayPlatform } from "./gateway-platform.js";
 
 /* The OpenAI-compatible API through the official `openai` client, on a platform with the registry and the gateway. */
 
@@ -26,17 +25,7 @@ beforeAll(async () => {
   await writeTinyModel(join(dir, "tiny"), { seed: 1 });
   // A strong adapter on every projection and the head, so that its greedy answer is not the base's.
   await writeTinyAdapter(join(dir, "support"), join(dir, "tiny"), { r: 8, alpha: 64, seed: 3, targetModules: ["q_proj", "v_proj", "down_proj", "lm_head"] });
-  const options = gatewayOptionsOf({} as never);
-  t = await startTestPlatform({
-    env: { LATHE_IMPORT_ROOTS: dir },
-    factories: [
-      createRegistryService,
-      gatewayService(
-        { ...options, LATHE_GATEWAY_HTTP_PORT: 0, LATHE_GATEWAY_THREADS: 1, LATHE_GATEWAY_MAX_CONTEXTS: 2, LATHE_GATEWAY_SEQUENCES: 1, LATHE_GATEWAY_QUEUE: 2, LATHE_GATEWAY_RETRY_AFTER_S: 2 },
-        { onHttpListening: (u) => (url = u) },
-      ),
-    ],
-  });
+  ({ t, url } = await startGatewayPlatform(dir, { LATHE_GATEWAY_MAX_CONTEXTS: 2, LATHE_GATEWAY_SEQUENCES: 1, LATHE_GATEWAY_QUEUE: 2, LATHE_GATEWAY_RETRY_AFTER_S: 2 }));
   const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
   try {
     await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: join(dir, "tiny") }), requestId: "" });

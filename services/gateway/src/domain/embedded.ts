@@ -1,5 +1,5 @@
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel, type Token } from "node-llama-cpp";
-import { loadTokenizer, type ModelTokenizer } from "@lathe/models";
+import { inspectModelFolder, loadTokenizer, type ModelTokenizer } from "@lathe/models";
 import { badRequest, OpenAiError } from "./errors.js";
 import type { ServingFiles } from "./files.js";
 import { ContextPool, QueueFullError } from "./pool.js";
@@ -37,6 +37,8 @@ export interface GenerationResult {
 interface LoadedBase {
   model: LlamaModel;
   tokenizer: ModelTokenizer;
+  /** The fingerprint of the chat template chat prompts are rendered with (`sha256:…`, "" when none). */
+  chatTemplateFingerprint: string;
   pool: ContextPool<LlamaContext>;
   contextSize: number;
 }
@@ -53,6 +55,7 @@ const BARE = "base";
 export class EmbeddedBackend {
   private llama: Promise<Llama> | undefined;
   private readonly bases = new Map<string, Promise<LoadedBase>>();
+  private made = 0;
 
   constructor(
     private readonly files: ServingFiles,
@@ -66,22 +69,24 @@ export class EmbeddedBackend {
         this.llama ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
         const llama = await this.llama;
         const [modelPath, folder] = await Promise.all([this.files.baseGguf(digest), this.files.modelFolder(digest)]);
-        const [model, tokenizer] = await Promise.all([llama.loadModel({ modelPath }), loadTokenizer(folder)]);
+        const [model, tokenizer, inspection] = await Promise.all([llama.loadModel({ modelPath }), loadTokenizer(folder), inspectModelFolder(folder)]);
         const contextSize = Math.min(this.opts.contextSize, contextLength > 0 ? contextLength : this.opts.contextSize);
         const pool = new ContextPool<LlamaContext>({
           maxContexts: this.opts.maxContexts,
           sequencesPerContext: this.opts.sequencesPerContext,
           maxQueue: this.opts.maxQueue,
-          create: async (key) =>
-            model.createContext({
+          create: async (key) => {
+            this.made++;
+            return model.createContext({
               contextSize,
               sequences: this.opts.sequencesPerContext,
               ...(this.opts.threads > 0 ? { threads: this.opts.threads } : {}),
               ...(key === BARE ? {} : { lora: { adapters: [{ filePath: await this.files.loraGguf(digest, key), scale: 1 }] } }),
-            }),
+            });
+          },
           dispose: (context) => context.dispose(),
         });
-        return { model, tokenizer, pool, contextSize };
+        return { model, tokenizer, chatTemplateFingerprint: inspection.chatTemplateFingerprint, pool, contextSize };
       })();
       loaded.catch(() => this.bases.delete(digest));
       this.bases.set(digest, loaded);
@@ -92,6 +97,21 @@ export class EmbeddedBackend {
   /** The model's tokenizer (for rendering and counting prompts). */
   async tokenizer(m: ResolvedModel): Promise<ModelTokenizer> {
     return (await this.base(m.baseDigest, m.contextLength)).tokenizer;
+  }
+
+  /** The fingerprint of the chat template the model's chat prompts are rendered with (`sha256:…`, "" when it has none). */
+  async chatTemplateFingerprint(m: ResolvedModel): Promise<string> {
+    return (await this.base(m.baseDigest, m.contextLength)).chatTemplateFingerprint;
+  }
+
+  /** Base models loaded (or loading): one per base, however many adapters are served over it. */
+  get loadedBaseModels(): number {
+    return this.bases.size;
+  }
+
+  /** Contexts made since start, over all bases (more than the adapters served: some were evicted and made again). */
+  get contextsMade(): number {
+    return this.made;
   }
 
   /**
@@ -160,8 +180,13 @@ export class EmbeddedBackend {
       if (text.length > emitted) onText?.(text.slice(emitted));
       return { text, finishReason, promptTokens: req.prompt.length, completionTokens: out.length };
     } finally {
-      sequence.dispose();
-      lease.release();
+      // The sequence's id returns to the context only once its disposal (under the context's lock)
+      // is done: the next request of this context would otherwise find no sequence left.
+      try {
+        await sequence.dispose();
+      } finally {
+        lease.release();
+      }
     }
   }
 

@@ -14,7 +14,8 @@ export interface ResolvedModel {
   baseDigest: string;
   /** The base model's context length. */
   contextLength: number;
-  adapter?: { version: string; digest: string };
+  /** An adapter version, and the fingerprint of the chat template it was trained with ("" when not recorded). */
+  adapter?: { version: string; digest: string; chatTemplateFingerprint: string };
 }
 
 /** One entry of `GET /v1/models`. */
@@ -74,7 +75,7 @@ export class RegistryModels {
       if (v.baseModelDigest !== "" && v.baseModelDigest !== model.artifactDigest) {
         throw badRequest(`The adapter version ${v.name} was trained on base model files ${v.baseModelDigest}, not on ${model.name}'s ${model.artifactDigest}.`, "model", "adapter_base_mismatch");
       }
-      return { ...resolved, adapter: { version: v.name, digest: v.artifactDigest } };
+      return { ...resolved, adapter: { version: v.name, digest: v.artifactDigest, chatTemplateFingerprint: v.chatTemplateFingerprint } };
     });
   }
 
