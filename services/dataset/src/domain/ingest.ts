@@ -175,6 +175,9 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
       origin: Origin.ORIGIN_UPLOAD,
     });
     const request = uploadRequest(header, contentDigest);
+    // A client that cancels can have its stream end (a half-close) just before the cancel
+    // arrives; the checks above take long enough for it to land, so look again before the commit.
+    if (ctx.signal.aborted) throw new AppError("CANCELLED", "UPLOAD_INTERRUPTED", "the upload was interrupted before its end");
     await deps.store.finalize(ctx.tenant, [{ key: staging.key, datasetId: dataset.dataset_id, versionId: id, meta: version, report, requestId, request }], () =>
       versionEvents(ctx.tenant, version, result.totalTokens, report) as never,
     );
