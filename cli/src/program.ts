@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { adaptersCommand, lineageCommand } from "./commands/adapters.js";
+import { chatCommand } from "./commands/chat.js";
 import { datasetsCommand } from "./commands/datasets.js";
 import { healthCommand } from "./commands/health.js";
 import { jobsCommand } from "./commands/jobs.js";
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   program.addCommand(jobsCommand());
   program.addCommand(adaptersCommand());
   program.addCommand(lineageCommand());
+  program.addCommand(chatCommand());
   for (const c of program.commands) c.exitOverride();
   return program;
 }
