@@ -95,17 +95,7 @@ export interface LoraOptions {
 }
 
 /** One batch of `batch` rows of `seq` tokens (each array batch*seq long, row-major). */
-export interface Batch {
-  tokens: Int32Array;
-  /** -100 where nothing is trained; already shifted (the label of t is the token after t). */
-  labels: Int32Array;
-  /** RoPE positions, restarting at 0 in each packed sequence. */
-  positions: Int32Array;
-  /** Sequence id of each token in its row (attention never crosses them); null: one per row. */
-  segments: Int32Array | null;
-  batch: number;
-  seq: number;
-}
+export type Batch = native.BatchArgs;
 
 export interface ForwardBackwardOptions {
   /** Accumulate d(loss·gradScale)/d(LoRA). Default true. */

@@ -48,16 +48,21 @@ export interface LoraConfig {
   seed: number | bigint;
 }
 
-/** Arguments of lathe_forward_backward; the Int32Arrays hold batch*seq values, row-major. */
-export interface ForwardBackwardArgs {
+/** One batch of `batch` rows of `seq` tokens (each array batch*seq long, row-major). */
+export interface BatchArgs {
   tokens: Int32Array;
-  /** -100: not trained. Already shifted: the label of t is the token after t. */
+  /** -100 where nothing is trained; already shifted (the label of t is the token after t). */
   labels: Int32Array;
+  /** RoPE positions, restarting at 0 in each packed sequence. */
   positions: Int32Array;
-  /** Sequence id of each token within its row; null: one sequence per row. */
+  /** Sequence id of each token in its row (attention never crosses them); null: one per row. */
   segments: Int32Array | null;
   batch: number;
   seq: number;
+}
+
+/** Arguments of lathe_forward_backward: a batch and what to do with it. */
+export interface ForwardBackwardArgs extends BatchArgs {
   backward: boolean;
   training: boolean;
   gradScale: number;

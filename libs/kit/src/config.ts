@@ -100,6 +100,16 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: Record<string, s
   return result.data;
 }
 
+/**
+ * A service's own options (`schema`, each with a default) out of a loaded config. A config loaded
+ * without that schema (only the kit's, as a test platform loads it) lacks them: each takes its
+ * default. ConfigError naming the variable when one is wrong.
+ */
+export function optionsOf<S extends z.ZodObject>(schema: S, config: object): z.infer<S> {
+  const given = config as Record<string, unknown>;
+  return loadConfig(schema, Object.fromEntries(Object.keys(schema.shape).map((k) => [k, given[k] === undefined ? undefined : String(given[k])])));
+}
+
 const secretName = /(KEYS?|SECRET|PASSWORD|TOKEN|CREDENTIALS?)$/;
 
 /** A copy of a config fit for logs: secrets replaced, passwords in URLs masked. */

@@ -23,7 +23,7 @@ export { OutboxRelay, type RelayOptions } from "./events/relay.js";
 export { PollingLoop, type PollingLoopOptions } from "./polling-loop.js";
 export { EventConsumer } from "./events/consumer.js";
 export { LocalArtifactStore, type ArtifactRef, type ArtifactStore } from "./artifacts/store.js";
-export { cachedFolder, materializeFolder, putFolder, readFolderManifest, type FolderEntry, type FolderRef } from "./artifacts/folder.js";
+export { cachedFile, cachedFolder, makeFileAtomically, materializeFolder, putFolder, readFolderManifest, type FolderEntry, type FolderRef } from "./artifacts/folder.js";
 export { prepareService, type ServiceBase } from "./service-base.js";
 export * from "./validate.js";
 export * from "./import-roots.js";

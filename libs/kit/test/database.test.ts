@@ -7,7 +7,8 @@ import { openDatabase, type Database } from "../src/index.js";
 // The pool's idle connections can be ended by the server at any time (a restart, an
 // administrator, a test dropping its database while the pool is closing). That must not be an
 // uncaught exception: the process lives on and the next query gets a fresh connection.
-describe.skipIf(!process.env["LATHE_TEST_PG_URL"])("openDatabase on Postgres", () => {
+// testPostgres() uses LATHE_TEST_PG_URL (CI sets it), else testcontainers, else fails saying which.
+describe("openDatabase on Postgres", () => {
   let pgdb: TestPostgres;
   let database: Database | undefined;
   const uncaught: unknown[] = [];

@@ -1,4 +1,4 @@
-import { baseConfigSchema, loadConfig, type BaseConfig } from "@lathe/kit";
+import { baseConfigSchema, optionsOf, type BaseConfig } from "@lathe/kit";
 import { z } from "zod";
 
 /** The gateway's own variables, each with a default. */
@@ -33,15 +33,9 @@ export const configSchema = baseConfigSchema.extend(gatewayOptionsSchema.shape);
 
 export type GatewayConfig = z.infer<typeof configSchema>;
 
-const optionNames = Object.keys(gatewayOptionsSchema.shape) as (keyof GatewayOptions)[];
-
-/**
- * The gateway's options in a loaded config. A config loaded without the gateway's schema (only
- * the kit's) lacks them: each takes its default. ConfigError naming the variable when one is wrong.
- */
+/** The gateway's options in a loaded config (defaults where it was loaded without them). */
 export function gatewayOptionsOf(config: BaseConfig | GatewayConfig): GatewayOptions {
-  const given = config as Partial<Record<keyof GatewayOptions, unknown>>;
-  return loadConfig(gatewayOptionsSchema, Object.fromEntries(optionNames.map((k) => [k, given[k] === undefined ? undefined : String(given[k])])));
+  return optionsOf(gatewayOptionsSchema, config);
 }
 
 /**

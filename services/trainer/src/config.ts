@@ -1,4 +1,4 @@
-import { baseConfigSchema, loadConfig, type BaseConfig } from "@lathe/kit";
+import { baseConfigSchema, optionsOf, type BaseConfig } from "@lathe/kit";
 import { z } from "zod";
 
 /** The trainer's own variables, each with a default. */
@@ -31,13 +31,7 @@ export const configSchema = baseConfigSchema.extend(trainerOptionsSchema.shape);
 
 export type TrainerConfig = z.infer<typeof configSchema>;
 
-const optionNames = Object.keys(trainerOptionsSchema.shape) as (keyof TrainerOptions)[];
-
-/**
- * The trainer's options in a loaded config. A config loaded without the trainer's schema (only
- * the kit's) lacks them: each takes its default. ConfigError naming the variable when one is wrong.
- */
+/** The trainer's options in a loaded config (defaults where it was loaded without them). */
 export function trainerOptionsOf(config: BaseConfig | TrainerConfig): TrainerOptions {
-  const given = config as Partial<Record<keyof TrainerOptions, unknown>>;
-  return loadConfig(trainerOptionsSchema, Object.fromEntries(optionNames.map((k) => [k, given[k] === undefined ? undefined : String(given[k])])));
+  return optionsOf(trainerOptionsSchema, config);
 }

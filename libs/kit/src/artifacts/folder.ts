@@ -100,3 +100,41 @@ export async function cachedFolder(store: ArtifactStore, digest: string, cacheRo
   await pending;
   return dir;
 }
+
+/**
+ * Makes `file` by `make(tmp)` into a temporary name of its own beside it, then renames it into
+ * place, so `file` is whole or absent; the temporary file goes when `make` fails.
+ */
+export async function makeFileAtomically(file: string, make: (tmp: string) => Promise<void>): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}-${randomUUID()}`;
+  try {
+    await make(tmp);
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+const makingFiles = new Map<string, Promise<string>>();
+
+/**
+ * `file`, made once by `make` (atomically, as makeFileAtomically) unless it exists: a cache of
+ * content-addressed files. Concurrent callers for one file in this process share one making.
+ */
+export function cachedFile(file: string, make: (tmp: string) => Promise<void>): Promise<string> {
+  let pending = makingFiles.get(file);
+  if (!pending) {
+    pending = (async () => {
+      const there = await stat(file).then(
+        (s) => s.isFile(),
+        () => false,
+      );
+      if (!there) await makeFileAtomically(file, make);
+      return file;
+    })().finally(() => makingFiles.delete(file));
+    makingFiles.set(file, pending);
+  }
+  return pending;
+}

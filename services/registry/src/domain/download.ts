@@ -1,8 +1,8 @@
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { createReadStream } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { AppError, cachedFolder, digestHex, invalidArgument, prefixedDigest, readFolderManifest, type ArtifactStore } from "@lathe/kit";
+import { AppError, cachedFolder, digestHex, makeFileAtomically, invalidArgument, prefixedDigest, readFolderManifest, type ArtifactStore } from "@lathe/kit";
 import { mergeLoraFolder } from "@lathe/engine";
 import { exportGguf, exportGgufLora, ModelFormatError } from "@lathe/models";
 import { ArtifactFormat, GgufType, type DownloadAdapterVersionResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -69,11 +69,7 @@ interface DerivedFile {
 }
 
 /** Writes `data` to `path` atomically (a temporary name, then rename). */
-async function writeAtomic(path: string, data: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
+const writeAtomic = (path: string, data: string): Promise<void> => makeFileAtomically(path, (tmp) => writeFile(tmp, data));
 
 /** The digests of a folder's files (sorted by name), or of one file. */
 async function digestFiles(entries: { path: string; abs: string }[]): Promise<DerivedFile[]> {
@@ -125,7 +121,7 @@ async function derivedFiles(artifacts: ArtifactStore, cacheDir: string, baseDige
     await writeAtomic(mergedManifest, JSON.stringify({ files: Object.fromEntries(merged.map((f) => [f.path, f.digest])) }));
   }
   if (format === ArtifactFormat.ARTIFACT_FORMAT_MERGED) return merged;
-  return cachedFile(join(cacheDir, "gguf", `${baseDigest}-${adapterDigest}-${type}.gguf`), "model.gguf", (out) => exportGguf(mergedDir, out, { dtype: type }), rebuild);
+  return manifestedFile(join(cacheDir, "gguf", `${baseDigest}-${adapterDigest}-${type}.gguf`), "model.gguf", (out) => exportGguf(mergedDir, out, { dtype: type }), rebuild);
 }
 
 /**
@@ -134,7 +130,7 @@ async function derivedFiles(artifacts: ArtifactStore, cacheDir: string, baseDige
  * that base fails with FAILED_PRECONDITION, naming the adapter's file by its name in the folder.
  */
 async function loraFile(artifacts: ArtifactStore, cacheDir: string, baseDigest: string, adapterDigest: string, type: "F16" | "F32", rebuild: boolean): Promise<DerivedFile[] | undefined> {
-  return cachedFile(join(cacheDir, "gguf-lora", `${baseDigest}-${adapterDigest}-${type}.gguf`), "adapter.gguf", async (out) => {
+  return manifestedFile(join(cacheDir, "gguf-lora", `${baseDigest}-${adapterDigest}-${type}.gguf`), "adapter.gguf", async (out) => {
     const folders = join(cacheDir, "folders");
     const base = await cachedFolder(artifacts, baseDigest, folders);
     const adapter = await cachedFolder(artifacts, adapterDigest, folders);
@@ -155,22 +151,14 @@ async function loraFile(artifacts: ArtifactStore, cacheDir: string, baseDigest: 
  * beside it when `make` wrote them, else made again (into a temporary name, then renamed).
  * `rebuild` removes the manifest first, so that it is made again whatever is there.
  */
-async function cachedFile(file: string, name: string, make: (out: string) => Promise<void>, rebuild: boolean): Promise<DerivedFile[] | undefined> {
+async function manifestedFile(file: string, name: string, make: (out: string) => Promise<void>, rebuild: boolean): Promise<DerivedFile[] | undefined> {
   const manifest = `${file}.manifest.json`;
   if (rebuild) await rm(manifest, { force: true });
   const list = () => digestFiles([{ path: name, abs: file }]);
   let files = (await exists(manifest)) ? await list().catch(() => undefined) : undefined;
   if (!files || !matches(files, await readManifest(manifest))) {
     await rm(manifest, { force: true });
-    await mkdir(dirname(file), { recursive: true });
-    const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-    try {
-      await make(tmp);
-      await rename(tmp, file);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
+    await makeFileAtomically(file, make);
     files = await list();
     await writeAtomic(manifest, JSON.stringify({ files: { [name]: files[0]!.digest } }));
   }

@@ -35,6 +35,7 @@ export function toJob(row: JobRow): FineTuningJob {
   const s = storedSpec(row);
   const p = row.progress;
   const r = row.result;
+  const recipe = recipeOf(s);
   return FineTuningJob.fromPartial({
     name: jobName(row.job_id),
     displayName: row.display_name,
@@ -65,9 +66,9 @@ export function toJob(row: JobRow): FineTuningJob {
       loggingSteps: s.args.loggingSteps,
       evalSteps: 0,
       saveSteps: s.args.saveSteps,
-      // Jobs stored before these were fields read them as the recipe's defaults.
-      trainOnInputs: recipeOf(s).trainOnInputs,
-      saveTotalLimit: recipeOf(s).saveTotalLimit,
+      // Jobs stored before these were fields read them as the recipe's defaults (recipeOf).
+      trainOnInputs: recipe.trainOnInputs,
+      saveTotalLimit: recipe.saveTotalLimit,
     },
     compute: { backend: ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: 0, hardware: s.compute.hardware },
     followUp: FollowUp.fromJSON(s.followUp),
