@@ -29,3 +29,4 @@ export * from "./validate.js";
 export * from "./import-roots.js";
 export * from "./idempotency.js";
 export { uploadFolder, localFolderFiles, type FolderUploadMessage } from "./grpc/upload-folder.js";
+export * from "./filter.js";
