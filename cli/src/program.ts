@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { adaptersCommand, lineageCommand } from "./commands/adapters.js";
 import { chatCommand } from "./commands/chat.js";
 import { datasetsCommand } from "./commands/datasets.js";
+import { deploymentsCommand } from "./commands/deployments.js";
 import { healthCommand } from "./commands/health.js";
 import { jobsCommand } from "./commands/jobs.js";
 import { initTinyCommand, mergeCommand } from "./commands/local.js";
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   program.addCommand(jobsCommand());
   program.addCommand(adaptersCommand());
   program.addCommand(lineageCommand());
+  program.addCommand(deploymentsCommand());
   program.addCommand(chatCommand());
   for (const c of program.commands) c.exitOverride();
   return program;

@@ -6,3 +6,4 @@ export { freePort } from "./free-port.js";
 export { tempDir, type TempDir } from "./temp-dir.js";
 export { waitFor, type WaitForOptions } from "./wait-for.js";
 export { startTestPlatform, testKeys, type TestPlatform } from "./platform.js";
+export { startOpenAiUpstream, type OpenAiUpstream, type OpenAiUpstreamOptions, type RecordedRequest, type LoadedAdapter } from "./openai-upstream.js";

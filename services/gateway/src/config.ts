@@ -19,6 +19,10 @@ export const gatewayOptionsSchema = z.object({
   LATHE_GATEWAY_CONTEXT_SIZE: z.coerce.number().int().min(16).max(1_048_576).default(4096),
   /** llama.cpp threads per context; 0: llama.cpp's choice. Default 0. */
   LATHE_GATEWAY_THREADS: z.coerce.number().int().min(0).max(1024).default(0),
+  /** Requests per minute one API key may send to the OpenAI-compatible API (`/v1/*`); more are answered 429. 0: no limit. Default 600. */
+  LATHE_GATEWAY_RATE_LIMIT: z.coerce.number().int().min(0).max(10_000_000).default(600),
+  /** How often (ms) the rollout looks for deployments to bring to their spec, besides being woken by changes (an alias moved: at the next look); also its first retry delay. Default 2000. */
+  LATHE_GATEWAY_ROLLOUT_POLL_MS: z.coerce.number().int().min(10).max(3_600_000).default(2000),
   /** Tensor type the base model is exported to GGUF with. Default F16. */
   LATHE_GATEWAY_GGUF_TYPE: z.enum(["F16", "F32"]).default("F16"),
 });

@@ -1,19 +1,25 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { Metadata } from "@grpc/grpc-js";
 import { ApiKeyAuth, type Logger } from "@lathe/kit";
+import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { EmbeddedBackend, GenerationResult } from "./domain/embedded.js";
+import type { GenerationResult } from "./domain/embedded.js";
 import { OpenAiError, toOpenAiError } from "./domain/errors.js";
-import type { RegistryModels, ResolvedModel } from "./domain/registry.js";
-import { chatPrompt, completionPrompt, generationOf, parseChatRequest, parseCompletionRequest } from "./domain/requests.js";
-import { checkChatTemplate } from "./domain/template.js";
+import type { GatewayMetrics } from "./domain/metrics.js";
+import type { ResolvedModel } from "./domain/registry.js";
+import { parseChatRequest, parseCompletionRequest } from "./domain/requests.js";
+import type { ModelResolver } from "./domain/resolve.js";
+import type { Backends, ServingRequest } from "./domain/serving.js";
 
 export interface HttpDeps {
   apiKeys: Readonly<Record<string, string>>;
-  registry: RegistryModels;
-  backend: EmbeddedBackend;
+  models: ModelResolver;
+  backends: Backends;
+  metrics: GatewayMetrics;
   logger: Logger;
+  /** Requests per minute one API key may send to `/v1/*`; 0: no limit. */
+  rateLimitPerMinute: number;
   /** Whether the gateway takes requests (false once it drains). */
   ready(): boolean;
 }
@@ -51,11 +57,25 @@ function clientGone(res: ServerResponse): AbortSignal {
   return ac.signal;
 }
 
+/** What a finished request reports to the metrics (set as the request goes). */
+interface Observed {
+  model?: string;
+  ttft?: number;
+  result?: GenerationResult;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    observed?: Observed;
+  }
+}
+
 /**
  * The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions` (both with SSE
- * streaming), `/v1/models`, `/healthz`, `/readyz`. Errors in OpenAI's shape and statuses.
+ * streaming), `/v1/models`, `/healthz`, `/readyz`, `/metrics`. Errors in OpenAI's shape and
+ * statuses; per-key rate limits on `/v1/*`.
  */
-export function buildHttp(deps: HttpDeps): FastifyInstance {
+export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: 8 << 20 });
   const auth = new ApiKeyAuth(deps.apiKeys);
 
@@ -71,34 +91,80 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, new OpenAiError(404, "invalid_request_error", `Unknown request URL: ${req.method} ${req.url}.`, "unknown_url")));
 
+  if (deps.rateLimitPerMinute > 0) {
+    await app.register(rateLimit, {
+      max: deps.rateLimitPerMinute,
+      timeWindow: 60_000,
+      // Per API key (hashed: the key itself is never held as a map key); no key shares one bucket per address.
+      keyGenerator: (req) => {
+        const h = req.headers.authorization;
+        return typeof h === "string" ? `key:${createHash("sha256").update(h).digest("hex")}` : `ip:${req.ip}`;
+      },
+      allowList: (req) => !req.url.startsWith("/v1/"),
+      errorResponseBuilder: (_req, ctx) =>
+        new OpenAiError(429, "rate_limit_error", `Rate limit reached: ${ctx.max} requests per minute for this API key. Retry in ${Math.ceil(ctx.ttl / 1000)} s.`, "rate_limit_exceeded", null, Math.max(1, Math.ceil(ctx.ttl / 1000))),
+    });
+  }
+
+  // Every /v1 request is counted once it is answered, with the model it resolved to.
+  app.addHook("onRequest", async (req) => {
+    if (req.url.startsWith("/v1/")) req.observed = {};
+  });
+  app.addHook("onResponse", async (req, reply) => {
+    const o = req.observed;
+    if (!o) return;
+    deps.metrics.observe({
+      route: req.routeOptions.url ?? "unknown",
+      model: o.model,
+      status: reply.statusCode,
+      seconds: reply.elapsedTime / 1000,
+      ttftSeconds: o.ttft,
+      promptTokens: o.result?.promptTokens,
+      completionTokens: o.result?.completionTokens,
+    });
+  });
+
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => (deps.ready() ? { status: "ready" } : reply.code(503).send({ status: "draining" })));
+  app.get("/metrics", async (_req, reply) => reply.header("content-type", deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()));
 
   app.get("/v1/models", async (req) => {
     const { tenant, md } = caller(auth, req);
-    const models = await deps.registry.list(md, tenant);
+    const models = await deps.models.list(md, tenant);
     return { object: "list", data: models.map((m) => ({ object: "model", ...m })) };
   });
 
-  app.post("/v1/chat/completions", async (req, reply) => {
+  /** The model a request names, resolved with the caller's key (and recorded for the metrics). */
+  const resolve = async (req: FastifyRequest, name: string): Promise<ResolvedModel> => {
     const who = caller(auth, req);
+    const model = await deps.models.resolve(name, who.md, who.tenant);
+    req.observed!.model = name;
+    return model;
+  };
+  // Time to first token: from the request's arrival to its first generated text.
+  const began = (req: FastifyRequest, reply: FastifyReply) => () => {
+    if (req.observed && req.observed.ttft === undefined) req.observed.ttft = reply.elapsedTime / 1000;
+  };
+
+  app.post("/v1/chat/completions", async (req, reply) => {
+    caller(auth, req);
     const body = parseChatRequest(req.body);
-    const model = await deps.registry.resolve(body.model, who.md);
-    checkChatTemplate(model, await deps.backend.chatTemplateFingerprint(model));
-    const gen = generationOf(body, chatPrompt(await deps.backend.tokenizer(model), body));
+    const model = await resolve(req, body.model);
+    const serving: ServingRequest = { kind: "chat", body };
     const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
     const created = Math.floor(Date.now() / 1000);
     const head = { id, created, model: body.model, system_fingerprint: null };
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ ...head, object: "chat.completion.chunk", choices, ...(includeUsage ? { usage: null } : {}), ...extra });
-      return stream(reply, deps, model, gen, {
+      return stream(req, reply, deps, model, serving, began(req, reply), {
         first: () => chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]),
         delta: (text) => chunk([{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }]),
         last: (r) => [chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: r.finishReason }]), ...(includeUsage ? [chunk([], { usage: usage(r) })] : [])],
       });
     }
-    const r = await deps.backend.generate(model, gen, clientGone(reply.raw));
+    const r = await deps.backends.of(model).serve(model, serving, clientGone(reply.raw));
+    req.observed!.result = r;
     return {
       ...head,
       object: "chat.completion",
@@ -108,10 +174,10 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
   });
 
   app.post("/v1/completions", async (req, reply) => {
-    const who = caller(auth, req);
+    caller(auth, req);
     const body = parseCompletionRequest(req.body);
-    const model = await deps.registry.resolve(body.model, who.md);
-    const gen = generationOf(body, completionPrompt(await deps.backend.tokenizer(model), body));
+    const model = await resolve(req, body.model);
+    const serving: ServingRequest = { kind: "completion", body };
     const id = `cmpl-${randomBytes(12).toString("hex")}`;
     const created = Math.floor(Date.now() / 1000);
     const head = { id, object: "text_completion", created, model: body.model, system_fingerprint: null };
@@ -119,13 +185,14 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ ...head, choices, ...(includeUsage ? { usage: null } : {}), ...extra });
-      return stream(reply, deps, model, gen, {
+      return stream(req, reply, deps, model, serving, began(req, reply), {
         first: () => undefined,
         delta: (text) => chunk([choice(text, null)]),
         last: (r) => [chunk([choice("", r.finishReason)]), ...(includeUsage ? [chunk([], { usage: usage(r) })] : [])],
       });
     }
-    const r = await deps.backend.generate(model, gen, clientGone(reply.raw));
+    const r = await deps.backends.of(model).serve(model, serving, clientGone(reply.raw));
+    req.observed!.result = r;
     return { ...head, choices: [choice(r.text, r.finishReason)], usage: usage(r) };
   });
 
@@ -138,10 +205,12 @@ export function buildHttp(deps: HttpDeps): FastifyInstance {
  * text, the last ones, and `data: [DONE]`. An error after the first event is sent as an error event.
  */
 async function stream(
+  req: FastifyRequest,
   reply: FastifyReply,
   deps: HttpDeps,
   model: ResolvedModel,
-  gen: Parameters<EmbeddedBackend["generate"]>[1],
+  serving: ServingRequest,
+  firstText: () => void,
   events: { first(): unknown; delta(text: string): unknown; last(r: GenerationResult): unknown[] },
 ): Promise<FastifyReply> {
   const res = reply.raw;
@@ -158,10 +227,12 @@ async function stream(
     send(events.first());
   };
   try {
-    const r = await deps.backend.generate(model, gen, signal, (text) => {
+    const r = await deps.backends.of(model).serve(model, serving, signal, (text) => {
       start();
+      firstText();
       send(events.delta(text));
     }, start);
+    req.observed!.result = r;
     start();
     for (const e of events.last(r)) send(e);
   } catch (err) {

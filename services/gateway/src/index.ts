@@ -1,14 +1,22 @@
 import { join, resolve } from "node:path";
-import { prepareService, type ServiceFactory } from "@lathe/kit";
+import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import { GatewayServiceService } from "@lathe/proto/lathe/gateway/v1/gateway_service";
+import type { Kysely } from "kysely";
 import { gatewayOptionsOf, httpListenOf, type GatewayOptions } from "./config.js";
-import { migrations } from "./db/migrations.js";
+import { migrations, type GatewayTables } from "./db/migrations.js";
+import { DeploymentStore, schema } from "./domain/deployments.js";
 import { EmbeddedBackend } from "./domain/embedded.js";
 import { ServingFiles } from "./domain/files.js";
+import { GatewayMetrics } from "./domain/metrics.js";
 import { RegistryModels } from "./domain/registry.js";
+import { ModelResolver } from "./domain/resolve.js";
+import { Rollout, upstreamFolderCache } from "./domain/rollout.js";
+import { Backends } from "./domain/serving.js";
+import { aliasMoved } from "./events.js";
 import { buildHttp } from "./http.js";
 import { gatewayHandlers } from "./service.js";
 
+export { deploymentDeleted, deploymentUpdated } from "./events.js";
 export { configSchema, gatewayOptionsOf, gatewayOptionsSchema, httpListenOf, type GatewayConfig, type GatewayOptions } from "./config.js";
 
 export interface GatewayHooks {
@@ -19,15 +27,19 @@ export interface GatewayHooks {
 }
 
 /**
- * A gateway service with the given options: migrates its schema, serves GatewayService, relays
- * its outbox, and serves the OpenAI-compatible HTTP API over the embedded llama.cpp backend,
- * resolving model names through the registry with each caller's key.
+ * A gateway service with the given options: migrates its schema, serves GatewayService
+ * (deployments, rolled out in the background and again when an alias they serve moves), relays
+ * its outbox, and serves the OpenAI-compatible HTTP API: deployments on their backend (embedded
+ * llama.cpp or an upstream OpenAI-compatible server), any other registry model on demand on the
+ * embedded backend, resolving names with each caller's key.
  */
 export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}): ServiceFactory {
   return async (deps) => {
-    const base = await prepareService(deps, "gateway", migrations);
+    const base = await prepareService(deps, schema, migrations);
+    const db = deps.db as Kysely<GatewayTables>;
+    const cacheDir = join(resolve(deps.config.LATHE_DATA_DIR), "cache", "gateway");
     const listen = httpListenOf(deps.config, options);
-    const files = new ServingFiles(deps.artifacts, join(resolve(deps.config.LATHE_DATA_DIR), "cache", "gateway"), options.LATHE_GATEWAY_GGUF_TYPE);
+    const files = new ServingFiles(deps.artifacts, cacheDir, options.LATHE_GATEWAY_GGUF_TYPE);
     const backend = new EmbeddedBackend(files, {
       maxContexts: options.LATHE_GATEWAY_MAX_CONTEXTS,
       sequencesPerContext: options.LATHE_GATEWAY_SEQUENCES,
@@ -37,12 +49,34 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
       threads: options.LATHE_GATEWAY_THREADS,
     });
     hooks.onBackend?.(backend);
-    let ready = false;
-    const http = buildHttp({
+    const registry = new RegistryModels(() => deps.peerAddress("registry"));
+    let rollout: Rollout | undefined;
+    const deployments = new DeploymentStore(db, () => {
+      base.relay.notify();
+      rollout?.notify();
+    });
+    rollout = new Rollout({
+      store: deployments,
+      registry,
+      embedded: backend,
+      artifacts: deps.artifacts,
+      folderCache: upstreamFolderCache(cacheDir),
       apiKeys: deps.config.LATHE_API_KEYS,
-      registry: new RegistryModels(() => deps.peerAddress("registry")),
-      backend,
+      logger: deps.logger.child({ component: "gateway-rollout" }),
+      intervalMs: options.LATHE_GATEWAY_ROLLOUT_POLL_MS,
+    });
+    // A moved alias rolls out to every deployment that serves it.
+    const consumer = new EventConsumer<GatewayTables>({ name: "gateway", db, schema, bus: deps.bus, logger: deps.logger }).on(aliasMoved, async (e, { trx, meta }) => {
+      await deployments.aliasMoved(trx, meta.tenant, e.alias);
+    });
+    let ready = false;
+    const http = await buildHttp({
+      apiKeys: deps.config.LATHE_API_KEYS,
+      models: new ModelResolver(deployments, registry),
+      backends: new Backends(backend),
+      metrics: new GatewayMetrics(() => backend.stats()),
       logger: deps.logger.child({ component: "gateway-http" }),
+      rateLimitPerMinute: options.LATHE_GATEWAY_RATE_LIMIT,
       ready: () => ready,
     });
     const server = {
@@ -72,9 +106,9 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     return {
       name: "gateway",
       register(s) {
-        s.add("lathe.gateway.v1.GatewayService", GatewayServiceService, gatewayHandlers());
+        s.add("lathe.gateway.v1.GatewayService", GatewayServiceService, gatewayHandlers({ deployments, registry, rollout }));
       },
-      ...base.with(server),
+      ...base.with(consumer, rollout, server),
     };
   };
 }

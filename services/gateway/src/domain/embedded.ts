@@ -4,6 +4,9 @@ import { badRequest, OpenAiError } from "./errors.js";
 import type { ServingFiles } from "./files.js";
 import { ContextPool, QueueFullError } from "./pool.js";
 import type { ResolvedModel } from "./registry.js";
+import { chatPrompt, completionPrompt, generationOf } from "./requests.js";
+import type { ServingBackend, ServingRequest } from "./serving.js";
+import { checkChatTemplate } from "./template.js";
 
 export interface EmbeddedOptions {
   maxContexts: number;
@@ -52,7 +55,7 @@ const BARE = "base";
  * {@link ContextPool}. Prompts are rendered and tokenized with the model's own tokenizer and
  * chat template, as training did; tokens are counted here (node-llama-cpp returns no usage).
  */
-export class EmbeddedBackend {
+export class EmbeddedBackend implements ServingBackend {
   private llama: Promise<Llama> | undefined;
   private readonly bases = new Map<string, Promise<LoadedBase>>();
   private made = 0;
@@ -62,15 +65,21 @@ export class EmbeddedBackend {
     private readonly opts: EmbeddedOptions,
   ) {}
 
-  private base(digest: string, contextLength: number): Promise<LoadedBase> {
-    let loaded = this.bases.get(digest);
+  /** Tokens per sequence for a model: its deployment's, else the gateway's default within the model's context. */
+  private contextSizeOf(m: ResolvedModel): number {
+    return m.contextSize ?? Math.min(this.opts.contextSize, m.contextLength > 0 ? m.contextLength : this.opts.contextSize);
+  }
+
+  private base(digest: string, contextSize: number): Promise<LoadedBase> {
+    // One loaded model per base and context size (deployments may ask for their own size).
+    const key = `${digest}@${contextSize}`;
+    let loaded = this.bases.get(key);
     if (!loaded) {
       loaded = (async () => {
         this.llama ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
         const llama = await this.llama;
         const [modelPath, folder] = await Promise.all([this.files.baseGguf(digest), this.files.modelFolder(digest)]);
         const [model, tokenizer, inspection] = await Promise.all([llama.loadModel({ modelPath }), loadTokenizer(folder), inspectModelFolder(folder)]);
-        const contextSize = Math.min(this.opts.contextSize, contextLength > 0 ? contextLength : this.opts.contextSize);
         const pool = new ContextPool<LlamaContext>({
           maxContexts: this.opts.maxContexts,
           sequencesPerContext: this.opts.sequencesPerContext,
@@ -88,20 +97,29 @@ export class EmbeddedBackend {
         });
         return { model, tokenizer, chatTemplateFingerprint: inspection.chatTemplateFingerprint, pool, contextSize };
       })();
-      loaded.catch(() => this.bases.delete(digest));
-      this.bases.set(digest, loaded);
+      loaded.catch(() => this.bases.delete(key));
+      this.bases.set(key, loaded);
     }
     return loaded;
   }
 
+  /**
+   * Makes a deployment ready to answer at once: the base model's GGUF made and loaded, each
+   * adapter's GGUF LoRA file made (contexts are still made on first use, and evicted when idle).
+   */
+  async prepare(baseDigest: string, contextSize: number, adapterDigests: readonly string[]): Promise<void> {
+    await this.base(baseDigest, contextSize);
+    for (const d of adapterDigests) await this.files.loraGguf(baseDigest, d);
+  }
+
   /** The model's tokenizer (for rendering and counting prompts). */
   async tokenizer(m: ResolvedModel): Promise<ModelTokenizer> {
-    return (await this.base(m.baseDigest, m.contextLength)).tokenizer;
+    return (await this.base(m.baseDigest, this.contextSizeOf(m))).tokenizer;
   }
 
   /** The fingerprint of the chat template the model's chat prompts are rendered with (`sha256:…`, "" when it has none). */
   async chatTemplateFingerprint(m: ResolvedModel): Promise<string> {
-    return (await this.base(m.baseDigest, m.contextLength)).chatTemplateFingerprint;
+    return (await this.base(m.baseDigest, this.contextSizeOf(m))).chatTemplateFingerprint;
   }
 
   /** Base models loaded (or loading): one per base, however many adapters are served over it. */
@@ -115,12 +133,28 @@ export class EmbeddedBackend {
   }
 
   /**
+   * Answers a chat (rendered with the model's chat template, refused when an adapter was trained
+   * with another) or a completion.
+   */
+  async serve(m: ResolvedModel, req: ServingRequest, signal: AbortSignal, onText?: (delta: string) => void, onStart?: () => void): Promise<GenerationResult> {
+    const tok = await this.tokenizer(m);
+    let prompt: number[];
+    if (req.kind === "chat") {
+      checkChatTemplate(m, await this.chatTemplateFingerprint(m));
+      prompt = chatPrompt(tok, req.body);
+    } else {
+      prompt = completionPrompt(tok, req.body);
+    }
+    return this.generate(m, generationOf(req.body, prompt), signal, onText, onStart);
+  }
+
+  /**
    * Generates after `req.prompt` with the model (and adapter) `m`; `onText` gets the answer as it
    * grows, never text a stop sequence may still claim; `onStart` is called once the request holds
    * a sequence (past the queue). Aborting `signal` ends it early.
    */
   async generate(m: ResolvedModel, req: GenerationRequest, signal: AbortSignal, onText?: (delta: string) => void, onStart?: () => void): Promise<GenerationResult> {
-    const base = await this.base(m.baseDigest, m.contextLength);
+    const base = await this.base(m.baseDigest, this.contextSizeOf(m));
     if (req.prompt.length === 0) throw badRequest("The prompt is empty.", "prompt");
     const room = base.contextSize - req.prompt.length;
     if (room <= 0) throw badRequest(`This model's context is ${base.contextSize} tokens; the prompt has ${req.prompt.length}.`, "messages", "context_length_exceeded");

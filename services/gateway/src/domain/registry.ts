@@ -1,8 +1,15 @@
 import type { Metadata } from "@grpc/grpc-js";
 import { AppError, call, createClient } from "@lathe/kit";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import type { DeploymentSpec, ServedState } from "../db/migrations.js";
 import { badRequest, modelNotFound } from "./errors.js";
+import { DEFAULT_CONTEXT_LENGTH } from "./spec.js";
 import { openAiName, parseModelName, registryNames } from "./model-name.js";
+
+/** Where a deployment's answers are computed, as a request to it needs to know. */
+export type ServingRoute =
+  | { backend: "embedded"; deployment: string; tenant: string }
+  | { backend: "upstream"; deployment: string; tenant: string; baseUrl: string; apiKeySecret: string; upstreamModel: string };
 
 /** What a model name stands for now: a base model's files and, for an adapter, one version's. */
 export interface ResolvedModel {
@@ -16,6 +23,10 @@ export interface ResolvedModel {
   contextLength: number;
   /** An adapter version, and the fingerprint of the chat template it was trained with ("" when not recorded). */
   adapter?: { version: string; digest: string; chatTemplateFingerprint: string };
+  /** The deployment that serves it and how; none: the embedded backend serves it on demand. */
+  route?: ServingRoute;
+  /** Tokens per sequence the deployment allocates; none: the gateway's default. */
+  contextSize?: number;
 }
 
 /** One entry of `GET /v1/models`. */
@@ -76,6 +87,52 @@ export class RegistryModels {
         throw badRequest(`The adapter version ${v.name} was trained on base model files ${v.baseModelDigest}, not on ${model.name}'s ${model.artifactDigest}.`, "model", "adapter_base_mismatch");
       }
       return { ...resolved, adapter: { version: v.name, digest: v.artifactDigest, chatTemplateFingerprint: v.chatTemplateFingerprint } };
+    });
+  }
+
+  /**
+   * A deployment's spec resolved now: the base model ready, each adapter source (alias or
+   * version) to its version and files, trained on this base's files and with its chat template,
+   * the context within the model's. Errors name the spec's field (`deployment.adapters[1].source`).
+   */
+  async resolveSpec(spec: DeploymentSpec, md: Metadata, prefix = "deployment."): Promise<ServedState> {
+    return this.withClient(async (c) => {
+      const field = (f: string) => `${prefix}${f}`;
+      const ask = async <T>(p: Promise<T>, f: string, what: string): Promise<T> =>
+        p.catch((err: unknown) => {
+          throw notFound(err) ? new AppError("NOT_FOUND", "NOT_FOUND", `${what} does not exist`, { field: field(f) }) : err;
+        });
+      const { model } = await ask(call(c, "getModel", { name: spec.baseModel }, md), "base_model", spec.baseModel);
+      if (!model || model.state !== Model_State.STATE_READY || model.artifactDigest === "") {
+        throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_READY", `${spec.baseModel} is not ready: its files are not imported yet`, { field: field("base_model") });
+      }
+      if (model.contextLength > 0 && spec.contextLength > model.contextLength) {
+        throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", `${field("context_length")}: ${spec.contextLength} tokens is more than ${spec.baseModel}'s context length, ${model.contextLength}`, { field: field("context_length") });
+      }
+      // The default is 4096 tokens, or the model's context when it is shorter.
+      const contextLength = spec.contextLength || Math.min(DEFAULT_CONTEXT_LENGTH, model.contextLength > 0 ? model.contextLength : DEFAULT_CONTEXT_LENGTH);
+      const adapters: ServedState["adapters"] = [];
+      for (const [i, a] of spec.adapters.entries()) {
+        const f = `adapters[${i}].source`;
+        let versionName = a.source;
+        if (a.source.includes("/aliases/")) versionName = (await ask(call(c, "getAlias", { name: a.source }, md), f, a.source)).alias?.adapterVersion ?? "";
+        const { adapterVersion: v } = await ask(call(c, "getAdapterVersion", { name: versionName }, md), f, versionName);
+        if (!v || v.artifactDigest === "") throw new AppError("NOT_FOUND", "NOT_FOUND", `${versionName} does not exist`, { field: field(f) });
+        if (v.baseModelDigest !== "" && v.baseModelDigest !== model.artifactDigest) {
+          throw new AppError("FAILED_PRECONDITION", "ADAPTER_BASE_MISMATCH", `${v.name} was trained on base model files ${v.baseModelDigest}, not on ${model.name}'s ${model.artifactDigest}`, { field: field(f) });
+        }
+        if (v.chatTemplateFingerprint !== "" && v.chatTemplateFingerprint !== model.chatTemplateFingerprint) {
+          throw new AppError(
+            "FAILED_PRECONDITION",
+            "CHAT_TEMPLATE_MISMATCH",
+            `${v.name} was trained with another chat template (${v.chatTemplateFingerprint}) than ${model.name}'s (${model.chatTemplateFingerprint || "none"}), which this deployment would apply; ` +
+              "its answers would be garbled. Serve it over a base model with the template it was trained with, or register it again with that template",
+            { field: field(f) },
+          );
+        }
+        adapters.push({ servedName: a.servedName, source: a.source, version: v.name, digest: v.artifactDigest, rank: v.loraConfig?.r ?? 0, chatTemplateFingerprint: v.chatTemplateFingerprint });
+      }
+      return { baseDigest: model.artifactDigest, contextLength, adapters };
     });
   }
 

@@ -1,0 +1,45 @@
+import type { EmbeddedBackend, GenerationResult } from "./embedded.js";
+import { OpenAiError } from "./errors.js";
+import type { ResolvedModel } from "./registry.js";
+import type { ChatRequest, CompletionRequest } from "./requests.js";
+import { UpstreamClient } from "./upstream.js";
+
+/** A request as the HTTP API parsed it: a chat or a completion, in OpenAI's fields. */
+export type ServingRequest = { kind: "chat"; body: ChatRequest } | { kind: "completion"; body: CompletionRequest };
+
+/**
+ * Where answers are computed. `onText` gets the answer as it grows (streaming), `onStart` is
+ * called once the request is past any queue (so a full queue is still an HTTP error); aborting
+ * `signal` ends the generation.
+ */
+export interface ServingBackend {
+  serve(m: ResolvedModel, req: ServingRequest, signal: AbortSignal, onText?: (delta: string) => void, onStart?: () => void): Promise<GenerationResult>;
+}
+
+/** The backend that answers for a model: its deployment's upstream, else embedded llama.cpp. */
+export class Backends {
+  readonly upstream = new UpstreamBackend();
+  constructor(readonly embedded: EmbeddedBackend) {}
+
+  of(m: ResolvedModel): ServingBackend {
+    return m.route?.backend === "upstream" ? this.upstream : this.embedded;
+  }
+}
+
+/** The OpenAI fields forwarded upstream (what the gateway parsed and checked, nothing else). */
+const FORWARDED = ["messages", "prompt", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n", "response_format"] as const;
+
+/** Requests forwarded to an OpenAI-compatible server with the model name its deployment maps to. */
+export class UpstreamBackend implements ServingBackend {
+  async serve(m: ResolvedModel, req: ServingRequest, signal: AbortSignal, onText?: (delta: string) => void, onStart?: () => void): Promise<GenerationResult> {
+    const route = m.route;
+    if (route?.backend !== "upstream") throw new OpenAiError(500, "server_error", "The server had an error while processing your request.", "internal_error");
+    const body: Record<string, unknown> = { model: route.upstreamModel };
+    for (const k of FORWARDED) {
+      const v = (req.body as Record<string, unknown>)[k];
+      if (v !== undefined && v !== null) body[k] = v;
+    }
+    const client = new UpstreamClient(route.baseUrl, route.apiKeySecret);
+    return client.generate(req.kind === "chat" ? "/chat/completions" : "/completions", body, signal, onText, onStart);
+  }
+}
