@@ -8,9 +8,10 @@ import type { GenerationResult } from "./domain/embedded.js";
 import { OpenAiError, toOpenAiError } from "./domain/errors.js";
 import type { GatewayMetrics } from "./domain/metrics.js";
 import type { ResolvedModel } from "./domain/registry.js";
+import { responseFormatOf } from "./domain/json-schema.js";
 import { parseChatRequest, parseCompletionRequest } from "./domain/requests.js";
 import type { ModelResolver } from "./domain/resolve.js";
-import type { Backends, ServingRequest } from "./domain/serving.js";
+import { checkAnswerFormat, type Backends, type ServingRequest } from "./domain/serving.js";
 
 export interface HttpDeps {
   apiKeys: Readonly<Record<string, string>>;
@@ -149,8 +150,9 @@ export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
   app.post("/v1/chat/completions", async (req, reply) => {
     caller(auth, req);
     const body = parseChatRequest(req.body);
+    const format = responseFormatOf(body.response_format);
     const model = await resolve(req, body.model);
-    const serving: ServingRequest = { kind: "chat", body };
+    const serving: ServingRequest = { kind: "chat", body, format };
     const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
     const created = Math.floor(Date.now() / 1000);
     const head = { id, created, model: body.model, system_fingerprint: null };
@@ -158,6 +160,7 @@ export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
       const includeUsage = body.stream_options?.include_usage === true;
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ ...head, object: "chat.completion.chunk", choices, ...(includeUsage ? { usage: null } : {}), ...extra });
       return stream(req, reply, deps, model, serving, began(req, reply), {
+        check: (r) => checkAnswerFormat(format, r),
         first: () => chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]),
         delta: (text) => chunk([{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }]),
         last: (r) => [chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: r.finishReason }]), ...(includeUsage ? [chunk([], { usage: usage(r) })] : [])],
@@ -165,6 +168,7 @@ export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
     }
     const r = await deps.backends.of(model).serve(model, serving, clientGone(reply.raw));
     req.observed!.result = r;
+    checkAnswerFormat(format, r);
     return {
       ...head,
       object: "chat.completion",
@@ -211,7 +215,7 @@ async function stream(
   model: ResolvedModel,
   serving: ServingRequest,
   firstText: () => void,
-  events: { first(): unknown; delta(text: string): unknown; last(r: GenerationResult): unknown[] },
+  events: { check?(r: GenerationResult): void; first(): unknown; delta(text: string): unknown; last(r: GenerationResult): unknown[] },
 ): Promise<FastifyReply> {
   const res = reply.raw;
   const signal = clientGone(res);
@@ -234,6 +238,7 @@ async function stream(
     }, start);
     req.observed!.result = r;
     start();
+    events.check?.(r);
     for (const e of events.last(r)) send(e);
   } catch (err) {
     if (!started) throw err;

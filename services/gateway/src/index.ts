@@ -50,12 +50,11 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     });
     hooks.onBackend?.(backend);
     const registry = new RegistryModels(() => deps.peerAddress("registry"));
-    let rollout: Rollout | undefined;
-    const deployments = new DeploymentStore(db, () => {
+    const deployments: DeploymentStore = new DeploymentStore(db, () => {
       base.relay.notify();
-      rollout?.notify();
+      rollout.notify();
     });
-    rollout = new Rollout({
+    const rollout: Rollout = new Rollout({
       store: deployments,
       registry,
       embedded: backend,

@@ -1,7 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AppError, call, createClient, JetStreamBus, uploadFolder, type Delivery } from "@lathe/kit";
+import { call, createClient, JetStreamBus, uploadFolder, type AppError, type Delivery } from "@lathe/kit";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { DeploymentDeleted, DeploymentUpdated } from "@lathe/proto/lathe/events/v1/gateway_events";
 import { Deployment, Deployment_State, DeploymentBackend, GatewayServiceClient } from "@lathe/proto/lathe/gateway/v1/gateway_service";

@@ -176,6 +176,54 @@ describe("the gateway's OpenAI-compatible API", () => {
     }
   });
 
+  test("response_format json_schema: the answer parses and validates, streamed or not; what the grammar cannot enforce is refused naming its path", async () => {
+    const schema = {
+      type: "object",
+      properties: { answer: { type: "string", maxLength: 24 }, priority: { enum: ["low", "high"] }, steps: { type: "array", items: { type: "integer" }, maxItems: 3 } },
+      required: ["answer", "priority", "steps"],
+      additionalProperties: false,
+    };
+    const response_format = { type: "json_schema", json_schema: { name: "ticket", schema, strict: true } } as const;
+    const r = await acme.chat.completions.create({ model: "tiny:support", messages: [{ role: "user", content: QUESTION }], temperature: 0.8, seed: 3, max_tokens: 200, response_format });
+    expect(r.choices[0]!.finish_reason).toBe("stop");
+    const value = JSON.parse(r.choices[0]!.message.content!) as { answer: string; priority: string; steps: number[] };
+    expect(Object.keys(value).sort()).toEqual(["answer", "priority", "steps"]);
+    expect(value.answer.length).toBeLessThanOrEqual(24);
+    expect(["low", "high"]).toContain(value.priority);
+    expect(value.steps.length).toBeLessThanOrEqual(3);
+    for (const n of value.steps) expect(Number.isInteger(n)).toBe(true);
+
+    const s = await acme.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: QUESTION }], temperature: 0.8, seed: 5, max_tokens: 200, response_format, stream: true });
+    let text = "";
+    for await (const c of s) text += c.choices[0]?.delta.content ?? "";
+    expect(Object.keys(JSON.parse(text) as object).sort()).toEqual(["answer", "priority", "steps"]);
+
+    const obj = await acme.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: QUESTION }], temperature: 0.8, seed: 1, max_tokens: 200, response_format: { type: "json_object" } });
+    if (obj.choices[0]!.finish_reason === "stop") expect(JSON.parse(obj.choices[0]!.message.content!)).toBeTypeOf("object");
+
+    const refused = await acme.chat.completions
+      .create({ model: "tiny", messages: [{ role: "user", content: "hi" }], response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object", properties: { zip: { type: "string", pattern: "^[0-9]{5}$" } }, required: ["zip"] } } } })
+      .then(() => expect.unreachable("the call succeeded"), (e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
+    expect(refused.status).toBe(400);
+    expect(refused.param).toBe("response_format.json_schema.schema.properties.zip.pattern");
+    expect(refused.message).toMatch(/pattern/);
+  }, 120_000);
+
+  test("metrics: requests, tokens, latency and time to first token per model and adapter, and the contexts loaded", async () => {
+    const s = await acme.chat.completions.create({ model: "tiny:support@prod", messages: [{ role: "user", content: QUESTION }], ...greedy, stream: true });
+    for await (const _ of s) void _;
+    const text = await (await fetch(`${url}/metrics`)).text();
+    expect(text).toMatch(/lathe_gateway_requests_total\{route="\/v1\/chat\/completions",model="tiny",adapter="support@prod",status="200"\} [1-9]/);
+    expect(text).toMatch(/lathe_gateway_tokens_total\{model="tiny",adapter="support@prod",direction="completion"\} [1-9]/);
+    expect(text).toMatch(/lathe_gateway_time_to_first_token_seconds_count\{model="tiny",adapter="support@prod"\} [1-9]/);
+    expect(text).toMatch(/lathe_gateway_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/chat\/completions",model="tiny",adapter=""\} [1-9]/);
+    expect(text).toMatch(/lathe_gateway_contexts_loaded\{base="sha256:[0-9a-f]+@\d+"\} [1-9]/);
+    expect(text).toMatch(/lathe_gateway_queue_depth/);
+    // A name that resolved to nothing adds no series of its own.
+    await acme.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] }).catch(() => undefined);
+    expect(await (await fetch(`${url}/metrics`)).text()).not.toMatch(/no-such-model/);
+  });
+
   test("health and readiness", async () => {
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);

@@ -1,7 +1,8 @@
-import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel, type Token } from "node-llama-cpp";
+import { getLlama, LlamaGrammarEvaluationState, LlamaLogLevel, type Llama, type LlamaContext, type LlamaGrammar, type LlamaModel, type Token } from "node-llama-cpp";
 import { inspectModelFolder, loadTokenizer, type ModelTokenizer } from "@lathe/models";
 import { badRequest, OpenAiError } from "./errors.js";
 import type { ServingFiles } from "./files.js";
+import { createJsonGrammar, type GrammarSchema } from "./json-schema.js";
 import { ContextPool, QueueFullError } from "./pool.js";
 import type { ResolvedModel } from "./registry.js";
 import { chatPrompt, completionPrompt, generationOf } from "./requests.js";
@@ -27,6 +28,8 @@ export interface GenerationRequest {
   topP: number;
   seed: number | undefined;
   stop: string[];
+  /** A grammar the answer must follow (a JSON response_format). */
+  grammar?: LlamaGrammar | undefined;
 }
 
 export interface GenerationResult {
@@ -47,6 +50,8 @@ interface LoadedBase {
 }
 
 const BARE = "base";
+/** What node-llama-cpp's JSON grammars put after the JSON. */
+const JSON_END = "\n\n\n\n";
 
 /**
  * llama.cpp in this process through node-llama-cpp: each base model loaded once (its GGUF export),
@@ -58,6 +63,8 @@ const BARE = "base";
 export class EmbeddedBackend implements ServingBackend {
   private llama: Promise<Llama> | undefined;
   private readonly bases = new Map<string, Promise<LoadedBase>>();
+  /** Grammars of JSON schemas by their text, the most recently used last (bounded). */
+  private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
   private made = 0;
 
   constructor(
@@ -142,10 +149,34 @@ export class EmbeddedBackend implements ServingBackend {
     if (req.kind === "chat") {
       checkChatTemplate(m, await this.chatTemplateFingerprint(m));
       prompt = chatPrompt(tok, req.body);
+      if (req.format.kind !== "text") {
+        const gen = { ...generationOf(req.body, prompt), grammar: await this.grammar(req.format.grammarSchema) };
+        // node-llama-cpp's JSON grammars end an answer with four newlines (a stop trigger only its
+        // chat API acts on): here a stop sequence, and the JSON before it is the answer.
+        gen.stop = [...gen.stop, JSON_END];
+        return this.generate(m, gen, signal, onText, onStart);
+      }
     } else {
       prompt = completionPrompt(tok, req.body);
     }
     return this.generate(m, generationOf(req.body, prompt), signal, onText, onStart);
+  }
+
+  /** The grammar of a normalised JSON schema, made once and kept (the 64 most recently used). */
+  private grammar(schema: GrammarSchema): Promise<LlamaGrammar> {
+    const key = JSON.stringify(schema);
+    let g = this.grammars.get(key);
+    if (g) this.grammars.delete(key);
+    else {
+      g = (async () => {
+        this.llama ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
+        return createJsonGrammar(await this.llama, schema);
+      })();
+      g.catch(() => this.grammars.delete(key));
+    }
+    this.grammars.set(key, g);
+    if (this.grammars.size > 64) this.grammars.delete(this.grammars.keys().next().value!);
+    return g;
   }
 
   /**
@@ -190,7 +221,14 @@ export class EmbeddedBackend implements ServingBackend {
         return true;
       };
       if (maxTokens > 0) {
-        for await (const token of sequence.evaluate(req.prompt as Token[], { temperature: req.temperature, topP: req.topP, topK: 0, ...(req.seed === undefined ? {} : { seed: req.seed }) })) {
+        const options = {
+          temperature: req.temperature,
+          topP: req.topP,
+          topK: 0,
+          ...(req.seed === undefined ? {} : { seed: req.seed }),
+          ...(req.grammar === undefined ? {} : { grammarEvaluationState: new LlamaGrammarEvaluationState({ model: base.model, grammar: req.grammar }) }),
+        };
+        for await (const token of sequence.evaluate(req.prompt as Token[], options)) {
           if (base.model.isEogToken(token)) {
             finishReason = "stop";
             break;

@@ -29,7 +29,8 @@ const chatSchema = z.object({
     )
     .min(1),
   max_completion_tokens: z.number().int().min(1).nullish(),
-  response_format: z.object({ type: z.literal("text", { message: "only response_format type text is supported by this gateway" }) }).nullish(),
+  // Checked by responseFormatOf (json-schema.ts), which names the schema path it refuses.
+  response_format: z.unknown().optional(),
   tools: z.array(z.unknown()).max(0, { message: "tools are not supported by this gateway" }).nullish(),
 });
 

@@ -1,11 +1,33 @@
 import type { EmbeddedBackend, GenerationResult } from "./embedded.js";
 import { OpenAiError } from "./errors.js";
+import type { ResponseFormat } from "./json-schema.js";
 import type { ResolvedModel } from "./registry.js";
 import type { ChatRequest, CompletionRequest } from "./requests.js";
 import { UpstreamClient } from "./upstream.js";
 
-/** A request as the HTTP API parsed it: a chat or a completion, in OpenAI's fields. */
-export type ServingRequest = { kind: "chat"; body: ChatRequest } | { kind: "completion"; body: CompletionRequest };
+/** A request as the HTTP API parsed it: a chat (with the answer's format) or a completion, in OpenAI's fields. */
+export type ServingRequest = { kind: "chat"; body: ChatRequest; format: ResponseFormat } | { kind: "completion"; body: CompletionRequest };
+
+/**
+ * Checks a JSON answer against the format the request asked for (the caller's own schema, with
+ * ajv), whichever backend wrote it; an answer cut short by max_tokens (finish_reason `length`) is
+ * returned as it is, as OpenAI does.
+ * @throws OpenAiError 500 `invalid_model_output` naming the first place it fails
+ */
+export function checkAnswerFormat(format: ResponseFormat, r: GenerationResult): void {
+  if (format.kind === "text" || r.finishReason !== "stop") return;
+  let value: unknown;
+  try {
+    value = JSON.parse(r.text);
+  } catch {
+    throw new OpenAiError(500, "server_error", "The model's answer is not valid JSON although a JSON response_format was requested.", "invalid_model_output");
+  }
+  const violations = format.validate(value);
+  if (violations.length > 0) {
+    const v = violations[0]!;
+    throw new OpenAiError(500, "server_error", `The model's answer does not match the requested schema: ${v.instancePath || "the answer"} ${v.message}.`, "invalid_model_output");
+  }
+}
 
 /**
  * Where answers are computed. `onText` gets the answer as it grows (streaming), `onStart` is
