@@ -9,6 +9,12 @@ export const gatewayOptionsSchema = z.object({
   LATHE_GATEWAY_HTTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   /** Contexts (one per adapter, or the bare base) kept loaded per base model; the least recently used idle one makes room. Default 4. */
   LATHE_GATEWAY_MAX_CONTEXTS: z.coerce.number().int().min(1).max(256).default(4),
+  /**
+   * Memory (MiB) the contexts of one base model may take together, KV cache and buffers as llama.cpp
+   * estimates them; fewer than LATHE_GATEWAY_MAX_CONTEXTS are kept when they would not fit (at least
+   * one). 0: a quarter of the machine's memory. Default 0.
+   */
+  LATHE_GATEWAY_CONTEXT_MEMORY_MB: z.coerce.number().int().min(0).max(16_777_216).default(0),
   /** Sequences per context: requests of one adapter answered at once. Default 2. */
   LATHE_GATEWAY_SEQUENCES: z.coerce.number().int().min(1).max(64).default(2),
   /** Requests per base model waiting for a sequence; one more is answered 429. Default 64. */

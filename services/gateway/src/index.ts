@@ -1,3 +1,4 @@
+import { totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import { GatewayServiceService } from "@lathe/proto/lathe/gateway/v1/gateway_service";
@@ -42,6 +43,7 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     const files = new ServingFiles(deps.artifacts, cacheDir, options.LATHE_GATEWAY_GGUF_TYPE);
     const backend = new EmbeddedBackend(files, {
       maxContexts: options.LATHE_GATEWAY_MAX_CONTEXTS,
+      contextMemoryBytes: options.LATHE_GATEWAY_CONTEXT_MEMORY_MB > 0 ? options.LATHE_GATEWAY_CONTEXT_MEMORY_MB * 2 ** 20 : Math.floor(totalmem() / 4),
       sequencesPerContext: options.LATHE_GATEWAY_SEQUENCES,
       maxQueue: options.LATHE_GATEWAY_QUEUE,
       retryAfterS: options.LATHE_GATEWAY_RETRY_AFTER_S,

@@ -219,6 +219,7 @@ describe("the gateway's OpenAI-compatible API", () => {
     expect(text).toMatch(/lathe_gateway_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/chat\/completions",model="tiny",adapter=""\} [1-9]/);
     expect(text).toMatch(/lathe_gateway_contexts_loaded\{base="sha256:[0-9a-f]+@\d+"\} [1-9]/);
     expect(text).toMatch(/lathe_gateway_queue_depth/);
+    expect(text).toMatch(/lathe_gateway_contexts_max\{base="sha256:[0-9a-f]+@\d+"\} 2\n/);
     // A name that resolved to nothing adds no series of its own.
     await acme.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] }).catch(() => undefined);
     expect(await (await fetch(`${url}/metrics`)).text()).not.toMatch(/no-such-model/);

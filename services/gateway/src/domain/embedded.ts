@@ -11,6 +11,8 @@ import { checkChatTemplate } from "./template.js";
 
 export interface EmbeddedOptions {
   maxContexts: number;
+  /** Bytes all contexts of one base may take (KV cache and compute buffers, as llama.cpp's file insights estimate them). */
+  contextMemoryBytes: number;
   sequencesPerContext: number;
   maxQueue: number;
   retryAfterS: number;
@@ -47,6 +49,10 @@ interface LoadedBase {
   chatTemplateFingerprint: string;
   pool: ContextPool<LlamaContext>;
   contextSize: number;
+  /** Contexts kept at once: LATHE_GATEWAY_MAX_CONTEXTS, or fewer when the memory budget holds fewer. */
+  maxContexts: number;
+  /** The estimated bytes of one context. */
+  contextBytes: number;
 }
 
 const BARE = "base";
@@ -87,8 +93,12 @@ export class EmbeddedBackend implements ServingBackend {
         const llama = await this.llama;
         const [modelPath, folder] = await Promise.all([this.files.baseGguf(digest), this.files.modelFolder(digest)]);
         const [model, tokenizer, inspection] = await Promise.all([llama.loadModel({ modelPath }), loadTokenizer(folder), inspectModelFolder(folder)]);
+        // As many contexts as the count allows and the memory budget holds (at least one).
+        const need = await model.fileInsights.estimateContextResourceRequirementsV2({ contextSize, modelGpuLayers: model.gpuLayers, sequences: this.opts.sequencesPerContext });
+        const perContext = Math.max(1, need.cpuRam + need.gpuVram);
+        const maxContexts = Math.max(1, Math.min(this.opts.maxContexts, Math.floor(this.opts.contextMemoryBytes / perContext)));
         const pool = new ContextPool<LlamaContext>({
-          maxContexts: this.opts.maxContexts,
+          maxContexts,
           sequencesPerContext: this.opts.sequencesPerContext,
           maxQueue: this.opts.maxQueue,
           create: async (key) => {
@@ -102,7 +112,7 @@ export class EmbeddedBackend implements ServingBackend {
           },
           dispose: (context) => context.dispose(),
         });
-        return { model, tokenizer, chatTemplateFingerprint: inspection.chatTemplateFingerprint, pool, contextSize };
+        return { model, tokenizer, chatTemplateFingerprint: inspection.chatTemplateFingerprint, pool, contextSize, maxContexts, contextBytes: perContext };
       })();
       loaded.catch(() => this.bases.delete(key));
       this.bases.set(key, loaded);
@@ -262,12 +272,12 @@ export class EmbeddedBackend implements ServingBackend {
     }
   }
 
-  /** Queue depth and loaded contexts per base model. */
-  async stats(): Promise<{ base: string; contexts: number; busy: number; queued: number }[]> {
+  /** Queue depth and loaded contexts per base model (and context size), with the most contexts it keeps and their estimated size. */
+  async stats(): Promise<{ base: string; contexts: number; busy: number; queued: number; maxContexts: number; contextBytes: number }[]> {
     const out = [];
-    for (const [digest, loaded] of this.bases) {
+    for (const [key, loaded] of this.bases) {
       const b = await loaded.catch(() => undefined);
-      if (b) out.push({ base: digest, ...b.pool.stats });
+      if (b) out.push({ base: key, ...b.pool.stats, maxContexts: b.maxContexts, contextBytes: b.contextBytes });
     }
     return out;
   }

@@ -7,7 +7,7 @@ export function modelLabels(id: string): { model: string; adapter: string } {
 }
 
 /** What the backends report for the gauges: per loaded base model, its contexts, busy sequences and queue. */
-export type BackendStats = () => Promise<{ base: string; contexts: number; busy: number; queued: number }[]>;
+export type BackendStats = () => Promise<{ base: string; contexts: number; busy: number; queued: number; maxContexts: number; contextBytes: number }[]>;
 
 /**
  * The gateway's Prometheus metrics (served on `/metrics`): requests by route, model, adapter and
@@ -44,6 +44,16 @@ export class GatewayMetrics {
       async collect() {
         this.reset();
         for (const s of await stats()) this.set({ base: s.base }, s.contexts);
+      },
+    });
+    new Gauge({
+      name: "lathe_gateway_contexts_max",
+      help: "Contexts kept at most per base model: LATHE_GATEWAY_MAX_CONTEXTS, or fewer when LATHE_GATEWAY_CONTEXT_MEMORY_MB holds fewer.",
+      labelNames: ["base"],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const s of await stats()) this.set({ base: s.base }, s.maxContexts);
       },
     });
     new Gauge({
