@@ -86,4 +86,31 @@ describe("lathe chat (against lathe up)", () => {
 
     expect((await runCli(["chat", "tiny", "hi", "--temperature", "3", "--http", http, ...conn])).stderr).toContain("--temperature 3: expected a number from 0 to 2");
   }, 60_000);
+
+  it("lathe deployments create|list|get|delete: a base served under another name, called by it, then gone", async () => {
+    const created = await runCli(["deployments", "create", "tiny", "--id", "helper", "--served-name", "helper", "--label", "team=support", "--wait", ...conn]);
+    expect(created.stderr).toBe("");
+    expect(created.code).toBe(0);
+    expect(created.stdout).toBe("created deployments/helper (ready)\ncall it as: helper\n");
+
+    const list = await runCli(["deployments", "list", "--filter", 'labels.team = "support"', ...conn]);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/deployments\/helper\s+ready\s+embedded\s+helper/);
+    const got = JSON.parse((await runCli(["deployments", "get", "helper", "--json", ...conn])).stdout) as { baseModel: string; servedModelName: string; state: string };
+    expect(got).toMatchObject({ baseModel: "models/tiny", servedModelName: "helper", state: "STATE_READY" });
+
+    const viaName = await runCli(["chat", "helper", "hi", ...greedy, "--json", "--http", http, ...conn]);
+    const viaModel = await runCli(["chat", "tiny", "hi", ...greedy, "--json", "--http", http, ...conn]);
+    expect((JSON.parse(viaName.stdout) as Completion).choices[0]!.message.content).toBe((JSON.parse(viaModel.stdout) as Completion).choices[0]!.message.content);
+
+    const missing = await runCli(["deployments", "create", "tiny:nope@prod", "--id", "other", "--served-name", "other", ...conn]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/models\/tiny\/adapters\/nope\/aliases\/prod does not exist/);
+
+    expect((await runCli(["deployments", "delete", "helper", ...conn])).stdout).toBe("deleted deployments/helper\n");
+    expect((await runCli(["deployments", "list", ...conn])).stdout).toBe("no deployments\n");
+    const gone = await runCli(["chat", "helper", "hi", "--http", http, ...conn]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain("model_not_found");
+  }, 120_000);
 });
