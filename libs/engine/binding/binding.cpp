@@ -8,9 +8,9 @@
 //   becomes a JS Error with a `code` (the engine's lathe_status_string: INVALID_ARGUMENT,
 //   UNSUPPORTED, OUT_OF_MEMORY, NAN, CANCELLED, INTERNAL; or the binding's own
 //   FAILED_PRECONDITION) and the engine's message;
-// - forwardBackward, adamwStep and loraMerge run on libuv's thread pool (Napi::AsyncWorker) and
-//   return Promises; while one of the first two runs its model is busy and every other call fails with
-//   FAILED_PRECONDITION (the engine is not re-entrant on one model);
+// - forwardBackward, adamwStep, hiddenStates and loraMerge run on libuv's thread pool
+//   (Napi::AsyncWorker) and return Promises; while one of the first three runs its model is busy
+//   and every other call fails with FAILED_PRECONDITION (the engine is not re-entrant on one model);
 // - array lengths are checked here, because the C API takes bare pointers.
 
 #include <napi.h>
@@ -97,18 +97,24 @@ bool BoolField(const Napi::Object& obj, const char* owner, const char* key) {
   return value.As<Napi::Boolean>().Value();
 }
 
-// Int32Array of exactly `count` elements, copied (the worker thread must not touch JS memory).
-std::vector<int32_t> Int32Field(const Napi::Object& obj, const char* owner, const char* key, size_t count) {
+// An Int32Array, copied (the worker thread must not touch JS memory).
+std::vector<int32_t> Int32Values(const Napi::Object& obj, const char* owner, const char* key) {
   Napi::Value value = obj.Get(key);
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
     ThrowArg(obj.Env(), std::string(owner) + "." + key + " must be an Int32Array");
   }
   Napi::Int32Array array = value.As<Napi::Int32Array>();
-  if (array.ElementLength() != count) {
-    ThrowArg(obj.Env(), std::string(owner) + "." + key + " has " + std::to_string(array.ElementLength()) +
+  return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
+}
+
+// Int32Array of exactly `count` (batch*seq) elements, copied.
+std::vector<int32_t> Int32Field(const Napi::Object& obj, const char* owner, const char* key, size_t count) {
+  std::vector<int32_t> values = Int32Values(obj, owner, key);
+  if (values.size() != count) {
+    ThrowArg(obj.Env(), std::string(owner) + "." + key + " has " + std::to_string(values.size()) +
                             " elements, expected batch*seq = " + std::to_string(count));
   }
-  return std::vector<int32_t>(array.Data(), array.Data() + count);
+  return values;
 }
 
 lathe_model_config ReadModelConfig(const Napi::Object& obj) {
@@ -203,6 +209,7 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&Model::ForwardBackward>("forwardBackward"),
                            InstanceMethod<&Model::AdamwStep>("adamwStep"),
+                           InstanceMethod<&Model::HiddenStates>("hiddenStates"),
                            InstanceMethod<&Model::QuantizeNf4>("quantizeNf4"),
                            InstanceMethod<&Model::Memory>("memory"),
                            InstanceMethod<&Model::SetGradientCheckpointing>("setGradientCheckpointing"),
@@ -247,7 +254,7 @@ class Model : public Napi::ObjectWrap<Model> {
   // Every call starts here: a freed or busy model is a usage error, not an engine failure.
   lathe_model* Ready(Napi::Env env) {
     if (model_ == nullptr || free_pending_) ThrowCoded(env, "FAILED_PRECONDITION", "the model was freed");
-    if (busy_) ThrowCoded(env, "FAILED_PRECONDITION", "the model is busy: wait for the pending forwardBackward or adamwStep");
+    if (busy_) ThrowCoded(env, "FAILED_PRECONDITION", "the model is busy: wait for the pending forwardBackward, adamwStep or hiddenStates");
     return model_;
   }
 
@@ -428,6 +435,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info);
   Napi::Value AdamwStep(const Napi::CallbackInfo& info);
+  Napi::Value HiddenStates(const Napi::CallbackInfo& info);
 
   Napi::Value Free(const Napi::CallbackInfo& info) {
     // Freeing under a running worker would pull memory from under it: free when it finishes.
@@ -621,6 +629,66 @@ Napi::Value Model::AdamwStep(const Napi::CallbackInfo& info) {
   worker->eps = eps;
   worker->weight_decay = weight_decay;
   worker->max_grad_norm = max_grad_norm;
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+class HiddenStatesWorker : public ModelWorker {
+ public:
+  using ModelWorker::ModelWorker;
+
+  std::vector<int32_t> tokens, lengths;
+  int32_t layer = 0;
+  std::vector<float> out;  // [sum(lengths), hidden], allocated before the worker runs
+
+ protected:
+  lathe_status Run(lathe_model* m, char* err, size_t err_len) override {
+    return lathe_hidden_states(m, tokens.data(), lengths.data(), static_cast<int32_t>(lengths.size()), layer, out.data(), out.size(), err,
+                               err_len);
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Float32Array result = Napi::Float32Array::New(env, out.size());
+    std::copy(out.begin(), out.end(), result.Data());
+    return result;
+  }
+
+  const char* Call() const override { return "lathe_hidden_states"; }
+};
+
+// hiddenStates({ tokens, lengths, layer, hiddenSize }) -> Promise<Float32Array> of [sum(lengths), hiddenSize].
+Napi::Value Model::HiddenStates(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Ready(env);
+  Napi::Object args = ObjectArg(info, 0, "hiddenStates");
+  const char* o = "hiddenStates";
+  std::vector<int32_t> lengths = Int32Values(args, o, "lengths");
+  std::vector<int32_t> tokens = Int32Values(args, o, "tokens");
+  const int32_t layer = IntField(args, o, "layer");
+  const int32_t hidden = IntField(args, o, "hiddenSize");
+  if (lengths.empty() || lengths.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    ThrowArg(env, "hiddenStates.lengths must hold between 1 and 2^31-1 sequence lengths");
+  }
+  if (hidden <= 0) ThrowArg(env, "hiddenStates.hiddenSize must be positive");
+  // The engine checks each length (> 0, naming the sequence); here only that tokens holds them all.
+  int64_t total = 0;
+  for (int32_t n : lengths) total += n;
+  if (total != static_cast<int64_t>(tokens.size())) {
+    ThrowArg(env, "hiddenStates.tokens has " + std::to_string(tokens.size()) + " elements, expected the sum of lengths = " + std::to_string(total));
+  }
+  std::vector<float> out;
+  try {
+    out.resize(tokens.size() * static_cast<size_t>(hidden));
+  } catch (const std::bad_alloc&) {
+    ThrowCoded(env, "OUT_OF_MEMORY", "no memory for [" + std::to_string(tokens.size()) + ", " + std::to_string(hidden) + "] hidden states");
+  }
+
+  auto* worker = new HiddenStatesWorker(env, this, info.This().As<Napi::Object>());
+  worker->tokens = std::move(tokens);
+  worker->lengths = std::move(lengths);
+  worker->layer = layer;
+  worker->out = std::move(out);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -119,6 +119,25 @@ lathe_status lathe_forward_backward(lathe_model* model, const int32_t* tokens, c
                                     int32_t batch, int32_t seq, int32_t backward, int32_t training, float grad_scale,
                                     float* loss_out, int64_t* label_count_out, float* logits_out, char* err, size_t err_len);
 
+/*
+ * Hidden states of one layer for `count` sequences, read-only: a forward in eval mode (no
+ * dropout, no gradients, nothing kept for backward; LoRA tensors and their gradients, the AdamW
+ * state and the dropout RNG are left as they were), with the LoRA adapters applied when the
+ * model has them. `tokens` holds the sequences one after another, `lengths[count]` their lengths
+ * (each > 0). Each sequence is computed as if alone: positions 0..length-1 and causal attention
+ * within the sequence (the sequences run as one packed row whose attention never crosses them).
+ * `layer` indexes Hugging Face's output_hidden_states=True tuple: 0 is the embedding output;
+ * i in 1..num_layers-1 the output of the i-th decoder layer, model.layers[i-1] (the residual
+ * stream that model.layers[i] reads, before any norm); num_layers the output of the last decoder
+ * layer after the final RMSNorm (model.norm), as HF's hidden_states[num_hidden_layers] (equal
+ * to last_hidden_state). `out` receives [sum(lengths), hidden_size] f32, row n the hidden
+ * state of the n-th token; `out_count` must be exactly that many floats. Errors (INVALID_ARGUMENT): layer outside [0, num_layers], count <= 0, an empty
+ * sequence, a token id outside [0, vocab_size) (naming sequence and position), a wrong out_count,
+ * a weight never set.
+ */
+lathe_status lathe_hidden_states(lathe_model* model, const int32_t* tokens, const int32_t* lengths, int32_t count, int32_t layer,
+                                 float* out, size_t out_count, char* err, size_t err_len);
+
 /* Clips the LoRA gradients to `max_grad_norm` (<= 0: no clipping), writes the norm before clipping, then one AdamW step (PyTorch's AdamW with weight decay on LoRA tensors). */
 lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm, float* grad_norm_out, char* err, size_t err_len);
 

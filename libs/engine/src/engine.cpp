@@ -148,6 +148,14 @@ lathe_status lathe_forward_backward(lathe_model* model, const int32_t* tokens, c
   });
 }
 
+lathe_status lathe_hidden_states(lathe_model* model, const int32_t* tokens, const int32_t* lengths, int32_t count, int32_t layer,
+                                 float* out, size_t out_count, char* err, size_t err_len) {
+  return guarded("lathe_hidden_states", err, err_len, [&] {
+    need(model, "model");
+    lathe::model_hidden_states(*model, tokens, lengths, count, layer, out, out_count);
+  });
+}
+
 lathe_status lathe_adamw_step(lathe_model* model, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm,
                               float* grad_norm_out, char* err, size_t err_len) {
   return guarded("lathe_adamw_step", err, err_len, [&] {

@@ -5,6 +5,8 @@
 //   per layer: h1 = rmsnorm(x); q,k,v = linear(h1); rope(q,k); att = attention(q,k,v)
 //              x += o(att); h2 = rmsnorm(x); x += down(silu(gate(h2)) * up(h2))
 //   hf = rmsnorm(x); loss = cross_entropy(hf W_head^T (+ head LoRA), labels)   (chunked)
+// model_hidden_states runs the same layer_forward in eval mode up to one layer, keeping one
+// layer's intermediates at a time and nothing for backward.
 // Backward walks the same chain in reverse, from the loss down to the lowest layer that holds a
 // LoRA adapter (nothing below it is trainable), adding into the LoRA gradients only.
 // With gradient checkpointing (m.grad_ckpt) forward keeps only each layer's input and the dropout
@@ -16,6 +18,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #include "common.h"
@@ -93,6 +96,12 @@ void release_layer(Layer& L) {
   LayerActs& A = L.acts;
   for (std::vector<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a})
     if (v->capacity()) std::vector<float>().swap(*v);
+}
+
+void check_weights_set(const lathe_model& m, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  for (auto& kv : m.weights)
+    if (!kv.second.set)
+      fail(LATHE_ERR_INVALID_ARGUMENT, "weight '" + kv.first + "' " + shape_str(kv.second.shape) + " was never set (lathe_model_set_weight)", file, line);
 }
 
 // One decoder layer: m.x (its input) becomes its output; the intermediates backward needs go to A.
@@ -332,9 +341,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
                             const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,
                             float* loss_out, int64_t* count_out, float* logits_out) {
   const lathe_model_config& c = m.cfg;
-  for (auto& kv : m.weights)
-    if (!kv.second.set)
-      fail(LATHE_ERR_INVALID_ARGUMENT, "weight '" + kv.first + "' " + shape_str(kv.second.shape) + " was never set (lathe_model_set_weight)");
+  check_weights_set(m);
   if (B <= 0 || T <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, "batch and seq must be > 0, got batch=" + std::to_string(B) + " seq=" + std::to_string(T));
   if (!tokens) fail(LATHE_ERR_INVALID_ARGUMENT, "tokens is NULL");
   const int N = B * T, H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
@@ -474,6 +481,65 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
       release_lora_saves(L);
       held -= recomputed;
     }
+  }
+}
+
+void model_hidden_states(lathe_model& m, const int32_t* tokens, const int32_t* lengths, int count, int layer, float* out, size_t out_count) {
+  const lathe_model_config& c = m.cfg;
+  check_weights_set(m);
+  if (count <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, "count must be > 0 sequences, got " + std::to_string(count));
+  if (!tokens) fail(LATHE_ERR_INVALID_ARGUMENT, "tokens is NULL");
+  if (!lengths) fail(LATHE_ERR_INVALID_ARGUMENT, "lengths is NULL");
+  if (layer < 0 || layer > c.num_layers)
+    fail(LATHE_ERR_INVALID_ARGUMENT, "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(c.num_layers) +
+                                         "] (0: the embeddings; i: the output of model.layers[i-1]; " + std::to_string(c.num_layers) +
+                                         " = num_hidden_layers: the last layer's output after the final norm)");
+  int64_t total = 0;
+  for (int s = 0; s < count; ++s) {
+    if (lengths[s] <= 0)
+      fail(LATHE_ERR_INVALID_ARGUMENT, "sequence " + std::to_string(s) + " is empty (lengths[" + std::to_string(s) + "] = " +
+                                           std::to_string(lengths[s]) + "): every sequence needs at least one token");
+    total += lengths[s];
+  }
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  if (total > std::numeric_limits<int32_t>::max())
+    fail(LATHE_ERR_INVALID_ARGUMENT, std::to_string(total) + " tokens in one call are too many: split the sequences into several calls");
+  const int N = static_cast<int>(total);
+  if (out_count != static_cast<uint64_t>(total * H))
+    fail(LATHE_ERR_INVALID_ARGUMENT, "out holds " + std::to_string(out_count) + " floats, expected sum(lengths) * hidden_size = " +
+                                         std::to_string(N) + " * " + std::to_string(H) + " = " + std::to_string(total * H));
+  if (!out) fail(LATHE_ERR_INVALID_ARGUMENT, "out is NULL");
+  // One packed row: positions restart at 0 and attention stays inside each sequence (segments),
+  // so every sequence gets exactly what it would get alone.
+  m.pos.resize(N);
+  std::vector<int32_t> seg(N);
+  for (int s = 0, n = 0; s < count; ++s)
+    for (int t = 0; t < lengths[s]; ++t, ++n) {
+      if (tokens[n] < 0 || tokens[n] >= V)
+        fail(LATHE_ERR_INVALID_ARGUMENT, "sequence " + std::to_string(s) + ", token " + std::to_string(t) + ": id " + std::to_string(tokens[n]) +
+                                             " is outside the vocabulary [0, " + std::to_string(V) + ")");
+      m.pos[n] = t;
+      seg[n] = s;
+    }
+
+  const Backend& be = m.backend;
+  const lathe_backend& op = *be.ops;
+  m.x.resize(static_cast<size_t>(N) * H);
+  m.tmp.resize(static_cast<size_t>(N) * H);
+  op.embedding_forward(be.ctx, m.x.data(), tokens, m.embed, N, static_cast<int>(H));
+  // Eval mode: no dropout, so the RNG is never drawn; a copy keeps even that promise local.
+  Rng rng = m.dropout_rng;
+  LayerActs scratch;  // one layer's intermediates, reused by each layer and freed on return
+  for (int l = 0; l < layer; ++l) {
+    layer_forward(m, m.layers[l], scratch, rng, count > 1 ? seg.data() : nullptr, 1, N, false);
+    release_lora_saves(m.layers[l]);
+  }
+  if (layer == c.num_layers) {
+    std::vector<float> rstd(N);
+    op.rmsnorm_forward(be.ctx, m.tmp.data(), rstd.data(), m.x.data(), m.norm, N, static_cast<int>(H), c.rms_norm_eps);
+    op.copy(be.ctx, out, m.tmp.data(), total * H);
+  } else {
+    op.copy(be.ctx, out, m.x.data(), total * H);
   }
 }
 

@@ -111,6 +111,9 @@ void model_load_safetensors(lathe_model& m, const std::string& path);
 void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t* labels, const int32_t* positions,
                             const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,
                             float* loss_out, int64_t* count_out, float* logits_out);
+// Read-only forward of `count` sequences (tokens one after another, lengths[count]) up to `layer`,
+// as lathe_hidden_states documents; `out` (host, out_count floats) receives [sum(lengths), H].
+void model_hidden_states(lathe_model& m, const int32_t* tokens, const int32_t* lengths, int count, int layer, float* out, size_t out_count);
 float model_adamw_step(lathe_model& m, float lr, float beta1, float beta2, float eps, float weight_decay, float max_grad_norm);
 
 }  // namespace lathe

@@ -15,6 +15,8 @@ computes LlamaForCausalLM / Qwen2ForCausalLM and PEFT computes LoRA:
 - Optimiser: torch.nn.utils.clip_grad_norm_(max_norm 1.0), then torch.optim.AdamW.
 - Merge: PEFT's merge_and_unload, W + scale * B @ A of the initial LoRA tensors (lm_head of a
   tied model starts from the embeddings).
+- Hidden states: transformers' output_hidden_states=True tuple, layers + 1 entries: the
+  embeddings, the output of each decoder layer, and the last one after the final norm.
 
 Golden values are computed in float64 from the same f32 inputs the engine gets, and stored as f32.
 
@@ -22,6 +24,8 @@ Usage:
   /usr/bin/python3 test/reference.py --out test/golden          # regenerate every case
   /usr/bin/python3 test/reference.py --case test/golden/a/case.json --model DIR --out DIR
                                                                # one case on a given model folder
+  /usr/bin/python3 test/reference.py --hidden-states REQUEST.json --model DIR [--adapter DIR] --out FILE
+                                                               # hidden states (HF's output_hidden_states)
 
 Regenerating needs node and a built libs/models (the tiny model folders are written by
 @lathe/models' writeTinyModel, which is deterministic, so only the case files are kept).
@@ -143,8 +147,9 @@ def lora_scale(lora):
     return lora["alpha"] / (math.sqrt(lora["r"]) if lora["useRslora"] else lora["r"])
 
 
-def forward(cfg, weights, lora_params, lora, tokens, positions, segments):
-    """Logits [batch, seq, vocab]. `weights` and `lora_params` hold tensors of the compute dtype."""
+def hidden_states(cfg, weights, lora_params, lora, tokens, positions, segments):
+    """HF's output_hidden_states: layers + 1 tensors [batch, seq, hidden]; [0] the embeddings, [i]
+    the output of model.layers[i-1], the last one after the final norm (model.norm)."""
     scale = lora_scale(lora)
     dtype = weights["model.embed_tokens.weight"].dtype
     b, s = tokens.shape
@@ -166,6 +171,7 @@ def forward(cfg, weights, lora_params, lora, tokens, positions, segments):
     mask = (idx[None, :] <= idx[:, None])[None] & (segments[:, :, None] == segments[:, None, :])  # [b, s, s]
 
     x = weights["model.embed_tokens.weight"][tokens]
+    states = [x]
     for layer in range(cfg["layers"]):
         p = f"model.layers.{layer}"
         h = rms_norm(x, weights[p + ".input_layernorm.weight"], cfg["eps"])
@@ -182,7 +188,15 @@ def forward(cfg, weights, lora_params, lora, tokens, positions, segments):
         x = x + linear(attn.transpose(1, 2).reshape(b, s, H * D), p + ".self_attn.o_proj")
         h = rms_norm(x, weights[p + ".post_attention_layernorm.weight"], cfg["eps"])
         x = x + linear(F.silu(linear(h, p + ".mlp.gate_proj")) * linear(h, p + ".mlp.up_proj"), p + ".mlp.down_proj")
-    x = rms_norm(x, weights["model.norm.weight"], cfg["eps"])
+        states.append(x)
+    states[-1] = rms_norm(x, weights["model.norm.weight"], cfg["eps"])
+    return states
+
+
+def forward(cfg, weights, lora_params, lora, tokens, positions, segments):
+    """Logits [batch, seq, vocab]. `weights` and `lora_params` hold tensors of the compute dtype."""
+    scale = lora_scale(lora)
+    x = hidden_states(cfg, weights, lora_params, lora, tokens, positions, segments)[-1]
     head = weights["model.embed_tokens.weight"] if cfg["tied"] else weights["lm_head.weight"]
     logits = x @ head.T
     if "lm_head.lora_A.weight" in lora_params:
@@ -427,15 +441,56 @@ def generate_all(out_root):
         print(f"{spec['name']}: loss {out['loss']:.6f} over {out['labelCount']} labels, grad norms {['%.4f' % n for n in out['gradNorms']]}")
 
 
+# ---- hidden states (Hugging Face's output_hidden_states) of a model folder, for ts/hidden-states.test.ts
+
+
+def read_adapter(adapter_dir):
+    """A PEFT adapter folder: (settings as a case's `lora`, tensors without `base_model.model.`)."""
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        raw = json.load(f)
+    lora = {"r": raw["r"], "alpha": raw["lora_alpha"], "useRslora": raw.get("use_rslora", False)}
+    tensors = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    return lora, {k.replace("base_model.model.", "", 1): v for k, v in tensors.items()}
+
+
+def run_hidden_states(request, model_dir, adapter_dir, dtype=torch.float64):
+    """`seq{i}/layer{k}` [len, hidden] for each sequence and requested layer: each sequence alone,
+    positions 0..len-1, in eval mode (LoRA dropout, when the adapter has one, is not applied)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = model_config(json.load(f))
+    weights = {k: v.to(dtype) for k, v in read_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
+    lora, params = {"r": 1, "alpha": 0.0, "useRslora": False}, {}
+    if adapter_dir:
+        lora, params = read_adapter(adapter_dir)
+        params = {k: v.to(dtype) for k, v in params.items()}
+    out = {}
+    with torch.no_grad():
+        for i, seq in enumerate(request["sequences"]):
+            tokens = torch.tensor([seq], dtype=torch.int64)
+            positions = torch.arange(len(seq), dtype=torch.int64)[None]
+            states = hidden_states(cfg, weights, params, lora, tokens, positions, torch.zeros_like(tokens))
+            for k in request["layers"]:
+                out[f"seq{i}/layer{k}"] = states[k][0]
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder of the golden cases (or of one case's outputs with --case)")
     parser.add_argument("--case", help="one case.json (its lora-init.safetensors beside it) to run on --model")
     parser.add_argument("--model", help="model folder for --case (written by writeTinyModel)")
+    parser.add_argument("--hidden-states", help='a JSON request {"sequences": [[ids]], "layers": [k]} to run on --model; --out is a .safetensors file')
+    parser.add_argument("--adapter", help="PEFT adapter folder applied with --hidden-states")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: reproducible sums)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.case:
+    if args.hidden_states:
+        if not args.model:
+            parser.error("--hidden-states needs --model")
+        with open(args.hidden_states) as f:
+            request = json.load(f)
+        write_safetensors(args.out, run_hidden_states(request, args.model, args.adapter))
+    elif args.case:
         if not args.model:
             parser.error("--case needs --model")
         with open(args.case) as f:

@@ -7,6 +7,7 @@
  * - errors.ts: EngineError, CheckpointError, TrainingDataError;
  * - model.ts: Model, engineConfig, nf4Roundtrip, loraMerge;
  * - schedule.ts: learning-rate schedules; merge.ts: merging an adapter folder into its base;
+ * - hidden-states.ts: one layer's hidden states of a model folder (BERTScore's embeddings);
  * - train/: options (config.ts), data to batches (batches.ts), checkpoints (checkpoint.ts),
  *   starting from an adapter (init-adapter.ts), evaluation (eval-loss.ts), the loop (loop.ts).
  */
@@ -15,7 +16,9 @@ export { ADDON_PATH } from "./addon.js";
 export { EngineError, CheckpointError, TrainingDataError } from "./errors.js";
 export type { EngineErrorCode } from "./errors.js";
 export { Model, NF4_MODULES, engineConfig, loraMerge, nf4Roundtrip } from "./model.js";
-export type { AdamwOptions, Batch, ForwardBackwardOptions, LoraOptions } from "./model.js";
+export type { AdamwOptions, Batch, ForwardBackwardOptions, HiddenStatesBatchOptions, LoraOptions, TokenSequences } from "./model.js";
+export { hiddenStates } from "./hidden-states.js";
+export type { HiddenStatesOptions } from "./hidden-states.js";
 export { train } from "./train/loop.js";
 export type { TrainProgress, TrainSummary } from "./train/loop.js";
 export { recipeFromAdapter } from "./train/init-adapter.js";

@@ -108,6 +108,43 @@ export interface ForwardBackwardOptions {
   logits?: boolean;
 }
 
+/** Token sequences for hiddenStates: each a non-empty list of token ids. */
+export type TokenSequences = readonly (Int32Array | readonly number[])[];
+
+export interface HiddenStatesBatchOptions {
+  /**
+   * Most tokens per engine call: sequences are grouped, in order, up to this many (a longer one
+   * runs alone). Bounds the engine's working memory (about one layer's activations for that many
+   * tokens) and the attention cost of a packed call. Default 4096.
+   */
+  maxBatchTokens?: number;
+}
+
+/**
+ * Checks hiddenStates' arguments against a model config, naming the sequence and position at
+ * fault, before anything runs: the engine checks the same, but only within each of its calls,
+ * counting sequences from the call's first one.
+ * @throws EngineError INVALID_ARGUMENT.
+ */
+export function checkHiddenStatesArgs(config: native.ModelConfig, sequences: TokenSequences, layer: number): void {
+  const layers = config.numLayers;
+  if (!Number.isInteger(layer) || layer < 0 || layer > layers) {
+    throw new EngineError(
+      "INVALID_ARGUMENT",
+      `layer ${layer} is outside [0, ${layers}] (0: the embeddings; i: the output of model.layers[i-1]; ${layers} = num_hidden_layers: the last layer's output after the final norm)`,
+    );
+  }
+  sequences.forEach((seq, i) => {
+    if (seq.length === 0) throw new EngineError("INVALID_ARGUMENT", `sequence ${i} is empty: every sequence needs at least one token`);
+    for (let t = 0; t < seq.length; t++) {
+      const id = seq[t]!;
+      if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) {
+        throw new EngineError("INVALID_ARGUMENT", `sequence ${i}, token ${t}: id ${id} is outside the vocabulary [0, ${config.vocabSize})`);
+      }
+    }
+  });
+}
+
 /** AdamW with HF TrainingArguments' defaults. */
 export interface AdamwOptions {
   lr: number;
@@ -271,6 +308,49 @@ export class Model {
       vocabSize: this.config.vocabSize,
     };
     return callAsync(() => this.handle.forwardBackward(args));
+  }
+
+  /**
+   * The hidden states of one layer for each sequence, read-only, off the event loop. `layer`
+   * indexes Hugging Face's `output_hidden_states=True` tuple: 0 is the embedding output; i in
+   * 1..numLayers-1 the output of the i-th decoder layer (model.layers[i-1], the residual stream
+   * before any norm); numLayers the last layer's output after the final RMSNorm (HF's
+   * hidden_states[num_hidden_layers], equal to last_hidden_state). Eval mode: no LoRA dropout, no
+   * gradients, nothing kept for backward; LoRA adapters, when set, apply. Each sequence is
+   * computed as if alone (positions from 0, causal attention within it); sequences are packed into
+   * few engine calls (see HiddenStatesBatchOptions) without padding.
+   * @returns one row-major [length × hiddenSize] array per sequence, in order (views into the
+   * buffer of their engine call).
+   * @throws EngineError INVALID_ARGUMENT for a layer outside [0, numLayers], an empty sequence, or
+   * a token id that is not an integer in [0, vocabSize); FAILED_PRECONDITION while another call runs.
+   */
+  async hiddenStates(sequences: TokenSequences, layer: number, options: HiddenStatesBatchOptions = {}): Promise<Float32Array[]> {
+    const maxBatchTokens = options.maxBatchTokens ?? 4096;
+    if (!Number.isInteger(maxBatchTokens) || maxBatchTokens <= 0) throw new EngineError("INVALID_ARGUMENT", `maxBatchTokens must be a positive integer, got ${maxBatchTokens}`);
+    checkHiddenStatesArgs(this.config, sequences, layer);
+    const hidden = this.config.hiddenSize;
+    const out: Float32Array[] = [];
+    for (let first = 0; first < sequences.length; ) {
+      let end = first + 1;
+      let total = sequences[first]!.length;
+      while (end < sequences.length && total + sequences[end]!.length <= maxBatchTokens) total += sequences[end++]!.length;
+      const group = sequences.slice(first, end);
+      const tokens = new Int32Array(total);
+      let at = 0;
+      for (const seq of group) {
+        tokens.set(seq, at);
+        at += seq.length;
+      }
+      const args: native.HiddenStatesArgs = { tokens, lengths: Int32Array.from(group, (seq) => seq.length), layer, hiddenSize: hidden };
+      const states = await callAsync(() => this.handle.hiddenStates(args));
+      at = 0;
+      for (const seq of group) {
+        out.push(states.subarray(at * hidden, (at + seq.length) * hidden));
+        at += seq.length;
+      }
+      first = end;
+    }
+    return out;
   }
 
   /** Clips the gradients, then one AdamW step, off the event loop. */

@@ -95,6 +95,21 @@ export interface AdamwResult {
   gradNorm: number;
 }
 
+/**
+ * Arguments of lathe_hidden_states: `lengths.length` sequences, their tokens one after another.
+ * Each runs as if alone (positions from 0, causal attention within it), in eval mode.
+ */
+export interface HiddenStatesArgs {
+  /** The sequences' token ids, one after another (sum of lengths). */
+  tokens: Int32Array;
+  /** Each sequence's length (> 0); at least one. */
+  lengths: Int32Array;
+  /** Index into HF's output_hidden_states tuple: 0 embeddings, i the i-th layer's output, numLayers after the final norm. */
+  layer: number;
+  /** Size of the result's rows (the model's hidden_size; the engine checks it). */
+  hiddenSize: number;
+}
+
 /** lathe_model_memory: the frozen base weights as stored now (f32: 4 bytes each; NF4 linears about 0.516). */
 export interface MemoryReport {
   baseBytes: number;
@@ -149,6 +164,8 @@ export interface NativeModel {
   forwardBackward(args: ForwardBackwardArgs): Promise<ForwardBackwardResult>;
   /** Runs on the libuv thread pool; the model is busy until it settles. */
   adamwStep(args: AdamwArgs): Promise<AdamwResult>;
+  /** Runs on the libuv thread pool; the model is busy until it settles. Resolves to [sum(lengths), hiddenSize]. */
+  hiddenStates(args: HiddenStatesArgs): Promise<Float32Array>;
   /** QLoRA: stores these base linears as NF4 and frees their f32 copies (lm_head: INVALID_ARGUMENT). */
   quantizeNf4(modules: LoraModule[]): void;
   memory(): MemoryReport;

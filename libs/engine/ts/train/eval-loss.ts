@@ -1,10 +1,10 @@
 /** The mean loss of a model, with or without a PEFT adapter, over a JSONL file. */
-import { loadTokenizer, padExamples, readPeftAdapter, readTensorF32, type LabeledSequence } from "@lathe/models";
+import { loadTokenizer, padExamples, type LabeledSequence } from "@lathe/models";
 import { EngineError } from "../errors.js";
 import { Model } from "../model.js";
 import { labelCount, padTokenId, readExamples, toBatch } from "./batches.js";
 import { positiveInt } from "./config.js";
-import { adaptedModules } from "./init-adapter.js";
+import { applyAdapter } from "./init-adapter.js";
 
 export interface EvalLossOptions {
   /** A PEFT adapter to apply; default none (the base model). */
@@ -42,19 +42,6 @@ export async function evalLoss(modelDir: string, dataPath: string, options: Eval
   } finally {
     model.free();
   }
-}
-
-/** Loads a PEFT adapter's weights into `model` (loraInit with its settings, then loraSet). */
-async function applyAdapter(model: Model, dir: string): Promise<void> {
-  const adapter = await readPeftAdapter(dir);
-  model.loraInit({ r: adapter.r, alpha: adapter.loraAlpha, dropout: adapter.loraDropout, useRslora: adapter.useRslora, targetModules: adaptedModules(adapter, dir) });
-  const expected = new Set(model.loraShapes().keys());
-  for (const t of adapter.tensors) {
-    const name = t.name.replace(/^base_model\.model\./, "");
-    if (!expected.delete(name)) throw new EngineError("INVALID_ARGUMENT", `${dir}: tensor \`${t.name}\` does not match a layer of the model`);
-    model.loraSet(name, await readTensorF32(t));
-  }
-  // A module adapted in some layers only (layers_to_transform) leaves the rest at PEFT's init: B = 0, no effect.
 }
 
 /** Mean loss over all labels of `examples`, no backward, dropout off. */

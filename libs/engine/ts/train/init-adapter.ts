@@ -1,4 +1,7 @@
-/** Starting a run from an existing PEFT adapter (ours or PEFT's) instead of PEFT's initialisation. */
+/**
+ * Starting a run from an existing PEFT adapter (ours or PEFT's) instead of PEFT's initialisation,
+ * and applying one to a model for evaluation (applyAdapter).
+ */
 import { LORA_MODULES, readPeftAdapter, readTensorF32, type PeftAdapter, type Recipe } from "@lathe/models";
 import { CheckpointError, EngineError } from "../errors.js";
 import type { Model } from "../model.js";
@@ -57,6 +60,23 @@ export function checkAdapterSettings(o: Resolved, dir: string, adapter: PeftAdap
   const mine = [...o.targetModules].sort();
   if (JSON.stringify(mine) !== JSON.stringify([...modules].sort())) diffs.push(`targetModules ${mine.join(",")} but the adapter adapts ${modules.join(",")}`);
   if (diffs.length > 0) throw new CheckpointError(`initAdapter ${dir}: settings do not match: ${diffs.join("; ")}`);
+}
+
+/**
+ * Loads a PEFT adapter's weights into `model` (loraInit with its settings, then loraSet), for
+ * evaluation: evalLoss and hiddenStates.
+ * @throws EngineError INVALID_ARGUMENT for a tensor that matches no layer of the model.
+ */
+export async function applyAdapter(model: Model, dir: string): Promise<void> {
+  const adapter = await readPeftAdapter(dir);
+  model.loraInit({ r: adapter.r, alpha: adapter.loraAlpha, dropout: adapter.loraDropout, useRslora: adapter.useRslora, targetModules: adaptedModules(adapter, dir) });
+  const expected = new Set(model.loraShapes().keys());
+  for (const t of adapter.tensors) {
+    const name = t.name.replace(/^base_model\.model\./, "");
+    if (!expected.delete(name)) throw new EngineError("INVALID_ARGUMENT", `${dir}: tensor \`${t.name}\` does not match a layer of the model`);
+    model.loraSet(name, await readTensorF32(t));
+  }
+  // A module adapted in some layers only (layers_to_transform) leaves the rest at PEFT's init: B = 0, no effect.
 }
 
 /** Sets every LoRA tensor from a PEFT adapter folder; each must match one of the model's. */
