@@ -13,9 +13,11 @@ if [ -z "${LATHE_TEST_NATS_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev
   echo "tests use NATS at $LATHE_TEST_NATS_URL"
 fi
 # System packages the tests need, installed when missing and we may (root with apt-get):
-# PyTorch for the engine's reference tests, nats-server for the NATS-restart test.
+# PyTorch for the engine's reference tests, NLTK for the Porter stemmer and ROUGE reference tests,
+# nats-server for the NATS-restart test.
 need=()
 /usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
+/usr/bin/python3 -c 'import nltk' 2>/dev/null || need+=(python3-nltk)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

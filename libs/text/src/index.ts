@@ -3,3 +3,8 @@ export * from "./lsh.js";
 export * from "./dedup.js";
 export * from "./pii.js";
 export * from "./random.js";
+export * from "./bertscore.js";
+export * from "./stats.js";
+export * from "./format.js";
+export * from "./porter.js";
+export * from "./rouge.js";
