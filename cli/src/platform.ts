@@ -4,7 +4,7 @@ import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { baseConfigSchema, loadConfig, startPlatform, type RunningPlatform, type ServiceFactory } from "@lathe/kit";
 import { configSchema as datasetConfigSchema, createDatasetService } from "@lathe/dataset";
-import { configSchema as evaluatorConfigSchema, createEvaluatorService } from "@lathe/evaluator";
+import { configSchema as evaluatorConfigSchema, createEvaluatorService, evaluatorOptionsOf, evaluatorService } from "@lathe/evaluator";
 import { configSchema as gatewayConfigSchema, createGatewayService, gatewayOptionsOf, gatewayService } from "@lathe/gateway";
 import { configSchema as registryConfigSchema, createRegistryService } from "@lathe/registry";
 import { configSchema as synthgenConfigSchema, createSynthGenService } from "@lathe/synthgen";
@@ -73,7 +73,9 @@ export async function startLathe(opts: UpOptions): Promise<{ platform: RunningPl
   const config = latheConfig(opts, apiKey);
   let httpUrl = "";
   const gateway = gatewayService(gatewayOptionsOf(config), { onHttpListening: (url) => (httpUrl = url) });
-  const factories = allServices.map((f) => (f === createGatewayService ? gateway : f));
+  // The evaluator generates through the gateway in this process, wherever its HTTP API listens.
+  const evaluator = evaluatorService(evaluatorOptionsOf(config), { gatewayUrl: () => (httpUrl === "" ? undefined : `${httpUrl}/v1`) });
+  const factories = allServices.map((f) => (f === createGatewayService ? gateway : f === createEvaluatorService ? evaluator : f));
   const platform = await startPlatform({ name: "lathe", config, factories });
   return { platform, apiKey, httpUrl };
 }

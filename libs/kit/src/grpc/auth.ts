@@ -1,4 +1,4 @@
-import type { Metadata } from "@grpc/grpc-js";
+import { Metadata } from "@grpc/grpc-js";
 import { AppError } from "../errors.js";
 
 /**
@@ -32,4 +32,22 @@ function apiKeyOf(metadata: Metadata): string | undefined {
   }
   const key = metadata.get("x-api-key")[0];
   return typeof key === "string" && key !== "" ? key : undefined;
+}
+
+/**
+ * A key of `tenant` from the key map (LATHE_API_KEYS), for work a service does for a tenant after
+ * the call that asked for it (a rollout, an evaluation run, an event): no caller's key is at hand.
+ * FAILED_PRECONDITION when the tenant has none.
+ */
+export function tenantKey(apiKeys: Readonly<Record<string, string>>, tenant: string): string {
+  const key = Object.entries(apiKeys).find(([, t]) => t === tenant)?.[0];
+  if (key === undefined) throw new AppError("FAILED_PRECONDITION", "TENANT_HAS_NO_KEY", `no API key of tenant ${tenant} is configured (LATHE_API_KEYS) to act for it`);
+  return key;
+}
+
+/** Metadata that calls another service as `tenant`, with {@link tenantKey}. */
+export function tenantMetadata(apiKeys: Readonly<Record<string, string>>, tenant: string): Metadata {
+  const md = new Metadata();
+  md.set("authorization", `Bearer ${tenantKey(apiKeys, tenant)}`);
+  return md;
 }

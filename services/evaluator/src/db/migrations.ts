@@ -1,9 +1,161 @@
-import type { Kysely } from "kysely";
-import { eventsMigration } from "@lathe/kit";
+import { sql, type ColumnType, type Generated, type Kysely } from "kysely";
+import { eventsMigration, withResourceColumns } from "@lathe/kit";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
 /** The evaluator schema, in order. Never edit a released migration; add a new one. */
 export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
   "0000_events": eventsMigration,
+  "0001_runs": async (db) => {
+    // A run: its spec as the caller set it, its state and lease, and its results once aggregated.
+    await withResourceColumns(db.schema.createTable("runs").addColumn("tenant", "text", (c) => c.notNull()).addColumn("run_id", "text", (c) => c.notNull()))
+      .addColumn("request_body", "jsonb")
+      .addColumn("spec", "jsonb", (c) => c.notNull())
+      .addColumn("state", "text", (c) => c.notNull())
+      .addColumn("fine_tuning_job", "text", (c) => c.notNull())
+      .addColumn("total", "integer", (c) => c.notNull().defaultTo(0))
+      .addColumn("results", "jsonb")
+      .addColumn("error", "jsonb")
+      .addColumn("start_time", "timestamptz")
+      .addColumn("end_time", "timestamptz")
+      .addColumn("cancel_requested", "boolean", (c) => c.notNull().defaultTo(false))
+      .addColumn("lease_owner", "text")
+      .addColumn("lease_until", "timestamptz")
+      .addPrimaryKeyConstraint("runs_pk", ["tenant", "run_id"])
+      .addUniqueConstraint("runs_request_id", ["tenant", "request_id"])
+      .execute();
+    await db.schema.createIndex("runs_list").on("runs").columns(["tenant", "seq"]).execute();
+    await db.schema.createIndex("runs_state").on("runs").columns(["state", "seq"]).execute();
+    // The examples a run evaluates, pinned when it starts: the prompt turns (few-shot turns
+    // included, per side) and the reference answer.
+    await db.schema
+      .createTable("examples")
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("run_id", "text", (c) => c.notNull())
+      .addColumn("idx", "integer", (c) => c.notNull())
+      .addColumn("prompt", "jsonb", (c) => c.notNull())
+      .addColumn("reference", "text", (c) => c.notNull())
+      .addPrimaryKeyConstraint("examples_pk", ["tenant", "run_id", "idx"])
+      .execute();
+    // One model's answer to one example, with its scores: written once, so a resumed run
+    // neither regenerates nor re-scores it.
+    await db.schema
+      .createTable("predictions")
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("run_id", "text", (c) => c.notNull())
+      .addColumn("side", "text", (c) => c.notNull())
+      .addColumn("idx", "integer", (c) => c.notNull())
+      .addColumn("text", "text", (c) => c.notNull())
+      .addColumn("finish_reason", "text", (c) => c.notNull())
+      .addColumn("prompt_tokens", "integer", (c) => c.notNull())
+      .addColumn("completion_tokens", "integer", (c) => c.notNull())
+      .addColumn("latency_ms", "double precision", (c) => c.notNull())
+      .addColumn("error", "text")
+      .addColumn("scores", "jsonb", (c) => c.notNull())
+      .addColumn("create_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+      .addPrimaryKeyConstraint("predictions_pk", ["tenant", "run_id", "side", "idx"])
+      .execute();
+  },
 };
+
+export type RunState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
+export type Side = "candidate" | "baseline";
+
+/** A model as a run evaluates it. */
+export interface ModelSpec {
+  /** `models/{model}`. */
+  model: string;
+  /** An adapter version, or "" for the base alone. */
+  adapterVersion: string;
+  fewShot: { datasetVersion: string; shots: number; seed: number } | null;
+}
+
+/** The metric names a run computes (the proto's Metric, by name). */
+export type MetricName = "rouge_l" | "bertscore" | "format_compliance" | "exact_match";
+
+/** What the caller set. */
+export interface RunSpec {
+  displayName: string;
+  labels: Record<string, string>;
+  candidate: ModelSpec;
+  baseline: ModelSpec | null;
+  evalDatasetVersion: string;
+  metrics: MetricName[];
+  formatCheck: { kind: "regex" | "json" | "json_schema"; pattern: string; jsonSchema: string } | null;
+  generation: { temperature: number; topP: number; maxTokens: number; seed: number; stop: string[] };
+  maxExamples: number;
+  bertscoreModel: string;
+  bootstrapSamples: number;
+  confidenceLevel: number;
+  seed: number;
+}
+
+/** Aggregated results, written when a run succeeds (and as it goes, for progress). */
+export interface RunResults {
+  /** proto JSON of MetricValue[] / MetricDifference[] / ServingStats. */
+  candidateResults: unknown[];
+  baselineResults: unknown[];
+  differences: unknown[];
+  candidateServing: unknown;
+  baselineServing: unknown;
+  bertscoreModelDigest: string;
+  bertscoreLayer: number;
+}
+
+export interface RunsTable {
+  tenant: string;
+  run_id: string;
+  seq: Generated<number>;
+  display_name: string;
+  description: string;
+  labels: ColumnType<Record<string, string>, string, string>;
+  request_id: string | null;
+  request_body: ColumnType<unknown, string | null, string | null>;
+  create_time: Generated<Date>;
+  update_time: Generated<Date>;
+  spec: ColumnType<RunSpec, string, string>;
+  state: RunState;
+  fine_tuning_job: string;
+  total: Generated<number>;
+  results: ColumnType<RunResults | null, string | null, string | null>;
+  error: ColumnType<{ code: string; reason: string; message: string } | null, string | null, string | null>;
+  start_time: Date | null;
+  end_time: Date | null;
+  cancel_requested: Generated<boolean>;
+  lease_owner: string | null;
+  lease_until: Date | null;
+}
+
+export interface ExamplesTable {
+  tenant: string;
+  run_id: string;
+  idx: number;
+  prompt: ColumnType<{ candidate: ChatTurn[]; baseline: ChatTurn[] | null }, string, string>;
+  reference: string;
+}
+
+export interface ChatTurn {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+export interface PredictionsTable {
+  tenant: string;
+  run_id: string;
+  side: Side;
+  idx: number;
+  text: string;
+  finish_reason: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  latency_ms: number;
+  error: string | null;
+  scores: ColumnType<Partial<Record<MetricName, number>>, string, string>;
+  create_time: Generated<Date>;
+}
+
+export interface EvaluatorTables {
+  runs: RunsTable;
+  examples: ExamplesTable;
+  predictions: PredictionsTable;
+}

@@ -1,23 +1,10 @@
 import { join } from "node:path";
-import { Metadata } from "@grpc/grpc-js";
-import { AppError, asAppError, cachedFolder, digestHex, isRetryable, PollingLoop, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, asAppError, cachedFolder, digestHex, isRetryable, PollingLoop, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import type { ServedState } from "../db/migrations.js";
 import type { DeploymentRow, DeploymentStore } from "./deployments.js";
 import type { EmbeddedBackend } from "./embedded.js";
 import type { RegistryModels } from "./registry.js";
 import { UpstreamClient } from "./upstream.js";
-
-/**
- * Metadata that calls the registry as `tenant` (with one of its keys from LATHE_API_KEYS): a
- * rollout runs after the call that asked for it, or on an event, with no caller's key at hand.
- */
-export function tenantMetadata(apiKeys: Readonly<Record<string, string>>, tenant: string): Metadata {
-  const key = Object.entries(apiKeys).find(([, t]) => t === tenant)?.[0];
-  if (key === undefined) throw new AppError("FAILED_PRECONDITION", "TENANT_HAS_NO_KEY", `the gateway has no API key of tenant ${tenant} (LATHE_API_KEYS) to read its models with`);
-  const md = new Metadata();
-  md.set("authorization", `Bearer ${key}`);
-  return md;
-}
 
 /** The name an adapter of a deployment is loaded under upstream: unique per tenant, deployment and version. */
 export function upstreamLoraName(r: Pick<DeploymentRow, "tenant" | "deployment_id">, a: { servedName: string; version: string }): string {

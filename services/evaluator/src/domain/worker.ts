@@ -1,0 +1,331 @@
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, isRetryable, PollingLoop, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
+import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
+import { sql, type Kysely } from "kysely";
+import type { Prices } from "../config.js";
+import type { ChatTurn, EvaluatorTables, RunResults, Side } from "../db/migrations.js";
+import { evaluationCompleted, evaluationFailed } from "../events.js";
+import { differencesOf, priceOf, servingStatsOf, valuesOf } from "./aggregate.js";
+import { EngineEncoder } from "./encoder.js";
+import { datasetRows, drawShots, exampleOf, fewShotTurns } from "./examples.js";
+import { ExampleRefused, GatewayClient } from "./generate.js";
+import { schema, type RunRow } from "./runs.js";
+import { Scorer } from "./scoring.js";
+import { gatewayModelName } from "./spec.js";
+
+export interface WorkerOptions {
+  db: Kysely<EvaluatorTables>;
+  artifacts: ArtifactStore;
+  cacheDir: string;
+  logger: Logger;
+  apiKeys: Readonly<Record<string, string>>;
+  peer: (s: "registry" | "dataset") => string;
+  /** The gateway's OpenAI base URL (`…/v1`), or undefined when none is configured. */
+  gatewayUrl: () => string | undefined;
+  prices: Prices | undefined;
+  bertscore: { model: string | undefined; layer: number; threads: number };
+  concurrency: number;
+  pollMs: number;
+  leaseMs: number;
+  /** A run changed (relay its events, wake its watchers): its key, `tenant/run_id`. */
+  onChange: (key: string) => void;
+}
+
+/** The run was cancelled, or the worker is stopping, while it worked on it. */
+class Interrupted extends Error {}
+
+/**
+ * Works on evaluation runs: claims one (queued, or running with an expired lease: its worker was
+ * lost) with a lease kept by heartbeats; pins its examples once (the eval rows, with few-shot turns
+ * drawn from the training set where a side asks for them); generates each side's missing answers
+ * through the gateway and scores each as it arrives, storing answer and scores together (so a
+ * resumed run neither regenerates nor re-scores); then aggregates, and records the run SUCCEEDED
+ * with its `evaluation_completed` event in one transaction, or FAILED with `evaluation_failed`.
+ */
+export class EvaluationWorker {
+  private readonly loop: PollingLoop;
+  readonly owner = `evaluator-${randomBytes(6).toString("hex")}`;
+
+  constructor(private readonly o: WorkerOptions) {
+    this.loop = new PollingLoop({ name: "evaluation worker", intervalMs: o.pollMs, logger: o.logger, tick: (signal) => this.tick(signal), retryMs: (n) => Math.min(30_000, o.pollMs * 2 ** n) });
+  }
+
+  start(): void {
+    this.loop.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.loop.stop();
+  }
+
+  notify(): void {
+    this.loop.notify();
+  }
+
+  private get t() {
+    return this.o.db.withSchema(schema);
+  }
+
+  /** Claims the oldest run that needs a worker, or none. */
+  private async claim(): Promise<RunRow | undefined> {
+    return this.o.db.transaction().execute(async (trx) => {
+      const r = await trx
+        .withSchema(schema)
+        .selectFrom("runs")
+        .selectAll()
+        .where((eb) => eb.or([eb("state", "=", "QUEUED"), eb.and([eb("state", "=", "RUNNING"), eb("lease_until", "<", sql<Date>`now()`)])]))
+        .orderBy("seq")
+        .limit(1)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!r) return undefined;
+      return trx
+        .withSchema(schema)
+        .updateTable("runs")
+        .set({ state: "RUNNING", lease_owner: this.owner, lease_until: sql`now() + ${`${this.o.leaseMs} milliseconds`}::interval`, start_time: sql`coalesce(start_time, now())`, update_time: sql`now()` })
+        .where("tenant", "=", r.tenant)
+        .where("run_id", "=", r.run_id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    });
+  }
+
+  /** Renews the lease; false when the run is no longer this worker's (cancelled, or taken over). */
+  private async heartbeat(r: RunRow): Promise<boolean> {
+    const res = await this.t
+      .updateTable("runs")
+      .set({ lease_until: sql`now() + ${`${this.o.leaseMs} milliseconds`}::interval` })
+      .where("tenant", "=", r.tenant)
+      .where("run_id", "=", r.run_id)
+      .where("lease_owner", "=", this.owner)
+      .where("state", "=", "RUNNING")
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  private async tick(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const r = await this.claim();
+      if (!r) return;
+      this.o.onChange(`${r.tenant}/${r.run_id}`);
+      try {
+        await this.run(r, signal);
+      } catch (err) {
+        if (err instanceof Interrupted) {
+          // Stopping: the run is given back at once, for another worker (or this one, restarted) to resume.
+          if (signal.aborted) await this.release(r);
+          continue;
+        }
+        if (isRetryable(err)) {
+          // Given back, to be taken up again after the backoff.
+          await this.release(r);
+          throw err;
+        }
+        await this.fail(r, err);
+      }
+    }
+  }
+
+  /** Gives a running run back (its lease ends now); it stays RUNNING with what it has stored. */
+  private async release(r: RunRow): Promise<void> {
+    await this.t.updateTable("runs").set({ lease_until: sql`now()` }).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).where("lease_owner", "=", this.owner).where("state", "=", "RUNNING").execute();
+  }
+
+  private async fail(r: RunRow, err: unknown): Promise<void> {
+    const e = asAppError(err);
+    if (e.code === "INTERNAL") this.o.logger.error({ err, run: r.run_id }, "evaluation run failed");
+    const error = { code: e.code, reason: e.reason, message: e.code === "INTERNAL" ? "the evaluation failed; see the evaluator's log" : e.message };
+    const name = resourceName("evaluationRuns", r.run_id);
+    await this.o.db.transaction().execute(async (trx) => {
+      const res = await trx
+        .withSchema(schema)
+        .updateTable("runs")
+        .set({ state: "FAILED", error: JSON.stringify(error), end_time: sql`now()`, update_time: sql`now()`, lease_owner: null, lease_until: null })
+        .where("tenant", "=", r.tenant)
+        .where("run_id", "=", r.run_id)
+        .where("lease_owner", "=", this.owner)
+        .where("state", "=", "RUNNING")
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) return;
+      await enqueueEvents(trx, schema, "evaluator", [
+        { def: evaluationFailed, tenant: r.tenant, subject: name, payload: { evaluationRun: name, candidateAdapterVersion: r.spec.candidate.adapterVersion, fineTuningJob: r.fine_tuning_job, error: { ...error, metadata: {} } } },
+      ]);
+    });
+    this.o.onChange(`${r.tenant}/${r.run_id}`);
+  }
+
+  private async run(r: RunRow, signal: AbortSignal): Promise<void> {
+    const md = tenantMetadata(this.o.apiKeys, r.tenant);
+    const url = this.o.gatewayUrl();
+    if (url === undefined) throw new AppError("FAILED_PRECONDITION", "GATEWAY_NOT_CONFIGURED", "the evaluator has no gateway to generate answers through: set LATHE_EVALUATOR_GATEWAY_URL");
+    const examples = await this.pinExamples(r, md);
+    let encoder: EngineEncoder | undefined;
+    try {
+      if (r.spec.metrics.includes("bertscore")) encoder = await this.openEncoder(r, md);
+      const scorer = new Scorer(r.spec.metrics, r.spec.formatCheck, encoder);
+      const gateway = new GatewayClient(() => url, (tenant) => tenantKey(this.o.apiKeys, tenant));
+      const sides: Side[] = r.spec.baseline ? ["candidate", "baseline"] : ["candidate"];
+      let sinceBeat = Date.now();
+      for (const side of sides) {
+        const m = side === "candidate" ? r.spec.candidate : r.spec.baseline!;
+        const model = gatewayModelName(m);
+        const done = new Set((await this.t.selectFrom("predictions").select("idx").where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).where("side", "=", side).execute()).map((p) => p.idx));
+        const todo = examples.filter((e) => !done.has(e.idx));
+        let next = 0;
+        const work = async () => {
+          while (next < todo.length) {
+            if (signal.aborted) throw new Interrupted();
+            if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
+              sinceBeat = Date.now();
+              if (!(await this.heartbeat(r))) throw new Interrupted();
+            }
+            const e = todo[next++]!;
+            const turns = side === "candidate" ? e.prompt.candidate : (e.prompt.baseline ?? e.prompt.candidate);
+            await this.answer(r, side, e.idx, model, turns, e.reference, gateway, scorer, signal);
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, todo.length)) }, work));
+      }
+      if (!(await this.heartbeat(r))) throw new Interrupted();
+      await this.finish(r, encoder);
+    } finally {
+      await encoder?.free();
+    }
+  }
+
+  /** Generates, scores and stores one answer (an example the gateway refuses is stored with its reason). */
+  private async answer(r: RunRow, side: Side, idx: number, model: string, turns: ChatTurn[], reference: string, gateway: GatewayClient, scorer: Scorer, signal: AbortSignal): Promise<void> {
+    let row;
+    try {
+      const a = await gateway.chat(r.tenant, model, turns, r.spec.generation, signal);
+      const scores = await scorer.score(a.text, reference);
+      row = { text: a.text, finish_reason: a.finishReason, prompt_tokens: a.promptTokens, completion_tokens: a.completionTokens, latency_ms: a.latencyMs, error: null, scores: JSON.stringify(scores) };
+    } catch (err) {
+      if (signal.aborted) throw new Interrupted();
+      if (!(err instanceof ExampleRefused)) throw err;
+      row = { text: "", finish_reason: "", prompt_tokens: 0, completion_tokens: 0, latency_ms: 0, error: err.message, scores: "{}" };
+    }
+    await this.t.insertInto("predictions").values({ tenant: r.tenant, run_id: r.run_id, side, idx, ...row }).onConflict((oc) => oc.doNothing()).execute();
+    this.o.onChange(`${r.tenant}/${r.run_id}`);
+  }
+
+  /** The run's examples, pinned on its first attempt (eval rows, few-shot turns per side), read back on later ones. */
+  private async pinExamples(r: RunRow, md: ReturnType<typeof tenantMetadata>) {
+    const pinned = await this.t.selectFrom("examples").selectAll().where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).orderBy("idx").execute();
+    if (pinned.length > 0) return pinned;
+    const dataset = createClient(DatasetServiceClient, this.o.peer("dataset"), { deadlineMs: 60_000 });
+    let rows;
+    try {
+      const evalRows = await datasetRows(dataset, md, r.spec.evalDatasetVersion, "evaluation_run.eval_dataset_version");
+      let evals = evalRows.map(exampleOf).filter((e) => e !== undefined);
+      if (r.spec.maxExamples > 0) evals = evals.slice(0, r.spec.maxExamples);
+      if (evals.length === 0) throw new AppError("FAILED_PRECONDITION", "NO_EVAL_EXAMPLES", `${r.spec.evalDatasetVersion} has no rows that end with an assistant answer to compare with`, { field: "evaluation_run.eval_dataset_version" });
+      const shotsOf = async (field: string, m: RunRow["spec"]["candidate"] | null) => {
+        if (!m?.fewShot) return null;
+        const train = await datasetRows(dataset, md, m.fewShot.datasetVersion, `${field}.few_shot.dataset_version`);
+        return drawShots(train, evals, m.fewShot, `${field}.few_shot.dataset_version`);
+      };
+      const candidateShots = await shotsOf("evaluation_run.candidate", r.spec.candidate);
+      const baselineShots = await shotsOf("evaluation_run.baseline", r.spec.baseline);
+      rows = evals.map((e, idx) => ({
+        tenant: r.tenant,
+        run_id: r.run_id,
+        idx,
+        reference: e.reference,
+        prompt: JSON.stringify({
+          candidate: candidateShots ? fewShotTurns(e, candidateShots) : e.turns,
+          baseline: r.spec.baseline ? (baselineShots ? fewShotTurns(e, baselineShots) : e.turns) : null,
+        }),
+      }));
+    } finally {
+      dataset.close();
+    }
+    await this.o.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += 500) await trx.withSchema(schema).insertInto("examples").values(rows.slice(i, i + 500)).onConflict((oc) => oc.doNothing()).execute();
+      await trx.withSchema(schema).updateTable("runs").set({ total: rows.length, update_time: sql`now()` }).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).execute();
+    });
+    this.o.onChange(`${r.tenant}/${r.run_id}`);
+    return this.t.selectFrom("examples").selectAll().where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).orderBy("idx").execute();
+  }
+
+  /** BERTScore's encoder: the run's model, else the configured one, read from the artifact store by the registry's digest. */
+  private async openEncoder(r: RunRow, md: ReturnType<typeof tenantMetadata>): Promise<EngineEncoder> {
+    const name = r.spec.bertscoreModel || this.o.bertscore.model;
+    if (!name) throw new AppError("FAILED_PRECONDITION", "BERTSCORE_MODEL_MISSING", "BERTScore needs an encoder: set the run's bertscore_model or LATHE_EVALUATOR_BERTSCORE_MODEL", { field: "evaluation_run.bertscore_model" });
+    const registry = createClient(RegistryServiceClient, this.o.peer("registry"), { deadlineMs: 30_000 });
+    try {
+      const { model } = await call(registry, "getModel", { name }, md).catch((err: unknown) => {
+        if (err instanceof AppError && err.code === "NOT_FOUND") throw new AppError("FAILED_PRECONDITION", "BERTSCORE_MODEL_MISSING", `the BERTScore encoder ${name} is not a registered model`, { field: "evaluation_run.bertscore_model" });
+        throw err;
+      });
+      if (!model || model.state !== Model_State.STATE_READY) throw new AppError("FAILED_PRECONDITION", "BERTSCORE_MODEL_MISSING", `the BERTScore encoder ${name} is not ready`);
+      const dir = await cachedFolder(this.o.artifacts, digestHex(model.artifactDigest), join(this.o.cacheDir, "models"));
+      return await EngineEncoder.open(dir, model.artifactDigest, this.o.bertscore.layer, this.o.bertscore.threads);
+    } finally {
+      registry.close();
+    }
+  }
+
+  /** Aggregates the stored answers and records the run SUCCEEDED with its `evaluation_completed` event, if it is still this worker's. */
+  private async finish(r: RunRow, encoder: EngineEncoder | undefined): Promise<void> {
+    const preds = await this.t.selectFrom("predictions").selectAll().where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).orderBy("idx").execute();
+    const ok = (side: Side) => preds.filter((p) => p.side === side && p.error === null);
+    const b = { resamples: r.spec.bootstrapSamples, level: r.spec.confidenceLevel, seed: r.spec.seed };
+    const cand = ok("candidate");
+    const base = r.spec.baseline ? ok("baseline") : [];
+    const baseByIdx = new Map(base.map((p) => [p.idx, p]));
+    const pairs = cand.filter((p) => baseByIdx.has(p.idx)).map((p) => ({ candidate: p.scores, baseline: baseByIdx.get(p.idx)!.scores }));
+    const serving = (side: Side, rows: typeof cand) => servingStatsOf(rows.map((p) => ({ promptTokens: p.prompt_tokens, completionTokens: p.completion_tokens, latencyMs: p.latency_ms })), priceOf(this.o.prices, gatewayModelName(side === "candidate" ? r.spec.candidate : r.spec.baseline!)));
+    if (cand.length === 0) throw new AppError("FAILED_PRECONDITION", "NO_ANSWERS", `no answer could be generated for any of the ${r.total} examples; see lathe evals predictions`);
+    const results: RunResults = {
+      candidateResults: valuesOf(r.spec.metrics, cand.map((p) => p.scores), b),
+      baselineResults: r.spec.baseline ? valuesOf(r.spec.metrics, base.map((p) => p.scores), b) : [],
+      differences: r.spec.baseline ? differencesOf(r.spec.metrics, pairs, b) : [],
+      candidateServing: serving("candidate", cand),
+      baselineServing: r.spec.baseline ? serving("baseline", base) : null,
+      bertscoreModelDigest: encoder?.id.split("#")[0] ?? "",
+      bertscoreLayer: encoder?.layer ?? 0,
+    };
+    const name = resourceName("evaluationRuns", r.run_id);
+    const done = await this.o.db.transaction().execute(async (trx) => {
+      const res = await trx
+        .withSchema(schema)
+        .updateTable("runs")
+        .set({ state: "SUCCEEDED", results: JSON.stringify(results), end_time: sql`now()`, update_time: sql`now()`, lease_owner: null, lease_until: null })
+        .where("tenant", "=", r.tenant)
+        .where("run_id", "=", r.run_id)
+        .where("lease_owner", "=", this.owner)
+        .where("state", "=", "RUNNING")
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) !== 1) return false;
+      await enqueueEvents(trx, schema, "evaluator", [
+        {
+          def: evaluationCompleted,
+          tenant: r.tenant,
+          subject: name,
+          payload: {
+            evaluationRun: name,
+            candidateModel: r.spec.candidate.model,
+            candidateAdapterVersion: r.spec.candidate.adapterVersion,
+            baselineModel: r.spec.baseline?.model ?? "",
+            baselineAdapterVersion: r.spec.baseline?.adapterVersion ?? "",
+            evalDatasetVersion: r.spec.evalDatasetVersion,
+            fineTuningJob: r.fine_tuning_job,
+            candidateResults: results.candidateResults.map((v) => MetricValue.fromJSON(v)),
+            baselineResults: results.baselineResults.map((v) => MetricValue.fromJSON(v)),
+            differences: results.differences.map((v) => MetricDifference.fromJSON(v)),
+            exampleCount: cand.length,
+          },
+        },
+      ]);
+      return true;
+    });
+    if (!done) throw new Interrupted();
+    this.o.logger.info({ run: r.run_id, tenant: r.tenant, examples: cand.length }, "evaluation run succeeded");
+    this.o.onChange(`${r.tenant}/${r.run_id}`);
+  }
+}

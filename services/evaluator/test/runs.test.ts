@@ -1,0 +1,346 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { baseConfigSchema, call, createClient, fromGrpcError, JetStreamBus, loadConfig, startPlatform, uploadFolder, type AppError, type Delivery, type RunningPlatform } from "@lathe/kit";
+import { createDatasetService } from "@lathe/dataset";
+import { gatewayOptionsOf, gatewayService } from "@lathe/gateway";
+import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
+import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { EvaluationCompleted } from "@lathe/proto/lathe/events/v1/evaluator_events";
+import { EvaluationRun, EvaluationRun_State, EvaluatorServiceClient, type EvaluationExample, type WatchEvaluationRunResponse } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
+import { AdapterVersion, Model, RegistryServiceClient, type CreateAdapterVersionRequest, type UploadAdapterVersionResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { FormatKind } from "@lathe/proto/lathe/type/v1/data_check";
+import { Metric } from "@lathe/proto/lathe/type/v1/metric";
+import { createRegistryService } from "@lathe/registry";
+import { startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
+import { rougeScore } from "@lathe/text";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { evaluatorOptionsOf, evaluatorService, type EvaluatorOptions } from "../src/index.js";
+
+/* Evaluation runs end to end: answers generated through the gateway, scored, compared, resumed after a restart. */
+
+let t: TestPlatform;
+let dir: string;
+let gatewayUrl = "";
+let evaluator: EvaluatorServiceClient;
+let trainSet: string;
+let evalSet: string;
+let bus: JetStreamBus;
+const seen: Delivery[] = [];
+const PRICES = { tiny: { input: 0.5, output: 2 } };
+
+const options = (workers: number): EvaluatorOptions => ({
+  ...evaluatorOptionsOf({} as never),
+  LATHE_EVALUATOR_WORKERS: workers,
+  LATHE_EVALUATOR_CONCURRENCY: 2,
+  LATHE_EVALUATOR_POLL_MS: 100,
+  LATHE_EVALUATOR_LEASE_MS: 1500,
+  LATHE_EVALUATOR_THREADS: 1,
+  LATHE_EVALUATOR_PRICES: JSON.stringify(PRICES),
+});
+
+const fails = (p: Promise<unknown>) => p.then(() => expect.unreachable("the call succeeded"), (e: unknown) => e as AppError);
+
+/** A support-desk set in chat form, the same every time. */
+function supportRows(n: number): string {
+  const products = ["router", "laptop", "phone", "printer", "monitor", "keyboard", "camera", "tablet"];
+  const issues = ["does not turn on", "keeps restarting", "is very slow", "shows an error code", "loses its connection", "makes a strange noise"];
+  return Array.from({ length: n }, (_, i) => {
+    const p = products[i % products.length]!;
+    const issue = issues[i % issues.length]!;
+    return JSON.stringify({
+      messages: [
+        { role: "system", content: "You are a support agent." },
+        { role: "user", content: `My ${p} ${issue} (ticket ${1000 + i}). What should I do?` },
+        { role: "assistant", content: `Unplug the ${p} for thirty seconds and start it again. If it still ${issue}, reply to ticket ${1000 + i}.` },
+      ],
+    });
+  }).join("\n");
+}
+
+const run = (over: Parameters<typeof EvaluationRun.fromPartial>[0]) =>
+  EvaluationRun.fromPartial({
+    candidate: { model: "models/tiny", adapterVersion: "models/tiny/adapters/support/versions/1" },
+    baseline: { model: "models/tiny", adapterVersion: "" },
+    evalDatasetVersion: evalSet,
+    metrics: [Metric.METRIC_ROUGE_L, Metric.METRIC_EXACT_MATCH, Metric.METRIC_FORMAT_COMPLIANCE, Metric.METRIC_BERTSCORE],
+    formatCheck: { kind: FormatKind.FORMAT_KIND_REGEX, pattern: "[^\\n]*", jsonSchema: "" },
+    generationParams: { temperature: 0, maxTokens: 8, stop: [] },
+    bertscoreModel: "models/tiny",
+    ...over,
+  });
+
+async function settled(name: string): Promise<EvaluationRun> {
+  let r: EvaluationRun | undefined;
+  await waitFor(async () => {
+    r = (await call(evaluator, "getEvaluationRun", { name })).evaluationRun!;
+    return r.state === EvaluationRun_State.STATE_SUCCEEDED || r.state === EvaluationRun_State.STATE_FAILED || r.state === EvaluationRun_State.STATE_CANCELLED;
+  }, { timeoutMs: 120_000, intervalMs: 100 });
+  return r!;
+}
+
+async function predictions(name: string): Promise<EvaluationExample[]> {
+  const out: EvaluationExample[] = [];
+  let pageToken = "";
+  do {
+    const page = await call(evaluator, "listEvaluationPredictions", { parent: name, pageSize: 4, pageToken });
+    out.push(...page.examples);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return out;
+}
+
+/** The gateway's answer to a chat, asked directly. */
+async function direct(model: string, messages: { role: string; content: string }[]): Promise<string> {
+  const res = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${testKeys.acme}` },
+    body: JSON.stringify({ model, messages, temperature: 0, max_tokens: 8, seed: 42, top_p: 1 }),
+  });
+  return ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]!.message.content;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "lathe-evaluator-"));
+  await writeTinyModel(join(dir, "tiny"), { seed: 1 });
+  await writeTinyAdapter(join(dir, "support"), join(dir, "tiny"), { r: 8, alpha: 64, seed: 3, targetModules: ["q_proj", "v_proj", "down_proj", "lm_head"] });
+  // The API platform evaluates nothing itself (0 workers): worker platforms do, so one can be stopped midway.
+  t = await startTestPlatform({
+    env: { LATHE_IMPORT_ROOTS: dir },
+    factories: [
+      createRegistryService,
+      createDatasetService,
+      gatewayService({ ...gatewayOptionsOf({} as never), LATHE_GATEWAY_HTTP_PORT: 0, LATHE_GATEWAY_THREADS: 1, LATHE_GATEWAY_CONTEXT_SIZE: 512 }, { onHttpListening: (u) => (gatewayUrl = u) }),
+      evaluatorService(options(0)),
+    ],
+  });
+  evaluator = createClient(EvaluatorServiceClient, t.address, { apiKey: testKeys.acme });
+  bus = await JetStreamBus.connect({ url: t.nats!.url, prefix: t.nats!.prefix });
+  await bus.subscribe({ durable: "observer", subjects: ["lathe.evaluator.v1.>"], handler: async (d) => void seen.push(d) });
+  const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
+  try {
+    await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: join(dir, "tiny") }), requestId: "" });
+    await uploadFolder<CreateAdapterVersionRequest, UploadAdapterVersionResponse>(
+      (cb) => registry.uploadAdapterVersion(cb),
+      { parent: "models/tiny/adapters/support", adapterVersion: AdapterVersion.fromPartial({ description: "test" }), allowMissing: true, requestId: "" },
+      join(dir, "support"),
+    );
+  } finally {
+    registry.close();
+  }
+  const datasets = createClient(DatasetServiceClient, t.address, { apiKey: testKeys.acme });
+  try {
+    await call(datasets, "createDataset", { datasetId: "support", dataset: Dataset.fromPartial({ displayName: "Support" }), requestId: "" });
+    const raw = await new Promise<string>((resolve, reject) => {
+      const c = datasets.uploadDatasetVersion((err, res) => (err ? reject(err) : resolve(res!.datasetVersion!.name)));
+      c.write({ header: UploadDatasetVersionHeader.fromPartial({ parent: "datasets/support" }) });
+      c.write({ chunk: Buffer.from(supportRows(30)) });
+      c.end();
+    });
+    const split = await call(datasets, "deriveDatasetVersion", { parentVersion: raw, operation: { split: { evalFraction: 0.2, seed: 1 } }, versionId: "s", description: "", labels: {}, checkOptions: undefined, requestId: "" });
+    trainSet = split.datasetVersion!.name;
+    evalSet = split.evalDatasetVersion!.name;
+  } finally {
+    datasets.close();
+  }
+}, 120_000);
+
+afterAll(async () => {
+  evaluator?.close();
+  await bus?.close();
+  await t?.stop();
+});
+
+/** A worker platform: only the evaluator, on the API platform's database, bus and artifacts, generating through its gateway. */
+function startWorker(): Promise<RunningPlatform> {
+  const base = t.platform.deps.config;
+  const config = loadConfig(baseConfigSchema, {
+    LATHE_GRPC_HOST: "127.0.0.1",
+    LATHE_GRPC_PORT: "0",
+    LATHE_PG_URL: t.pgUrl,
+    LATHE_NATS_URL: t.nats?.url,
+    LATHE_EVENTS_PREFIX: t.nats?.prefix ?? "",
+    LATHE_API_KEYS: `${testKeys.acme}=acme,${testKeys.globex}=globex`,
+    LATHE_LOG_LEVEL: process.env["LATHE_TEST_LOG_LEVEL"] ?? "silent",
+    LATHE_OUTBOX_POLL_MS: "100",
+    LATHE_SHUTDOWN_GRACE_MS: "2000",
+    LATHE_DATA_DIR: base.LATHE_DATA_DIR,
+    LATHE_ARTIFACTS_DIR: base.LATHE_ARTIFACTS_DIR ?? join(base.LATHE_DATA_DIR, "artifacts"),
+    LATHE_REGISTRY_ADDR: t.address,
+    LATHE_DATASET_ADDR: t.address,
+  });
+  return startPlatform({ name: "evaluator-worker", config, factories: [evaluatorService({ ...options(1), LATHE_EVALUATOR_GATEWAY_URL: `${gatewayUrl}/v1` })] });
+}
+
+describe("evaluation runs", () => {
+  test("what cannot be evaluated is refused when it is asked for, naming the field", async () => {
+    const create = (r: EvaluationRun, id = "") => fails(call(evaluator, "createEvaluationRun", { evaluationRunId: id, evaluationRun: r, requestId: "" }));
+    expect(await create(run({ candidate: undefined }))).toMatchObject({ code: "INVALID_ARGUMENT", field: "evaluation_run.candidate" });
+    expect(await create(run({ candidate: { model: "models/tiny", adapterVersion: "models/other/adapters/a/versions/1" } }))).toMatchObject({ field: "evaluation_run.candidate.adapter_version" });
+    expect(await create(run({ evalDatasetVersion: "nope" }))).toMatchObject({ field: "evaluation_run.eval_dataset_version" });
+    expect(await create(run({ formatCheck: { kind: FormatKind.FORMAT_KIND_REGEX, pattern: "(", jsonSchema: "" } }))).toMatchObject({ field: "evaluation_run.format_check.pattern" });
+    expect(await create(run({ formatCheck: undefined }))).toMatchObject({ field: "evaluation_run.format_check" });
+    expect(await create(run({ generationParams: { temperature: 3, stop: [] } }))).toMatchObject({ field: "evaluation_run.generation_params.temperature" });
+    expect(await create(run({ baseline: { model: "models/tiny", adapterVersion: "", fewShot: { datasetVersion: trainSet, shots: 40 } } }))).toMatchObject({ field: "evaluation_run.baseline.few_shot.shots" });
+    expect(await create(run({}), "Bad_Id")).toMatchObject({ field: "evaluation_run_id" });
+  });
+
+  test("an adapter against its base: every example answered through the gateway and scored, means with CIs, paired differences, tokens, latency and cost", async () => {
+    const worker = await startWorker();
+    try {
+      const { evaluationRun: created } = await call(evaluator, "createEvaluationRun", { evaluationRunId: "adapter-vs-base", evaluationRun: run({ labels: { kind: "ab" } }), requestId: "r1" });
+      expect(created!.state).toBe(EvaluationRun_State.STATE_QUEUED);
+      const watched = new Promise<EvaluationRun[]>((resolve, reject) => {
+        const out: EvaluationRun[] = [];
+        const s = evaluator.watchEvaluationRun({ name: created!.name });
+        s.on("data", (m: WatchEvaluationRunResponse) => out.push(m.evaluationRun!));
+        s.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
+        s.on("end", () => resolve(out));
+      });
+      const r = await settled(created!.name);
+      expect(r.error).toBeUndefined();
+      expect(r.state).toBe(EvaluationRun_State.STATE_SUCCEEDED);
+      const states = (await watched).map((x) => x.state);
+      expect(states.at(-1)).toBe(EvaluationRun_State.STATE_SUCCEEDED);
+      expect(states).toContain(EvaluationRun_State.STATE_RUNNING);
+
+      expect(r.totalExampleCount).toBe(6);
+      expect(r.completedExampleCount).toBe(6);
+      expect(r.failedExampleCount).toBe(0);
+      expect(r.exampleScoreCount).toBe(6 * 4 * 2);
+      expect(r.candidateResults.map((v) => v.metric).sort()).toEqual([1, 2, 3, 4]);
+      for (const v of [...r.candidateResults, ...r.baselineResults]) {
+        expect(v.exampleCount).toBe(6);
+        expect(v.confidenceInterval!.lower).toBeLessThanOrEqual(v.value + 1e-12);
+        expect(v.confidenceInterval!.upper).toBeGreaterThanOrEqual(v.value - 1e-12);
+        expect(v.confidenceInterval!.level).toBe(0.95);
+      }
+      expect(r.differences).toHaveLength(4);
+      for (const d of r.differences) {
+        expect(d.exampleCount).toBe(6);
+        expect(d.winCount + d.lossCount + d.tieCount).toBe(6);
+        expect(d.meanDifference).toBeCloseTo(d.candidateValue - d.baselineValue, 12);
+      }
+      expect(r.bertscoreModelDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(r.bertscoreLayer).toBe(1);
+
+      // Each stored answer is the gateway's answer to that prompt, and its ROUGE-L is rouge_score's.
+      const examples = await predictions(r.name);
+      expect(examples.map((e) => e.index)).toEqual([0, 1, 2, 3, 4, 5]);
+      const e0 = examples[0]!;
+      const turns = e0.prompt.split("\n").map((l) => ({ role: l.slice(0, l.indexOf(":")), content: l.slice(l.indexOf(":") + 2) }));
+      expect(e0.candidate!.text).toBe(await direct("tiny:support@1", turns));
+      expect(e0.baseline!.text).toBe(await direct("tiny", turns));
+      for (const e of examples) {
+        const rouge = e.candidate!.scores.find((s) => s.metric === Metric.METRIC_ROUGE_L)!.value;
+        expect(rouge).toBeCloseTo(rougeScore(e.reference, e.candidate!.text, { types: ["rougeL"], useStemmer: true }).rougeL.fmeasure, 12);
+        expect(e.candidate!.scores.find((s) => s.metric === Metric.METRIC_FORMAT_COMPLIANCE)!.value).toBe(e.candidate!.text.includes("\n") ? 0 : 1);
+      }
+
+      // Tokens as the gateway counted them, latency percentiles, and cost at the configured prices.
+      const c = r.candidateServing!;
+      expect(c.answerCount).toBe(6);
+      expect(c.promptTokens).toBe(examples.reduce((s, e) => s + e.candidate!.promptTokens, 0));
+      expect(c.completionTokens).toBe(examples.reduce((s, e) => s + e.candidate!.completionTokens, 0));
+      expect(c.latencyP95Ms).toBeGreaterThanOrEqual(c.latencyP50Ms);
+      expect(c.latencyP50Ms).toBeGreaterThan(0);
+      expect(c.costPer1000Answers).toBeCloseTo(((c.promptTokens * 0.5 + c.completionTokens * 2) / 1e6) * (1000 / 6), 9);
+
+      // The same request_id returns the same run.
+      expect((await call(evaluator, "createEvaluationRun", { evaluationRunId: "adapter-vs-base", evaluationRun: run({ labels: { kind: "ab" } }), requestId: "r1" })).evaluationRun!.name).toBe(r.name);
+      await waitFor(() => seen.some((d) => d.subject.endsWith("evaluation_completed")), { timeoutMs: 10_000 });
+      const completed = EvaluationCompleted.decode(seen.find((d) => d.subject.endsWith("evaluation_completed"))!.data);
+      expect(completed).toMatchObject({ evaluationRun: r.name, candidateAdapterVersion: "models/tiny/adapters/support/versions/1", baselineModel: "models/tiny", exampleCount: 6 });
+      expect(completed.differences).toHaveLength(4);
+      expect((await call(evaluator, "listEvaluationRuns", { pageSize: 0, pageToken: "", filter: 'labels.kind = "ab"' })).evaluationRuns.map((x) => x.name)).toEqual([r.name]);
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
+
+  test("a few-shot baseline shows three training examples, none from the eval set; its cost is set beside the candidate's", async () => {
+    const worker = await startWorker();
+    try {
+      const { evaluationRun } = await call(evaluator, "createEvaluationRun", {
+        evaluationRunId: "few-shot",
+        evaluationRun: run({ metrics: [Metric.METRIC_ROUGE_L], formatCheck: undefined, bertscoreModel: "", baseline: { model: "models/tiny", adapterVersion: "", fewShot: { datasetVersion: trainSet, shots: 3, seed: 7 } } }),
+        requestId: "",
+      });
+      const r = await settled(evaluationRun!.name);
+      expect(r.state).toBe(EvaluationRun_State.STATE_SUCCEEDED);
+      const examples = await predictions(r.name);
+      const evalQuestions = new Set(examples.map((e) => e.prompt.split("\n").find((l) => l.startsWith("user: "))));
+      // The baseline's prompt: the system turn, three solved examples, then the question.
+      const fewShotPrompt = (e: EvaluationExample) => e.baseline!.promptTokens;
+      for (const e of examples) expect(fewShotPrompt(e)).toBeGreaterThan(e.candidate!.promptTokens);
+      expect(r.baselineServing!.promptTokens).toBeGreaterThan(r.candidateServing!.promptTokens * 2);
+      expect(r.baselineServing!.costPer1000Answers).toBeGreaterThan(r.candidateServing!.costPer1000Answers!);
+      // The shots are training rows: none of their questions is an eval question.
+      const db = new pg.Pool({ connectionString: t.pgUrl, max: 1 });
+      const { rows } = await db.query<{ prompt: { baseline: { role: string; content: string }[] } }>("select prompt from evaluator.examples where run_id = 'few-shot' order by idx").finally(() => db.end());
+      for (const row of rows) {
+        const users = row.prompt.baseline.filter((x) => x.role === "user").map((x) => `user: ${x.content}`);
+        expect(users).toHaveLength(4);
+        expect(row.prompt.baseline[0]!.role).toBe("system");
+        for (const shot of users.slice(0, 3)) expect(evalQuestions.has(shot)).toBe(false);
+        expect(evalQuestions.has(users[3]!)).toBe(true);
+      }
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
+
+  test("a worker stopped midway: the next one resumes the run without generating or scoring a stored answer again", async () => {
+    const first = await startWorker();
+    const { evaluationRun } = await call(evaluator, "createEvaluationRun", {
+      evaluationRunId: "resumed",
+      evaluationRun: run({ metrics: [Metric.METRIC_ROUGE_L], formatCheck: undefined, bertscoreModel: "", generationParams: { temperature: 0, maxTokens: 48, stop: [] } }),
+      requestId: "",
+    });
+    const name = evaluationRun!.name;
+    await waitFor(async () => (await call(evaluator, "getEvaluationRun", { name })).evaluationRun!.exampleScoreCount >= 2, { timeoutMs: 120_000, intervalMs: 50 });
+    await first.stop();
+    const db = new pg.Pool({ connectionString: t.pgUrl, max: 1 });
+    try {
+      const before = (await db.query<{ side: string; idx: number; create_time: Date }>("select side, idx, create_time from evaluator.predictions where run_id = 'resumed'")).rows;
+      expect(before.length).toBeGreaterThanOrEqual(2);
+      expect(before.length).toBeLessThan(12);
+      expect((await call(evaluator, "getEvaluationRun", { name })).evaluationRun!.state).toBe(EvaluationRun_State.STATE_RUNNING);
+      const second = await startWorker();
+      try {
+        const r = await settled(name);
+        expect(r.state).toBe(EvaluationRun_State.STATE_SUCCEEDED);
+        expect(r.completedExampleCount).toBe(6);
+      } finally {
+        await second.stop();
+      }
+      const after = (await db.query<{ side: string; idx: number; create_time: Date }>("select side, idx, create_time from evaluator.predictions where run_id = 'resumed'")).rows;
+      expect(after).toHaveLength(12);
+      for (const b of before) expect(after.find((a) => a.side === b.side && a.idx === b.idx)!.create_time.getTime()).toBe(b.create_time.getTime());
+    } finally {
+      await db.end();
+    }
+  }, 240_000);
+
+  test("compare two runs on the same examples; cancel; another tenant sees none of it", async () => {
+    const cmp = await call(evaluator, "compareEvaluationRuns", { candidateRun: "evaluationRuns/adapter-vs-base", baselineRun: "evaluationRuns/resumed", metrics: [Metric.METRIC_ROUGE_L], bootstrapSamples: 500, confidenceLevel: 0.9, seed: 3 });
+    expect(cmp.pairedExampleCount).toBe(6);
+    expect(cmp.differences).toHaveLength(1);
+    expect(cmp.differences[0]!.confidenceInterval!.level).toBe(0.9);
+    expect(cmp.differences[0]!.bootstrapSamples).toBe(500);
+
+    const { evaluationRun } = await call(evaluator, "createEvaluationRun", { evaluationRunId: "", evaluationRun: run({}), requestId: "" });
+    const cancelled = await call(evaluator, "cancelEvaluationRun", { name: evaluationRun!.name });
+    expect(cancelled.evaluationRun!.state).toBe(EvaluationRun_State.STATE_CANCELLED);
+    expect(await fails(call(evaluator, "cancelEvaluationRun", { name: evaluationRun!.name }))).toMatchObject({ code: "FAILED_PRECONDITION" });
+
+    const globex = createClient(EvaluatorServiceClient, t.address, { apiKey: testKeys.globex });
+    try {
+      expect(await fails(call(globex, "getEvaluationRun", { name: "evaluationRuns/adapter-vs-base" }))).toMatchObject({ code: "NOT_FOUND" });
+      expect((await call(globex, "listEvaluationRuns", { pageSize: 0, pageToken: "", filter: "" })).evaluationRuns).toEqual([]);
+    } finally {
+      globex.close();
+    }
+  });
+});
