@@ -202,8 +202,10 @@ export class EvaluationWorker {
     let row;
     try {
       const a = await gateway.chat(r.tenant, model, turns, r.spec.generation, signal);
-      const scores = await scorer.score(a.text, reference);
-      row = { text: a.text, finish_reason: a.finishReason, prompt_tokens: a.promptTokens, completion_tokens: a.completionTokens, latency_ms: a.latencyMs, error: null, scores: JSON.stringify(scores) };
+      // Postgres text cannot hold NUL, which a model can generate: it is kept (and scored) as U+FFFD.
+      const text = a.text.replaceAll("\u0000", "\ufffd");
+      const scores = await scorer.score(text, reference);
+      row = { text, finish_reason: a.finishReason, prompt_tokens: a.promptTokens, completion_tokens: a.completionTokens, latency_ms: a.latencyMs, error: null, scores: JSON.stringify(scores) };
     } catch (err) {
       if (signal.aborted) throw new Interrupted();
       if (!(err instanceof ExampleRefused)) throw err;

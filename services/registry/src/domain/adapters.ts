@@ -1,3 +1,4 @@
+import type { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { join } from "node:path";
 import {
   AppError,
@@ -215,7 +216,7 @@ export class AdapterStore {
    * its `adapter_version_created` event and lineage. `body` is what `request_id` binds (see
    * versionRequestBody); `stage` stages the files, only when the version is really made.
    */
-  async createVersion(tenant: string, req: CreateAdapterVersionRequest, actor: string, body: unknown, stage: VersionSource): Promise<AdapterVersion> {
+  async createVersion(tenant: string, req: CreateAdapterVersionRequest, actor: string, body: unknown, stage: VersionSource, followUp?: FollowUp): Promise<AdapterVersion> {
     const v = req.adapterVersion;
     if (!v) throw invalidArgument("adapter_version", "is required");
     const [modelId, adapterId] = parseNestedName("parent", req.parent, ["models", "adapters"]) as [string, string];
@@ -295,6 +296,8 @@ export class AdapterStore {
             fineTuningJob: meta.fineTuningJob,
             trainDatasetVersion: meta.trainDatasetVersion,
             evalDatasetVersion: meta.evalDatasetVersion,
+            // What the job asked to happen next (evaluation, promotion), for the services that do it.
+            ...(followUp ? { followUp } : {}),
           },
         },
       ]);

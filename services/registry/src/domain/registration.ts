@@ -1,3 +1,4 @@
+import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { join } from "node:path";
 import { AppError, artifactUri, cachedFolder, digestHex, isRetryable, PollingLoop, type ArtifactStore, type Logger } from "@lathe/kit";
 import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
@@ -17,6 +18,8 @@ interface PendingRequest {
   trainDatasetVersion: string;
   evalDatasetVersion: string;
   chatTemplateFingerprint: string;
+  /** The job's follow-up (proto JSON of FollowUp), passed on in `adapter_version_created`; absent for registrations stored before it was kept. */
+  followUp?: unknown;
 }
 
 /** The most attempts one registration gets. */
@@ -79,11 +82,12 @@ export class RegistrationWorker {
           allowMissing: true,
           requestId: `job:${p.job}`,
         };
+        const followUp = r.followUp === undefined ? undefined : FollowUp.fromJSON(r.followUp);
         await this.opts.adapters.createVersion(p.tenant, req, `fine-tuning job ${p.job}`, versionRequestBody(req), async () => {
           // A materialized copy of our own store (plain files, digests checked on the way out).
           const dir = await cachedFolder(this.opts.artifacts, digest, join(this.opts.cacheDir, "folders"));
           return { folder: { dir, files: [], remove: async () => undefined }, shownAs: `the adapter of ${p.job}`, field: "adapter_version.artifact_uri" };
-        });
+        }, followUp);
         await t.deleteFrom("pending_registrations").where("event_id", "=", p.event_id).execute();
       } catch (err) {
         const final = givesUp(err, p.attempts);
