@@ -3,9 +3,11 @@ import { adaptersCommand, lineageCommand } from "./commands/adapters.js";
 import { chatCommand } from "./commands/chat.js";
 import { datasetsCommand } from "./commands/datasets.js";
 import { deploymentsCommand } from "./commands/deployments.js";
+import { evalsCommand } from "./commands/evals.js";
 import { healthCommand } from "./commands/health.js";
 import { jobsCommand } from "./commands/jobs.js";
 import { initTinyCommand, mergeCommand } from "./commands/local.js";
+import { metricsCommand } from "./commands/metrics.js";
 import { modelsCommand } from "./commands/models.js";
 import { quickstartCommand } from "./commands/quickstart.js";
 import { upCommand } from "./commands/up.js";
@@ -28,10 +30,12 @@ export function buildProgram(): Command {
   program.addCommand(trainCommand()).addCommand(evalLossCommand());
   program.addCommand(datasetsCommand());
   program.addCommand(jobsCommand());
+  program.addCommand(evalsCommand());
   program.addCommand(adaptersCommand());
   program.addCommand(lineageCommand());
   program.addCommand(deploymentsCommand());
   program.addCommand(chatCommand());
+  program.addCommand(metricsCommand());
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -12,6 +12,7 @@ import { evaluatorHandlers } from "./service.js";
 
 export { configSchema, evaluatorOptionsOf, evaluatorOptionsSchema, parsePrices, type EvaluatorConfig, type EvaluatorOptions, type Prices } from "./config.js";
 export { evaluationCompleted, evaluationFailed } from "./events.js";
+export { EngineEncoder, defaultLayer } from "./domain/encoder.js";
 
 export interface EvaluatorHooks {
   /** The gateway's OpenAI base URL when LATHE_EVALUATOR_GATEWAY_URL is not set (`lathe up`: the gateway in the process). */
@@ -33,7 +34,7 @@ export function evaluatorService(options: EvaluatorOptions, hooks: EvaluatorHook
       base.relay.notify();
       runs.changes.emit("changed", key);
       for (const w of workers) w.notify();
-    });
+    }, options.LATHE_EVALUATOR_BERTSCORE_MODEL);
     const onChange = (key: string) => {
       base.relay.notify();
       runs.changes.emit("changed", key);

@@ -184,6 +184,13 @@ describe("evaluation runs", () => {
     expect(await create(run({ generationParams: { temperature: 3, stop: [] } }))).toMatchObject({ field: "evaluation_run.generation_params.temperature" });
     expect(await create(run({ baseline: { model: "models/tiny", adapterVersion: "", fewShot: { datasetVersion: trainSet, shots: 40 } } }))).toMatchObject({ field: "evaluation_run.baseline.few_shot.shots" });
     expect(await create(run({}), "Bad_Id")).toMatchObject({ field: "evaluation_run_id" });
+    // BERTScore with no encoder named and none configured.
+    expect(await create(run({ bertscoreModel: "" }))).toMatchObject({ code: "FAILED_PRECONDITION", field: "evaluation_run.bertscore_model" });
+    // The same request_id with another request names the field that differs, as the API spells it.
+    await call(evaluator, "createEvaluationRun", { evaluationRunId: "", evaluationRun: run({ maxExamples: 1 }), requestId: "reuse" }).then((r) => call(evaluator, "cancelEvaluationRun", { name: r.evaluationRun!.name }));
+    const reused = await fails(call(evaluator, "createEvaluationRun", { evaluationRunId: "", evaluationRun: run({ maxExamples: 2 }), requestId: "reuse" }));
+    expect(reused).toMatchObject({ reason: "REQUEST_ID_REUSED" });
+    expect(reused.message).toContain("evaluation_run.max_examples differs");
   });
 
   test("an adapter against its base: every example answered through the gateway and scored, means with CIs, paired differences, tokens, latency and cost", async () => {
@@ -338,7 +345,8 @@ describe("evaluation runs", () => {
     const globex = createClient(EvaluatorServiceClient, t.address, { apiKey: testKeys.globex });
     try {
       expect(await fails(call(globex, "getEvaluationRun", { name: "evaluationRuns/adapter-vs-base" }))).toMatchObject({ code: "NOT_FOUND" });
-      expect((await call(globex, "listEvaluationRuns", { pageSize: 0, pageToken: "", filter: "" })).evaluationRuns).toEqual([]);
+      expect((await call(evaluator, "listEvaluationRuns", { pageSize: 0, pageToken: "", filter: 'candidate.model = "models/tiny"' })).evaluationRuns[0]!.name).toBe(evaluationRun!.name);
+    expect((await call(globex, "listEvaluationRuns", { pageSize: 0, pageToken: "", filter: "" })).evaluationRuns).toEqual([]);
     } finally {
       globex.close();
     }

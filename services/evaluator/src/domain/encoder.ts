@@ -24,12 +24,13 @@ export class EngineEncoder implements EmbeddingProvider {
     private readonly maxTokens: number,
   ) {}
 
-  static async open(dir: string, digest: string, layer: number, numThreads: number): Promise<EngineEncoder> {
+  /** `id` names the encoder in results (its digest); `layer` 0 is {@link defaultLayer}. */
+  static async open(dir: string, id: string, layer: number, numThreads: number): Promise<EngineEncoder> {
     const config = await readModelConfig(dir);
     const chosen = layer === 0 ? defaultLayer(config.numLayers) : layer;
-    if (chosen > config.numLayers) throw new RangeError(`BERTScore layer ${chosen}: the encoder has ${config.numLayers} layers`);
+    if (chosen > config.numLayers) throw new RangeError(`BERTScore layer ${chosen}: the encoder has ${config.numLayers} layers (0 is its embeddings, ${config.numLayers} its last layer)`);
     const [model, tok] = await Promise.all([Model.load(dir, { numThreads }), loadTokenizer(dir)]);
-    return new EngineEncoder(`${digest}#layer=${chosen}`, chosen, model, tok, config.hiddenSize, config.contextLength > 0 ? config.contextLength : 2048);
+    return new EngineEncoder(`${id}#layer=${chosen}`, chosen, model, tok, config.hiddenSize, config.contextLength > 0 ? config.contextLength : 2048);
   }
 
   async embed(texts: string[]): Promise<TokenEmbeddings[]> {

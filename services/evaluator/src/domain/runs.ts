@@ -78,7 +78,14 @@ export function toRun(r: RunRow, p: Progress): EvaluationRun {
   });
 }
 
-type Term = { op: "=" | "!="; column: "state" | "candidate_adapter_version" | "fine_tuning_job"; value: string } | { op: "=" | "!="; column: "labels"; label: string; value: string };
+type Column = "state" | "candidate_model" | "candidate_adapter_version" | "eval_dataset_version" | "fine_tuning_job";
+type Term = { op: "=" | "!="; column: Column; value: string } | { op: "=" | "!="; column: "labels"; label: string; value: string };
+const STRING_FIELDS: Record<string, Column> = {
+  "candidate.model": "candidate_model",
+  "candidate.adapter_version": "candidate_adapter_version",
+  eval_dataset_version: "eval_dataset_version",
+  fine_tuning_job: "fine_tuning_job",
+};
 const STATE_NAMES = Object.fromEntries(Object.entries(states).map(([k, v]) => [EvaluationRun_State[v], k]));
 
 function parseRunFilter(filter: string): Term[] {
@@ -88,13 +95,21 @@ function parseRunFilter(filter: string): Term[] {
       if (value === undefined) throw badFilter(`state takes an enum value name: ${Object.keys(STATE_NAMES).join(", ")}`);
       return { op: t.op, column: "state", value };
     }
-    if (t.field === "candidate.adapter_version" || t.field === "fine_tuning_job") {
+    const column = STRING_FIELDS[t.field];
+    if (column !== undefined) {
       if (t.quoted === undefined) throw badFilter(`${t.field} takes a string in double quotes`);
-      return { op: t.op, column: t.field === "fine_tuning_job" ? "fine_tuning_job" : "candidate_adapter_version", value: t.quoted };
+      return { op: t.op, column, value: t.quoted };
     }
     if (t.field.startsWith("labels.")) return { op: t.op, column: "labels", ...labelFilterTerm(t) };
-    throw badFilter(`cannot filter on ${quoteFilterValue(t.field)}; use state, candidate.adapter_version, fine_tuning_job or labels.<key>`);
+    throw badFilter(`cannot filter on ${quoteFilterValue(t.field)}; use state, ${Object.keys(STRING_FIELDS).join(", ")} or labels.<key>`);
   });
+}
+
+/** A JSON value with its object keys in snake_case, as the API's fields are named in errors. */
+function snakeKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(snakeKeys);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeKeys(x)]));
+  return v;
 }
 
 /**
@@ -105,6 +120,8 @@ export class RunStore {
   constructor(
     private readonly db: Kysely<EvaluatorTables>,
     private readonly onChange: (key: string) => void,
+    /** The BERTScore encoder of runs that name none (LATHE_EVALUATOR_BERTSCORE_MODEL). */
+    private readonly defaultBertscoreModel: string | undefined = undefined,
   ) {}
 
   /** Emits `"changed"` with a run's key, `tenant/run_id`, when this process changes it (for Watch). */
@@ -172,14 +189,18 @@ export class RunStore {
   /** Creates a queued run; `fineTuningJob` for one a job's follow-up asked for. */
   async create(tenant: string, req: CreateEvaluationRunRequest, fineTuningJob = ""): Promise<EvaluationRun> {
     const spec = runSpecOf(req.evaluationRun);
+    if (spec.metrics.includes("bertscore") && spec.bertscoreModel === "" && !this.defaultBertscoreModel) {
+      throw new AppError("FAILED_PRECONDITION", "BERTSCORE_MODEL_MISSING", "evaluation_run.bertscore_model: BERTScore needs an encoder model, and this evaluator has none configured (LATHE_EVALUATOR_BERTSCORE_MODEL); name one", { field: "evaluation_run.bertscore_model" });
+    }
     const requestId = checkRequestId("request_id", req.requestId);
     const id = req.evaluationRunId === "" ? `run-${randomBytes(6).toString("hex")}` : checkRunId("evaluation_run_id", req.evaluationRunId);
-    const body = { evaluation_run_id: req.evaluationRunId, evaluation_run: spec };
+    // What the request_id is bound to: the request as sent, with the API's snake_case field names.
+    const body = snakeKeys({ evaluationRunId: req.evaluationRunId, evaluationRun: EvaluationRun.toJSON(EvaluationRun.fromPartial({ ...req.evaluationRun, name: "", createTime: undefined, updateTime: undefined })) });
     const replay = async () => {
       if (requestId === null) return undefined;
       const earlier = await this.t.selectFrom("runs").selectAll().where("tenant", "=", tenant).where("request_id", "=", requestId).executeTakeFirst();
       if (!earlier) return undefined;
-      checkSameRequest(requestId, resourceName("evaluationRuns", earlier.run_id), earlier.request_body ?? {}, JSON.parse(canonicalJson(body)));
+      checkSameRequest(requestId, resourceName("evaluationRuns", earlier.run_id), earlier.request_body ?? {}, body);
       return toRun(earlier, await this.progress(tenant, earlier));
     };
     const replayed = await replay();
@@ -222,15 +243,17 @@ export class RunStore {
           const value =
             term.column === "labels"
               ? sql<string>`(spec -> 'labels') ->> ${term.label}`
-              : term.column === "candidate_adapter_version"
-                ? sql<string>`spec #>> '{candidate,adapterVersion}'`
-                : term.column === "fine_tuning_job"
-                  ? sql<string>`fine_tuning_job`
-                  : sql<string>`state`;
+              : {
+                  candidate_model: sql<string>`spec #>> '{candidate,model}'`,
+                  candidate_adapter_version: sql<string>`spec #>> '{candidate,adapterVersion}'`,
+                  eval_dataset_version: sql<string>`spec ->> 'evalDatasetVersion'`,
+                  fine_tuning_job: sql<string>`fine_tuning_job`,
+                  state: sql<string>`state`,
+                }[term.column];
           q = term.op === "=" ? q.where(value, "=", term.value) : q.where((eb) => eb.or([eb(value, "is", null), eb(value, "!=", term.value)]));
         }
-        if (after) q = q.where("seq", ">", after.seq);
-        return q.orderBy("seq").limit(limit).execute();
+        if (after) q = q.where("seq", "<", after.seq);
+        return q.orderBy("seq", "desc").limit(limit).execute();
       },
       keyOf: (r) => ({ seq: Number(r.seq) }),
     });
@@ -304,13 +327,14 @@ export class RunStore {
       if (r.state !== "SUCCEEDED") throw new AppError("FAILED_PRECONDITION", "EVALUATION_RUN_NOT_SUCCEEDED", `${field}: ${resourceName("evaluationRuns", r.run_id)} has not succeeded (${r.state.toLowerCase()})`, { field });
     }
     if (a.spec.evalDatasetVersion !== b.spec.evalDatasetVersion) {
-      throw new AppError("FAILED_PRECONDITION", "DIFFERENT_EVAL_SETS", `the runs evaluated different examples: ${a.spec.evalDatasetVersion} and ${b.spec.evalDatasetVersion}`, { field: "baseline_run" });
+      throw new AppError("INVALID_ARGUMENT", "DIFFERENT_EVAL_SETS", `baseline_run: the runs evaluated different examples (${a.spec.evalDatasetVersion} and ${b.spec.evalDatasetVersion}), so they cannot be paired`, { field: "baseline_run" });
     }
     const wanted = req.metrics.length === 0 ? a.spec.metrics.filter((m) => b.spec.metrics.includes(m)) : req.metrics.map((m, i) => {
       const n = metrics.name(m);
       if (n === undefined || !a.spec.metrics.includes(n) || !b.spec.metrics.includes(n)) throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", `metrics[${i}]: both runs must have computed it`, { field: `metrics[${i}]` });
       return n;
     });
+    if (wanted.length === 0) throw new AppError("INVALID_ARGUMENT", "NO_COMMON_METRIC", `metrics: the runs computed no metric in common (${a.spec.metrics.join(", ")} and ${b.spec.metrics.join(", ")})`, { field: "metrics" });
     if (req.bootstrapSamples !== 0 && (req.bootstrapSamples < 100 || req.bootstrapSamples > 100_000)) throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", "bootstrap_samples: must be from 100 to 100000 (0 for the default, 1000)", { field: "bootstrap_samples" });
     if (req.confidenceLevel !== 0 && !(req.confidenceLevel > 0 && req.confidenceLevel < 1)) throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", "confidence_level: must be greater than 0 and less than 1", { field: "confidence_level" });
     const scores = async (r: RunRow) =>

@@ -169,27 +169,34 @@ export class EvaluationWorker {
       const scorer = new Scorer(r.spec.metrics, r.spec.formatCheck, encoder);
       const gateway = new GatewayClient(() => url, (tenant) => tenantKey(this.o.apiKeys, tenant));
       const sides: Side[] = r.spec.baseline ? ["candidate", "baseline"] : ["candidate"];
-      let sinceBeat = Date.now();
-      for (const side of sides) {
-        const m = side === "candidate" ? r.spec.candidate : r.spec.baseline!;
-        const model = gatewayModelName(m);
-        const done = new Set((await this.t.selectFrom("predictions").select("idx").where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).where("side", "=", side).execute()).map((p) => p.idx));
-        const todo = examples.filter((e) => !done.has(e.idx));
-        let next = 0;
-        const work = async () => {
-          while (next < todo.length) {
+      const modelOf = { candidate: gatewayModelName(r.spec.candidate), baseline: r.spec.baseline ? gatewayModelName(r.spec.baseline) : "" };
+      const promptOf = (e: (typeof examples)[number], side: Side) => (side === "candidate" ? e.prompt.candidate : (e.prompt.baseline ?? e.prompt.candidate));
+      // Example by example, both sides (so progress counts whole examples as it goes), skipping what is stored.
+      const done = new Set((await this.t.selectFrom("predictions").select(["side", "idx"]).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).execute()).map((p) => `${p.side}/${p.idx}`));
+      const todo = examples.flatMap((e) => sides.filter((side) => !done.has(`${side}/${e.idx}`)).map((side) => ({ e, side })));
+      // One untimed request per side first: the first answer would otherwise carry the gateway's model loading in its latency.
+      if (todo.length > 0) {
+        for (const side of sides) {
+          await gateway.chat(r.tenant, modelOf[side], promptOf(examples[0]!, side), { ...r.spec.generation, maxTokens: 1 }, signal).catch((err: unknown) => {
             if (signal.aborted) throw new Interrupted();
-            if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
-              sinceBeat = Date.now();
-              if (!(await this.heartbeat(r))) throw new Interrupted();
-            }
-            const e = todo[next++]!;
-            const turns = side === "candidate" ? e.prompt.candidate : (e.prompt.baseline ?? e.prompt.candidate);
-            await this.answer(r, side, e.idx, model, turns, e.reference, gateway, scorer, signal);
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, todo.length)) }, work));
+            if (!(err instanceof ExampleRefused)) throw err;
+          });
+        }
       }
+      let sinceBeat = Date.now();
+      let next = 0;
+      const work = async () => {
+        while (next < todo.length) {
+          if (signal.aborted) throw new Interrupted();
+          if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
+            sinceBeat = Date.now();
+            if (!(await this.heartbeat(r))) throw new Interrupted();
+          }
+          const { e, side } = todo[next++]!;
+          await this.answer(r, side, e.idx, modelOf[side], promptOf(e, side), e.reference, gateway, scorer, signal);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, todo.length)) }, work));
       if (!(await this.heartbeat(r))) throw new Interrupted();
       await this.finish(r, encoder);
     } finally {
