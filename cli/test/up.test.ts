@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError, call, createClient } from "@lathe/kit";
-import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { call, createClient, type AppError } from "@lathe/kit";
+import { SynthGenServiceClient } from "@lathe/proto/lathe/synthgen/v1/synthgen_service";
 import { EvaluatorServiceClient, ListEvaluationRunsRequest } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { freePort, testNats, testPostgres, type TestPostgres } from "@lathe/testing";
@@ -95,20 +95,18 @@ describe("lathe up (embedded default)", () => {
     expect(deleted.stdout).toContain("deleted models/reflected");
   });
 
-  it("answers UNIMPLEMENTED, naming the issue, for RPCs later issues build", async () => {
+  it("serves every service's API, the evaluator's and the synthetic-data service's included", async () => {
     const apiKey = readFileSync(join(dataDir, "api-key"), "utf8").trim();
     const evaluator = createClient(EvaluatorServiceClient, up.address, { apiKey });
-    const registry = createClient(RegistryServiceClient, up.address, { apiKey });
+    const synth = createClient(SynthGenServiceClient, up.address, { apiKey });
     try {
-      const err = await call(evaluator, "listEvaluationRuns", ListEvaluationRunsRequest.fromPartial({})).catch((e: unknown) => e as AppError);
-      expect(err).toBeInstanceOf(AppError);
-      expect((err as AppError).code).toBe("UNIMPLEMENTED");
-      expect((err as AppError).message).toContain("EvaluatorService.ListEvaluationRuns is not implemented yet: the evaluator issue");
-      const gateway = await call(registry, "getModel", { name: "models/nope" }).catch((e: unknown) => e as AppError);
-      expect((gateway as AppError).code).toBe("NOT_FOUND");
+      expect((await call(evaluator, "listEvaluationRuns", ListEvaluationRunsRequest.fromPartial({}))).evaluationRuns).toEqual([]);
+      expect((await call(synth, "listGenerationJobs", { pageSize: 0, pageToken: "", filter: "" })).generationJobs).toEqual([]);
+      const err = await call(synth, "getGenerationJob", { name: "generationJobs/nope" }).catch((e: unknown) => e as AppError);
+      expect((err as AppError).code).toBe("NOT_FOUND");
     } finally {
       evaluator.close();
-      registry.close();
+      synth.close();
     }
   });
 

@@ -28,6 +28,12 @@ export interface OpenAiUpstreamOptions {
   maxLoraRank?: number;
   /** --max-loras: accepted for parity and ignored (see the file comment). Default 1. */
   maxLoras?: number;
+  /**
+   * Scripts the answers, as a hosted teacher's would be: the text of the `n`-th chat completion
+   * (0-based, counted over answered requests), given its body; it replaces the echo, and a
+   * `response_format` does not change it (so a test can answer malformed JSON). Default: the echo.
+   */
+  answer?: (n: number, body: Record<string, unknown>) => string;
 }
 
 /** One request as the server received it. */
@@ -77,6 +83,7 @@ class HttpError extends Error {
 export async function startOpenAiUpstream(options: OpenAiUpstreamOptions): Promise<OpenAiUpstream> {
   if (options.models[0] === undefined) throw new Error("startOpenAiUpstream: options.models must name at least one base model");
   const base: string = options.models[0]; // vLLM makes the first base model the parent of adapters loaded at runtime
+  let answered = 0;
   const enableLora = options.enableLora ?? true;
   const maxLoraRank = options.maxLoraRank ?? 16;
   const requests: RecordedRequest[] = [];
@@ -152,7 +159,7 @@ export async function startOpenAiUpstream(options: OpenAiUpstreamOptions): Promi
     const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? (kind === "completion" ? 16 : null);
     const stop = typeof b.stop === "string" ? [b.stop] : Array.isArray(b.stop) ? b.stop.filter((s) => typeof s === "string") : [];
     const reply = `[${model}] ${words(echoed).reverse().join(" ")}`.trim();
-    const full = structured(asObject(b.response_format), reply) ?? reply;
+    const full = kind === "chat" && options.answer ? options.answer(answered++, b) : (structured(asObject(b.response_format), reply) ?? reply);
     const { pieces, finish } = limit(full, stop, typeof maxTokens === "number" ? maxTokens : null);
     const text = pieces.join("");
     const promptTokens = words(promptText).length;

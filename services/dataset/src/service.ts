@@ -1,6 +1,7 @@
 import { invalidArgument, type ServiceHandlers } from "@lathe/kit";
 import type { DatasetServiceService } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { DatasetRow } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { checkRows } from "./domain/check-rows.js";
 import { checkContamination, deriveVersion } from "./domain/derive.js";
 import { uploadVersion, type IngestDeps } from "./domain/ingest.js";
 
@@ -55,6 +56,9 @@ export function datasetHandlers(deps: IngestDeps): ServiceHandlers<typeof Datase
     },
     async checkContamination(req, ctx) {
       return checkContamination(deps, req, ctx);
+    },
+    async checkRows(req, ctx) {
+      return checkRows(deps, req, ctx);
     },
   };
 }

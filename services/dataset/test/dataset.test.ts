@@ -180,7 +180,7 @@ describe("DatasetService over gRPC, Postgres and NATS", () => {
     const rowsBefore = Number((await db.query("select count(*) as n from dataset.rows")).rows[0].n);
     // Half a file arrives, then the client goes away before the end of the stream.
     const c = acme.uploadDatasetVersion(() => undefined);
-    c.write({ header: { parent: "datasets/atomic", versionId: "", displayName: "", description: "", labels: {}, format: 0, checkOptions: undefined, contentLength: 0, contentDigest: "", requestId: "" } });
+    c.write({ header: { parent: "datasets/atomic", versionId: "", displayName: "", description: "", labels: {}, format: 0, checkOptions: undefined, contentLength: 0, contentDigest: "", requestId: "", generationJob: "" } });
     c.write({ chunk: Buffer.from(jsonl(Array.from({ length: 1200 }, (_, i) => chat(i)))) });
     await waitFor(async () => Number((await db.query("select count(*) as n from dataset.rows")).rows[0].n) > rowsBefore, { what: "rows to be staged" });
     c.cancel();

@@ -1,38 +1,7 @@
-import { baseConfigSchema, optionsOf, type BaseConfig } from "@lathe/kit";
+import { baseConfigSchema, optionsOf, pricesVariable, type BaseConfig } from "@lathe/kit";
+
+export { parsePrices, type Prices } from "@lathe/kit";
 import { z } from "zod";
-
-/** Prices per million input and output tokens, by model. */
-export type Prices = Record<string, { input: number; output: number }>;
-
-const priceTable = z.record(z.string().min(1), z.object({ input: z.number().min(0), output: z.number().min(0) }).strict());
-
-/**
- * The prices of LATHE_EVALUATOR_PRICES: JSON `{"MODEL": {"input": USD, "output": USD}}` per
- * million tokens, MODEL a name the gateway serves (`tiny:support@2`) or a base (`tiny`).
- * @throws Error saying what is wrong and where
- */
-export function parsePrices(raw: string): Prices {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch {
-    throw new Error('must be JSON: {"MODEL": {"input": USD_PER_MILLION, "output": USD_PER_MILLION}, …}');
-  }
-  const r = priceTable.safeParse(parsed);
-  if (!r.success) {
-    const i = r.error.issues[0]!;
-    throw new Error(`${i.path.join(".") || "(root)"}: ${i.message}; expected {"MODEL": {"input": USD_PER_MILLION, "output": USD_PER_MILLION}}`);
-  }
-  return r.data;
-}
-
-const pricesSchema = z.string().superRefine((raw, ctx) => {
-  try {
-    parsePrices(raw);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-  }
-});
 
 /** The evaluator's own variables, each with a default. */
 export const evaluatorOptionsSchema = z.object({
@@ -50,7 +19,7 @@ export const evaluatorOptionsSchema = z.object({
   /** How long a worker's claim on a run lasts without a heartbeat, in ms; a lost worker's run is resumed after it. Default 60000. */
   LATHE_EVALUATOR_LEASE_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
   /** Prices per million input and output tokens by model, as JSON, for cost per 1,000 answers. Default none. */
-  LATHE_EVALUATOR_PRICES: pricesSchema.optional(),
+  LATHE_EVALUATOR_PRICES: pricesVariable.optional(),
   /** The encoder for BERTScore when a run names none, `models/{model}` in the registry. Default none. */
   LATHE_EVALUATOR_BERTSCORE_MODEL: z.string().regex(/^models\/[a-z0-9][a-z0-9._-]{0,62}$/, "must be models/{model}").optional(),
   /** Its layer whose hidden states are the token embeddings; 0: two thirds of the way up (rounded). Default 0. */

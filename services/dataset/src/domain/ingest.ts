@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { PassThrough } from "node:stream";
-import { AppError, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, digestHex, invalidArgument, prefixedDigest, type ArtifactStore, type CallContext, type Logger } from "@lathe/kit";
+import { parseName, AppError, checkLabels, checkRequestId, checkResourceId, checkSameRequest, checkText, digestHex, invalidArgument, prefixedDigest, type ArtifactStore, type CallContext, type Logger } from "@lathe/kit";
 import {
   DatasetFormat,
   DatasetVersion,
@@ -76,6 +76,8 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
   const labels = checkCleanLabels("header.labels", checkLabels("header.labels", header.labels));
   if (header.contentLength < 0 || header.contentLength > maxFileBytes) throw invalidArgument("header.content_length", `must be from 0 to ${maxFileBytes}`);
   if (header.contentDigest !== "" && !/^(sha256:)?[0-9a-f]{64}$/.test(header.contentDigest)) throw invalidArgument("header.content_digest", "must be sha256:<64 lowercase hex>");
+  const generationJob = header.generationJob;
+  if (generationJob !== "") parseName("header.generation_job", generationJob, "generationJobs");
   const opts = resolveOptions(header.checkOptions, "header.check_options");
   const tokenizer = await deps.tokenizers.resolve("header.check_options.tokenizer_model", opts.tokenizerModel, ctx);
   let format: DatasetFormat = header.format === DatasetFormat.DATASET_FORMAT_UNSPECIFIED ? DatasetFormat.DATASET_FORMAT_AUTO : header.format;
@@ -172,7 +174,9 @@ export async function uploadVersion(deps: IngestDeps, requests: AsyncIterable<Up
       sourceDigest: prefixedDigest(digest),
       artifactDigest: prefixedDigest(artifact.digest),
       readiness: report.readiness,
-      origin: Origin.ORIGIN_UPLOAD,
+      // Rows a generation job made keep it in their lineage.
+      origin: generationJob === "" ? Origin.ORIGIN_UPLOAD : Origin.ORIGIN_GENERATION,
+      generationJob,
     });
     const request = uploadRequest(header, contentDigest);
     // A client that cancels can have its stream end (a half-close) just before the cancel

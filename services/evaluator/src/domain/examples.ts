@@ -1,35 +1,11 @@
-import type { Metadata } from "@grpc/grpc-js";
-import { AppError, chatRoles, fromGrpcError } from "@lathe/kit";
-import { DatasetVersion_State, type DatasetRow, type DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { AppError } from "@lathe/kit";
 import { mulberry32 } from "@lathe/text";
-import { call } from "@lathe/kit";
 import type { ChatTurn, ModelSpec } from "../db/migrations.js";
 
 /** One eval example: the turns before the final answer, and that answer. */
 export interface EvalExample {
   turns: ChatTurn[];
   reference: string;
-}
-
-/** A dataset version's parsed rows, in line order (rows that never parsed are left out). */
-export async function datasetRows(client: DatasetServiceClient, md: Metadata, name: string, field: string): Promise<ChatTurn[][]> {
-  const { datasetVersion: v } = await call(client, "getDatasetVersion", { name }, md).catch((err: unknown) => {
-    if (err instanceof AppError && err.code === "NOT_FOUND") throw new AppError("INVALID_ARGUMENT", "INVALID_FIELD", `${field}: ${name} was not found`, { field });
-    throw err;
-  });
-  if (!v || v.state !== DatasetVersion_State.STATE_VALIDATED) throw new AppError("FAILED_PRECONDITION", "DATASET_VERSION_NOT_VALIDATED", `${field}: ${name} is not validated`, { field });
-  const rows: ChatTurn[][] = [];
-  await new Promise<void>((resolve, reject) => {
-    const stream = client.streamDatasetRows({ name, offset: 0, limit: 0, failingOnly: false }, md);
-    stream.on("data", (r: { rows: DatasetRow[] }) => {
-      for (const row of r.rows) {
-        if (row.messages.length > 0) rows.push(row.messages.map((m) => ({ role: chatRoles.name(m.role) ?? "user", content: m.content })));
-      }
-    });
-    stream.on("error", (e: Parameters<typeof fromGrpcError>[0]) => reject(fromGrpcError(e)));
-    stream.on("end", () => resolve());
-  });
-  return rows;
 }
 
 /** A row as an eval example: its turns up to its final assistant message, and that message; undefined when it ends otherwise. */

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, isRetryable, PollingLoop, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, isRetryable, PollingLoop, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
@@ -10,7 +10,7 @@ import type { ChatTurn, EvaluatorTables, RunResults, Side } from "../db/migratio
 import { evaluationCompleted, evaluationFailed } from "../events.js";
 import { differencesOf, priceOf, servingStatsOf, valuesOf } from "./aggregate.js";
 import { EngineEncoder } from "./encoder.js";
-import { datasetRows, drawShots, exampleOf, fewShotTurns } from "./examples.js";
+import { drawShots, exampleOf, fewShotTurns } from "./examples.js";
 import { ExampleRefused, GatewayClient } from "./generate.js";
 import { schema, type RunRow } from "./runs.js";
 import { Scorer } from "./scoring.js";
@@ -229,13 +229,13 @@ export class EvaluationWorker {
     const dataset = createClient(DatasetServiceClient, this.o.peer("dataset"), { deadlineMs: 60_000 });
     let rows;
     try {
-      const evalRows = await datasetRows(dataset, md, r.spec.evalDatasetVersion, "evaluation_run.eval_dataset_version");
+      const evalRows = await readDatasetRows(dataset, md, r.spec.evalDatasetVersion, "evaluation_run.eval_dataset_version");
       let evals = evalRows.map(exampleOf).filter((e) => e !== undefined);
       if (r.spec.maxExamples > 0) evals = evals.slice(0, r.spec.maxExamples);
       if (evals.length === 0) throw new AppError("FAILED_PRECONDITION", "NO_EVAL_EXAMPLES", `${r.spec.evalDatasetVersion} has no rows that end with an assistant answer to compare with`, { field: "evaluation_run.eval_dataset_version" });
       const shotsOf = async (field: string, m: RunRow["spec"]["candidate"] | null) => {
         if (!m?.fewShot) return null;
-        const train = await datasetRows(dataset, md, m.fewShot.datasetVersion, `${field}.few_shot.dataset_version`);
+        const train = await readDatasetRows(dataset, md, m.fewShot.datasetVersion, `${field}.few_shot.dataset_version`);
         return drawShots(train, evals, m.fewShot, `${field}.few_shot.dataset_version`);
       };
       const candidateShots = await shotsOf("evaluation_run.candidate", r.spec.candidate);

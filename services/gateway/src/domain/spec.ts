@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { canonicalJson, checkLabels, checkText, invalidArgument, parseName } from "@lathe/kit";
+import { canonicalJson, checkLabels, checkText, invalidArgument, parseName, secretRefPattern } from "@lathe/kit";
 import { DeploymentBackend, type Deployment } from "@lathe/proto/lathe/gateway/v1/gateway_service";
 import type { BackendKind, DeploymentSpec, SpecAdapter } from "../db/migrations.js";
 
@@ -7,8 +7,6 @@ import type { BackendKind, DeploymentSpec, SpecAdapter } from "../db/migrations.
 export const servedNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 /** A deployment id: lowercase letters, digits and `-`, starting with a letter. */
 const deploymentIdPattern = /^[a-z][a-z0-9-]{0,62}$/;
-/** `env:NAME` or `file:/absolute/path`: where a secret is, never the secret. */
-const secretRefPattern = /^(env:[A-Za-z_][A-Za-z0-9_]{0,127}|file:\/[^\0]{1,1023})$/;
 const ADAPTER_SOURCE = /^models\/([a-z0-9][a-z0-9._-]{0,62})\/adapters\/([a-z0-9][a-z0-9._-]{0,62})\/(aliases\/[a-z][a-z0-9._-]{0,62}|versions\/[1-9][0-9]{0,8})$/;
 
 /** The most adapters one deployment serves. */

@@ -1,5 +1,4 @@
-import { readFile } from "node:fs/promises";
-import { AppError } from "@lathe/kit";
+import { AppError, resolveSecret } from "@lathe/kit";
 import type { GenerationResult } from "./embedded.js";
 import { OpenAiError } from "./errors.js";
 
@@ -9,21 +8,6 @@ import { OpenAiError } from "./errors.js";
  * their OpenAI body with the model name mapped; answers come back as the gateway's own
  * (usage from the upstream), streamed or not.
  */
-
-/** The key a secret reference names (`env:NAME` or `file:/path`); "" for none. */
-export async function resolveSecret(ref: string): Promise<string> {
-  if (ref === "") return "";
-  if (ref.startsWith("env:")) {
-    const value = process.env[ref.slice(4)];
-    if (value === undefined || value === "") throw new AppError("FAILED_PRECONDITION", "UPSTREAM_SECRET_MISSING", `the upstream API key's variable ${ref.slice(4)} is not set in the gateway's environment`);
-    return value.trim();
-  }
-  try {
-    return (await readFile(ref.slice(5), "utf8")).trim();
-  } catch (err) {
-    throw new AppError("FAILED_PRECONDITION", "UPSTREAM_SECRET_MISSING", `the upstream API key's file ${ref.slice(5)} cannot be read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-}
 
 const unreachable = (baseUrl: string, err: unknown) =>
   new AppError("UNAVAILABLE", "UPSTREAM_UNREACHABLE", `the upstream ${baseUrl} does not answer: ${err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err)}`);
@@ -48,7 +32,7 @@ export class UpstreamClient {
   ) {}
 
   private async fetch(path: string, init: { method: string; body?: unknown; signal?: AbortSignal }): Promise<Response> {
-    const key = await resolveSecret(this.apiKeySecret);
+    const key = await resolveSecret(this.apiKeySecret, "the upstream API key");
     try {
       return await fetch(`${this.baseUrl}${path}`, {
         method: init.method,
