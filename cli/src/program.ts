@@ -10,6 +10,7 @@ import { initTinyCommand, mergeCommand } from "./commands/local.js";
 import { metricsCommand } from "./commands/metrics.js";
 import { modelsCommand } from "./commands/models.js";
 import { quickstartCommand } from "./commands/quickstart.js";
+import { synthCommand } from "./commands/synth.js";
 import { upCommand } from "./commands/up.js";
 import { evalLossCommand, trainCommand } from "./commands/train.js";
 
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   program.addCommand(mergeCommand());
   program.addCommand(trainCommand()).addCommand(evalLossCommand());
   program.addCommand(datasetsCommand());
+  program.addCommand(synthCommand());
   program.addCommand(jobsCommand());
   program.addCommand(evalsCommand());
   program.addCommand(adaptersCommand());

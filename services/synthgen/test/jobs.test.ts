@@ -124,7 +124,8 @@ describe("generation jobs", () => {
     expect(j.error).toBeUndefined();
     expect(j.state).toBe(GenerationJob_State.STATE_SUCCEEDED);
     const p = j.progress!;
-    expect(p.acceptedCount).toBeGreaterThanOrEqual(12);
+    // Exactly the target: requests in flight count towards it.
+    expect(p.acceptedCount).toBe(12);
     expect(Object.fromEntries(p.rejections.map((r) => [r.reason, r.count]))).toMatchObject({ malformed: 1, duplicate_few_shot: 1, pii: 1, duplicate_generated: 1 });
     expect(p.failedCheckCount).toBe(2);
     expect(p.duplicateCount).toBe(2);
@@ -194,6 +195,14 @@ describe("generation jobs", () => {
     } finally {
       await bad.close();
     }
+  }, 60_000);
+
+  test("a teacher that stays unreachable fails the job, saying so", async () => {
+    const { generationJob } = await call(synth, "createGenerationJob", { generationJobId: "", generationJob: job("http://127.0.0.1:1/v1"), requestId: "" });
+    const j = await settled(generationJob!.name);
+    expect(j.state).toBe(GenerationJob_State.STATE_FAILED);
+    expect(j.error).toMatchObject({ code: "UNAVAILABLE", reason: "TEACHER_UNREACHABLE" });
+    expect(j.error!.message).toMatch(/127\.0\.0\.1:1.* does not answer.*after 4 attempts/);
   }, 60_000);
 
   test("a worker stopped midway: the next one goes on without asking the teacher again for what it answered", async () => {

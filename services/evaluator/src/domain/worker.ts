@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, isRetryable, PollingLoop, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, isRetryable, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
@@ -47,9 +47,11 @@ class Interrupted extends Error {}
  */
 export class EvaluationWorker {
   private readonly loop: PollingLoop;
+  private readonly lease: TableLease<RunRow>;
   readonly owner = `evaluator-${randomBytes(6).toString("hex")}`;
 
   constructor(private readonly o: WorkerOptions) {
+    this.lease = new TableLease<RunRow>({ db: o.db, schema, table: "runs", id: "run_id", owner: this.owner, leaseMs: o.leaseMs });
     this.loop = new PollingLoop({ name: "evaluation worker", intervalMs: o.pollMs, logger: o.logger, tick: (signal) => this.tick(signal), retryMs: (n) => Math.min(30_000, o.pollMs * 2 ** n) });
   }
 
@@ -69,47 +71,9 @@ export class EvaluationWorker {
     return this.o.db.withSchema(schema);
   }
 
-  /** Claims the oldest run that needs a worker, or none. */
-  private async claim(): Promise<RunRow | undefined> {
-    return this.o.db.transaction().execute(async (trx) => {
-      const r = await trx
-        .withSchema(schema)
-        .selectFrom("runs")
-        .selectAll()
-        .where((eb) => eb.or([eb("state", "=", "QUEUED"), eb.and([eb("state", "=", "RUNNING"), eb("lease_until", "<", sql<Date>`now()`)])]))
-        .orderBy("seq")
-        .limit(1)
-        .forUpdate()
-        .skipLocked()
-        .executeTakeFirst();
-      if (!r) return undefined;
-      return trx
-        .withSchema(schema)
-        .updateTable("runs")
-        .set({ state: "RUNNING", lease_owner: this.owner, lease_until: sql`now() + ${`${this.o.leaseMs} milliseconds`}::interval`, start_time: sql`coalesce(start_time, now())`, update_time: sql`now()` })
-        .where("tenant", "=", r.tenant)
-        .where("run_id", "=", r.run_id)
-        .returningAll()
-        .executeTakeFirstOrThrow();
-    });
-  }
-
-  /** Renews the lease; false when the run is no longer this worker's (cancelled, or taken over). */
-  private async heartbeat(r: RunRow): Promise<boolean> {
-    const res = await this.t
-      .updateTable("runs")
-      .set({ lease_until: sql`now() + ${`${this.o.leaseMs} milliseconds`}::interval` })
-      .where("tenant", "=", r.tenant)
-      .where("run_id", "=", r.run_id)
-      .where("lease_owner", "=", this.owner)
-      .where("state", "=", "RUNNING")
-      .executeTakeFirst();
-    return Number(res.numUpdatedRows) === 1;
-  }
-
   private async tick(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const r = await this.claim();
+      const r = await this.lease.claim();
       if (!r) return;
       this.o.onChange(`${r.tenant}/${r.run_id}`);
       try {
@@ -117,22 +81,17 @@ export class EvaluationWorker {
       } catch (err) {
         if (err instanceof Interrupted) {
           // Stopping: the run is given back at once, for another worker (or this one, restarted) to resume.
-          if (signal.aborted) await this.release(r);
+          if (signal.aborted) await this.lease.release(r);
           continue;
         }
         if (isRetryable(err)) {
           // Given back, to be taken up again after the backoff.
-          await this.release(r);
+          await this.lease.release(r);
           throw err;
         }
         await this.fail(r, err);
       }
     }
-  }
-
-  /** Gives a running run back (its lease ends now); it stays RUNNING with what it has stored. */
-  private async release(r: RunRow): Promise<void> {
-    await this.t.updateTable("runs").set({ lease_until: sql`now()` }).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).where("lease_owner", "=", this.owner).where("state", "=", "RUNNING").execute();
   }
 
   private async fail(r: RunRow, err: unknown): Promise<void> {
@@ -190,14 +149,14 @@ export class EvaluationWorker {
           if (signal.aborted) throw new Interrupted();
           if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
             sinceBeat = Date.now();
-            if (!(await this.heartbeat(r))) throw new Interrupted();
+            if (!(await this.lease.heartbeat(r))) throw new Interrupted();
           }
           const { e, side } = todo[next++]!;
           await this.answer(r, side, e.idx, modelOf[side], promptOf(e, side), e.reference, gateway, scorer, signal);
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, todo.length)) }, work));
-      if (!(await this.heartbeat(r))) throw new Interrupted();
+      if (!(await this.lease.heartbeat(r))) throw new Interrupted();
       await this.finish(r, encoder);
     } finally {
       await encoder?.free();

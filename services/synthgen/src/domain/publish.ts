@@ -33,7 +33,7 @@ export async function publishJob(
     }
     throw new AppError("FAILED_PRECONDITION", "GENERATION_JOB_PUBLISHED", `${name} was published already, as ${job.published.datasetVersion}`, { name });
   }
-  if (job.state !== "SUCCEEDED" && job.state !== "CANCELLED") throw new AppError("FAILED_PRECONDITION", "GENERATION_JOB_NOT_FINISHED", `${name} is ${job.state.toLowerCase()}: publish it once it succeeded or was cancelled`, { name });
+  if (job.state === "QUEUED" || job.state === "RUNNING") throw new AppError("FAILED_PRECONDITION", "GENERATION_JOB_NOT_FINISHED", `${name} is ${job.state.toLowerCase()}: publish it once it has ended`, { name });
   const t = o.db.withSchema(schema);
   const accepted = await t.selectFrom("examples").selectAll().where("tenant", "=", tenant).where("job_id", "=", job.job_id).where("rejection", "is", null).orderBy("idx").execute();
   const pending = accepted.filter((e) => e.review === "PENDING").length;

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { AppError, asAppError, costOf, createClient, enqueueEvents, isRetryable, PollingLoop, readDatasetRows, resourceName, tenantMetadata, type Logger, type Prices } from "@lathe/kit";
+import { AppError, asAppError, costOf, createClient, enqueueEvents, isRetryable, PollingLoop, TableLease, readDatasetRows, resourceName, tenantMetadata, type Logger, type Prices } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { mulberry32, NearDuplicateIndex } from "@lathe/text";
 import { sql, type Kysely } from "kysely";
@@ -39,9 +39,11 @@ type Origin = "seed" | "few_shot" | "generated";
  */
 export class GenerationWorker {
   private readonly loop: PollingLoop;
+  private readonly lease: TableLease<JobRow>;
   readonly owner = `synthgen-${randomBytes(6).toString("hex")}`;
 
   constructor(private readonly o: WorkerOptions) {
+    this.lease = new TableLease<JobRow>({ db: o.db, schema, table: "jobs", id: "job_id", owner: this.owner, leaseMs: o.leaseMs });
     this.loop = new PollingLoop({ name: "generation worker", intervalMs: o.pollMs, logger: o.logger, tick: (signal) => this.tick(signal), retryMs: (n) => Math.min(30_000, o.pollMs * 2 ** n) });
   }
 
@@ -65,60 +67,21 @@ export class GenerationWorker {
     this.o.onChange(`${r.tenant}/${r.job_id}`);
   }
 
-  private async claim(): Promise<JobRow | undefined> {
-    return this.o.db.transaction().execute(async (trx) => {
-      const r = await trx
-        .withSchema(schema)
-        .selectFrom("jobs")
-        .selectAll()
-        .where((eb) => eb.or([eb("state", "=", "QUEUED"), eb.and([eb("state", "=", "RUNNING"), eb("lease_until", "<", sql<Date>`now()`)])]))
-        .orderBy("seq")
-        .limit(1)
-        .forUpdate()
-        .skipLocked()
-        .executeTakeFirst();
-      if (!r) return undefined;
-      return trx
-        .withSchema(schema)
-        .updateTable("jobs")
-        .set({ state: "RUNNING", lease_owner: this.owner, lease_until: sql`now() + ${`${this.o.leaseMs} milliseconds`}::interval`, start_time: sql`coalesce(start_time, now())`, update_time: sql`now()` })
-        .where("tenant", "=", r.tenant)
-        .where("job_id", "=", r.job_id)
-        .returningAll()
-        .executeTakeFirstOrThrow();
-    });
-  }
-
-  private async heartbeat(r: JobRow): Promise<boolean> {
-    const res = await this.t
-      .updateTable("jobs")
-      .set({ lease_until: sql`now() + ${`${this.o.leaseMs} milliseconds`}::interval` })
-      .where("tenant", "=", r.tenant)
-      .where("job_id", "=", r.job_id)
-      .where("lease_owner", "=", this.owner)
-      .where("state", "=", "RUNNING")
-      .executeTakeFirst();
-    return Number(res.numUpdatedRows) === 1;
-  }
-
-  private async release(r: JobRow): Promise<void> {
-    await this.t.updateTable("jobs").set({ lease_until: sql`now()` }).where("tenant", "=", r.tenant).where("job_id", "=", r.job_id).where("lease_owner", "=", this.owner).where("state", "=", "RUNNING").execute();
-  }
-
   private async tick(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const r = await this.claim();
+      const r = await this.lease.claim();
       if (!r) return;
       this.changed(r);
       try {
         await this.run(r, signal);
       } catch (err) {
         if (err instanceof Interrupted) {
-          if (signal.aborted) await this.release(r);
+          if (signal.aborted) await this.lease.release(r);
           continue;
         }
-        if (isRetryable(err)) {
-          await this.release(r);
+        // A teacher that stayed unreachable through every attempt ends the job (its accepted examples can still be published); the dataset service's outages are waited out.
+        if (isRetryable(err) && !(err instanceof AppError && err.reason === "TEACHER_UNREACHABLE")) {
+          await this.lease.release(r);
           throw err;
         }
         await this.end(r, err);
@@ -230,12 +193,14 @@ export class GenerationWorker {
     let next = (await this.t.selectFrom("requests").select(sql<number | null>`max(idx)`.as("m")).where("tenant", "=", r.tenant).where("job_id", "=", r.job_id).executeTakeFirst())?.m ?? -1;
     next = Number(next) + 1;
     let stop: { reason: string; message: string } | undefined;
+    // Requests sent and not yet stored: counted as accepted-to-be, so the job does not overshoot its target.
+    let inFlight = 0;
     let sinceBeat = Date.now();
     /** Whether another request may be sent now: the target not met, no budget spent. */
     const more = async (): Promise<boolean> => {
       if (stop) return false;
       const c = await countsOf(this.o.db, r.tenant, r.job_id);
-      if (c.accepted >= s.targetCount) return false;
+      if (c.accepted + inFlight >= s.targetCount) return false;
       const asked = Math.max(next, c.requests);
       if (asked >= s.maxRequests) stop = { reason: "REQUEST_BUDGET_SPENT", message: `the teacher was asked ${asked} times (max_teacher_requests) and no example was accepted` };
       else if (s.maxTotalTokens > 0 && c.promptTokens + c.completionTokens >= s.maxTotalTokens) stop = { reason: "TOKEN_BUDGET_SPENT", message: `${c.promptTokens + c.completionTokens} tokens were spent (max_total_tokens ${s.maxTotalTokens}) and no example was accepted` };
@@ -247,23 +212,28 @@ export class GenerationWorker {
         if (signal.aborted) throw new Interrupted();
         if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
           sinceBeat = Date.now();
-          if (!(await this.heartbeat(r))) throw new Interrupted();
+          if (!(await this.lease.heartbeat(r))) throw new Interrupted();
         }
         const n = next++;
-        let answer;
+        inFlight++;
         try {
-          answer = await teacher.ask(teacherMessages(s.task, shotsFor(pool, n, seed)), s.generation, signal);
-        } catch (err) {
-          if (signal.aborted) throw new Interrupted();
-          throw err;
+          let answer;
+          try {
+            answer = await teacher.ask(teacherMessages(s.task, shotsFor(pool, n, seed)), s.generation, signal);
+          } catch (err) {
+            if (signal.aborted) throw new Interrupted();
+            throw err;
+          }
+          // Paid for: stored before anything else can fail.
+          await this.t.insertInto("requests").values({ tenant: r.tenant, job_id: r.job_id, idx: n, content: answer.content.replaceAll("\u0000", "\ufffd"), prompt_tokens: answer.promptTokens, completion_tokens: answer.completionTokens }).execute();
+          await process(n, answer.content.replaceAll("\u0000", "\ufffd"));
+        } finally {
+          inFlight--;
         }
-        // Paid for: stored before anything else can fail.
-        await this.t.insertInto("requests").values({ tenant: r.tenant, job_id: r.job_id, idx: n, content: answer.content.replaceAll("\u0000", "\ufffd"), prompt_tokens: answer.promptTokens, completion_tokens: answer.completionTokens }).execute();
-        await process(n, answer.content.replaceAll("\u0000", "\ufffd"));
       }
     };
     await Promise.all(Array.from({ length: s.teacher.maxConcurrent }, work));
-    if (!(await this.heartbeat(r))) throw new Interrupted();
+    if (!(await this.lease.heartbeat(r))) throw new Interrupted();
     await this.end(r, undefined, stop);
   }
 }
