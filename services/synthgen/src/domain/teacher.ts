@@ -7,22 +7,23 @@ export interface TeacherAnswer {
   content: string;
   promptTokens: number;
   completionTokens: number;
+  /** Why the endpoint returned no usable answer although the model answered. */
+  refusal?: string;
 }
 
-/** The JSON shape of one example, sent as `response_format` json_schema. */
-export const exampleSchema = {
-  type: "object",
-  properties: {
-    messages: {
-      type: "array",
-      items: { type: "object", properties: { role: { enum: ["system", "user", "assistant"] }, content: { type: "string", minLength: 1 } }, required: ["role", "content"], additionalProperties: false },
-      minItems: 2,
-      maxItems: 16,
-    },
-  },
-  required: ["messages"],
-  additionalProperties: false,
-} as const;
+/**
+ * The JSON shape of one example, sent as `response_format` json_schema: the turns of the few-shot
+ * examples' shape (a system message first when they have one, then a user and an assistant
+ * message), each as long as the job's length checks ask, so that even a constrained small model
+ * answers with something the checks can pass.
+ */
+export function exampleSchema(withSystem: boolean, minPrompt: number, minAnswer: number, maxTokens: number): Record<string, unknown> {
+  // No turn longer than the answer's token budget could hold (a token is at least one character), so a constrained answer always closes.
+  const maxLength = Math.max(minAnswer, Math.floor((maxTokens - 64) / (withSystem ? 3 : 2)));
+  const turn = (role: string, minLength: number) => ({ type: "object", properties: { role: { const: role }, content: { type: "string", minLength, maxLength } }, required: ["role", "content"], additionalProperties: false });
+  const turns = [...(withSystem ? [turn("system", 1)] : []), turn("user", minPrompt), turn("assistant", minAnswer)];
+  return { type: "object", properties: { messages: { type: "array", prefixItems: turns, minItems: turns.length, maxItems: turns.length } }, required: ["messages"], additionalProperties: false };
+}
 
 /** Spaces requests `60 000 / rpm` ms apart (none when rpm is 0). */
 class Pacer {
@@ -51,6 +52,7 @@ export class Teacher {
   constructor(
     private readonly t: JobSpec["teacher"],
     private readonly retry: { attempts: number; backoffMs: number },
+    private readonly schema: Record<string, unknown>,
   ) {
     this.pacer = new Pacer(t.requestsPerMinute);
   }
@@ -67,7 +69,7 @@ export class Teacher {
         top_p: g.topP,
         max_tokens: g.maxTokens,
         ...(g.seed === null ? {} : { seed: g.seed }),
-        response_format: this.schemaRefused ? { type: "json_object" } : { type: "json_schema", json_schema: { name: "chat_example", schema: exampleSchema, strict: true } },
+        response_format: this.schemaRefused ? { type: "json_object" } : { type: "json_schema", json_schema: { name: "chat_example", schema: this.schema, strict: true } },
       };
       let res: Response;
       try {
@@ -91,6 +93,9 @@ export class Teacher {
         attempt--;
         continue;
       }
+      // Lathe's gateway answers 500 invalid_model_output when the model's answer broke the schema:
+      // an answer, if an unusable one, counted as malformed rather than asked again.
+      if (res.status >= 500 && codeOf(text) === "invalid_model_output") return { content: "", promptTokens: 0, completionTokens: 0, refusal: message };
       if (res.status === 429 || res.status >= 500) {
         last = `the teacher answered ${res.status}: ${message}`;
         await this.backoff(attempt, res.headers.get("retry-after"), signal);
@@ -110,6 +115,15 @@ export class Teacher {
 }
 
 const causeOf = (err: unknown) => (err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err));
+
+function codeOf(text: string): string | undefined {
+  try {
+    const c = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
+    return typeof c === "string" ? c : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function messageOf(text: string): string {
   try {

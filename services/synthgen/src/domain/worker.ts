@@ -9,7 +9,7 @@ import { countsOf, schema, type JobRow } from "./jobs.js";
 import { exampleIn, shotsFor, teacherMessages } from "./prompt.js";
 import { conversationKey, datasetChecks } from "./quality.js";
 import { priceOf } from "./spec.js";
-import { Teacher } from "./teacher.js";
+import { exampleSchema, Teacher } from "./teacher.js";
 
 export interface WorkerOptions {
   db: Kysely<SynthgenTables>;
@@ -152,11 +152,14 @@ export class GenerationWorker {
     for (const e of stored) if (e.rejection === null && e.example) remember(e.example, "generated");
     const processed = new Set(stored.map((e) => e.idx));
     const price = priceOf(this.o.prices, s.teacher.model);
-    const teacher = new Teacher(s.teacher, this.o.retry);
+    // The answer's shape: the pool's (a system message or not), as long as the length checks ask (their defaults, 20 and 50 characters, where unset).
+    const checks = s.checkOptions as { promptMinChars?: number; answerMinChars?: number };
+    const schemaOf = exampleSchema(pool.some((e) => e[0]?.role === "system"), (checks.promptMinChars ?? 20) + 1, (checks.answerMinChars ?? 50) + 1, s.generation.maxTokens);
+    const teacher = new Teacher(s.teacher, this.o.retry, schemaOf);
 
     /** Checks and stores the example of answered request `n`. */
-    const process = async (n: number, content: string) => {
-      const parsed = exampleIn(content);
+    const process = async (n: number, content: string, refusal?: string) => {
+      const parsed = refusal === undefined ? exampleIn(content) : { error: `the teacher could not answer in the example's shape: ${refusal}` };
       let row: { example: string | null; rejection: string | null; detail: string | null; max_seed_similarity: number; review: "PENDING" | null };
       if ("error" in parsed) {
         row = { example: null, rejection: "malformed", detail: parsed.error, max_seed_similarity: 0, review: null };
@@ -219,14 +222,15 @@ export class GenerationWorker {
         try {
           let answer;
           try {
-            answer = await teacher.ask(teacherMessages(s.task, shotsFor(pool, n, seed)), s.generation, signal);
+            // A seed of its own per request (the job's plus its number): reproducible, yet a deterministic teacher does not repeat itself.
+            answer = await teacher.ask(teacherMessages(s.task, shotsFor(pool, n, seed)), { ...s.generation, seed: s.generation.seed === null ? null : s.generation.seed + n }, signal);
           } catch (err) {
             if (signal.aborted) throw new Interrupted();
             throw err;
           }
           // Paid for: stored before anything else can fail.
           await this.t.insertInto("requests").values({ tenant: r.tenant, job_id: r.job_id, idx: n, content: answer.content.replaceAll("\u0000", "\ufffd"), prompt_tokens: answer.promptTokens, completion_tokens: answer.completionTokens }).execute();
-          await process(n, answer.content.replaceAll("\u0000", "\ufffd"));
+          await process(n, answer.refusal === undefined ? answer.content.replaceAll("\u0000", "\ufffd") : "", answer.refusal);
         } finally {
           inFlight--;
         }
