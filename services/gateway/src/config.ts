@@ -23,7 +23,7 @@ export const gatewayOptionsSchema = z.object({
   LATHE_GATEWAY_RETRY_AFTER_S: z.coerce.number().int().min(1).max(3600).default(1),
   /** Tokens per sequence (prompt and answer), at most the model's context length. Default 4096. */
   LATHE_GATEWAY_CONTEXT_SIZE: z.coerce.number().int().min(16).max(1_048_576).default(4096),
-  /** llama.cpp threads per context; 0: llama.cpp's choice. Default 0. */
+  /** llama.cpp threads per context; 0: the machine's cores (node-llama-cpp's own default may exceed them). Default 0. */
   LATHE_GATEWAY_THREADS: z.coerce.number().int().min(0).max(1024).default(0),
   /** Requests per minute one API key may send to the OpenAI-compatible API (`/v1/*`); more are answered 429. 0: no limit. Default 600. */
   LATHE_GATEWAY_RATE_LIMIT: z.coerce.number().int().min(0).max(10_000_000).default(600),

@@ -1,4 +1,4 @@
-import { totalmem } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import { GatewayServiceService } from "@lathe/proto/lathe/gateway/v1/gateway_service";
@@ -48,7 +48,8 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
       maxQueue: options.LATHE_GATEWAY_QUEUE,
       retryAfterS: options.LATHE_GATEWAY_RETRY_AFTER_S,
       contextSize: options.LATHE_GATEWAY_CONTEXT_SIZE,
-      threads: options.LATHE_GATEWAY_THREADS,
+      // 0: the machine's cores (node-llama-cpp's own default can be more threads than cores, many times slower).
+      threads: options.LATHE_GATEWAY_THREADS > 0 ? options.LATHE_GATEWAY_THREADS : availableParallelism(),
     });
     hooks.onBackend?.(backend);
     const registry = new RegistryModels(() => deps.peerAddress("registry"));
@@ -109,7 +110,8 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
       register(s) {
         s.add("lathe.gateway.v1.GatewayService", GatewayServiceService, gatewayHandlers({ deployments, registry, rollout }));
       },
-      ...base.with(consumer, rollout, server),
+      // Stopped in reverse: the HTTP server, the rollout, the consumer, then the registry client they used.
+      ...base.with({ start: () => undefined, stop: async () => registry.close() }, consumer, rollout, server),
     };
   };
 }

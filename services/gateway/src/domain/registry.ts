@@ -46,15 +46,24 @@ const notFound = (err: unknown): boolean => err instanceof AppError && err.code 
  * NOT_FOUND there, 404 here).
  */
 export class RegistryModels {
+  /** One client, kept open: a channel made per request cost a chat several milliseconds before its first token (bench/gateway). */
+  private client: { address: string; client: RegistryServiceClient } | undefined;
+
   constructor(private readonly address: () => string) {}
 
   private async withClient<T>(f: (c: RegistryServiceClient) => Promise<T>): Promise<T> {
-    const client = createClient(RegistryServiceClient, this.address(), { deadlineMs: 30_000 });
-    try {
-      return await f(client);
-    } finally {
-      client.close();
+    const address = this.address();
+    if (this.client?.address !== address) {
+      this.client?.client.close();
+      this.client = { address, client: createClient(RegistryServiceClient, address, { deadlineMs: 30_000 }) };
     }
+    return f(this.client.client);
+  }
+
+  /** Closes the kept client. */
+  close(): void {
+    this.client?.client.close();
+    this.client = undefined;
   }
 
   async resolve(id: string, md: Metadata): Promise<ResolvedModel> {
