@@ -2,6 +2,7 @@ import { defineEvent } from "@lathe/kit";
 import { DatasetVersionCreated } from "@lathe/proto/lathe/events/v1/dataset_events";
 import { EvaluationCompleted } from "@lathe/proto/lathe/events/v1/evaluator_events";
 import { DeploymentUpdated } from "@lathe/proto/lathe/events/v1/gateway_events";
+import { GenerationJobSucceeded } from "@lathe/proto/lathe/events/v1/synthgen_events";
 import { AdapterVersionCreated, AliasMoved, ModelCreated, ModelDeleted } from "@lathe/proto/lathe/events/v1/registry_events";
 import { CheckpointSaved, FineTuningJobQueued, FineTuningJobSucceeded } from "@lathe/proto/lathe/events/v1/trainer_events";
 
@@ -18,3 +19,4 @@ export const checkpointSaved = defineEvent("lathe.trainer.v1.checkpoint_saved", 
 export const fineTuningJobSucceeded = defineEvent("lathe.trainer.v1.fine_tuning_job_succeeded", FineTuningJobSucceeded);
 export const evaluationCompleted = defineEvent("lathe.evaluator.v1.evaluation_completed", EvaluationCompleted);
 export const deploymentUpdated = defineEvent("lathe.gateway.v1.deployment_updated", DeploymentUpdated);
+export const generationJobSucceeded = defineEvent("lathe.synthgen.v1.generation_job_succeeded", GenerationJobSucceeded);

@@ -5,7 +5,7 @@ import { call, createClient } from "@lathe/kit";
 import { createDatasetService } from "@lathe/dataset";
 import { gatewayOptionsOf, gatewayService } from "@lathe/gateway";
 import { writeTinyModel } from "@lathe/models";
-import { Dataset, DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
+import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { GenerationJob, GenerationJob_State, SynthGenServiceClient } from "@lathe/proto/lathe/synthgen/v1/synthgen_service";
 import { ChatRole } from "@lathe/proto/lathe/type/v1/chat";
@@ -50,6 +50,14 @@ test("12 schema-valid examples from a tiny model behind the gateway, reviewed an
   const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
   try {
     const shot = (q: string, a: string) => ({ messages: [{ role: ChatRole.CHAT_ROLE_USER, content: q }, { role: ChatRole.CHAT_ROLE_ASSISTANT, content: a }] });
+    // A seed set: generated examples must not copy it, and the job's lineage starts from it.
+    await call(datasets, "createDataset", { datasetId: "seed", dataset: Dataset.fromPartial({}), requestId: "" });
+    const seed = await new Promise<string>((resolve, reject) => {
+      const c = datasets.uploadDatasetVersion((err, res) => (err ? reject(err) : resolve(res!.datasetVersion!.name)));
+      c.write({ header: UploadDatasetVersionHeader.fromPartial({ parent: "datasets/seed" }) });
+      c.write({ chunk: Buffer.from(JSON.stringify({ messages: [{ role: "user", content: "How do I restart my wireless access point?" }, { role: "assistant", content: "Unplug the access point, wait thirty seconds, plug it back in and wait for the light." }] }) + "\n") });
+      c.end();
+    });
     const { generationJob } = await call(synth, "createGenerationJob", {
       generationJobId: "from-gateway",
       generationJob: GenerationJob.fromPartial({
@@ -61,6 +69,7 @@ test("12 schema-valid examples from a tiny model behind the gateway, reviewed an
         ],
         targetCount: 12,
         maxTeacherRequests: 200,
+        seedDatasetVersion: seed,
         reviewSampleFraction: 0.2,
         generationParams: { temperature: 0.9, maxTokens: 256, seed: 3, stop: [] },
       }),
@@ -100,6 +109,12 @@ test("12 schema-valid examples from a tiny model behind the gateway, reviewed an
       { timeoutMs: 30_000, intervalMs: 200, what: "the version's lineage to reach the job" },
     );
     expect(lineage.edges.some((e) => e.source === j.name && e.target === published.datasetVersion)).toBe(true);
+    // …and the job's own inputs: its seed set, and the teacher it names.
+    const up = await waitFor(async () => {
+      const l = await call(registry, "getLineage", { name: j.name, direction: 0, depth: 0 }).catch(() => undefined);
+      return l?.edges.some((e) => e.source === seed && e.target === j.name) ? l : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 200, what: "the job's lineage to reach its seed set" });
+    expect(up.nodes.find((n) => n.name === j.name)!.displayName).toBe(`generated with tiny at ${gatewayUrl}/v1`);
   } finally {
     synth.close();
     datasets.close();

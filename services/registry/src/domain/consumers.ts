@@ -2,7 +2,7 @@ import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { EventConsumer, type EventBus, type Logger } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
-import { checkpointSaved, datasetVersionCreated, deploymentUpdated, evaluationCompleted, fineTuningJobQueued, fineTuningJobSucceeded } from "../events.js";
+import { checkpointSaved, datasetVersionCreated, deploymentUpdated, evaluationCompleted, fineTuningJobQueued, fineTuningJobSucceeded, generationJobSucceeded } from "../events.js";
 import type { AliasStore } from "./aliases.js";
 import { recordLineage } from "./lineage.js";
 import { schema } from "./models.js";
@@ -48,6 +48,10 @@ export function registryConsumer(opts: { db: Kysely<RegistryTables>; bus: EventB
         .execute();
       const outcome = await aliases.promote(trx, meta.tenant, { evaluationRun: e.evaluationRun, candidateAdapterVersion: e.candidateAdapterVersion, differences: e.differences, exampleCount: e.exampleCount });
       for (const h of outcome.held) logger.info({ alias: h.alias, evaluation_run: e.evaluationRun, satisfied: h.outcomes.map((o) => o.satisfied) }, "promotion rule did not hold");
+    })
+    .on(generationJobSucceeded, async (e, { trx, meta }) => {
+      // A generation job: its seed set is an input; its teacher, outside the registry, is named.
+      await recordLineage(trx, meta.tenant, { name: e.generationJob, displayName: e.teacher === "" ? e.generationJob : `generated with ${e.teacher}`, time: meta.time ?? new Date() }, [e.seedDatasetVersion]);
     })
     .on(deploymentUpdated, async (e, { trx, meta }) => {
       await recordLineage(trx, meta.tenant, { name: e.deployment, displayName: e.servedModelName, time: meta.time ?? new Date() }, [e.baseModel, ...e.adapters.flatMap((a) => [a.source, a.adapterVersion])]);

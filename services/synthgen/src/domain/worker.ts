@@ -110,7 +110,7 @@ export class GenerationWorker {
       await enqueueEvents(trx, schema, "synthgen", [
         error
           ? { def: generationJobFailed, tenant: r.tenant, subject: name, payload: { generationJob: name, error: { ...error, metadata: {} }, acceptedCount: c.accepted } }
-          : { def: generationJobSucceeded, tenant: r.tenant, subject: name, payload: { generationJob: name, acceptedCount: c.accepted, reviewCount: c.review.total, reviewPendingCount: c.review.pending, seedDatasetVersion: r.spec.seedDatasetVersion } },
+          : { def: generationJobSucceeded, tenant: r.tenant, subject: name, payload: { generationJob: name, acceptedCount: c.accepted, reviewCount: c.review.total, reviewPendingCount: c.review.pending, seedDatasetVersion: r.spec.seedDatasetVersion, teacher: `${r.spec.teacher.model} at ${r.spec.teacher.baseUrl}` } },
       ]);
     });
     this.changed(r);
