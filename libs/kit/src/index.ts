@@ -34,4 +34,4 @@ export { watchResource } from "./watch.js";
 export { resolveSecret, secretRefPattern } from "./secrets.js";
 export { costOf, parsePrices, pricesVariable, type Prices } from "./prices.js";
 export { readDatasetRows, type ChatTurn } from "./dataset-rows.js";
-export { TableLease } from "./db/lease.js";
+export { LeaseLost, TableLease } from "./db/lease.js";

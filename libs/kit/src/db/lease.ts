@@ -1,4 +1,10 @@
 import { sql, type Kysely } from "kysely";
+import { isRetryable } from "../errors.js";
+
+/** Thrown by a worker's run when the row is no longer its own (cancelled, taken over) or it is stopping. */
+export class LeaseLost extends Error {
+  override readonly name = "LeaseLost";
+}
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -68,5 +74,35 @@ export class TableLease<Row extends { tenant: string }> {
   async release(r: Row): Promise<void> {
     const { tenant, id } = this.ofRow(r);
     await this.t.updateTable(this.o.table).set({ lease_until: sql`now()` }).where("tenant", "=", tenant).where(this.o.id, "=", id).where("lease_owner", "=", this.o.owner).where("state", "=", "RUNNING").execute();
+  }
+
+  /**
+   * One round of a worker: claims rows one after another until none waits or `signal` aborts, and
+   * runs each. A run that ends in LeaseLost is left (given back at once when stopping); one that
+   * throws a retryable error (unless `retry` says otherwise) is given back and the error rethrown,
+   * so the worker's loop backs off; any other error is the row's end, recorded by `fail`.
+   */
+  async work(
+    signal: AbortSignal,
+    o: { run(r: Row): Promise<void>; fail(r: Row, err: unknown): Promise<void>; claimed?(r: Row): void; retry?(err: unknown): boolean },
+  ): Promise<void> {
+    while (!signal.aborted) {
+      const r = await this.claim();
+      if (!r) return;
+      o.claimed?.(r);
+      try {
+        await o.run(r);
+      } catch (err) {
+        if (err instanceof LeaseLost) {
+          if (signal.aborted) await this.release(r);
+          continue;
+        }
+        if (o.retry ? o.retry(err) : isRetryable(err)) {
+          await this.release(r);
+          throw err;
+        }
+        await o.fail(r, err);
+      }
+    }
   }
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, isRetryable, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
@@ -34,8 +34,6 @@ export interface WorkerOptions {
   onChange: (key: string) => void;
 }
 
-/** The run was cancelled, or the worker is stopping, while it worked on it. */
-class Interrupted extends Error {}
 
 /**
  * Works on evaluation runs: claims one (queued, or running with an expired lease: its worker was
@@ -71,27 +69,9 @@ export class EvaluationWorker {
     return this.o.db.withSchema(schema);
   }
 
-  private async tick(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      const r = await this.lease.claim();
-      if (!r) return;
-      this.o.onChange(`${r.tenant}/${r.run_id}`);
-      try {
-        await this.run(r, signal);
-      } catch (err) {
-        if (err instanceof Interrupted) {
-          // Stopping: the run is given back at once, for another worker (or this one, restarted) to resume.
-          if (signal.aborted) await this.lease.release(r);
-          continue;
-        }
-        if (isRetryable(err)) {
-          // Given back, to be taken up again after the backoff.
-          await this.lease.release(r);
-          throw err;
-        }
-        await this.fail(r, err);
-      }
-    }
+  /** Claims runs and works on them; a stopped worker gives its run back at once, to be resumed. */
+  private tick(signal: AbortSignal): Promise<void> {
+    return this.lease.work(signal, { claimed: (r) => this.o.onChange(`${r.tenant}/${r.run_id}`), run: (r) => this.run(r, signal), fail: (r, err) => this.fail(r, err) });
   }
 
   private async fail(r: RunRow, err: unknown): Promise<void> {
@@ -132,12 +112,12 @@ export class EvaluationWorker {
       const promptOf = (e: (typeof examples)[number], side: Side) => (side === "candidate" ? e.prompt.candidate : (e.prompt.baseline ?? e.prompt.candidate));
       // Example by example, both sides (so progress counts whole examples as it goes), skipping what is stored.
       const done = new Set((await this.t.selectFrom("predictions").select(["side", "idx"]).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).execute()).map((p) => `${p.side}/${p.idx}`));
-      const todo = examples.flatMap((e) => sides.filter((side) => !done.has(`${side}/${e.idx}`)).map((side) => ({ e, side })));
+      const pending = examples.flatMap((e) => sides.filter((side) => !done.has(`${side}/${e.idx}`)).map((side) => ({ e, side })));
       // One untimed request per side first: the first answer would otherwise carry the gateway's model loading in its latency.
-      if (todo.length > 0) {
+      if (pending.length > 0) {
         for (const side of sides) {
           await gateway.chat(r.tenant, modelOf[side], promptOf(examples[0]!, side), { ...r.spec.generation, maxTokens: 1 }, signal).catch((err: unknown) => {
-            if (signal.aborted) throw new Interrupted();
+            if (signal.aborted) throw new LeaseLost();
             if (!(err instanceof ExampleRefused)) throw err;
           });
         }
@@ -145,18 +125,18 @@ export class EvaluationWorker {
       let sinceBeat = Date.now();
       let next = 0;
       const work = async () => {
-        while (next < todo.length) {
-          if (signal.aborted) throw new Interrupted();
+        while (next < pending.length) {
+          if (signal.aborted) throw new LeaseLost();
           if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
             sinceBeat = Date.now();
-            if (!(await this.lease.heartbeat(r))) throw new Interrupted();
+            if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
           }
-          const { e, side } = todo[next++]!;
+          const { e, side } = pending[next++]!;
           await this.answer(r, side, e.idx, modelOf[side], promptOf(e, side), e.reference, gateway, scorer, signal);
         }
       };
-      await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, todo.length)) }, work));
-      if (!(await this.lease.heartbeat(r))) throw new Interrupted();
+      await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, pending.length)) }, work));
+      if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
       await this.finish(r, encoder);
     } finally {
       await encoder?.free();
@@ -173,7 +153,7 @@ export class EvaluationWorker {
       const scores = await scorer.score(text, reference);
       row = { text, finish_reason: a.finishReason, prompt_tokens: a.promptTokens, completion_tokens: a.completionTokens, latency_ms: a.latencyMs, error: null, scores: JSON.stringify(scores) };
     } catch (err) {
-      if (signal.aborted) throw new Interrupted();
+      if (signal.aborted) throw new LeaseLost();
       if (!(err instanceof ExampleRefused)) throw err;
       row = { text: "", finish_reason: "", prompt_tokens: 0, completion_tokens: 0, latency_ms: 0, error: err.message, scores: "{}" };
     }
@@ -292,7 +272,7 @@ export class EvaluationWorker {
       ]);
       return true;
     });
-    if (!done) throw new Interrupted();
+    if (!done) throw new LeaseLost();
     this.o.logger.info({ run: r.run_id, tenant: r.tenant, examples: cand.length }, "evaluation run succeeded");
     this.o.onChange(`${r.tenant}/${r.run_id}`);
   }

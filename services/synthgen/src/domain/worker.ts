@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { AppError, asAppError, costOf, createClient, enqueueEvents, isRetryable, PollingLoop, TableLease, readDatasetRows, resourceName, tenantMetadata, type Logger, type Prices } from "@lathe/kit";
+import { AppError, asAppError, costOf, createClient, enqueueEvents, isRetryable, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantMetadata, type Logger, type Prices } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { mulberry32, NearDuplicateIndex } from "@lathe/text";
 import { sql, type Kysely } from "kysely";
@@ -23,7 +23,6 @@ export interface WorkerOptions {
   onChange: (key: string) => void;
 }
 
-class Interrupted extends Error {}
 
 /** Where an example's text came from, for the duplicate it is: the seed set, the few-shot examples, or this job. */
 type Origin = "seed" | "few_shot" | "generated";
@@ -67,26 +66,15 @@ export class GenerationWorker {
     this.o.onChange(`${r.tenant}/${r.job_id}`);
   }
 
-  private async tick(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      const r = await this.lease.claim();
-      if (!r) return;
-      this.changed(r);
-      try {
-        await this.run(r, signal);
-      } catch (err) {
-        if (err instanceof Interrupted) {
-          if (signal.aborted) await this.lease.release(r);
-          continue;
-        }
-        // A teacher that stayed unreachable through every attempt ends the job (its accepted examples can still be published); the dataset service's outages are waited out.
-        if (isRetryable(err) && !(err instanceof AppError && err.reason === "TEACHER_UNREACHABLE")) {
-          await this.lease.release(r);
-          throw err;
-        }
-        await this.end(r, err);
-      }
-    }
+  /** Claims jobs and works on them; a stopped worker gives its job back at once, to be resumed. */
+  private tick(signal: AbortSignal): Promise<void> {
+    return this.lease.work(signal, {
+      claimed: (r) => this.changed(r),
+      run: (r) => this.run(r, signal),
+      fail: (r, err) => this.end(r, err),
+      // A teacher that stayed unreachable through every attempt ends the job (its accepted examples can still be published); the dataset service's outages are waited out.
+      retry: (err) => isRetryable(err) && !(err instanceof AppError && err.reason === "TEACHER_UNREACHABLE"),
+    });
   }
 
   /** Ends a job: SUCCEEDED with at least one accepted example, else FAILED with `err` (or the reason it stopped). */
@@ -212,10 +200,10 @@ export class GenerationWorker {
     };
     const work = async () => {
       while (await more()) {
-        if (signal.aborted) throw new Interrupted();
+        if (signal.aborted) throw new LeaseLost();
         if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
           sinceBeat = Date.now();
-          if (!(await this.lease.heartbeat(r))) throw new Interrupted();
+          if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
         }
         const n = next++;
         inFlight++;
@@ -225,7 +213,7 @@ export class GenerationWorker {
             // A seed of its own per request (the job's plus its number): reproducible, yet a deterministic teacher does not repeat itself.
             answer = await teacher.ask(teacherMessages(s.task, shotsFor(pool, n, seed)), { ...s.generation, seed: s.generation.seed === null ? null : s.generation.seed + n }, signal);
           } catch (err) {
-            if (signal.aborted) throw new Interrupted();
+            if (signal.aborted) throw new LeaseLost();
             throw err;
           }
           // Paid for: stored before anything else can fail.
@@ -237,7 +225,7 @@ export class GenerationWorker {
       }
     };
     await Promise.all(Array.from({ length: s.teacher.maxConcurrent }, work));
-    if (!(await this.lease.heartbeat(r))) throw new Interrupted();
+    if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
     await this.end(r, undefined, stop);
   }
 }
