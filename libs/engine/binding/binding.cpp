@@ -516,15 +516,18 @@ class ForwardBackwardWorker : public ModelWorker {
 
  protected:
   lathe_status Run(lathe_model* m, char* err, size_t err_len) override {
-    return lathe_forward_backward(m, tokens.data(), labels.data(), positions.data(), segments.empty() ? nullptr : segments.data(),
-                                  batch, seq, backward, training, grad_scale, &loss_, &label_count_,
-                                  want_logits ? logits.data() : nullptr, err, err_len);
+    const lathe_status st =
+        lathe_forward_backward(m, tokens.data(), labels.data(), positions.data(), segments.empty() ? nullptr : segments.data(), batch,
+                               seq, backward, training, grad_scale, &loss_, &label_count_, want_logits ? logits.data() : nullptr, err, err_len);
+    if (st != LATHE_OK) return st;
+    return lathe_model_last_correct(m, &correct_, err, err_len);
   }
 
   Napi::Value Result(Napi::Env env) override {
     Napi::Object result = Napi::Object::New(env);
     result.Set("loss", Napi::Number::New(env, loss_));
     result.Set("labelCount", Napi::Number::New(env, static_cast<double>(label_count_)));
+    result.Set("correctCount", Napi::Number::New(env, static_cast<double>(correct_)));
     if (want_logits) {
       Napi::Float32Array out = Napi::Float32Array::New(env, logits.size());
       std::copy(logits.begin(), logits.end(), out.Data());
@@ -540,6 +543,7 @@ class ForwardBackwardWorker : public ModelWorker {
  private:
   float loss_ = 0.0f;
   int64_t label_count_ = 0;
+  int64_t correct_ = 0;
 };
 
 class AdamwWorker : public ModelWorker {

@@ -191,6 +191,13 @@ lathe_status lathe_model_set_gradient_checkpointing(lathe_model* model, int32_t 
 lathe_status lathe_model_activation_bytes(const lathe_model* model, uint64_t* peak_bytes, char* err, size_t err_len);
 
 /*
+ * Of the labels of the last lathe_forward_backward, how many its logits predicted: the label is
+ * the first maximal logit of its position (torch.argmax's choice on ties). With the label count,
+ * the mean token accuracy of teacher forcing. 0 before the first call.
+ */
+lathe_status lathe_model_last_correct(const lathe_model* model, int64_t* correct, char* err, size_t err_len);
+
+/*
  * Loads one .safetensors file: mmaps it read-only, parses its header (8-byte little-endian length,
  * then JSON) and sets every tensor in it by HF name, converting F16 and BF16 to f32 while
  * copying; then unmaps. A name the model does not know, or a shape that differs from the model's,

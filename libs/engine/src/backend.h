@@ -84,8 +84,9 @@ struct lathe_backend {
   // ---- loss: one chunk of LM-head logits [rows, V] with labels (host, -100 = none).
   // Adds each labelled row's logsumexp - logit[label] to *loss_sum (host) in row order; with
   // `backward` turns the logits into coef * (softmax - onehot) in place (unlabelled rows: 0).
+  // With `correct` (host, may be null) adds the labelled rows whose first maximal logit is the label.
   void (*cross_entropy)(lathe_backend_ctx* ctx, float* logits, const int32_t* labels, int rows, int V, float coef, bool backward,
-                        double* loss_sum);
+                        double* loss_sum, int64_t* correct);
 
   // ---- optimizer, per LoRA tensor of n elements
   double (*sumsq)(lathe_backend_ctx* ctx, const float* g, int64_t n);  // sum of g^2 in f64, in element order

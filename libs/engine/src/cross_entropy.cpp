@@ -9,7 +9,7 @@ namespace lathe {
 
 double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
                                       const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
-                                      int64_t* count_out) {
+                                      int64_t* count_out, int64_t* correct_out) {
   std::vector<int32_t> rows;
   int64_t count = 0;
   for (int n = 0; n < N; ++n) {
@@ -18,6 +18,7 @@ double cross_entropy_forward_backward(const Backend& be, const float* h, const i
     if (has || logits_out) rows.push_back(n);
   }
   *count_out = count;
+  if (correct_out) *correct_out = 0;
   if (rows.empty()) return 0.0;
   const int64_t cr = std::max<int64_t>(1, std::min<int64_t>(chunk_rows, static_cast<int64_t>(rows.size())));
   const int r = lora ? lora->r : 0;
@@ -38,7 +39,7 @@ double cross_entropy_forward_backward(const Backend& be, const float* h, const i
     if (r) gemm_nt(be, m, V, r, lora->scale, uc.data(), lora->B, 1.0f, logit.data());
     if (logits_out) be.ops->scatter_rows(be.ctx, logits_out, logit.data(), chunk, m, V);
     const bool backward = dh != nullptr;
-    be.ops->cross_entropy(be.ctx, logit.data(), lab.data(), m, V, coef, backward, &total);
+    be.ops->cross_entropy(be.ctx, logit.data(), lab.data(), m, V, coef, backward, &total, correct_out);
     if (!backward || !any_label) continue;
     gemm_nn(be, m, H, V, 1.0f, logit.data(), W, 0.0f, dx.data());  // dh = dlogits W
     be.ops->scatter_rows(be.ctx, dh, dx.data(), chunk, m, H);

@@ -9,7 +9,8 @@
 // turned into d loss/d logits in place: coef * (softmax - onehot), so each chunk's GEMMs run once.
 // With dh non-null: dh[n,:] = dlogits W for the computed rows (other rows untouched: the caller
 // zeroes dh), and for a head LoRA gB += scale dlogits^T u and du = scale dlogits B ([N, r]).
-// Returns the loss sum (double, summed row by row in order) and the label count.
+// Returns the loss sum (double, summed row by row in order) and the label count; with correct_out,
+// the labelled rows whose argmax (first maximal logit) is their label.
 #pragma once
 #include <cstdint>
 
@@ -28,6 +29,6 @@ struct HeadLoRA {
 
 double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
                                       const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
-                                      int64_t* count_out);
+                                      int64_t* count_out, int64_t* correct_out = nullptr);
 
 }  // namespace lathe

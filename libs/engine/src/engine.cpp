@@ -269,6 +269,14 @@ lathe_status lathe_model_activation_bytes(const lathe_model* model, uint64_t* pe
   });
 }
 
+lathe_status lathe_model_last_correct(const lathe_model* model, int64_t* correct, char* err, size_t err_len) {
+  return guarded("lathe_model_last_correct", err, err_len, [&] {
+    need(model, "model");
+    need(correct, "correct");
+    *correct = model->last_correct;
+  });
+}
+
 lathe_status lathe_model_load_safetensors(lathe_model* model, const char* path, char* err, size_t err_len) {
   return guarded("lathe_model_load_safetensors", err, err_len, [&] {
     need(model, "model");

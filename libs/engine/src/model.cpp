@@ -425,7 +425,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 22) / V);
   int64_t counted = 0;
   const double loss_sum = cross_entropy_forward_backward(be, m.hf.data(), labels, N, H, V, m.head, m.head_lora ? &hl : nullptr,
-                                                         coef, dh, logits_out, chunk, &counted);
+                                                         coef, dh, logits_out, chunk, &counted, &m.last_correct);
   const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
   if (loss_out) *loss_out = static_cast<float>(loss);
   if (count_out) *count_out = count;

@@ -79,6 +79,7 @@ struct lathe_model {
   lathe::LayerActs ck;
   std::vector<lathe::Rng> layer_rng;
   uint64_t act_peak_bytes = 0;  // peak bytes held for backward during the last forward_backward
+  int64_t last_correct = 0;     // labels the last forward_backward's argmax got right
 
   // activations and scratch of the last forward
   std::vector<float> x, hf, rstdf, xf, tmp;

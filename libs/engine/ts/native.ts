@@ -76,6 +76,8 @@ export interface ForwardBackwardResult {
   /** Mean loss over the unmasked labels. */
   loss: number;
   labelCount: number;
+  /** Of those labels, how many the logits predicted (argmax, first maximum on ties): mean token accuracy = correctCount / labelCount. */
+  correctCount: number;
   logits: Float32Array | null;
 }
 

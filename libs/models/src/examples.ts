@@ -22,6 +22,11 @@ export interface TokenizeExampleOptions {
   maxSeqLength: number;
   /** Label every token, prompts included (default false: only the assistant answers and their end tokens). */
   trainOnInputs?: boolean;
+  /**
+   * Label only the last assistant answer (and its end token): the earlier answers are part of the
+   * prompt, as in a few-shot prompt whose final answer is scored. Default false. Not with trainOnInputs.
+   */
+  lastAnswerOnly?: boolean;
 }
 
 /** The label of a position that is not trained (PyTorch's cross-entropy ignore_index). */
@@ -62,7 +67,7 @@ export function tokenizeExample(tok: ModelTokenizer, ex: TrainingExample, opts: 
     labels = [...ids];
   } else {
     labels = ids.map(() => IGNORE_INDEX);
-    for (let i = 0; i + 1 < at.length; i += 2) {
+    for (let i = opts.lastAnswerOnly === true ? Math.max(0, at.length - 2) : 0; i + 1 < at.length; i += 2) {
       for (let t = at[i] ?? 0; t < (at[i + 1] ?? 0); t++) labels[t] = ids[t] ?? IGNORE_INDEX;
     }
   }

@@ -94,8 +94,8 @@ void cpu_swiglu_backward(lathe_backend_ctx* c, float* dg, float* du, const float
 }
 
 void cpu_cross_entropy(lathe_backend_ctx* c, float* logits, const int32_t* labels, int rows, int V, float coef, bool backward,
-                       double* loss_sum) {
-  cross_entropy_rows(pool(c), logits, labels, rows, V, coef, backward, loss_sum);
+                       double* loss_sum, int64_t* correct) {
+  cross_entropy_rows(pool(c), logits, labels, rows, V, coef, backward, loss_sum, correct);
 }
 
 double cpu_sumsq(lathe_backend_ctx*, const float* g, int64_t n) { return grad_sumsq(g, n); }

@@ -11,8 +11,9 @@
 namespace lathe {
 
 void cross_entropy_rows(ThreadPool& pool, float* logits, const int32_t* labels, int rows, int V, float coef, bool backward,
-                        double* loss_sum) {
+                        double* loss_sum, int64_t* correct) {
   std::vector<double> row_loss(rows);
+  std::vector<uint8_t> row_hit(correct ? rows : 0);
   parallel_rows(pool, rows, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
       float* lr = &logits[i * V];
@@ -22,7 +23,13 @@ void cross_entropy_rows(ThreadPool& pool, float* logits, const int32_t* labels, 
         continue;
       }
       float mx = lr[0];
-      for (int j = 1; j < V; ++j) mx = std::max(mx, lr[j]);
+      int arg = 0;
+      for (int j = 1; j < V; ++j)
+        if (lr[j] > mx) {
+          mx = lr[j];
+          arg = j;
+        }
+      if (correct) row_hit[i] = arg == labels[i];
       double sum = 0.0;
       for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(lr[j] - mx));
       const double lse = static_cast<double>(mx) + std::log(sum);
@@ -34,6 +41,8 @@ void cross_entropy_rows(ThreadPool& pool, float* logits, const int32_t* labels, 
     }
   });
   for (int i = 0; i < rows; ++i) *loss_sum += row_loss[i];
+  if (correct)
+    for (int i = 0; i < rows; ++i) *correct += row_hit[i];
 }
 
 }  // namespace lathe
