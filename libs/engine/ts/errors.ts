@@ -33,3 +33,23 @@ export class TrainingDataError extends Error {
     super(`${file}:${line}: ${message}`, options);
   }
 }
+
+/**
+ * The training loss (or the gradient norm) stopped being a finite number at optimizer step
+ * `step` (1-based): the run diverged, and every step after it would only spread NaN through the
+ * adapter. The message says what to change.
+ */
+export class LossNotFiniteError extends Error {
+  override readonly name = "LossNotFiniteError";
+  constructor(
+    readonly step: number,
+    readonly what: "loss" | "gradient norm",
+    readonly lr: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `the training ${what} is not finite at step ${step} (learning rate ${lr.toExponential(2)}): the run diverged; lower learning_rate (e.g. to a tenth), keep max_grad_norm at 1 or below, or warm up longer (warmup_ratio)`,
+      options,
+    );
+  }
+}

@@ -48,3 +48,39 @@ function lrFactor(step: number, { scheduler, totalSteps, warmupSteps: warmup }: 
     }
   }
 }
+
+/**
+ * The highest learning rate any step of the run gets. Warmup rises to baseLr at step
+ * `warmupSteps` and every schedule starts its decay from there, so the peak is that step's lr,
+ * or the last step's when warmup is not over by then. 0 means the run changes nothing.
+ */
+export function peakLr(o: ScheduleOptions): number {
+  if (o.totalSteps <= 0) return 0;
+  return lrAt(Math.min(o.warmupSteps, o.totalSteps - 1), o);
+}
+
+/** How many optimizer steps a run takes, as `train` takes them and the trainer estimates them. */
+export interface StepPlan {
+  /** Micro-batches of one epoch: ceil(units / batchSize). */
+  microBatchesPerEpoch: number;
+  /** ceil(microBatchesPerEpoch / gradAccum); the last step of an epoch may take fewer micro-batches. */
+  stepsPerEpoch: number;
+  /** maxSteps when it is set (HF: it overrides the epochs), else stepsPerEpoch × epochs. */
+  totalSteps: number;
+  /** Epochs begun: ceil(totalSteps / stepsPerEpoch); the last may stop part-way with maxSteps. */
+  epochs: number;
+  /** HF's ceil(warmupRatio × totalSteps). */
+  warmupSteps: number;
+}
+
+/**
+ * The steps of a run over `units` training units (packed rows with packing, else examples), as
+ * HF's Trainer counts them: `maxSteps` > 0 overrides `epochs`.
+ */
+export function planSteps(o: { units: number; batchSize: number; gradAccum: number; epochs: number; maxSteps: number; warmupRatio: number }): StepPlan {
+  const microBatchesPerEpoch = Math.ceil(o.units / o.batchSize);
+  const stepsPerEpoch = Math.ceil(microBatchesPerEpoch / o.gradAccum);
+  const totalSteps = o.maxSteps > 0 ? o.maxSteps : stepsPerEpoch * o.epochs;
+  const epochs = stepsPerEpoch === 0 ? 0 : Math.ceil(totalSteps / stepsPerEpoch);
+  return { microBatchesPerEpoch, stepsPerEpoch, totalSteps, epochs, warmupSteps: warmupSteps(o.warmupRatio, totalSteps) };
+}

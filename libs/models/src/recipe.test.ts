@@ -5,9 +5,9 @@ describe("the recipe", () => {
   it("resolves an empty spec to the reference recipe", () => {
     expect(resolveRecipe({})).toEqual({
       r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], useRslora: true,
-      numTrainEpochs: 3, perDeviceTrainBatchSize: 4, gradientAccumulationSteps: 4, learningRate: 2e-4, lrSchedulerType: "cosine", warmupRatio: 0.03,
+      numTrainEpochs: 3, maxSteps: 0, perDeviceTrainBatchSize: 4, gradientAccumulationSteps: 4, learningRate: 2e-4, lrSchedulerType: "cosine", warmupRatio: 0.03,
       weightDecay: 0, maxGradNorm: 1, maxSeqLength: 2048, packing: true, gradientCheckpointing: true, trainOnInputs: false, seed: 42,
-      loggingSteps: 10, saveSteps: 0, saveTotalLimit: 2,
+      loggingSteps: 10, evalSteps: 0, saveSteps: 0, saveTotalLimit: 2,
     });
   });
 

@@ -4,7 +4,7 @@
  * `lathe train`, `lathe jobs create`, the trainer service and the engine all take them from here,
  * so an empty spec means the same run everywhere. The defaults are the reference recipe: r 16,
  * alpha 32, dropout 0.05, rsLoRA, 3 epochs, batch 4 × 4, lr 2e-4 cosine with 3 % warmup,
- * packing and gradient checkpointing.
+ * packing and gradient checkpointing, eval and checkpoints at the end of every epoch.
  */
 
 /** LoRA module names in PEFT's spelling. */
@@ -23,6 +23,8 @@ export interface Recipe {
   targetModules: LoraModuleName[];
   useRslora: boolean;
   numTrainEpochs: number;
+  /** Optimizer steps of the whole run; 0: num_train_epochs decides. */
+  maxSteps: number;
   perDeviceTrainBatchSize: number;
   gradientAccumulationSteps: number;
   learningRate: number;
@@ -36,6 +38,8 @@ export interface Recipe {
   trainOnInputs: boolean;
   seed: number;
   loggingSteps: number;
+  /** The eval loss every n optimizer steps; 0: at the end of every epoch. */
+  evalSteps: number;
   saveSteps: number;
   saveTotalLimit: number;
 }
@@ -69,6 +73,7 @@ export const RECIPE: { readonly [K in RecipeKey]: SettingSpec } = {
   targetModules: { hf: "target_modules", flag: "target-modules", lora: true, kind: "modules", default: DEFAULT_MODULES, help: `comma-separated layers to adapt, of ${LORA_MODULES.join(",")}` },
   useRslora: { hf: "use_rslora", flag: "rslora", lora: true, kind: "bool", default: true, off: "scale the update by alpha/r", help: "rank-stabilised LoRA: scale the update by alpha/√r" },
   numTrainEpochs: { hf: "num_train_epochs", flag: "epochs", lora: false, kind: "int", default: 3, min: 1, max: 100, help: "passes over the train set" },
+  maxSteps: { hf: "max_steps", flag: "max-steps", lora: false, kind: "int", default: 0, min: 0, max: 10_000_000, zero: "num_train_epochs decides", help: "stop after n optimizer steps, overriding num_train_epochs (the data is reshuffled for every epoch it takes)" },
   perDeviceTrainBatchSize: { hf: "per_device_train_batch_size", flag: "batch-size", lora: false, kind: "int", default: 4, min: 1, max: 1024, help: "sequences per forward pass (packed rows with packing)" },
   gradientAccumulationSteps: { hf: "gradient_accumulation_steps", flag: "grad-accum", lora: false, kind: "int", default: 4, min: 1, max: 1024, help: "forward passes per optimizer step" },
   learningRate: { hf: "learning_rate", flag: "lr", lora: false, kind: "float", default: 2e-4, min: 0, minExclusive: true, max: 1, help: "peak learning rate of AdamW" },
@@ -82,6 +87,7 @@ export const RECIPE: { readonly [K in RecipeKey]: SettingSpec } = {
   trainOnInputs: { hf: "train_on_inputs", flag: "train-on-inputs", lora: false, kind: "bool", default: false, off: "train only on the answers", help: "train on prompt tokens too, not only the answers" },
   seed: { hf: "seed", flag: "seed", lora: false, kind: "int", default: 42, min: 0, max: 0xffffffff, help: "seed of LoRA's initialisation, dropout and the data order" },
   loggingSteps: { hf: "logging_steps", flag: "logging-steps", lora: false, kind: "int", default: 10, min: 1, max: 10_000, help: "report progress every n optimizer steps" },
+  evalSteps: { hf: "eval_steps", flag: "eval-steps", lora: false, kind: "int", default: 0, min: 0, max: 10_000_000, zero: "at the end of every epoch", help: "with eval data, compute the eval loss every n optimizer steps (and after the last step)" },
   saveSteps: { hf: "save_steps", flag: "save-steps", lora: false, kind: "int", default: 0, min: 0, max: 10_000_000, zero: "only at the end of every epoch", help: "save a checkpoint every n optimizer steps (and at the end of every epoch)" },
   saveTotalLimit: { hf: "save_total_limit", flag: "save-total-limit", lora: false, kind: "int", default: 2, min: 0, max: 1000, zero: "keep all", help: "keep only the newest n checkpoints" },
 };

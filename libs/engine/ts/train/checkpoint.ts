@@ -53,6 +53,8 @@ export interface TrainerState {
   epochLabels: number;
   trainLossPerEpoch: number[];
   evalLossPerEpoch: number[];
+  /** Every eval loss computed (per epoch, or every eval_steps); absent in states written before eval_steps. */
+  evalHistory?: { step: number; epoch: number; loss: number }[];
   logHistory: { step: number; epoch: number; loss: number; lr: number; gradNorm: number }[];
   bestEvalLoss: number | null;
   bestStep: number | null;

@@ -16,7 +16,7 @@ export interface TrainOptions {
    * makes them from a JSONL file).
    */
   train: SequenceSet;
-  /** Sequences evaluated at the end of each epoch. Default none. */
+  /** Sequences evaluated at the end of each epoch (or every recipe.evalSteps steps) and after the last step. Default none. */
   eval?: SequenceSet;
   /** Where the adapter and training_summary.json are written. */
   outDir: string;
@@ -73,6 +73,8 @@ export interface Resolved {
   targetModules: LoraModule[];
   useRslora: boolean;
   epochs: number;
+  /** 0: `epochs` decides. */
+  maxSteps: number;
   batchSize: number;
   gradAccum: number;
   lr: number;
@@ -87,6 +89,7 @@ export interface Resolved {
   numThreads: number;
   qlora: boolean;
   gradientCheckpointing: boolean;
+  evalSteps: number;
   saveSteps: number;
   saveTotalLimit: number;
   loadBestAtEnd: boolean;
@@ -102,6 +105,7 @@ export function resolveOptions(o: TrainOptions): Resolved {
     targetModules: r.targetModules,
     useRslora: r.useRslora,
     epochs: r.numTrainEpochs,
+    maxSteps: r.maxSteps,
     batchSize: r.perDeviceTrainBatchSize,
     gradAccum: r.gradientAccumulationSteps,
     lr: r.learningRate,
@@ -116,6 +120,7 @@ export function resolveOptions(o: TrainOptions): Resolved {
     numThreads: o.numThreads ?? 0,
     qlora: o.qlora ?? false,
     gradientCheckpointing: r.gradientCheckpointing,
+    evalSteps: r.evalSteps,
     saveSteps: r.saveSteps,
     saveTotalLimit: r.saveTotalLimit,
     loadBestAtEnd: o.loadBestAtEnd ?? false,

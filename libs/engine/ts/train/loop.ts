@@ -15,9 +15,9 @@
 import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { loadTokenizer, readModelConfig, writePeftAdapter } from "@lathe/models";
-import { EngineError } from "../errors.js";
+import { CheckpointError, EngineError, LossNotFiniteError } from "../errors.js";
 import { Model, NF4_MODULES } from "../model.js";
-import { lrAt, warmupSteps as warmupStepsFor } from "../schedule.js";
+import { lrAt, peakLr, planSteps } from "../schedule.js";
 import { checkSequences, epochSeed, labelCount, padTokenId, realTokens, shuffled, stepBatches, trainingUnits } from "./batches.js";
 import {
   checkResumable,
@@ -42,6 +42,8 @@ export interface TrainProgress {
   /** 1-based optimizer step just taken. */
   step: number;
   totalSteps: number;
+  /** Optimizer steps of a whole epoch (step / stepsPerEpoch is the fractional epoch). */
+  stepsPerEpoch: number;
   /** 1-based epoch. */
   epoch: number;
   /** Mean loss over the step's labels. */
@@ -58,8 +60,10 @@ export interface TrainProgress {
 export interface TrainSummary {
   /** Label-weighted mean training loss of each epoch. */
   trainLossPerEpoch: number[];
-  /** Mean eval loss after each epoch; empty without eval data. */
+  /** Mean eval loss at the end of each epoch where one was computed (every epoch with eval_steps 0); empty without eval data. */
   evalLossPerEpoch: number[];
+  /** Every eval loss computed, by optimizer step: each epoch's end (eval_steps 0) or every eval_steps steps, and the last step. */
+  evalLosses: { step: number; epoch: number; loss: number }[];
   /** Tokens processed (padding excluded), all epochs. */
   tokens: number;
   seconds: number;
@@ -93,7 +97,15 @@ export interface TrainSummary {
  * Trains LoRA adapters on `dataPath` and writes a PEFT adapter (adapter_config.json,
  * adapter_model.safetensors) and training_summary.json into `outDir`.
  *
- * Checkpoints: every `saveSteps` optimizer steps and at the end of each epoch,
+ * Steps: `maxSteps` > 0 overrides `epochs` as in HF's Trainer: the run takes exactly that many
+ * optimizer steps, beginning as many epochs (each reshuffled) as it needs and stopping part-way
+ * through the last. With eval data the eval loss is computed at the end of every epoch, or every
+ * `evalSteps` steps when that is set, and always after the last step.
+ *
+ * A loss or gradient norm that is not finite stops the run at once with LossNotFiniteError
+ * naming the step (nothing after it could recover: AdamW would spread NaN through the adapter).
+ *
+ * Checkpoints: every `saveSteps` optimizer steps, at the end of each epoch and at the last step,
  * `<outDir>/checkpoint-<step>/` receives the adapter (PEFT files), `optimizer.safetensors`
  * (AdamW's `exp_avg` and `exp_avg_sq` of every LoRA tensor) and `trainer_state.json` (step,
  * epoch and position in its batch order, the shuffle and dropout RNG states, schedule, losses,
@@ -123,16 +135,24 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
 
   // With packing the unit of shuffling and batching is a packed row, else an example.
   const units = trainingUnits(trainSet.examples, o, padId);
-  const microPerEpoch = Math.ceil(units.length / o.batchSize);
-  const stepsPerEpoch = Math.ceil(microPerEpoch / o.gradAccum);
-  const totalSteps = stepsPerEpoch * o.epochs;
-  const schedule = { scheduler: o.scheduler, baseLr: o.lr, totalSteps, warmupSteps: warmupStepsFor(o.warmupRatio, totalSteps) };
+  const plan = planSteps({ units: units.length, batchSize: o.batchSize, gradAccum: o.gradAccum, epochs: o.epochs, maxSteps: o.maxSteps, warmupRatio: o.warmupRatio });
+  const { stepsPerEpoch, totalSteps } = plan;
+  const schedule = { scheduler: o.scheduler, baseLr: o.lr, totalSteps, warmupSteps: plan.warmupSteps };
+  // With warmup a single step has lr 0 (HF's schedule): training it would write an adapter that changes nothing.
+  if (peakLr(schedule) === 0) {
+    throw new RangeError(
+      `the learning rate is 0 at every step: the run has ${totalSteps} optimizer step${totalSteps === 1 ? "" : "s"} and warmup takes ${plan.warmupSteps}; set warmup_ratio 0, or take more steps (more epochs, max_steps, a smaller batch or gradient_accumulation_steps)`,
+    );
+  }
   const fingerprint = dataFingerprint(units);
   const settings = trajectorySettings(o);
 
   const resumeDir = options.resumeFrom === undefined ? null : await resolveCheckpoint(options.resumeFrom, options.outDir);
   const resumed = resumeDir === null ? null : await readTrainerState(resumeDir);
-  if (resumed !== null && resumeDir !== null) checkResumable(resumeDir, resumed, settings, { units: units.length, fingerprint, stepsPerEpoch });
+  if (resumed !== null && resumeDir !== null) {
+    checkResumable(resumeDir, resumed, settings, { units: units.length, fingerprint, stepsPerEpoch });
+    if (resumed.totalSteps !== totalSteps) throw new CheckpointError(`cannot resume from ${resumeDir}: ${resumed.totalSteps} steps in all then, ${totalSteps} now (max_steps or num_train_epochs changed)`);
+  }
 
   const model = await Model.load(options.modelDir, { numThreads: o.numThreads });
   try {
@@ -152,6 +172,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
 
     const trainLossPerEpoch: number[] = resumed?.trainLossPerEpoch.slice() ?? [];
     const evalLossPerEpoch: number[] = resumed?.evalLossPerEpoch.slice() ?? [];
+    const evalLosses: TrainSummary["evalLosses"] = resumed?.evalHistory?.slice() ?? [];
     const logHistory: TrainerState["logHistory"] = resumed?.logHistory.slice() ?? [];
     let bestEvalLoss = resumed?.bestEvalLoss ?? null;
     let bestStep = resumed?.bestStep ?? null;
@@ -190,6 +211,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         epochLabels,
         trainLossPerEpoch,
         evalLossPerEpoch,
+        evalHistory: evalLosses,
         logHistory,
         bestEvalLoss,
         bestStep,
@@ -209,42 +231,64 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
       await rotateCheckpoints(options.outDir, o.saveTotalLimit);
     };
 
+    /** The eval loss now (after `step`), recorded, and the best adapter kept when it is the lowest. */
+    const evaluate = async (epoch: number): Promise<number> => {
+      checkCancel();
+      const evalLoss = (await meanLoss(model, evalSet!.examples, o.batchSize, padId)).loss;
+      evalLosses.push({ step, epoch, loss: evalLoss });
+      if (bestEvalLoss === null || evalLoss < bestEvalLoss) {
+        bestEvalLoss = evalLoss;
+        bestStep = step;
+        const best = path.join(options.outDir, "best");
+        await writePeftAdapter(best, adapterContents());
+        await writeFile(path.join(best, "best_state.json"), `${JSON.stringify({ step, epoch, evalLoss }, null, 2)}\n`);
+      }
+      return evalLoss;
+    };
+
     const startEpoch = resumed?.epoch ?? 0;
-    for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
+    for (let epoch = startEpoch; epoch < plan.epochs && step < totalSteps; epoch++) {
       const order = shuffled(units.length, epochSeed(o.seed, epoch));
       const resuming = resumed !== null && epoch === startEpoch;
       let epochLossSum = resuming ? resumed.epochLossSum : 0;
       let epochLabels = resuming ? resumed.epochLabels : 0;
-      for (let s = resuming ? resumed.stepInEpoch : 0; s < stepsPerEpoch; s++) {
+      for (let s = resuming ? resumed.stepInEpoch : 0; s < stepsPerEpoch && step < totalSteps; s++) {
         const micro = stepBatches(units, order, s, o, padId);
         const counts = micro.map(labelCount);
         const labels = counts.reduce((a, b) => a + b, 0);
+        const lr = lrAt(step, schedule);
         let stepLossSum = 0;
         model.zeroGrad();
         for (const [i, batch] of micro.entries()) {
           checkCancel();
           const n = counts[i] ?? 0;
           if (n === 0) continue;
-          const r = await model.forwardBackward(batch, { gradScale: n / labels, training: true, backward: true });
+          const r = await model.forwardBackward(batch, { gradScale: n / labels, training: true, backward: true }).catch((err: unknown) => {
+            throw err instanceof EngineError && err.code === "NAN" ? new LossNotFiniteError(step + 1, "loss", lr, { cause: err }) : err;
+          });
+          if (!Number.isFinite(r.loss)) throw new LossNotFiniteError(step + 1, "loss", lr);
           peakActivationBytes = Math.max(peakActivationBytes, model.activationBytes());
           stepLossSum += r.loss * n;
           tokens += realTokens(batch);
         }
         checkCancel();
-        const lr = lrAt(step, schedule);
-        const { gradNorm } = labels === 0 ? { gradNorm: 0 } : await model.adamwStep({ lr, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
+        const { gradNorm } =
+          labels === 0
+            ? { gradNorm: 0 }
+            : await model.adamwStep({ lr, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm }).catch((err: unknown) => {
+                throw err instanceof EngineError && err.code === "NAN" ? new LossNotFiniteError(step + 1, "gradient norm", lr, { cause: err }) : err;
+              });
         step++;
         epochLossSum += stepLossSum;
         epochLabels += labels;
         const loss = labels === 0 ? Number.NaN : stepLossSum / labels;
         logHistory.push({ step, epoch: epoch + 1, loss, lr, gradNorm });
         sampleMemory();
-        // The end of an epoch is checkpointed below, after its evaluation.
-        if (o.saveSteps > 0 && step % o.saveSteps === 0 && s + 1 < stepsPerEpoch) await saveCheckpoint(epoch, s + 1, epochLossSum, epochLabels);
         const elapsed = (performance.now() - started) / 1000;
         onProgress?.({
           step,
           totalSteps,
+          stepsPerEpoch,
           epoch: epoch + 1,
           loss,
           lr,
@@ -252,22 +296,22 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
           tokensPerSecond: elapsed > 0 ? (tokens - startTokens) / elapsed : 0,
           etaSeconds: (elapsed / (step - startStep)) * (totalSteps - step),
         });
-      }
-      trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
-      if (evalSet !== null) {
-        checkCancel();
-        const evalLoss = (await meanLoss(model, evalSet.examples, o.batchSize, padId)).loss;
-        evalLossPerEpoch.push(evalLoss);
-        if (bestEvalLoss === null || evalLoss < bestEvalLoss) {
-          bestEvalLoss = evalLoss;
-          bestStep = step;
-          const best = path.join(options.outDir, "best");
-          await writePeftAdapter(best, adapterContents());
-          await writeFile(path.join(best, "best_state.json"), `${JSON.stringify({ step, epoch: epoch + 1, evalLoss }, null, 2)}\n`);
+        // The end of an epoch (or of the run, part-way through one with max_steps) is evaluated
+        // and checkpointed after its progress was sent; so is every eval_steps and save_steps step.
+        const epochEnd = s + 1 === stepsPerEpoch;
+        const last = step === totalSteps;
+        if (epochEnd || last) trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
+        let evalLoss: number | null = null;
+        if (evalSet !== null && (last || (o.evalSteps > 0 ? step % o.evalSteps === 0 : epochEnd))) {
+          evalLoss = await evaluate(epoch + (s + 1) / stepsPerEpoch);
+          if (epochEnd || last) evalLossPerEpoch.push(evalLoss);
+        }
+        if (epochEnd || last || (o.saveSteps > 0 && step % o.saveSteps === 0)) {
+          checkCancel();
+          if (epochEnd) await saveCheckpoint(epoch + 1, 0, 0, 0, evalLoss);
+          else await saveCheckpoint(epoch, s + 1, epochLossSum, epochLabels, evalLoss);
         }
       }
-      checkCancel();
-      await saveCheckpoint(epoch + 1, 0, 0, 0, evalSet === null ? null : (evalLossPerEpoch[evalLossPerEpoch.length - 1] ?? null));
     }
 
     if (o.loadBestAtEnd && bestEvalLoss !== null) {
@@ -282,6 +326,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
     const summary: TrainSummary = {
       trainLossPerEpoch,
       evalLossPerEpoch,
+      evalLosses,
       tokens,
       seconds: (performance.now() - started) / 1000,
       truncatedExamples: trainSet.truncated + (evalSet?.truncated ?? 0),
