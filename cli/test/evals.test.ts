@@ -104,6 +104,25 @@ describe("lathe evals (against lathe up)", () => {
     expect(r.stdout.endsWith(got.stdout)).toBe(true);
   }, 60_000);
 
+  it("eval loss, perplexity and mean token accuracy by teacher forcing, and an LLM judge on the gateway, printed beside the metrics", async () => {
+    const r = await runCli([
+      "evals", "create", "--model", "tiny", "--baseline", "tiny", "--baseline-shots", "1", "--baseline-train", "support@s-train", "--dataset", "support@s-eval",
+      "--metrics", "eval_loss", "--judge", "tiny", "--judge-criteria", "Prefer the answer that matches the reference.", ...short, "--id", "teacher", "--watch", ...conn,
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/\nmean_token_accuracy +\d\.\d{3} \[/);
+    expect(r.stdout).toMatch(/\nREFERENCE ANSWERS \(TEACHER FORCING\) +CANDIDATE +BASELINE\neval loss +\d+\.\d{4} +\d+\.\d{4}\nperplexity +\d+\.\d{3} +\d+\.\d{3}\nmean token accuracy +\d\.\d{4} +\d\.\d{4}\ntokens \(examples cut\) +(\d+) \(0\) +\1 \(0\)\n/);
+    // The tiny model is no judge: its replies are unreadable, so every example is a tie.
+    expect(r.stdout).toContain("\njudge tiny: candidate wins 0, ties 4 (0 where the two orders disagreed, 4 unreadable), baseline wins 0 of 4; win rate 0.500");
+    const run = await getRun("teacher");
+    expect(run).toMatchObject({ metrics: ["METRIC_MEAN_TOKEN_ACCURACY"], judge: { model: "tiny", criteria: "Prefer the answer that matches the reference." } });
+    const predictions = await runCli(["evals", "predictions", "teacher", ...conn]);
+    expect(predictions.stdout).toMatch(/ JUDGE\n/);
+    expect(predictions.stdout).toMatch(/ tie\n/);
+    expect((await runCli(["evals", "create", "--model", "tiny", "--dataset", "support@s-eval", "--judge-url", "http://x/v1", ...conn])).stderr).toBe("lathe: --judge-url, --judge-key-secret and --judge-criteria are for a judge: give --judge MODEL\n");
+  }, 90_000);
+
   it("a few-shot candidate against a baseline: differences with CIs and W/T/L; predictions; compare two runs; list; baseline thresholds", async () => {
     const second = await runCli([
       "evals", "create", "--model", "tiny", "--shots", "2", "--train", "support@s-train", "--baseline", "tiny", "--dataset", "support@s-eval",
@@ -191,11 +210,11 @@ describe("lathe evals (against lathe up)", () => {
     const alias = await runCli(["evals", "create", "--model", "tiny:nope@prod", ...eval_]);
     expect(alias.code).toBe(1);
     expect(alias.stderr).toMatch(/^lathe: models\/tiny\/adapters\/nope\/aliases\/prod was not found/);
-    expect((await runCli(["evals", "create", "--model", "tiny", "--metrics", "rouge,bleu", ...eval_])).stderr).toBe("lathe: --metrics rouge,bleu: unknown metric bleu; expected rouge, bertscore, exact_match or format\n");
+    expect((await runCli(["evals", "create", "--model", "tiny", "--metrics", "rouge,bleu", ...eval_])).stderr).toBe("lathe: --metrics rouge,bleu: unknown metric bleu; expected rouge, bertscore, exact_match, format or mean_token_accuracy (eval_loss, perplexity)\n");
     expect((await runCli(["evals", "create", "--model", "tiny", "--shots", "2", ...eval_])).stderr).toBe("lathe: --shots needs --train D@V: the dataset version the solved examples come from\n");
     expect((await runCli(["evals", "create", "--model", "tiny", "--metrics", "format", ...eval_])).stderr).toBe("lathe: the format metric needs the format: give --regex, --json-output or --json-schema\n");
     expect((await runCli(["evals", "baseline", "--model", "tiny", "--train", "support@s-train", "--eval", "support@s-eval", "--threshold", "bleu=0.5", ...conn])).stderr).toBe(
-      "lathe: --threshold bleu=0.5: expected NAME=VALUE, NAME one of rouge_l, bertscore, exact_match, format_compliance\n",
+      "lathe: --threshold bleu=0.5: expected NAME=VALUE, NAME one of rouge_l, bertscore, exact_match, format_compliance, mean_token_accuracy\n",
     );
     const missing = await runCli(["evals", "get", "nope", ...conn]);
     expect(missing.code).toBe(1);

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { AppError, call, errorCodeTable, fromGrpcError, qualifiedName, type ErrorCode } from "@lathe/kit";
+import type {
+  ReferenceLikelihood} from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import {
   CompareEvaluationRunsResponse,
   EvaluationExample,
@@ -8,6 +10,7 @@ import {
   EvaluationRun_State as State,
   EvaluatorServiceClient,
   type EvaluatedModel,
+  JudgeVerdict,
   ServingStats,
   type Prediction,
   type WatchEvaluationRunResponse,
@@ -29,6 +32,7 @@ const metricNames: Record<number, string> = {
   [Metric.METRIC_BERTSCORE]: "bertscore",
   [Metric.METRIC_FORMAT_COMPLIANCE]: "format_compliance",
   [Metric.METRIC_EXACT_MATCH]: "exact_match",
+  [Metric.METRIC_MEAN_TOKEN_ACCURACY]: "mean_token_accuracy",
 };
 const metricText = (m: Metric) => metricNames[m] ?? `metric ${m}`;
 
@@ -40,6 +44,11 @@ const metricByName: Record<string, Metric> = {
   exact_match: Metric.METRIC_EXACT_MATCH,
   format: Metric.METRIC_FORMAT_COMPLIANCE,
   format_compliance: Metric.METRIC_FORMAT_COMPLIANCE,
+  mean_token_accuracy: Metric.METRIC_MEAN_TOKEN_ACCURACY,
+  // Eval loss and perplexity come with mean token accuracy: the same teacher-forced pass.
+  accuracy: Metric.METRIC_MEAN_TOKEN_ACCURACY,
+  eval_loss: Metric.METRIC_MEAN_TOKEN_ACCURACY,
+  perplexity: Metric.METRIC_MEAN_TOKEN_ACCURACY,
 };
 
 /** `--metrics rouge,bertscore,…` → the Metric values, each once. */
@@ -47,10 +56,10 @@ export function parseMetrics(v: string): Metric[] {
   const out: Metric[] = [];
   for (const name of list(v)) {
     const m = metricByName[name];
-    if (m === undefined) throw new Error(`--metrics ${v}: unknown metric ${name}; expected rouge, bertscore, exact_match or format`);
+    if (m === undefined) throw new Error(`--metrics ${v}: unknown metric ${name}; expected rouge, bertscore, exact_match, format or mean_token_accuracy (eval_loss, perplexity)`);
     if (!out.includes(m)) out.push(m);
   }
-  if (out.length === 0) throw new Error(`--metrics ${v}: expected one or more of rouge, bertscore, exact_match, format`);
+  if (out.length === 0) throw new Error(`--metrics ${v}: expected one or more of rouge, bertscore, exact_match, format, mean_token_accuracy`);
   return out;
 }
 
@@ -62,7 +71,7 @@ export interface Threshold {
   text: string;
 }
 
-const thresholdNames = ["rouge_l", "bertscore", "exact_match", "format_compliance"];
+const thresholdNames = ["rouge_l", "bertscore", "exact_match", "format_compliance", "mean_token_accuracy"];
 
 /** A repeatable `--threshold rouge_l=0.6`, collected in order. */
 export function parseThreshold(v: string, previous: Threshold[] = []): Threshold[] {
@@ -119,6 +128,10 @@ interface RunFlags extends ConnectionOptions {
   jsonOutput?: boolean;
   jsonSchema?: string;
   bertscoreModel?: string;
+  judge?: string;
+  judgeUrl?: string;
+  judgeKeySecret?: string;
+  judgeCriteria?: string;
   maxExamples?: number;
   temperature?: number;
   maxTokens?: number;
@@ -131,11 +144,15 @@ interface RunFlags extends ConnectionOptions {
 function withRunFlags(cmd: Command): Command {
   return withConnection(
     cmd
-      .option("--metrics <list>", "comma-separated: rouge (ROUGE-L F), bertscore, exact_match, format (default: rouge, and format with a format flag)", parseMetrics)
+      .option("--metrics <list>", "comma-separated: rouge (ROUGE-L F), bertscore, exact_match, format, mean_token_accuracy (teacher forcing on the model's weights; also gives eval loss and perplexity; eval_loss and perplexity name it too) (default: rouge, and format with a format flag)", parseMetrics)
       .option("--regex <pattern>", "the format answers must have: a regular expression the whole answer matches")
       .option("--json-output", "the format answers must have: one JSON value")
       .option("--json-schema <file>", "the format answers must have: JSON valid against this JSON Schema (draft 2020-12)")
       .option("--bertscore-model <model>", "the encoder for BERTScore, a registered model: ID or models/ID (default: the evaluator's)")
+      .option("--judge <model>", "an LLM judge of candidate against baseline, asked in both orders (a model the gateway serves, or one at --judge-url)")
+      .option("--judge-url <url>", "the judge's OpenAI-compatible API, up to /v1 (default: the gateway)")
+      .option("--judge-key-secret <ref>", "where the evaluator reads the judge's API key: env:NAME or file:/path")
+      .option("--judge-criteria <text>", "what makes an answer better, for the judge")
       .option("--max-examples <n>", "evaluate the first N examples only", positiveInt("max-examples"))
       .addOption(new Option("--temperature <t>", "sampling temperature, 0 to 2 (default 0.1)").argParser(number("temperature", (n) => n >= 0 && n <= 2, "a number from 0 to 2")))
       .option("--max-tokens <n>", "most tokens per answer (default 512)", positiveInt("max-tokens"))
@@ -179,7 +196,17 @@ function runOf(o: RunFlags, evalDataset: string, candidate: EvaluatedModel, base
     generationParams: { temperature: o.temperature, maxTokens: o.maxTokens, seed: o.seed },
     maxExamples: o.maxExamples ?? 0,
     bertscoreModel: o.bertscoreModel === undefined ? "" : modelName(o.bertscoreModel),
+    judge: judgeOf(o),
   });
+}
+
+/** `--judge M [--judge-url U] [--judge-key-secret R] [--judge-criteria T]`, or none. */
+function judgeOf(o: RunFlags): EvaluationRun["judge"] {
+  if (o.judge === undefined) {
+    if (o.judgeUrl !== undefined || o.judgeKeySecret !== undefined || o.judgeCriteria !== undefined) throw new Error("--judge-url, --judge-key-secret and --judge-criteria are for a judge: give --judge MODEL");
+    return undefined;
+  }
+  return { model: o.judge, baseUrl: o.judgeUrl ?? "", apiKeySecret: o.judgeKeySecret ?? "", criteria: o.judgeCriteria ?? "" };
 }
 
 /** `--shots K --train D@V` of one side as its few-shot prompt, or none. */
@@ -280,6 +307,28 @@ export function printRun(r: EvaluationRun, out: NodeJS.WritableStream = process.
   printTable(metricTable, columns, out);
   const level = r.candidateResults[0]?.confidenceInterval?.level ?? 0.95;
   out.write(`[lower, upper]: ${levelText(level)} bootstrap interval over ${r.bootstrapSamples || 1000} resamples${columns.includes("p") ? "; difference = candidate − baseline, paired per example" : ""}\n`);
+
+  if (r.judgeResult) {
+    const j = r.judgeResult;
+    const ci = j.confidenceInterval;
+    out.write(`\njudge ${j.model}: candidate wins ${j.winCount}, ties ${j.tieCount} (${j.disagreementCount} where the two orders disagreed, ${j.unreadableCount} unreadable), baseline wins ${j.lossCount} of ${j.exampleCount}; win rate ${score(j.winRate)}${ci ? ` [${score(ci.lower)}, ${score(ci.upper)}]` : ""} (a tie counts half)\n`);
+  }
+  if (r.candidateLikelihood) {
+    out.write("\n");
+    const lk: [string, ReferenceLikelihood | undefined][] = [["candidate", r.candidateLikelihood]];
+    if (r.baseline && r.baseline.model !== "") lk.push(["baseline", r.baselineLikelihood]);
+    const cell = (l: ReferenceLikelihood | undefined, f: (l: ReferenceLikelihood) => string) => (l ? f(l) : "-");
+    printTable(
+      [
+        { "reference answers (teacher forcing)": "eval loss", ...Object.fromEntries(lk.map(([k, l]) => [k, cell(l, (x) => x.evalLoss.toFixed(4))])) },
+        { "reference answers (teacher forcing)": "perplexity", ...Object.fromEntries(lk.map(([k, l]) => [k, cell(l, (x) => x.perplexity.toFixed(3))])) },
+        { "reference answers (teacher forcing)": "mean token accuracy", ...Object.fromEntries(lk.map(([k, l]) => [k, cell(l, (x) => x.meanTokenAccuracy.toFixed(4))])) },
+        { "reference answers (teacher forcing)": "tokens (examples cut)", ...Object.fromEntries(lk.map(([k, l]) => [k, cell(l, (x) => `${x.tokenCount} (${x.truncatedExampleCount})`)])) },
+      ],
+      ["reference answers (teacher forcing)", ...lk.map(([k]) => k)],
+      out,
+    );
+  }
 
   out.write("\n");
   const sides: [string, ServingStats | undefined][] = [["candidate", r.candidateServing]];
@@ -456,6 +505,8 @@ function answerCell(p: Prediction | undefined, width: number): string {
   return shorten(p.text, width) || "(empty)";
 }
 
+const verdictText: Record<number, string> = { [JudgeVerdict.JUDGE_VERDICT_CANDIDATE]: "candidate", [JudgeVerdict.JUDGE_VERDICT_BASELINE]: "baseline", [JudgeVerdict.JUDGE_VERDICT_TIE]: "tie" };
+
 /** `evals predictions`: each example's reference, answers and scores; long texts cut to fit a line. */
 function printPredictions(r: EvaluationRun, examples: EvaluationExample[], width: number): void {
   const hasBaseline = r.baseline !== undefined && r.baseline.model !== "";
@@ -471,8 +522,9 @@ function printPredictions(r: EvaluationRun, examples: EvaluationExample[], width
       candidate: answerCell(e.candidate, width),
       ...(hasBaseline ? { baseline: answerCell(e.baseline, width) } : {}),
       ...Object.fromEntries(r.metrics.map((m, i) => [metricColumns[i]!, hasBaseline ? `${scoreOf(e.candidate, m)} / ${scoreOf(e.baseline, m)}` : scoreOf(e.candidate, m)])),
+      ...(r.judge ? { judge: verdictText[e.judgeVerdict] ?? "-" } : {}),
     })),
-    ["index", "reference", "candidate", ...(hasBaseline ? ["baseline"] : []), ...metricColumns],
+    ["index", "reference", "candidate", ...(hasBaseline ? ["baseline"] : []), ...metricColumns, ...(r.judge ? ["judge"] : [])],
   );
 }
 

@@ -24,7 +24,7 @@ export const evaluatorOptionsSchema = z.object({
   LATHE_EVALUATOR_BERTSCORE_MODEL: z.string().regex(/^models\/[a-z0-9][a-z0-9._-]{0,62}$/, "must be models/{model}").optional(),
   /** Its layer whose hidden states are the token embeddings; 0: two thirds of the way up (rounded). Default 0. */
   LATHE_EVALUATOR_BERTSCORE_LAYER: z.coerce.number().int().min(0).max(1024).default(0),
-  /** Engine threads for BERTScore's encoder; 0: every core. Default 0. */
+  /** Engine threads for BERTScore's encoder and teacher forcing (mean token accuracy, eval loss); 0: every core. Default 0. */
   LATHE_EVALUATOR_THREADS: z.coerce.number().int().min(0).max(1024).default(0),
 });
 

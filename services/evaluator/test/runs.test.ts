@@ -1,18 +1,19 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { baseConfigSchema, call, createClient, fromGrpcError, JetStreamBus, loadConfig, startPlatform, uploadFolder, type AppError, type Delivery, type RunningPlatform } from "@lathe/kit";
 import { createDatasetService } from "@lathe/dataset";
+import { evalLoss } from "@lathe/engine";
 import { gatewayOptionsOf, gatewayService } from "@lathe/gateway";
 import { writeTinyAdapter, writeTinyModel } from "@lathe/models";
 import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { EvaluationCompleted } from "@lathe/proto/lathe/events/v1/evaluator_events";
-import { EvaluationRun, EvaluationRun_State, EvaluatorServiceClient, type EvaluationExample, type WatchEvaluationRunResponse } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
+import { EvaluationRun, EvaluationRun_State, EvaluatorServiceClient, JudgeVerdict, type EvaluationExample, type WatchEvaluationRunResponse } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { AdapterVersion, Model, RegistryServiceClient, type CreateAdapterVersionRequest, type UploadAdapterVersionResponse } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { FormatKind } from "@lathe/proto/lathe/type/v1/data_check";
 import { Metric } from "@lathe/proto/lathe/type/v1/metric";
 import { createRegistryService } from "@lathe/registry";
-import { startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
+import { startOpenAiUpstream, startTestPlatform, testKeys, waitFor, type TestPlatform } from "@lathe/testing";
 import { rougeScore } from "@lathe/text";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -295,6 +296,102 @@ describe("evaluation runs", () => {
       }
     } finally {
       await worker.stop();
+    }
+  }, 180_000);
+
+  test("mean token accuracy: eval loss, perplexity and accuracy of the references by teacher forcing, equal to the engine's evalLoss; a few-shot prompt's shots are not scored", async () => {
+    const worker = await startWorker();
+    try {
+      const { evaluationRun } = await call(evaluator, "createEvaluationRun", {
+        evaluationRunId: "teacher-forcing",
+        evaluationRun: run({ metrics: [Metric.METRIC_MEAN_TOKEN_ACCURACY], formatCheck: undefined, bertscoreModel: "", baseline: { model: "models/tiny", adapterVersion: "", fewShot: { datasetVersion: trainSet, shots: 2, seed: 5 } } }),
+        requestId: "",
+      });
+      const r = await settled(evaluationRun!.name);
+      expect(r.error).toBeUndefined();
+      expect(r.state).toBe(EvaluationRun_State.STATE_SUCCEEDED);
+      const examples = await predictions(r.name);
+      // The same examples as JSONL rows (system, user, reference answer), scored by the engine's evalLoss with the adapter.
+      const file = join(dir, "teacher-forcing.jsonl");
+      writeFileSync(file, examples.map((e) => JSON.stringify({ messages: [...e.prompt.split("\n").map((l) => ({ role: l.slice(0, l.indexOf(":")), content: l.slice(l.indexOf(":") + 2) })), { role: "assistant", content: e.reference }] })).join("\n") + "\n");
+      const direct = await evalLoss(join(dir, "tiny"), file, { numThreads: 1, adapterDir: join(dir, "support"), maxSeqLength: 512 });
+      const c = r.candidateLikelihood!;
+      expect(c.exampleCount).toBe(6);
+      expect(c.tokenCount).toBe(direct.tokens);
+      expect(c.evalLoss).toBeCloseTo(direct.loss, 4);
+      expect(c.perplexity).toBeCloseTo(Math.exp(c.evalLoss), 9);
+      expect(c.meanTokenAccuracy).toBeCloseTo(direct.meanTokenAccuracy, 9);
+      expect(c.truncatedExampleCount).toBe(0);
+      // Per example: the metric is that example's share; its loss and tokens are stored with the answer.
+      const perExample = examples.map((e) => e.candidate!);
+      expect(perExample.reduce((n, p) => n + p.referenceTokenCount, 0)).toBe(direct.tokens);
+      expect(perExample.reduce((n, p) => n + p.referenceLoss!, 0) / direct.tokens).toBeCloseTo(direct.loss, 4);
+      expect(r.candidateResults.map((v) => v.metric)).toEqual([Metric.METRIC_MEAN_TOKEN_ACCURACY]);
+      // The few-shot baseline scores the same reference tokens: its shots' answers are prompt.
+      expect(r.baselineLikelihood!.tokenCount).toBe(direct.tokens);
+      expect(r.differences.map((d) => d.metric)).toEqual([Metric.METRIC_MEAN_TOKEN_ACCURACY]);
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
+
+  test("an LLM judge asked in both orders: wins only when both orders agree, verdicts and replies kept per example", async () => {
+    // A hosted judge (outside this machine) stands in as a small OpenAI-compatible server: it prefers the longer answer, in varied reply formats.
+    const replies = ["A", "**B**", "Tie.", "[[A]]"];
+    const judge = await startOpenAiUpstream({
+      models: ["judge-1"],
+      apiKey: "judge-key",
+      answer: (n, body) => {
+        const user = String((body["messages"] as { content: string }[])[1]!.content);
+        const a = user.slice(user.indexOf("# Answer A\n") + 11, user.indexOf("\n\n# Answer B\n"));
+        const b = user.slice(user.indexOf("# Answer B\n") + 11, user.lastIndexOf("\n\nWhich answer"));
+        const pick = a.length > b.length ? 0 : a.length < b.length ? 1 : 2;
+        return replies[pick === 0 ? (n % 2 === 0 ? 0 : 3) : pick]!;
+      },
+    });
+    process.env["LATHE_TEST_JUDGE_KEY"] = "judge-key";
+    const worker = await startWorker();
+    try {
+      const refused = await fails(call(evaluator, "createEvaluationRun", { evaluationRunId: "", evaluationRun: run({ baseline: undefined, judge: { model: "judge-1", baseUrl: judge.url, apiKeySecret: "", criteria: "" } }), requestId: "" }));
+      expect(refused).toMatchObject({ code: "INVALID_ARGUMENT", field: "evaluation_run.judge" });
+      expect(await fails(call(evaluator, "createEvaluationRun", { evaluationRunId: "", evaluationRun: run({ judge: { model: "judge-1", baseUrl: "ftp://x", apiKeySecret: "", criteria: "" } }), requestId: "" }))).toMatchObject({ field: "evaluation_run.judge.base_url" });
+      expect(await fails(call(evaluator, "createEvaluationRun", { evaluationRunId: "", evaluationRun: run({ judge: { model: "judge-1", baseUrl: judge.url, apiKeySecret: "judge-key", criteria: "" } }), requestId: "" }))).toMatchObject({ field: "evaluation_run.judge.api_key_secret" });
+
+      const { evaluationRun } = await call(evaluator, "createEvaluationRun", {
+        evaluationRunId: "judged",
+        evaluationRun: run({ metrics: [Metric.METRIC_ROUGE_L], formatCheck: undefined, bertscoreModel: "", judge: { model: "judge-1", baseUrl: `${judge.url}/`, apiKeySecret: "env:LATHE_TEST_JUDGE_KEY", criteria: "Prefer the longer answer." } }),
+        requestId: "",
+      });
+      const r = await settled(evaluationRun!.name);
+      expect(r.error).toBeUndefined();
+      const examples = await predictions(r.name);
+      const expected = examples.map((e) => Math.sign(e.candidate!.text.length - e.baseline!.text.length));
+      const jr = r.judgeResult!;
+      expect(jr.model).toBe("judge-1");
+      expect(jr.exampleCount).toBe(6);
+      expect([jr.winCount, jr.lossCount, jr.tieCount]).toEqual([expected.filter((x) => x > 0).length, expected.filter((x) => x < 0).length, expected.filter((x) => x === 0).length]);
+      expect(jr.disagreementCount).toBe(0);
+      expect(jr.unreadableCount).toBe(0);
+      expect(jr.winRate).toBeCloseTo((jr.winCount + jr.tieCount / 2) / 6, 12);
+      expect(jr.confidenceInterval!.lower).toBeLessThanOrEqual(jr.winRate);
+      for (const [i, e] of examples.entries()) {
+        expect(e.judgeVerdict).toBe(expected[i]! > 0 ? JudgeVerdict.JUDGE_VERDICT_CANDIDATE : expected[i]! < 0 ? JudgeVerdict.JUDGE_VERDICT_BASELINE : JudgeVerdict.JUDGE_VERDICT_TIE);
+        expect(e.judgeReplies).toHaveLength(2);
+      }
+      // Two askings per example, with the key read from the environment, the criteria in the instructions, the answers in both orders.
+      const asked = judge.requests.filter((q) => q.path === "/v1/chat/completions");
+      expect(asked).toHaveLength(12);
+      for (const q of asked) expect(q.headers.authorization).toBe("Bearer judge-key");
+      const bodies = asked.map((q) => q.body as { messages: { content: string }[]; temperature: number });
+      expect(bodies[0]!.messages[0]!.content).toContain("Prefer the longer answer.");
+      expect(bodies.every((b) => b.temperature === 0)).toBe(true);
+      const e0 = examples[0]!;
+      const orders = bodies.filter((b) => b.messages[1]!.content.includes(e0.reference) && b.messages[1]!.content.includes(e0.prompt.split("\n").at(-1)!.slice(6)));
+      expect(orders.map((b) => b.messages[1]!.content.indexOf(`# Answer A\n${e0.candidate!.text}\n`) >= 0).sort()).toEqual([false, true]);
+    } finally {
+      await worker.stop();
+      await judge.close();
+      delete process.env["LATHE_TEST_JUDGE_KEY"];
     }
   }, 180_000);
 

@@ -56,6 +56,32 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
       .addPrimaryKeyConstraint("predictions_pk", ["tenant", "run_id", "side", "idx"])
       .execute();
   },
+  "0002_reference_scores": async (db) => {
+    // Teacher forcing of the reference answer under the side's model (mean token accuracy, eval
+    // loss): stored with the answer, so a resumed run does not score it again. Null: not computed.
+    await db.schema
+      .alterTable("predictions")
+      .addColumn("reference_loss", "double precision")
+      .addColumn("reference_tokens", "integer")
+      .addColumn("reference_correct", "integer")
+      .addColumn("reference_truncated", "boolean")
+      .execute();
+  },
+  "0003_judgments": async (db) => {
+    // A judge's two replies on one example (the candidate shown first, then second): written
+    // once, so a resumed run does not ask again.
+    await db.schema
+      .createTable("judgments")
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("run_id", "text", (c) => c.notNull())
+      .addColumn("idx", "integer", (c) => c.notNull())
+      .addColumn("first", "text", (c) => c.notNull())
+      .addColumn("second", "text", (c) => c.notNull())
+      .addColumn("verdict", "text", (c) => c.notNull())
+      .addColumn("create_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+      .addPrimaryKeyConstraint("judgments_pk", ["tenant", "run_id", "idx"])
+      .execute();
+  },
 };
 
 export type RunState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
@@ -71,7 +97,7 @@ export interface ModelSpec {
 }
 
 /** The metric names a run computes (the proto's Metric, by name). */
-export type MetricName = "rouge_l" | "bertscore" | "format_compliance" | "exact_match";
+export type MetricName = "rouge_l" | "bertscore" | "format_compliance" | "exact_match" | "mean_token_accuracy";
 
 /** What the caller set. */
 export interface RunSpec {
@@ -85,6 +111,8 @@ export interface RunSpec {
   generation: { temperature: number; topP: number; maxTokens: number; seed: number; stop: string[] };
   maxExamples: number;
   bertscoreModel: string;
+  /** A pairwise judge of candidate against baseline; null (or absent, in runs made before judges) for none. */
+  judge?: { model: string; baseUrl: string; apiKeySecret: string; criteria: string } | null;
   bootstrapSamples: number;
   confidenceLevel: number;
   seed: number;
@@ -100,6 +128,11 @@ export interface RunResults {
   baselineServing: unknown;
   bertscoreModelDigest: string;
   bertscoreLayer: number;
+  /** proto JSON of ReferenceLikelihood, when mean token accuracy was computed (absent in runs before it). */
+  candidateLikelihood?: unknown;
+  baselineLikelihood?: unknown;
+  /** proto JSON of JudgeResult, when the run has a judge. */
+  judgeResult?: unknown;
 }
 
 export interface RunsTable {
@@ -151,6 +184,22 @@ export interface PredictionsTable {
   latency_ms: number;
   error: string | null;
   scores: ColumnType<Partial<Record<MetricName, number>>, string, string>;
+  reference_loss: number | null;
+  reference_tokens: number | null;
+  reference_correct: number | null;
+  reference_truncated: boolean | null;
+  create_time: Generated<Date>;
+}
+
+export interface JudgmentsTable {
+  tenant: string;
+  run_id: string;
+  idx: number;
+  /** The judge's reply with the candidate's answer as A. */
+  first: string;
+  /** The judge's reply with the candidate's answer as B. */
+  second: string;
+  verdict: "candidate" | "baseline" | "tie";
   create_time: Generated<Date>;
 }
 
@@ -158,4 +207,5 @@ export interface EvaluatorTables {
   runs: RunsTable;
   examples: ExamplesTable;
   predictions: PredictionsTable;
+  judgments: JudgmentsTable;
 }

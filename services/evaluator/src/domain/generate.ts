@@ -29,6 +29,8 @@ export class GatewayClient {
   constructor(
     private readonly baseUrl: () => string,
     private readonly keyOf: (tenant: string) => string,
+    /** Who answers, in errors: the gateway, or a judge's server. */
+    private readonly who = "the gateway",
   ) {}
 
   async chat(tenant: string, model: string, turns: readonly ChatTurn[], g: RunSpec["generation"], signal: AbortSignal): Promise<Answer> {
@@ -41,7 +43,7 @@ export class GatewayClient {
         res = await fetch(`${this.baseUrl()}/chat/completions`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${this.keyOf(tenant)}` }, body, signal });
       } catch (err) {
         if (signal.aborted) throw err;
-        last = `the gateway does not answer: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`;
+        last = `${this.who} does not answer: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`;
         await sleep(Math.min(8000, 250 * 2 ** attempt), undefined, { signal });
         continue;
       }
@@ -58,9 +60,9 @@ export class GatewayClient {
       }
       const message = messageOf(text);
       if (res.status === 400) throw new ExampleRefused(message);
-      if (res.status === 404) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_SERVED", `the gateway does not serve ${model}: ${message}`);
-      if (res.status === 401 || res.status === 403) throw new AppError("FAILED_PRECONDITION", "GATEWAY_REFUSED_KEY", `the gateway refused the tenant's key: ${message}`);
-      last = `the gateway answered ${res.status}: ${message}`;
+      if (res.status === 404) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_SERVED", `${this.who} does not serve ${model}: ${message}`);
+      if (res.status === 401 || res.status === 403) throw new AppError("FAILED_PRECONDITION", "GATEWAY_REFUSED_KEY", `${this.who} refused the key: ${message}`);
+      last = `${this.who} answered ${res.status}: ${message}`;
       const retryAfter = Number(res.headers.get("retry-after") ?? "");
       await sleep(Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : Math.min(8000, 250 * 2 ** attempt), undefined, { signal });
     }

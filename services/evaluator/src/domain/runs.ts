@@ -3,6 +3,9 @@ import {
   EvaluationExample,
   EvaluationRun,
   EvaluationRun_State,
+  JudgeResult,
+  JudgeVerdict,
+  ReferenceLikelihood,
   ServingStats,
   type CompareEvaluationRunsRequest,
   type CreateEvaluationRunRequest,
@@ -74,6 +77,10 @@ export function toRun(r: RunRow, p: Progress): EvaluationRun {
     baselineServing: res?.baselineServing ? ServingStats.fromJSON(res.baselineServing) : undefined,
     bertscoreModelDigest: res?.bertscoreModelDigest ?? "",
     bertscoreLayer: res?.bertscoreLayer ?? 0,
+    judge: s.judge ? { model: s.judge.model, baseUrl: s.judge.baseUrl, apiKeySecret: s.judge.apiKeySecret, criteria: s.judge.criteria } : undefined,
+    judgeResult: res?.judgeResult ? JudgeResult.fromJSON(res.judgeResult) : undefined,
+    candidateLikelihood: res?.candidateLikelihood ? ReferenceLikelihood.fromJSON(res.candidateLikelihood) : undefined,
+    baselineLikelihood: res?.baselineLikelihood ? ReferenceLikelihood.fromJSON(res.baselineLikelihood) : undefined,
     error: r.error ?? undefined,
   });
 }
@@ -307,11 +314,18 @@ export class RunStore {
         completionTokens: p.completion_tokens,
         latencyMs: p.latency_ms,
         error: p.error ?? "",
+        ...(p.reference_loss === null ? {} : { referenceLoss: p.reference_loss, referenceTokenCount: p.reference_tokens ?? 0 }),
       };
     };
+    const judged = rows.length === 0 || !r.spec.judge ? [] : await this.t.selectFrom("judgments").selectAll().where("tenant", "=", tenant).where("run_id", "=", r.run_id).where("idx", "in", rows.map((e) => e.idx)).execute();
+    const judgment = new Map(judged.map((j) => [j.idx, j]));
+    const verdicts = { candidate: JudgeVerdict.JUDGE_VERDICT_CANDIDATE, baseline: JudgeVerdict.JUDGE_VERDICT_BASELINE, tie: JudgeVerdict.JUDGE_VERDICT_TIE };
     const promptOf = (turns: { role: string; content: string }[]) => turns.map((t) => `${t.role}: ${t.content}`).join("\n");
     return {
-      examples: rows.map((e) => EvaluationExample.fromPartial({ index: e.idx, prompt: promptOf(e.prompt.candidate), reference: e.reference, candidate: prediction("candidate", e.idx), baseline: prediction("baseline", e.idx) })),
+      examples: rows.map((e) => {
+        const j = judgment.get(e.idx);
+        return EvaluationExample.fromPartial({ index: e.idx, prompt: promptOf(e.prompt.candidate), reference: e.reference, candidate: prediction("candidate", e.idx), baseline: prediction("baseline", e.idx), ...(j ? { judgeVerdict: verdicts[j.verdict], judgeReplies: [j.first, j.second] } : {}) });
+      }),
       nextPageToken,
     };
   }

@@ -1,13 +1,13 @@
-import { checkLabels, checkText, enumCodec, invalidArgument, parseName, parseNestedName } from "@lathe/kit";
+import { checkLabels, checkText, enumCodec, invalidArgument, parseName, parseNestedName, secretRefPattern } from "@lathe/kit";
 import { compileJsonSchemaCheck, compileRegexCheck, InvalidFormatCheckError } from "@lathe/text";
-import type { EvaluatedModel, EvaluationRun } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
+import type { EvaluatedModel, EvaluationRun, Judge } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { FormatKind, type FormatCheck } from "@lathe/proto/lathe/type/v1/data_check";
 import type { GenerationParams } from "@lathe/proto/lathe/type/v1/generation";
 import { Metric } from "@lathe/proto/lathe/type/v1/metric";
 import type { MetricName, ModelSpec, RunSpec } from "../db/migrations.js";
 
 /** Metrics as runs store them. */
-export const metrics = enumCodec(Metric, { METRIC_ROUGE_L: "rouge_l", METRIC_BERTSCORE: "bertscore", METRIC_FORMAT_COMPLIANCE: "format_compliance", METRIC_EXACT_MATCH: "exact_match" });
+export const metrics = enumCodec(Metric, { METRIC_ROUGE_L: "rouge_l", METRIC_BERTSCORE: "bertscore", METRIC_FORMAT_COMPLIANCE: "format_compliance", METRIC_EXACT_MATCH: "exact_match", METRIC_MEAN_TOKEN_ACCURACY: "mean_token_accuracy" });
 
 /** The seed recipe's generation defaults: temperature 0.1, up to 512 new tokens; seeded, so a run reproduces. */
 export const DEFAULT_GENERATION = { temperature: 0.1, topP: 1, maxTokens: 512, seed: 42, stop: [] as string[] };
@@ -78,6 +78,29 @@ export function formatCheckOf(fc: FormatCheck | undefined, field = "evaluation_r
   throw invalidArgument(`${field}.kind`, `${fc.kind} is not a FormatKind`);
 }
 
+/** A run's judge, checked: a model, an http(s) base URL or none (the gateway), a key reference, criteria. */
+function judgeOf(j: Judge | undefined, hasBaseline: boolean): RunSpec["judge"] {
+  if (!j || (j.model === "" && j.baseUrl === "" && j.apiKeySecret === "" && j.criteria === "")) return null;
+  const f = (n: string) => `evaluation_run.judge.${n}`;
+  if (!hasBaseline) throw invalidArgument("evaluation_run.judge", "compares the candidate's answers with the baseline's: set evaluation_run.baseline");
+  if (j.model === "" || j.model.length > 256 || /[\s]/.test(j.model)) throw invalidArgument(f("model"), "is required: the judge model's name as its server knows it, at most 256 characters without spaces");
+  let baseUrl = "";
+  if (j.baseUrl !== "") {
+    let u: URL;
+    try {
+      u = new URL(j.baseUrl);
+    } catch {
+      throw invalidArgument(f("base_url"), `${JSON.stringify(j.baseUrl.slice(0, 200))} is not a URL; give the API's base, e.g. https://host/v1`);
+    }
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw invalidArgument(f("base_url"), `must be http or https, not ${u.protocol}`);
+    if (u.username !== "" || u.password !== "") throw invalidArgument(f("base_url"), "must not hold credentials; name the key in api_key_secret");
+    baseUrl = j.baseUrl.replace(/\/+$/, "");
+  }
+  if (j.apiKeySecret !== "" && !secretRefPattern.test(j.apiKeySecret)) throw invalidArgument(f("api_key_secret"), "must name where the key is, env:NAME or file:/absolute/path, never hold the key itself");
+  if (j.apiKeySecret !== "" && baseUrl === "") throw invalidArgument(f("api_key_secret"), "is for a judge at base_url; on the gateway the run's tenant's key is used");
+  return { model: j.model, baseUrl, apiKeySecret: j.apiKeySecret, criteria: checkText(f("criteria"), j.criteria, 2000) };
+}
+
 /** A run's spec as the caller wrote it, checked, with defaults applied. */
 export function runSpecOf(r: EvaluationRun | undefined): RunSpec {
   if (!r) throw invalidArgument("evaluation_run", "is required");
@@ -110,6 +133,7 @@ export function runSpecOf(r: EvaluationRun | undefined): RunSpec {
     generation: generation(r.generationParams),
     maxExamples: r.maxExamples,
     bertscoreModel: r.bertscoreModel,
+    judge: judgeOf(r.judge, baseline !== null),
     bootstrapSamples: r.bootstrapSamples || 1000,
     confidenceLevel: r.confidenceLevel || 0.95,
     seed: r.seed ?? 42,

@@ -1,9 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { AppError, asAppError, cachedFolder, call, createClient, digestHex, enqueueEvents, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, asAppError, cachedFolder, resolveSecret, call, createClient, digestHex, enqueueEvents, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
+import { ReferenceScorer } from "@lathe/engine";
+import { readModelConfig } from "@lathe/models";
+import { ReferenceLikelihood } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { sql, type Kysely } from "kysely";
 import type { Prices } from "../config.js";
 import type { ChatTurn, EvaluatorTables, RunResults, Side } from "../db/migrations.js";
@@ -12,6 +15,7 @@ import { differencesOf, priceOf, servingStatsOf, valuesOf } from "./aggregate.js
 import { EngineEncoder } from "./encoder.js";
 import { drawShots, exampleOf, fewShotTurns } from "./examples.js";
 import { ExampleRefused, GatewayClient } from "./generate.js";
+import { combine, judgeResultOf, judgeTurns, readPreference } from "./judge.js";
 import { schema, type RunRow } from "./runs.js";
 import { Scorer } from "./scoring.js";
 import { gatewayModelName } from "./spec.js";
@@ -103,8 +107,13 @@ export class EvaluationWorker {
     if (url === undefined) throw new AppError("FAILED_PRECONDITION", "GATEWAY_NOT_CONFIGURED", "the evaluator has no gateway to generate answers through: set LATHE_EVALUATOR_GATEWAY_URL");
     const examples = await this.pinExamples(r, md);
     let encoder: EngineEncoder | undefined;
+    const references: Partial<Record<Side, ReferenceScorer>> = {};
     try {
       if (r.spec.metrics.includes("bertscore")) encoder = await this.openEncoder(r, md);
+      if (r.spec.metrics.includes("mean_token_accuracy")) {
+        references.candidate = await this.openReferenceScorer(r.spec.candidate, "evaluation_run.candidate", md);
+        if (r.spec.baseline) references.baseline = await this.openReferenceScorer(r.spec.baseline, "evaluation_run.baseline", md);
+      }
       const scorer = new Scorer(r.spec.metrics, r.spec.formatCheck, encoder);
       const gateway = new GatewayClient(() => url, (tenant) => tenantKey(this.o.apiKeys, tenant));
       const sides: Side[] = r.spec.baseline ? ["candidate", "baseline"] : ["candidate"];
@@ -132,26 +141,32 @@ export class EvaluationWorker {
             if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
           }
           const { e, side } = pending[next++]!;
-          await this.answer(r, side, e.idx, modelOf[side], promptOf(e, side), e.reference, gateway, scorer, signal);
+          await this.answer(r, side, e.idx, modelOf[side], promptOf(e, side), e.reference, gateway, scorer, references[side], signal);
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.o.concurrency, Math.max(1, pending.length)) }, work));
       if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
+      if (r.spec.judge) await this.judge(r, r.spec.judge, examples, url, signal);
       await this.finish(r, encoder);
     } finally {
       await encoder?.free();
+      await Promise.all(Object.values(references).map((x) => x.free()));
     }
   }
 
   /** Generates, scores and stores one answer (an example the gateway refuses is stored with its reason). */
-  private async answer(r: RunRow, side: Side, idx: number, model: string, turns: ChatTurn[], reference: string, gateway: GatewayClient, scorer: Scorer, signal: AbortSignal): Promise<void> {
+  private async answer(r: RunRow, side: Side, idx: number, model: string, turns: ChatTurn[], reference: string, gateway: GatewayClient, scorer: Scorer, references: ReferenceScorer | undefined, signal: AbortSignal): Promise<void> {
     let row;
     try {
       const a = await gateway.chat(r.tenant, model, turns, r.spec.generation, signal);
       // Postgres text cannot hold NUL, which a model can generate: it is kept (and scored) as U+FFFD.
       const text = a.text.replaceAll("\u0000", "\ufffd");
       const scores = await scorer.score(text, reference);
-      row = { text, finish_reason: a.finishReason, prompt_tokens: a.promptTokens, completion_tokens: a.completionTokens, latency_ms: a.latencyMs, error: null, scores: JSON.stringify(scores) };
+      // Teacher forcing of the reference after the same prompt: mean token accuracy (when any of its tokens fit the context) and eval loss.
+      const ref = references ? await references.score([...turns, { role: "assistant", content: reference }]) : undefined;
+      if (ref && ref.tokens > 0) scores.mean_token_accuracy = ref.correct / ref.tokens;
+      const teacher = ref ? { reference_loss: ref.lossSum, reference_tokens: ref.tokens, reference_correct: ref.correct, reference_truncated: ref.truncated } : {};
+      row = { text, finish_reason: a.finishReason, prompt_tokens: a.promptTokens, completion_tokens: a.completionTokens, latency_ms: a.latencyMs, error: null, scores: JSON.stringify(scores), ...teacher };
     } catch (err) {
       if (signal.aborted) throw new LeaseLost();
       if (!(err instanceof ExampleRefused)) throw err;
@@ -159,6 +174,53 @@ export class EvaluationWorker {
     }
     await this.t.insertInto("predictions").values({ tenant: r.tenant, run_id: r.run_id, side, idx, ...row }).onConflict((oc) => oc.doNothing()).execute();
     this.o.onChange(`${r.tenant}/${r.run_id}`);
+  }
+
+  /**
+   * Asks the run's judge about every example both sides answered and that is not judged yet:
+   * twice, the candidate's answer as A and then as B, storing both replies and the verdict.
+   */
+  private async judge(r: RunRow, j: NonNullable<RunRow["spec"]["judge"]>, examples: { idx: number; prompt: { candidate: ChatTurn[]; baseline: ChatTurn[] | null }; reference: string }[], gatewayUrl: string, signal: AbortSignal): Promise<void> {
+    const preds = await this.t.selectFrom("predictions").select(["side", "idx", "text"]).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).where("error", "is", null).execute();
+    const done = new Set((await this.t.selectFrom("judgments").select("idx").where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).execute()).map((x) => x.idx));
+    const answer = new Map(preds.map((p) => [`${p.side}/${p.idx}`, p.text]));
+    const pending = examples.filter((e) => !done.has(e.idx) && answer.has(`candidate/${e.idx}`) && answer.has(`baseline/${e.idx}`));
+    if (pending.length === 0) return;
+    const key = j.baseUrl === "" ? tenantKey(this.o.apiKeys, r.tenant) : await resolveSecret(j.apiKeySecret, "the judge's API key");
+    const client = new GatewayClient(() => j.baseUrl || gatewayUrl, () => key, j.baseUrl === "" ? "the gateway (the judge)" : `the judge at ${j.baseUrl}`);
+    const settings = { temperature: 0, topP: 1, maxTokens: 32, seed: r.spec.seed, stop: [] };
+    // The conversation the answers reply to, without few-shot turns where a side has none.
+    const promptOf = (e: (typeof examples)[number]) => (r.spec.candidate.fewShot === null ? e.prompt.candidate : (e.prompt.baseline ?? e.prompt.candidate));
+    const ask = async (turns: ReturnType<typeof judgeTurns>) => {
+      try {
+        return (await client.chat(r.tenant, j.model, turns, settings, signal)).text;
+      } catch (err) {
+        if (signal.aborted) throw new LeaseLost();
+        if (err instanceof ExampleRefused) return `(refused: ${err.message})`;
+        throw err;
+      }
+    };
+    let next = 0;
+    let sinceBeat = Date.now();
+    const work = async () => {
+      while (next < pending.length) {
+        if (signal.aborted) throw new LeaseLost();
+        if (Date.now() - sinceBeat > this.o.leaseMs / 3) {
+          sinceBeat = Date.now();
+          if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
+        }
+        const e = pending[next++]!;
+        const cand = answer.get(`candidate/${e.idx}`)!;
+        const base = answer.get(`baseline/${e.idx}`)!;
+        const first = (await ask(judgeTurns(promptOf(e), e.reference, cand, base, j.criteria))).replaceAll("\u0000", "\ufffd");
+        const second = (await ask(judgeTurns(promptOf(e), e.reference, base, cand, j.criteria))).replaceAll("\u0000", "\ufffd");
+        const { verdict } = combine(readPreference(first), readPreference(second));
+        await this.t.insertInto("judgments").values({ tenant: r.tenant, run_id: r.run_id, idx: e.idx, first, second, verdict }).onConflict((oc) => oc.doNothing()).execute();
+        this.o.onChange(`${r.tenant}/${r.run_id}`);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, pending.length) }, work));
+    if (!(await this.lease.heartbeat(r))) throw new LeaseLost();
   }
 
   /** The run's examples, pinned on its first attempt (eval rows, few-shot turns per side), read back on later ones. */
@@ -218,6 +280,29 @@ export class EvaluationWorker {
     }
   }
 
+  /**
+   * Teacher forcing's model for one side: the registered model's weights (and its adapter
+   * version's), read from the artifact store by the registry's digests, cut at the model's context.
+   */
+  private async openReferenceScorer(m: RunRow["spec"]["candidate"], field: string, md: ReturnType<typeof tenantMetadata>): Promise<ReferenceScorer> {
+    const registry = createClient(RegistryServiceClient, this.o.peer("registry"), { deadlineMs: 30_000 });
+    try {
+      const { model } = await call(registry, "getModel", { name: m.model }, md);
+      if (!model || model.state !== Model_State.STATE_READY) throw new AppError("FAILED_PRECONDITION", "MODEL_NOT_READY", `${field}.model: ${m.model} is not ready, so its weights cannot score the references (mean token accuracy)`, { field: `${field}.model` });
+      const modelDir = await cachedFolder(this.o.artifacts, digestHex(model.artifactDigest), join(this.o.cacheDir, "models"));
+      let adapterDir: string | undefined;
+      if (m.adapterVersion !== "") {
+        const { adapterVersion } = await call(registry, "getAdapterVersion", { name: m.adapterVersion }, md);
+        if (!adapterVersion?.artifactDigest) throw new AppError("FAILED_PRECONDITION", "ADAPTER_VERSION_NOT_READY", `${field}.adapter_version: ${m.adapterVersion} has no files yet`, { field: `${field}.adapter_version` });
+        adapterDir = await cachedFolder(this.o.artifacts, digestHex(adapterVersion.artifactDigest), join(this.o.cacheDir, "adapters"));
+      }
+      const config = await readModelConfig(modelDir);
+      return await ReferenceScorer.open(modelDir, { adapterDir, numThreads: this.o.bertscore.threads, maxSeqLength: config.contextLength > 0 ? config.contextLength : 2048 });
+    } finally {
+      registry.close();
+    }
+  }
+
   /** Aggregates the stored answers and records the run SUCCEEDED with its `evaluation_completed` event, if it is still this worker's. */
   private async finish(r: RunRow, encoder: EngineEncoder | undefined): Promise<void> {
     const preds = await this.t.selectFrom("predictions").selectAll().where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).orderBy("idx").execute();
@@ -237,6 +322,8 @@ export class EvaluationWorker {
       baselineServing: r.spec.baseline ? serving("baseline", base) : null,
       bertscoreModelDigest: encoder?.id.split("#")[0] ?? "",
       bertscoreLayer: encoder?.layer ?? 0,
+      ...(r.spec.judge ? { judgeResult: judgeResultOf(r.spec.judge.model, await this.t.selectFrom("judgments").select(["first", "second"]).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).orderBy("idx").execute(), b) } : {}),
+      ...(r.spec.metrics.includes("mean_token_accuracy") ? { candidateLikelihood: likelihoodOf(cand), baselineLikelihood: r.spec.baseline ? likelihoodOf(base) : undefined } : {}),
     };
     const name = resourceName("evaluationRuns", r.run_id);
     const done = await this.o.db.transaction().execute(async (trx) => {
@@ -276,4 +363,19 @@ export class EvaluationWorker {
     this.o.logger.info({ run: r.run_id, tenant: r.tenant, examples: cand.length }, "evaluation run succeeded");
     this.o.onChange(`${r.tenant}/${r.run_id}`);
   }
+}
+
+/** The token-weighted eval loss, perplexity and mean token accuracy of one side's stored teacher forcing (proto JSON of ReferenceLikelihood). */
+function likelihoodOf(preds: readonly { reference_loss: number | null; reference_tokens: number | null; reference_correct: number | null; reference_truncated: boolean | null }[]): unknown {
+  const scored = preds.filter((p) => p.reference_loss !== null && (p.reference_tokens ?? 0) > 0);
+  const tokens = scored.reduce((n, p) => n + p.reference_tokens!, 0);
+  const loss = tokens === 0 ? 0 : scored.reduce((n, p) => n + p.reference_loss!, 0) / tokens;
+  return ReferenceLikelihood.toJSON({
+    evalLoss: loss,
+    perplexity: Math.exp(loss),
+    meanTokenAccuracy: tokens === 0 ? 0 : scored.reduce((n, p) => n + p.reference_correct!, 0) / tokens,
+    tokenCount: tokens,
+    exampleCount: scored.length,
+    truncatedExampleCount: preds.filter((p) => p.reference_truncated === true).length,
+  });
 }
