@@ -1,8 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { AppError, call, errorCodeTable, fromGrpcError, qualifiedName, type ErrorCode } from "@lathe/kit";
-import type {
-  ReferenceLikelihood} from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import {
   CompareEvaluationRunsResponse,
   EvaluationExample,
@@ -13,6 +11,7 @@ import {
   JudgeVerdict,
   ServingStats,
   type Prediction,
+  type ReferenceLikelihood,
   type WatchEvaluationRunResponse,
 } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
