@@ -1,8 +1,10 @@
 import { AppError, checkRequestId, traceHeaders, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
 import type { FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { applyAutoHyperparameters, autoSettings, type AutoSetting } from "./domain/auto.js";
 import { canonicalCreateRequest } from "./domain/canonical-request.js";
-import { jobName } from "./domain/encode.js";
+import { jobName, trainingArgumentsOf } from "./domain/encode.js";
 import { estimateJob, type CostTable } from "./domain/estimate.js";
+import { checkJobUsefulness } from "./domain/guards.js";
 import { resolveInputs } from "./domain/inputs.js";
 import type { JobStore } from "./domain/job-store.js";
 import { jobIdOf, validateJob, type JobSpec } from "./domain/spec.js";
@@ -24,26 +26,31 @@ export interface TrainerParts {
 export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof TrainerServiceService> {
   const hardwareTypes = p.costTable.map((h) => h.hardware);
 
-  /** Resolves the inputs and estimates; a job that fits nowhere it could run is refused. */
-  const estimate = async (spec: JobSpec, ctx: CallContext, only: readonly string[]) => {
-    const resolved = await resolveInputs(spec, ctx, { peer: p.peer, artifacts: p.artifacts, cacheDir: p.cacheDir });
-    return { resolved, estimate: estimateJob(spec, resolved.config, resolved.parameterCount, resolved.data, p.costTable, only) };
+  /**
+   * Resolves the inputs, picks what auto_hyperparameters leaves to the data, refuses a job that
+   * cannot train and estimates the rest with its warnings.
+   */
+  const estimate = async (asked: JobSpec, auto: readonly AutoSetting[], ctx: CallContext, only: readonly string[]) => {
+    const resolved = await resolveInputs(asked, ctx, { peer: p.peer, artifacts: p.artifacts, cacheDir: p.cacheDir });
+    const spec = applyAutoHyperparameters(asked, auto, resolved.data);
+    const warnings = checkJobUsefulness(spec, resolved.data);
+    return { spec, resolved, warnings, estimate: estimateJob(spec, resolved.config, resolved.parameterCount, resolved.data, p.costTable, only, warnings) };
   };
 
   return {
     async createFineTuningJob(req, ctx) {
-      const spec = validateJob(req.fineTuningJob, hardwareTypes);
+      const asked = validateJob(req.fineTuningJob, hardwareTypes);
       const requestId = checkRequestId("request_id", req.requestId);
       const request = canonicalCreateRequest(req);
       const earlier = await p.jobs.byRequestId(ctx.tenant, requestId, request);
-      if (earlier) return { fineTuningJob: earlier };
+      if (earlier) return { fineTuningJob: earlier, warnings: earlier.estimate?.warnings ?? [] };
       const jobId = jobIdOf(req.fineTuningJobId);
       const exists = await p.jobs.get(ctx.tenant, jobName(jobId)).then(
         () => true,
         () => false,
       );
       if (exists) throw new AppError("ALREADY_EXISTS", "FINE_TUNING_JOB_ALREADY_EXISTS", `${jobName(jobId)} already exists`, { name: jobName(jobId) });
-      const { resolved, estimate: est } = await estimate(spec, ctx, []);
+      const { spec, resolved, warnings, estimate: est } = await estimate(asked, autoSettings(req.fineTuningJob), ctx, []);
       const here = est.hardwareEstimates.find((h) => h.hardware === spec.compute.hardware);
       if (here && !here.fits) {
         throw new AppError(
@@ -55,7 +62,7 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
       }
       const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs, trace: traceHeaders() }, est, requestId, request);
       p.onQueued();
-      return { fineTuningJob: job };
+      return { fineTuningJob: job, warnings };
     },
     async getFineTuningJob(req, ctx) {
       return { fineTuningJob: await p.jobs.get(ctx.tenant, req.name) };
@@ -81,8 +88,8 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
       const job = req.fineTuningJob ? { ...req.fineTuningJob, compute: undefined } : undefined;
       const spec = validateJob(job, hardwareTypes);
       const only = req.hardware.length > 0 ? req.hardware : req.fineTuningJob?.compute?.hardware ? [req.fineTuningJob.compute.hardware] : [];
-      const { estimate: est } = await estimate(spec, ctx, only);
-      return { estimate: est as FineTuningEstimate };
+      const { spec: estimated, estimate: est, warnings } = await estimate(spec, autoSettings(job), ctx, only);
+      return { estimate: est as FineTuningEstimate, warnings, trainingArguments: trainingArgumentsOf(estimated) };
     },
   };
 }

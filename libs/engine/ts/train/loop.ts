@@ -52,6 +52,8 @@ export interface TrainProgress {
   lr: number;
   /** Gradient norm before clipping. */
   gradNorm: number;
+  /** The eval loss computed after this step (each epoch's end, every evalSteps, the last step); null when none was. */
+  evalLoss: number | null;
   /** Tokens (padding excluded) per second since the start. */
   tokensPerSecond: number;
   etaSeconds: number;
@@ -284,6 +286,17 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         const loss = labels === 0 ? Number.NaN : stepLossSum / labels;
         logHistory.push({ step, epoch: epoch + 1, loss, lr, gradNorm });
         sampleMemory();
+        // The end of an epoch (or of the run, part-way through one with max_steps) is evaluated
+        // and checkpointed; so is every eval_steps and save_steps step. The eval loss goes out
+        // with the step's progress, the checkpoint after it.
+        const epochEnd = s + 1 === stepsPerEpoch;
+        const last = step === totalSteps;
+        if (epochEnd || last) trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
+        let evalLoss: number | null = null;
+        if (evalSet !== null && (last || (o.evalSteps > 0 ? step % o.evalSteps === 0 : epochEnd))) {
+          evalLoss = await evaluate(epoch + (s + 1) / stepsPerEpoch);
+          if (epochEnd || last) evalLossPerEpoch.push(evalLoss);
+        }
         const elapsed = (performance.now() - started) / 1000;
         onProgress?.({
           step,
@@ -293,19 +306,10 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
           loss,
           lr,
           gradNorm,
+          evalLoss,
           tokensPerSecond: elapsed > 0 ? (tokens - startTokens) / elapsed : 0,
           etaSeconds: (elapsed / (step - startStep)) * (totalSteps - step),
         });
-        // The end of an epoch (or of the run, part-way through one with max_steps) is evaluated
-        // and checkpointed after its progress was sent; so is every eval_steps and save_steps step.
-        const epochEnd = s + 1 === stepsPerEpoch;
-        const last = step === totalSteps;
-        if (epochEnd || last) trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
-        let evalLoss: number | null = null;
-        if (evalSet !== null && (last || (o.evalSteps > 0 ? step % o.evalSteps === 0 : epochEnd))) {
-          evalLoss = await evaluate(epoch + (s + 1) / stepsPerEpoch);
-          if (epochEnd || last) evalLossPerEpoch.push(evalLoss);
-        }
         if (epochEnd || last || (o.saveSteps > 0 && step % o.saveSteps === 0)) {
           checkCancel();
           if (epochEnd) await saveCheckpoint(epoch + 1, 0, 0, 0, evalLoss);

@@ -1,7 +1,7 @@
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { artifactUri, fineTuningMethods, lrSchedulers, resourceName } from "@lathe/kit";
 import { LoraConfig } from "@lathe/proto/lathe/type/v1/lora";
-import { Checkpoint, ComputeBackend, FineTuningEstimate, FineTuningJob, FineTuningJob_State } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { Checkpoint, ComputeBackend, FineTuningEstimate, FineTuningJob, FineTuningJob_State, TrainingArguments } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { CheckpointRow, JobRow, JobState } from "../db/tables.js";
 import { recipeOf, type JobSpec } from "./spec.js";
 import { storedSpec } from "./stored-spec.js";
@@ -30,12 +30,38 @@ export function loraConfigOf(spec: JobSpec): LoraConfig {
   return LoraConfig.fromPartial({ r: spec.lora.r, loraAlpha: spec.lora.alpha, loraDropout: spec.lora.dropout, targetModules: spec.lora.targetModules, useRslora: spec.lora.useRslora });
 }
 
+/** A job's training arguments in the API's form: every default applied (and auto's picks). */
+export function trainingArgumentsOf(s: JobSpec): TrainingArguments {
+  const recipe = recipeOf(s);
+  return TrainingArguments.fromPartial({
+    numTrainEpochs: s.args.epochs,
+    perDeviceTrainBatchSize: s.args.batchSize,
+    gradientAccumulationSteps: s.args.gradAccum,
+    learningRate: s.args.lr,
+    lrSchedulerType: schedulerEnum(s.args.scheduler),
+    warmupRatio: s.args.warmupRatio,
+    maxSeqLength: s.args.maxSeqLength,
+    packing: s.args.packing,
+    gradientCheckpointing: s.args.gradientCheckpointing,
+    seed: s.args.seed,
+    weightDecay: s.args.weightDecay,
+    maxGradNorm: s.args.maxGradNorm,
+    loggingSteps: s.args.loggingSteps,
+    maxSteps: recipe.maxSteps > 0 ? recipe.maxSteps : undefined,
+    evalSteps: recipe.evalSteps,
+    saveSteps: s.args.saveSteps,
+    autoHyperparameters: s.args.autoHyperparameters ?? false,
+    // Jobs stored before these were fields read them as the recipe's defaults (recipeOf).
+    trainOnInputs: recipe.trainOnInputs,
+    saveTotalLimit: recipe.saveTotalLimit,
+  });
+}
+
 /** The API form of a stored job. */
 export function toJob(row: JobRow): FineTuningJob {
   const s = storedSpec(row);
   const p = row.progress;
   const r = row.result;
-  const recipe = recipeOf(s);
   return FineTuningJob.fromPartial({
     name: jobName(row.job_id),
     displayName: row.display_name,
@@ -50,26 +76,7 @@ export function toJob(row: JobRow): FineTuningJob {
     evalDatasetVersion: s.evalDatasetVersion,
     method: methodEnum(s.method),
     loraConfig: loraConfigOf(s),
-    trainingArguments: {
-      numTrainEpochs: s.args.epochs,
-      perDeviceTrainBatchSize: s.args.batchSize,
-      gradientAccumulationSteps: s.args.gradAccum,
-      learningRate: s.args.lr,
-      lrSchedulerType: schedulerEnum(s.args.scheduler),
-      warmupRatio: s.args.warmupRatio,
-      maxSeqLength: s.args.maxSeqLength,
-      packing: s.args.packing,
-      gradientCheckpointing: s.args.gradientCheckpointing,
-      seed: s.args.seed,
-      weightDecay: s.args.weightDecay,
-      maxGradNorm: s.args.maxGradNorm,
-      loggingSteps: s.args.loggingSteps,
-      evalSteps: 0,
-      saveSteps: s.args.saveSteps,
-      // Jobs stored before these were fields read them as the recipe's defaults (recipeOf).
-      trainOnInputs: recipe.trainOnInputs,
-      saveTotalLimit: recipe.saveTotalLimit,
-    },
+    trainingArguments: trainingArgumentsOf(s),
     compute: { backend: ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: 0, hardware: s.compute.hardware },
     followUp: FollowUp.fromJSON(s.followUp),
     estimate: FineTuningEstimate.fromJSON(row.estimate),

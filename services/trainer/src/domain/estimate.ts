@@ -1,8 +1,9 @@
 import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { z } from "zod";
+import { planSteps } from "@lathe/engine";
 import type { ModelConfig } from "@lathe/models";
-import type { FineTuningEstimate, HardwareEstimate } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import type { FineTuningEstimate, FineTuningWarning, HardwareEstimate } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { JobSpec } from "./spec.js";
 
 /**
@@ -92,18 +93,19 @@ export function trainableParameters(c: ModelConfig, lora: JobSpec["lora"]): numb
 
 /**
  * The estimate of a job: tokens and steps exactly as the engine will take them, then time,
- * memory and cost per hardware type of the table, cheapest (that fits) first.
+ * memory and cost per hardware type of the table, cheapest (that fits) first. With max_steps the
+ * tokens are the epochs' share the steps take. `warnings` (guards.ts) are kept with the estimate.
  */
-export function estimateJob(spec: JobSpec, config: ModelConfig, parameterCount: number, data: DataShape, table: CostTable, only: readonly string[]): FineTuningEstimate {
+export function estimateJob(spec: JobSpec, config: ModelConfig, parameterCount: number, data: DataShape, table: CostTable, only: readonly string[], warnings: FineTuningWarning[] = []): FineTuningEstimate {
   const a = spec.args;
   const tokensPerEpoch = data.tokens.reduce((s, t) => s + t, 0);
-  const stepsPerEpoch = Math.ceil(Math.ceil(data.sequences / a.batchSize) / a.gradAccum);
-  const totalSteps = stepsPerEpoch * a.epochs;
+  const { stepsPerEpoch, totalSteps } = planSteps({ units: data.sequences, batchSize: a.batchSize, gradAccum: a.gradAccum, epochs: a.epochs, maxSteps: a.maxSteps ?? 0, warmupRatio: a.warmupRatio });
+  const totalTokens = Math.round(stepsPerEpoch === 0 ? 0 : (tokensPerEpoch * totalSteps) / stepsPerEpoch);
   const trainable = trainableParameters(config, spec.lora);
   const longest = Math.min(a.maxSeqLength, Math.max(1, ...data.tokens));
   const seq = a.packing ? a.maxSeqLength : longest;
   const rows = table.filter((h) => only.length === 0 || only.includes(h.hardware));
-  const estimates = rows.map((h) => hardwareEstimate(h, spec, config, parameterCount, trainable, tokensPerEpoch * a.epochs, seq));
+  const estimates = rows.map((h) => hardwareEstimate(h, spec, config, parameterCount, trainable, totalTokens, seq));
   estimates.sort((x, y) => Number(y.fits) - Number(x.fits) || x.cost - y.cost || x.duration!.seconds - y.duration!.seconds);
   return {
     trainRowCount: data.rows,
@@ -113,10 +115,11 @@ export function estimateJob(spec: JobSpec, config: ModelConfig, parameterCount: 
     sequencesPerEpoch: data.sequences,
     stepsPerEpoch,
     totalSteps,
-    totalTokens: tokensPerEpoch * a.epochs,
+    totalTokens,
     trainableParameterCount: trainable,
     hardwareEstimates: estimates,
     recommendedHardware: estimates.find((e) => e.fits)?.hardware ?? "",
+    warnings,
   };
 }
 

@@ -32,6 +32,13 @@ export interface JobSpec {
     saveSteps: number;
     saveTotalLimit: number;
     trainOnInputs: boolean;
+    // Jobs stored before these were request fields trained by epochs, evaluated per epoch, and had no auto.
+    /** 0: num_train_epochs decides. */
+    maxSteps?: number;
+    /** 0: at the end of every epoch. */
+    evalSteps?: number;
+    /** Whether unset epochs, batch, lr and warmup were picked from the data (auto.ts). */
+    autoHyperparameters?: boolean;
   };
   compute: { backend: "cpu"; hardware: string };
   /** FollowUp as proto JSON. */
@@ -77,6 +84,7 @@ export function jobRecipe(job: FineTuningJob): Recipe {
         targetModules: l === undefined || l.targetModules.length === 0 ? undefined : l.targetModules,
         useRslora: l?.useRslora,
         numTrainEpochs: orDefault(a?.numTrainEpochs),
+        maxSteps: a?.maxSteps,
         perDeviceTrainBatchSize: orDefault(a?.perDeviceTrainBatchSize),
         gradientAccumulationSteps: orDefault(a?.gradientAccumulationSteps),
         learningRate: orDefault(a?.learningRate),
@@ -90,6 +98,7 @@ export function jobRecipe(job: FineTuningJob): Recipe {
         trainOnInputs: a?.trainOnInputs,
         seed: a?.seed,
         loggingSteps: orDefault(a?.loggingSteps),
+        evalSteps: a?.evalSteps,
         saveSteps: orDefault(a?.saveSteps),
         saveTotalLimit: a?.saveTotalLimit,
       },
@@ -106,7 +115,7 @@ export function recipeOf(spec: JobSpec): Recipe {
   const { lora: l, args: a } = spec;
   return {
     r: l.r, loraAlpha: l.alpha, loraDropout: l.dropout, targetModules: l.targetModules as Recipe["targetModules"], useRslora: l.useRslora,
-    numTrainEpochs: a.epochs, perDeviceTrainBatchSize: a.batchSize, gradientAccumulationSteps: a.gradAccum, learningRate: a.lr, lrSchedulerType: a.scheduler,
+    numTrainEpochs: a.epochs, maxSteps: a.maxSteps ?? 0, evalSteps: a.evalSteps ?? 0, perDeviceTrainBatchSize: a.batchSize, gradientAccumulationSteps: a.gradAccum, learningRate: a.lr, lrSchedulerType: a.scheduler,
     warmupRatio: a.warmupRatio, weightDecay: a.weightDecay, maxGradNorm: a.maxGradNorm, maxSeqLength: a.maxSeqLength, packing: a.packing,
     gradientCheckpointing: a.gradientCheckpointing, seed: a.seed, loggingSteps: a.loggingSteps, saveSteps: a.saveSteps,
     // Jobs stored before these were request fields trained with the recipe's values.
@@ -118,7 +127,8 @@ export function recipeOf(spec: JobSpec): Recipe {
 /**
  * Checks a job as CreateFineTuningJob and EstimateFineTuningJob receive it and applies the
  * reference recipe's defaults (the proto states each). Every error names its field. What needs
- * other services (the model exists, the dataset version is ready) is checked afterwards.
+ * other services (the model exists, the dataset version is ready) is checked afterwards, and so
+ * is what needs the data (guards.ts; auto_hyperparameters, auto.ts).
  */
 export function validateJob(job: FineTuningJob | undefined, hardwareTypes: readonly string[]): JobSpec {
   if (!job) throw invalidArgument("fine_tuning_job", "is required");
@@ -126,9 +136,6 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
   parseName(f("base_model"), job.baseModel, "models");
   parseNestedName(f("train_dataset_version"), job.trainDatasetVersion, ["datasets", "versions"]);
   if (job.evalDatasetVersion !== "") parseNestedName(f("eval_dataset_version"), job.evalDatasetVersion, ["datasets", "versions"]);
-  const a = job.trainingArguments;
-  if (a?.maxSteps !== undefined) throw invalidArgument(f("training_arguments.max_steps"), "is not supported yet; set num_train_epochs instead", "UNSUPPORTED_FIELD");
-  if ((a?.evalSteps ?? 0) !== 0) throw invalidArgument(f("training_arguments.eval_steps"), "is not supported yet: the eval loss is computed at the end of every epoch; leave it 0", "UNSUPPORTED_FIELD");
   const recipe = jobRecipe(job);
   const method = fineTuningMethods.name(job.method);
   if (method === undefined) throw invalidArgument(f("method"), `unknown value ${job.method}`);
@@ -173,6 +180,9 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
       saveSteps: recipe.saveSteps,
       saveTotalLimit: recipe.saveTotalLimit,
       trainOnInputs: recipe.trainOnInputs,
+      maxSteps: recipe.maxSteps,
+      evalSteps: recipe.evalSteps,
+      autoHyperparameters: job.trainingArguments?.autoHyperparameters ?? false,
     },
     compute: { backend: "cpu", hardware: "cpu" },
     followUp: FollowUp.toJSON(job.followUp ?? FollowUp.fromPartial({})),

@@ -3,7 +3,7 @@ import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { AppError, artifactUri, cachedFolder, contextFromHeaders, digestHex, tracer, materializeFolder, PollingLoop, prefixedDigest, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
-import { CheckpointError, EngineError, sequencesFromFile, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
+import { CheckpointError, EngineError, LossNotFiniteError, sequencesFromFile, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
 import { decodeSequences, type Recipe, type SequenceSet } from "@lathe/models";
 import type { JobFailure, JobProgress, JobRow } from "../db/tables.js";
 import { jobName } from "./encode.js";
@@ -170,14 +170,16 @@ export class LocalWorker {
         if (p) {
           step = p.step;
           window.push(p.loss);
+          if (p.evalLoss !== null) lastEval = p.evalLoss;
         }
-        if (p && (p.step % spec.args.loggingSteps === 0 || p.step === p.totalSteps)) {
+        // A step with an eval loss (eval_steps, an epoch's end) is logged too.
+        if (p && (p.step % spec.args.loggingSteps === 0 || p.step === p.totalSteps || p.evalLoss !== null)) {
           const finite = window.filter(Number.isFinite);
           const tokens = Math.round(p.tokensPerSecond * ((performance.now() - started) / 1000));
           progress = {
             step: p.step,
             totalSteps: p.totalSteps,
-            epoch: p.step / (p.totalSteps / spec.args.epochs),
+            epoch: p.step / p.stepsPerEpoch,
             loss: finite.length === 0 ? 0 : finite.reduce((a, b) => a + b, 0) / finite.length,
             evalLoss: lastEval,
             learningRate: p.lr,
@@ -238,7 +240,7 @@ export class LocalWorker {
       const adapter = await putFolder(this.o.artifacts, adapterDir);
       const digest = prefixedDigest(adapter.digest);
       const trainLoss = summary.trainLossPerEpoch[summary.trainLossPerEpoch.length - 1] ?? Number.NaN;
-      const evalLoss = summary.evalLossPerEpoch[summary.evalLossPerEpoch.length - 1];
+      const evalLoss = summary.evalLosses.at(-1)?.loss;
       const ok = await this.o.leases.succeed(
         job,
         this.id,
@@ -308,6 +310,7 @@ function failureOf(err: unknown, step: number): JobFailure {
       message: `the disk is full: the worker could not write the job's checkpoint or adapter at step ${step} (${full === "EDQUOT" ? "disk quota reached" : "no space left on device"}); the checkpoints listed are complete, and the job can be created again once the trainer has room`,
     };
   }
+  if (err instanceof LossNotFiniteError) return { code: "INVALID_ARGUMENT", reason: "LOSS_NOT_FINITE", message: err.message, field: "fine_tuning_job.training_arguments.learning_rate" };
   if (err instanceof TrainingDataError) return { code: "INVALID_ARGUMENT", reason: "TRAINING_DATA_INVALID", message: err.message };
   if (err instanceof CheckpointError) return { code: "FAILED_PRECONDITION", reason: "CHECKPOINT_INVALID", message: err.message };
   if (err instanceof EngineError) return { code: err.code === "OUT_OF_MEMORY" ? "RESOURCE_EXHAUSTED" : "INTERNAL", reason: `ENGINE_${err.code}`, message: err.message };
