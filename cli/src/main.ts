@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 import { CommanderError } from "commander";
 import { AppError } from "@lathe/kit";
+import { exitQuietlyOnClosedPipe } from "./pipe.js";
 import { buildProgram } from "./program.js";
+
+exitQuietlyOnClosedPipe();
 
 try {
   await buildProgram().parseAsync(process.argv);

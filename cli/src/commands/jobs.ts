@@ -6,6 +6,7 @@ import {
   FineTuningEstimate,
   FineTuningJob,
   FineTuningJob_State as State,
+  type FineTuningWarning,
   LearningRateScheduler,
   TrainerServiceClient,
   type WatchFineTuningJobResponse,
@@ -27,6 +28,7 @@ export interface JobFlags extends ConnectionOptions {
   eval?: string;
   displayName?: string;
   qlora?: boolean;
+  hyperparameters?: "auto" | "recipe";
   register?: string;
   description?: string;
   label?: Record<string, string>;
@@ -41,9 +43,12 @@ function withJobFlags(cmd: Command): Command {
   cmd
     .requiredOption("--model <model>", "the base model: ID or models/ID")
       .requiredOption("--train <version>", "the dataset version to train on: DATASET@VERSION or datasets/D/versions/V")
-      .option("--eval <version>", "a dataset version for the eval loss at the end of every epoch: DATASET@VERSION")
+      .option("--eval <version>", "a dataset version for the eval loss at the end of every epoch (or every --eval-steps) and after the last step: DATASET@VERSION")
       .option("--display-name <text>", "a human-readable name of the job")
-      .option("--qlora", "QLoRA: the frozen base weights in NF4, about a quarter of LoRA's memory (default: LoRA)");
+      .option("--qlora", "QLoRA: the frozen base weights in NF4, about a quarter of LoRA's memory (default: LoRA)")
+      .addOption(
+        new Option("--hyperparameters <mode>", "auto: the trainer picks --epochs, --batch-size, --grad-accum, --lr and --warmup-ratio left out from the train set's size and token counts (docs/training.md states the rule); recipe: the recipe's defaults").choices(["auto", "recipe"]).default("recipe"),
+      );
   addRecipeFlags(cmd);
   return withConnection(
     cmd
@@ -70,6 +75,7 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
     loraConfig: { r: r.r ?? 0, loraAlpha: r.loraAlpha ?? 0, loraDropout: r.loraDropout, targetModules: r.targetModules ?? [], useRslora: r.useRslora },
     trainingArguments: {
       numTrainEpochs: r.numTrainEpochs ?? 0,
+      maxSteps: r.maxSteps,
       perDeviceTrainBatchSize: r.perDeviceTrainBatchSize ?? 0,
       gradientAccumulationSteps: r.gradientAccumulationSteps ?? 0,
       learningRate: r.learningRate ?? 0,
@@ -83,8 +89,10 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
       weightDecay: r.weightDecay,
       maxGradNorm: r.maxGradNorm,
       loggingSteps: r.loggingSteps ?? 0,
+      evalSteps: r.evalSteps ?? 0,
       saveSteps: r.saveSteps ?? 0,
       saveTotalLimit: r.saveTotalLimit,
+      autoHyperparameters: o.hyperparameters === "auto",
     },
     followUp: adapter === undefined ? undefined : { registration: { adapter, description: o.description ?? "", labels } },
   });
@@ -201,7 +209,7 @@ function printJob(j: FineTuningJob): void {
   const method = fineTuningMethods.name(j.method) === "qlora" ? "QLoRA" : "LoRA";
   if (l) rows.push(["adapter", `${method} r ${l.r}, alpha ${l.loraAlpha}${l.useRslora ? " (rsLoRA)" : ""}, dropout ${l.loraDropout ?? "-"}, ${l.targetModules.join(",")}`]);
   const a = j.trainingArguments;
-  if (a) rows.push(["training", `${a.numTrainEpochs} epochs, batch ${a.perDeviceTrainBatchSize} × ${a.gradientAccumulationSteps}, lr ${a.learningRate} ${lrSchedulers.name(a.lrSchedulerType) ?? ""}, max_seq_length ${a.maxSeqLength}${a.packing ? ", packing" : ""}, seed ${a.seed ?? "-"}`]);
+  if (a) rows.push(["training", `${a.maxSteps ? `${a.maxSteps} steps` : `${a.numTrainEpochs} epochs`}${a.autoHyperparameters ? " (auto hyperparameters)" : ""}, batch ${a.perDeviceTrainBatchSize} × ${a.gradientAccumulationSteps}, lr ${a.learningRate} ${lrSchedulers.name(a.lrSchedulerType) ?? ""}, max_seq_length ${a.maxSeqLength}${a.packing ? ", packing" : ""}, seed ${a.seed ?? "-"}`]);
   if (Object.keys(j.labels).length > 0) rows.push(["labels", Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(", ")]);
   rows.push(["created", j.createTime?.toISOString() ?? ""]);
   if (j.startTime) rows.push(["started", j.startTime.toISOString()]);
@@ -216,10 +224,19 @@ function printJob(j: FineTuningJob): void {
   if (j.adapterVersion) rows.push(["adapter version", j.adapterVersion]);
   else if (reg) rows.push(["registers as", reg]);
   if (j.evaluationRun) rows.push(["evaluation run", j.evaluationRun]);
+  for (const w of j.estimate?.warnings ?? []) rows.push(["warning", `${w.field}: ${w.message}`]);
   if (j.error) rows.push(["error", `${j.error.message} (${j.error.code}, ${j.error.reason})`]);
   if (j.cancelReason) rows.push(["cancel reason", j.cancelReason]);
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
+}
+
+/**
+ * The trainer's warnings about a job (what will make it train worse than meant), on stderr so
+ * `--json` output stays one document.
+ */
+function printWarnings(warnings: readonly FineTuningWarning[]): void {
+  for (const w of warnings) process.stderr.write(`lathe: warning: ${w.field}: ${w.message} (${w.reason})\n`);
 }
 
 /** `lathe jobs estimate`: the estimate and a row per hardware type. */
@@ -253,7 +270,8 @@ export async function createJob(flags: JobFlags, o: CreateJobOptions): Promise<v
   const job = jobFromFlags(flags);
   const client = connect(TrainerServiceClient, o);
   try {
-    const { fineTuningJob: created } = await call(client, "createFineTuningJob", { fineTuningJobId: o.id ?? "", fineTuningJob: job, requestId: o.requestId ?? "" });
+    const { fineTuningJob: created, warnings } = await call(client, "createFineTuningJob", { fineTuningJobId: o.id ?? "", fineTuningJob: job, requestId: o.requestId ?? "" });
+    printWarnings(warnings);
     if (!o.watch) {
       if (o.json) printJson(FineTuningJob.toJSON(created!));
       else {
@@ -388,9 +406,13 @@ export function jobsCommand(): Command {
     const job = jobFromFlags(o);
     const client = connect(TrainerServiceClient, o);
     try {
-      const { estimate } = await call(client, "estimateFineTuningJob", { fineTuningJob: job, hardware: o.hardware ?? [] });
+      const { estimate, warnings, trainingArguments: a } = await call(client, "estimateFineTuningJob", { fineTuningJob: job, hardware: o.hardware ?? [] });
+      printWarnings(warnings);
       if (o.json) printJson(FineTuningEstimate.toJSON(estimate!));
-      else printEstimate(estimate!);
+      else {
+        if (a?.autoHyperparameters) process.stdout.write(`auto hyperparameters: ${a.numTrainEpochs} epochs, batch ${a.perDeviceTrainBatchSize} × ${a.gradientAccumulationSteps}, lr ${a.learningRate}, warmup_ratio ${a.warmupRatio ?? 0}\n`);
+        printEstimate(estimate!);
+      }
     } finally {
       client.close();
     }
