@@ -48,6 +48,16 @@ export const baseConfigSchema = z.object({
    * must share a secret, or a page token from one is refused (INVALID_ARGUMENT) by the next.
    */
   LATHE_PAGE_TOKEN_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * The secret references requests may name (a teacher's, a judge's, an upstream's API key), as
+   * comma-separated `env:NAME` / `file:/path` patterns, a trailing `*` matching any rest. Read
+   * where a secret is resolved (secrets.ts); listed here so a malformed value is refused at start.
+   * Default `env:LATHE_SECRET_*,file:/var/run/secrets/lathe/*`.
+   */
+  LATHE_SECRET_REFS: z
+    .string()
+    .optional()
+    .refine((v) => v === undefined || v.split(",").every((p) => p.trim() === "" || /^(env:|file:\/)/.test(p.trim())), "each pattern must start with env: or file:/"),
   /** Folder of the content-addressed artifact store. Default LATHE_DATA_DIR/artifacts. */
   LATHE_ARTIFACTS_DIR: z.string().min(1).optional(),
   /**

@@ -31,7 +31,7 @@ export * from "./idempotency.js";
 export { uploadFolder, localFolderFiles, type FolderUploadMessage } from "./grpc/upload-folder.js";
 export * from "./filter.js";
 export { watchResource } from "./watch.js";
-export { resolveSecret, secretRefPattern } from "./secrets.js";
+export { allowedSecretRefs, checkSecretRef, DEFAULT_SECRET_REFS, resolveSecret, secretRefPattern } from "./secrets.js";
 export { costOf, parsePrices, pricesVariable, type Prices } from "./prices.js";
 export { readDatasetRows, type ChatTurn } from "./dataset-rows.js";
 export { LeaseLost, TableLease } from "./db/lease.js";

@@ -1,4 +1,4 @@
-import { checkLabels, checkText, enumCodec, invalidArgument, parseName, parseNestedName, secretRefPattern } from "@lathe/kit";
+import { checkLabels, checkText, enumCodec, invalidArgument, parseName, parseNestedName, checkSecretRef } from "@lathe/kit";
 import { compileJsonSchemaCheck, compileRegexCheck, InvalidFormatCheckError } from "@lathe/text";
 import type { EvaluatedModel, EvaluationRun, Judge } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { FormatKind, type FormatCheck } from "@lathe/proto/lathe/type/v1/data_check";
@@ -96,7 +96,7 @@ function judgeOf(j: Judge | undefined, hasBaseline: boolean): RunSpec["judge"] {
     if (u.username !== "" || u.password !== "") throw invalidArgument(f("base_url"), "must not hold credentials; name the key in api_key_secret");
     baseUrl = j.baseUrl.replace(/\/+$/, "");
   }
-  if (j.apiKeySecret !== "" && !secretRefPattern.test(j.apiKeySecret)) throw invalidArgument(f("api_key_secret"), "must name where the key is, env:NAME or file:/absolute/path, never hold the key itself");
+  checkSecretRef(f("api_key_secret"), j.apiKeySecret);
   if (j.apiKeySecret !== "" && baseUrl === "") throw invalidArgument(f("api_key_secret"), "is for a judge at base_url; on the gateway the run's tenant's key is used");
   return { model: j.model, baseUrl, apiKeySecret: j.apiKeySecret, criteria: checkText(f("criteria"), j.criteria, 2000) };
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { canonicalJson, checkLabels, checkText, invalidArgument, parseName, secretRefPattern } from "@lathe/kit";
+import { canonicalJson, checkLabels, checkSecretRef, checkText, invalidArgument, parseName } from "@lathe/kit";
 import { DeploymentBackend, type Deployment } from "@lathe/proto/lathe/gateway/v1/gateway_service";
 import type { BackendKind, DeploymentSpec, SpecAdapter } from "../db/migrations.js";
 
@@ -80,9 +80,7 @@ export function specOf(d: Deployment | undefined, prefix = "deployment."): Deplo
     if (url.search !== "" || url.hash !== "") throw invalidArgument(f("upstream_base_url"), "must have no query or fragment");
     upstreamBaseUrl = url.toString().replace(/\/+$/, "");
   }
-  if (d.upstreamApiKeySecret !== "" && !secretRefPattern.test(d.upstreamApiKeySecret)) {
-    throw invalidArgument(f("upstream_api_key_secret"), "must name where the key is, env:NAME or file:/absolute/path, never hold the key itself");
-  }
+  checkSecretRef(f("upstream_api_key_secret"), d.upstreamApiKeySecret);
   checkText(f("upstream_model"), d.upstreamModel, 256);
   if (d.replicas < 0 || d.replicas > 64) throw invalidArgument(f("replicas"), `is ${d.replicas}; it must be from 1 to 64 (0 for the default, 1)`);
   const replicas = d.replicas === 0 ? 1 : d.replicas;

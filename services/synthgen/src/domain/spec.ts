@@ -1,4 +1,4 @@
-import { chatRoles, checkLabels, checkText, invalidArgument, parseName, parseNestedName, secretRefPattern, type Prices } from "@lathe/kit";
+import { chatRoles, checkLabels, checkText, invalidArgument, parseName, parseNestedName, checkSecretRef, type Prices } from "@lathe/kit";
 import type { GenerationJob } from "@lathe/proto/lathe/synthgen/v1/synthgen_service";
 import { CheckOptions } from "@lathe/proto/lathe/type/v1/data_check";
 import type { ChatExample } from "@lathe/proto/lathe/type/v1/chat";
@@ -48,7 +48,7 @@ export function jobSpecOf(j: GenerationJob | undefined, prices: Prices | undefin
   if (url.username !== "" || url.password !== "") throw invalidArgument(f("teacher.base_url"), "must not hold credentials; name the key in api_key_secret");
   if (t.model.trim() === "") throw invalidArgument(f("teacher.model"), "is required");
   checkText(f("teacher.model"), t.model, 256);
-  if (t.apiKeySecret !== "" && !secretRefPattern.test(t.apiKeySecret)) throw invalidArgument(f("teacher.api_key_secret"), "must name where the key is, env:NAME or file:/absolute/path, never hold the key itself");
+  checkSecretRef(f("teacher.api_key_secret"), t.apiKeySecret);
   if (t.maxConcurrentRequests < 0 || t.maxConcurrentRequests > 64) throw invalidArgument(f("teacher.max_concurrent_requests"), "must be from 1 to 64 (0 for the default, 4)");
   if (t.requestsPerMinute < 0 || t.requestsPerMinute > 100_000) throw invalidArgument(f("teacher.requests_per_minute"), "must be from 1 to 100000 (0 for no limit)");
   checkText(f("task_description"), j.taskDescription, 20_000, true);
