@@ -7,3 +7,4 @@ export { tempDir, type TempDir } from "./temp-dir.js";
 export { waitFor, type WaitForOptions } from "./wait-for.js";
 export { startTestPlatform, testKeys, type TestPlatform } from "./platform.js";
 export { startOpenAiUpstream, type OpenAiUpstream, type OpenAiUpstreamOptions, type RecordedRequest, type LoadedAdapter } from "./openai-upstream.js";
+export { startKubernetesApi, type KubernetesApiDouble, type KubernetesApiRequest, type PodState } from "./kubernetes-api.js";
