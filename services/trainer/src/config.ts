@@ -1,5 +1,6 @@
 import { baseConfigSchema, optionsOf, type BaseConfig } from "@lathe/kit";
 import { z } from "zod";
+import { kubernetesVariables } from "./runner/kubernetes-config.js";
 
 /** The trainer's own variables, each with a default. */
 export const trainerOptionsSchema = z.object({
@@ -17,6 +18,17 @@ export const trainerOptionsSchema = z.object({
   LATHE_TRAINER_LEASE_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
   /** A JSON cost table (see docs/training.md) replacing the built-in one. */
   LATHE_TRAINER_COST_TABLE: z.string().min(1).optional(),
+  /**
+   * Running jobs a tenant may have at once, over every worker and Kubernetes Job; its other jobs
+   * wait in the queue. Every trainer replica must use the same value. 0: no limit. Default 0.
+   */
+  LATHE_TRAINER_MAX_RUNNING_PER_TENANT: z.coerce.number().int().min(0).max(100_000).optional(),
+  /**
+   * GPUs (the compute.gpu_count of its running jobs) a tenant may use at once; a job asking for
+   * more is refused at creation. Every trainer replica must use the same value. 0: no limit. Default 0.
+   */
+  LATHE_TRAINER_MAX_GPUS_PER_TENANT: z.coerce.number().int().min(0).max(100_000).optional(),
+  ...kubernetesVariables,
 });
 
 export type TrainerOptions = z.infer<typeof trainerOptionsSchema>;

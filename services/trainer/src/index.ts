@@ -10,35 +10,55 @@ import { JobStore } from "./domain/job-store.js";
 import { JobLeases } from "./domain/lease.js";
 import { LocalWorker } from "./domain/worker.js";
 import { adapterVersionCreated } from "./events.js";
+import { kubernetesOptionsOf } from "./runner/kubernetes-config.js";
+import { KubernetesRunner, kubernetesApis } from "./runner/kubernetes-runner.js";
 import { trainerHandlers } from "./service.js";
 
 export { configSchema, trainerOptionsOf, trainerOptionsSchema, type TrainerConfig, type TrainerOptions } from "./config.js";
 export { defaultCostTable, type CostTable } from "./domain/estimate.js";
 export * from "./events.js";
+export { runTrainJob, parseTrainJobArgs, type TrainJobArgs } from "./runner/train-job.js";
+export { trainingJobManifest, trainingJobName } from "./runner/job-manifest.js";
+export { kubernetesOptionsOf, type KubernetesOptions } from "./runner/kubernetes-config.js";
 
 /**
  * A trainer service with the given options: migrates its schema, serves TrainerService, relays
- * its outbox, runs jobs on its local worker slots, and learns from the registry which adapter
- * version each job became.
+ * its outbox, runs CPU jobs on its local worker slots and, with LATHE_TRAINER_K8S_NAMESPACE, GPU
+ * jobs (or all) as Kubernetes Jobs, and learns from the registry which adapter version each job became.
  */
 export function trainerService(options: TrainerOptions): ServiceFactory {
   return async (deps) => {
+    const kubernetes = kubernetesOptionsOf(options);
     const base = await prepareService(deps, schema, migrations);
     const db = deps.db as Kysely<TrainerTables>;
     const jobs = new JobStore(db, () => base.relay.notify());
     const dataDir = resolve(deps.config.LATHE_DATA_DIR);
     const costTable = loadCostTable(options.LATHE_TRAINER_COST_TABLE);
+    const leases = new JobLeases(db, jobs, { maxRunningJobs: options.LATHE_TRAINER_MAX_RUNNING_PER_TENANT ?? 0, maxGpus: options.LATHE_TRAINER_MAX_GPUS_PER_TENANT ?? 0 });
+    if (kubernetes?.route === "all" && options.LATHE_TRAINER_WORKERS > 0) deps.logger.info({ workers: options.LATHE_TRAINER_WORKERS }, "LATHE_TRAINER_K8S_ROUTE is all: every job runs as a Kubernetes Job, the local worker slots stay idle");
     const worker = new LocalWorker({
       jobs,
-      leases: new JobLeases(db, jobs),
+      leases,
       artifacts: deps.artifacts,
       logger: deps.logger.child({ component: "trainer-worker" }),
       workDir: join(dataDir, "work", "trainer"),
-      slots: options.LATHE_TRAINER_WORKERS,
+      slots: kubernetes?.route === "all" ? 0 : options.LATHE_TRAINER_WORKERS,
       threads: options.LATHE_TRAINER_THREADS,
       pollMs: options.LATHE_TRAINER_POLL_MS,
       leaseMs: options.LATHE_TRAINER_LEASE_MS,
     });
+    const runner =
+      kubernetes === null
+        ? undefined
+        : new KubernetesRunner({
+            leases,
+            logger: deps.logger.child({ component: "trainer-kubernetes" }),
+            apis: kubernetesApis(kubernetes.kubeconfig),
+            config: kubernetes,
+            paths: { dataDir, artifactsDir: resolve(deps.config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")) },
+            pollMs: options.LATHE_TRAINER_POLL_MS,
+            leaseMs: options.LATHE_TRAINER_LEASE_MS,
+          });
     const consumer = new EventConsumer<TrainerTables>({ name: "trainer", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { trx, meta }) => {
       if (e.fineTuningJob !== "") await jobs.setAdapterVersion(trx, meta.tenant, e.fineTuningJob, e.adapterVersion);
     });
@@ -54,12 +74,17 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
             costTable,
             cacheDir: join(dataDir, "cache", "trainer"),
             peer: (s) => deps.peerAddress(s),
-            onQueued: () => worker.notify(),
+            onQueued: () => {
+              worker.notify();
+              runner?.notify();
+            },
+            gpuSlots: kubernetes !== null,
+            maxGpusPerTenant: options.LATHE_TRAINER_MAX_GPUS_PER_TENANT ?? 0,
             watchPollMs: Math.min(1000, options.LATHE_TRAINER_POLL_MS),
           }),
         );
       },
-      ...base.with(consumer, worker),
+      ...base.with(consumer, worker, ...(runner ? [runner] : [])),
     };
   };
 }

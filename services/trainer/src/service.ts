@@ -7,6 +7,7 @@ import { estimateJob, type CostTable } from "./domain/estimate.js";
 import { checkJobUsefulness } from "./domain/guards.js";
 import { resolveInputs } from "./domain/inputs.js";
 import type { JobStore } from "./domain/job-store.js";
+import { checkPriority } from "./domain/priority.js";
 import { jobIdOf, validateJob, type JobSpec } from "./domain/spec.js";
 import { watchJob } from "./domain/watch.js";
 
@@ -18,6 +19,10 @@ export interface TrainerParts {
   peer: (s: "registry" | "dataset") => string;
   /** A job was queued: the local worker looks now. */
   onQueued: () => void;
+  /** Whether GPU jobs can run here (a Kubernetes runner takes them): else they are refused with NO_GPU_SLOTS. */
+  gpuSlots: boolean;
+  /** LATHE_TRAINER_MAX_GPUS_PER_TENANT: a job asking for more could never start. 0: no limit. */
+  maxGpusPerTenant: number;
   /** How often WatchFineTuningJob looks for changes made by other processes, in ms. */
   watchPollMs: number;
 }
@@ -39,7 +44,10 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
 
   return {
     async createFineTuningJob(req, ctx) {
-      const asked = validateJob(req.fineTuningJob, hardwareTypes);
+      const asked = validateJob(req.fineTuningJob, hardwareTypes, p.gpuSlots);
+      const priority = checkPriority(req.fineTuningJob?.priority);
+      const gpus = asked.compute.gpuCount ?? 0;
+      if (p.maxGpusPerTenant > 0 && gpus > p.maxGpusPerTenant) throw invalidArgument("fine_tuning_job.compute.gpu_count", `asks for ${gpus} GPUs and a tenant may use at most ${p.maxGpusPerTenant} at once (LATHE_TRAINER_MAX_GPUS_PER_TENANT), so it would never start`);
       const requestId = checkRequestId("request_id", req.requestId);
       const request = canonicalCreateRequest(req);
       const earlier = await p.jobs.byRequestId(ctx.tenant, requestId, request);
@@ -60,7 +68,7 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
           { field: "fine_tuning_job" },
         );
       }
-      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs, trace: traceHeaders() }, est, requestId, request);
+      const job = await p.jobs.create(ctx.tenant, jobId, { ...spec, inputs: resolved.inputs, trace: traceHeaders(), priority }, est, requestId, request);
       p.onQueued();
       return { fineTuningJob: job, warnings };
     },

@@ -49,4 +49,17 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
     // apart from the id's reuse for another request. Jobs made before have none (null).
     await db.schema.alterTable("jobs").addColumn("request", "jsonb").execute();
   },
+  "0003_scheduling": async (db) => {
+    // What the claim orders and limits by, kept in step with the spec it is read from (jobs made
+    // before priorities and GPU jobs existed read as priority 0 and no GPU).
+    await db.schema
+      .alterTable("jobs")
+      .addColumn("priority", "integer", (c) => c.notNull().generatedAlwaysAs(sql`coalesce((spec->>'priority')::integer, 0)`).stored())
+      .execute();
+    await db.schema
+      .alterTable("jobs")
+      .addColumn("gpu_count", "integer", (c) => c.notNull().generatedAlwaysAs(sql`coalesce((spec->'compute'->>'gpuCount')::integer, 0)`).stored())
+      .execute();
+    await db.schema.createIndex("jobs_queue").on("jobs").columns(["state", "priority", "seq"]).execute();
+  },
 };

@@ -69,6 +69,10 @@ export interface JobsTable {
   adapter_version: ColumnType<string, never, string>;
   evaluation_run: ColumnType<string, never, string>;
   training_ms: ColumnType<string, never, number | ReturnType<typeof sql>>;
+  /** The spec's priority (generated from it): the claim's order within a tenant. */
+  priority: ColumnType<number, never, never>;
+  /** The GPUs the job asks for (generated from the spec's compute): 0 for a CPU job. */
+  gpu_count: ColumnType<number, never, never>;
 }
 
 export interface CheckpointsTable {

@@ -77,7 +77,8 @@ export function toJob(row: JobRow): FineTuningJob {
     method: methodEnum(s.method),
     loraConfig: loraConfigOf(s),
     trainingArguments: trainingArgumentsOf(s),
-    compute: { backend: ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: 0, hardware: s.compute.hardware },
+    compute: { backend: s.compute.backend === "cuda" ? ComputeBackend.COMPUTE_BACKEND_CUDA : ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: s.compute.gpuCount ?? 0, hardware: s.compute.hardware },
+    priority: s.priority ?? 0,
     followUp: FollowUp.fromJSON(s.followUp),
     estimate: FineTuningEstimate.fromJSON(row.estimate),
     progress: p

@@ -7,41 +7,91 @@ import { checkpointName, duration, jobName, loraConfigOf, methodEnum } from "./e
 import { lastCheckpoint, recordEvents, type JobStore } from "./job-store.js";
 import { storedSpec } from "./stored-spec.js";
 
+/** Which queued jobs a claimer takes: CPU jobs (local workers), GPU jobs, or all (a Kubernetes runner). */
+export type ClaimScope = "cpu" | "gpu" | "all";
+
+/** Per-tenant limits on what runs at once; 0 means no limit. */
+export interface TenantLimits {
+  /** Running jobs per tenant. */
+  maxRunningJobs: number;
+  /** GPUs (the compute.gpu_count of its running jobs) per tenant. */
+  maxGpus: number;
+}
+
+/** What the claim's name for its worker may depend on: the job and the attempt it starts. */
+export interface ClaimTarget {
+  tenant: string;
+  jobId: string;
+  attempt: number;
+}
+
+/** A job claimed: its row (RUNNING, this worker's), the checkpoint to resume from, and who held it before (a lost worker). */
+export interface Claimed {
+  row: JobRow;
+  resumeFrom: CheckpointRow | undefined;
+  previousWorker: string;
+}
+
 /**
- * The worker's side of the jobs: claims with a lease, heartbeats, outcomes. A worker claims the
- * oldest queued job (FOR UPDATE SKIP LOCKED, so workers never take the same one) with a lease that
- * its heartbeats renew; a job whose lease ran out (its worker died) is claimed again, from its last
- * checkpoint. Every write is guarded by the claim (state RUNNING, this worker), so a cancelled or
- * taken-over job is never overwritten.
+ * All claims of one database take this transaction-level advisory lock, so the running counts a
+ * claim reads (per-tenant limits, fewest running first) cannot be changed by a concurrent claim.
+ * A claim is one short transaction; a queue of any size is claimed one job at a time.
+ */
+const claimLock = 0x6c617468; // "lath"
+
+/**
+ * The worker's side of the jobs: claims with a lease, heartbeats, outcomes. A worker claims a job
+ * with a lease that its heartbeats renew; a job whose lease ran out (its worker died) is claimed
+ * again, from its last checkpoint. The queue is fair (see `claim`). Every write is guarded by the
+ * claim (state RUNNING, this worker), so a cancelled or taken-over job is never overwritten.
  */
 export class JobLeases {
   constructor(
     private readonly db: Kysely<TrainerTables>,
     /** Told of each committed change, for watchers and the outbox relay. */
     private readonly store: JobStore,
+    /** Per-tenant limits every claim respects. Default: none. */
+    private readonly limits: TenantLimits = { maxRunningJobs: 0, maxGpus: 0 },
   ) {}
 
   private get t() {
     return this.db.withSchema(schema);
   }
 
-  /** Claims the oldest queued job, or a running one whose worker's lease ran out. */
-  async claim(worker: string, leaseMs: number): Promise<{ row: JobRow; resumeFrom: CheckpointRow | undefined } | undefined> {
+  /**
+   * Claims the next job in `scope`: a queued one, or a running one whose worker's lease ran out.
+   * Among the jobs a tenant may start (under its limits on running jobs and GPUs), the tenant
+   * with the fewest running jobs goes first, then the highest priority, then the oldest job; so
+   * one tenant's backlog never starves another's single job. `worker` names the claimer, or is
+   * made from the job and attempt (a Kubernetes Job's name).
+   */
+  async claim(worker: string | ((target: ClaimTarget) => string), leaseMs: number, scope: ClaimScope = "cpu"): Promise<Claimed | undefined> {
+    const { maxRunningJobs, maxGpus } = this.limits;
     const claimed = await this.db.transaction().execute(async (trx) => {
       const t = trx.withSchema(schema);
-      const next = await t
-        .selectFrom("jobs")
-        .select(["tenant", "job_id"])
-        .where((eb) => eb.or([eb("state", "=", "QUEUED"), eb.and([eb("state", "=", "RUNNING"), eb("lease_until", "<", sql<Date>`now()`)])]))
-        .orderBy("seq")
-        .limit(1)
-        .forUpdate()
-        .skipLocked()
-        .executeTakeFirst();
+      await sql`select pg_advisory_xact_lock(${claimLock})`.execute(trx);
+      const { rows } = await sql<{ tenant: string; job_id: string; attempt_count: number; worker: string }>`
+        with live as (
+          select tenant, count(*)::integer as jobs, coalesce(sum(gpu_count), 0)::integer as gpus
+          from ${sql.table(`${schema}.jobs`)}
+          where state = 'RUNNING' and lease_until >= now()
+          group by tenant
+        )
+        select j.tenant, j.job_id, j.attempt_count, j.worker
+        from ${sql.table(`${schema}.jobs`)} j left join live l on l.tenant = j.tenant
+        where (j.state = 'QUEUED' or (j.state = 'RUNNING' and j.lease_until < now()))
+          and (${scope} = 'all' or (${scope} = 'gpu') = (j.gpu_count > 0))
+          and (${maxRunningJobs}::integer = 0 or coalesce(l.jobs, 0) < ${maxRunningJobs}::integer)
+          and (${maxGpus}::integer = 0 or coalesce(l.gpus, 0) + j.gpu_count <= ${maxGpus}::integer)
+        order by coalesce(l.jobs, 0), j.priority desc, j.seq
+        limit 1
+        for update of j skip locked`.execute(trx);
+      const next = rows[0];
       if (!next) return undefined;
+      const holder = typeof worker === "string" ? worker : worker({ tenant: next.tenant, jobId: next.job_id, attempt: next.attempt_count + 1 });
       const row = await t
         .updateTable("jobs")
-        .set({ state: "RUNNING", worker, lease_until: sql`now() + ${`${leaseMs} milliseconds`}::interval` as never, attempt_count: sql`attempt_count + 1`, start_time: sql`coalesce(start_time, now())`, update_time: sql`now()` })
+        .set({ state: "RUNNING", worker: holder, lease_until: sql`now() + ${`${leaseMs} milliseconds`}::interval` as never, attempt_count: sql`attempt_count + 1`, start_time: sql`coalesce(start_time, now())`, update_time: sql`now()` })
         .where("tenant", "=", next.tenant)
         .where("job_id", "=", next.job_id)
         .returningAll()
@@ -53,10 +103,10 @@ export class JobLeases {
           def: fineTuningJobStarted,
           tenant: row.tenant,
           subject: name,
-          payload: { fineTuningJob: name, worker, attempt: row.attempt_count, resumedFromCheckpoint: resumeFrom ? checkpointName(row.job_id, resumeFrom.step) : "", totalSteps: (row.estimate as { totalSteps?: number }).totalSteps ?? 0 },
+          payload: { fineTuningJob: jobName(row.job_id), worker: row.worker, attempt: row.attempt_count, resumedFromCheckpoint: resumeFrom ? checkpointName(row.job_id, resumeFrom.step) : "", totalSteps: (row.estimate as { totalSteps?: number }).totalSteps ?? 0 },
         },
       ]);
-      return { row, resumeFrom };
+      return { row, resumeFrom, previousWorker: next.worker };
     });
     if (claimed) this.store.changed(claimed.row.tenant, claimed.row.job_id, true);
     return claimed;
@@ -209,6 +259,30 @@ export class JobLeases {
   /** Whether the job runs now in the given attempt (its work folder is in use). */
   async isRunningAttempt(tenant: string, jobId: string, attempt: number): Promise<boolean> {
     const row = await this.t.selectFrom("jobs").select("job_id").where("tenant", "=", tenant).where("job_id", "=", jobId).where("state", "=", "RUNNING").where("attempt_count", "=", attempt).executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /**
+   * The job's row when `worker` holds it in `attempt` (RUNNING), else undefined: what a Kubernetes
+   * Job's pod checks before it trains the attempt it was made for.
+   */
+  async attemptRow(tenant: string, jobId: string, attempt: number, worker: string): Promise<JobRow | undefined> {
+    return this.t.selectFrom("jobs").selectAll().where("tenant", "=", tenant).where("job_id", "=", jobId).where("state", "=", "RUNNING").where("attempt_count", "=", attempt).where("worker", "=", worker).executeTakeFirst();
+  }
+
+  /** The job's state, holder, attempt and progress now; undefined when it is gone. */
+  async current(job: Pick<JobRow, "tenant" | "job_id">): Promise<Pick<JobRow, "state" | "worker" | "attempt_count" | "progress"> | undefined> {
+    return this.t.selectFrom("jobs").select(["state", "worker", "attempt_count", "progress"]).where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).executeTakeFirst();
+  }
+
+  /** The checkpoint an attempt of the job resumes from: its newest. */
+  async resumePoint(tenant: string, jobId: string): Promise<CheckpointRow | undefined> {
+    return lastCheckpoint(this.db, tenant, jobId);
+  }
+
+  /** Whether `worker` still holds the job (RUNNING, its claim), without renewing the lease. */
+  async holds(job: Pick<JobRow, "tenant" | "job_id">, worker: string): Promise<boolean> {
+    const row = await this.t.selectFrom("jobs").select("job_id").where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).where("state", "=", "RUNNING").where("worker", "=", worker).executeTakeFirst();
     return row !== undefined;
   }
 

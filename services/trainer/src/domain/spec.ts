@@ -1,7 +1,8 @@
-import { AppError, checkLabels, checkResourceId, checkText, fineTuningMethods, invalidArgument, lrSchedulers, parseName, parseNestedName, resourceName } from "@lathe/kit";
+import { checkLabels, checkResourceId, checkText, fineTuningMethods, invalidArgument, lrSchedulers, parseName, parseNestedName, resourceName } from "@lathe/kit";
 import { LORA_MODULES, RECIPE, RecipeError, resolveRecipe, type Recipe, type RecipeKey } from "@lathe/models";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
-import { ComputeBackend, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import type { FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { computeOf, type JobCompute } from "./compute.js";
 
 /** LoRA module names in PEFT's spelling. */
 export { LORA_MODULES };
@@ -40,7 +41,7 @@ export interface JobSpec {
     /** Whether unset epochs, batch, lr and warmup were picked from the data (auto.ts). */
     autoHyperparameters?: boolean;
   };
-  compute: { backend: "cpu"; hardware: string };
+  compute: JobCompute;
   /** FollowUp as proto JSON. */
   followUp: unknown;
 }
@@ -130,7 +131,7 @@ export function recipeOf(spec: JobSpec): Recipe {
  * other services (the model exists, the dataset version is ready) is checked afterwards, and so
  * is what needs the data (guards.ts; auto_hyperparameters, auto.ts).
  */
-export function validateJob(job: FineTuningJob | undefined, hardwareTypes: readonly string[]): JobSpec {
+export function validateJob(job: FineTuningJob | undefined, hardwareTypes: readonly string[], gpuSlots = false): JobSpec {
   if (!job) throw invalidArgument("fine_tuning_job", "is required");
   const f = (name: string) => `fine_tuning_job.${name}`;
   parseName(f("base_model"), job.baseModel, "models");
@@ -140,15 +141,7 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
   const method = fineTuningMethods.name(job.method);
   if (method === undefined) throw invalidArgument(f("method"), `unknown value ${job.method}`);
 
-  const c = job.compute;
-  if (c?.backend === ComputeBackend.COMPUTE_BACKEND_CUDA || (c?.gpuCount ?? 0) > 0) {
-    throw new AppError("FAILED_PRECONDITION", "NO_GPU_SLOTS", `${f("compute")}: this trainer has no CUDA slots (the engine's CUDA backend is not built yet); use COMPUTE_BACKEND_CPU or leave compute unset`, { field: f("compute") });
-  }
-  const hardware = c?.hardware ?? "";
-  if (hardware !== "" && !hardwareTypes.includes(hardware)) throw invalidArgument(f("compute.hardware"), `${JSON.stringify(hardware)} is not in the cost table (${hardwareTypes.join(", ")})`);
-  if (hardware !== "" && hardware !== "cpu") {
-    throw new AppError("FAILED_PRECONDITION", "NO_GPU_SLOTS", `${f("compute.hardware")}: ${hardware} needs a GPU slot and this trainer has none yet; estimate it with EstimateFineTuningJob, train on cpu`, { field: f("compute.hardware") });
-  }
+  const compute = computeOf(job.compute, hardwareTypes, gpuSlots);
   const reg = job.followUp?.registration;
   if (reg !== undefined && reg.adapter !== "") {
     const [model] = parseNestedName(f("follow_up.registration.adapter"), reg.adapter, ["models", "adapters"]);
@@ -184,7 +177,7 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
       evalSteps: recipe.evalSteps,
       autoHyperparameters: job.trainingArguments?.autoHyperparameters ?? false,
     },
-    compute: { backend: "cpu", hardware: "cpu" },
+    compute,
     followUp: FollowUp.toJSON(job.followUp ?? FollowUp.fromPartial({})),
   };
 }

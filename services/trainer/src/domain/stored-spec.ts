@@ -6,6 +6,8 @@ export type StoredSpec = JobSpec & {
   inputs: JobInputs;
   /** The W3C trace headers of the create call: the worker's spans and events continue its trace. */
   trace?: Record<string, string>;
+  /** FineTuningJob.priority (absent in jobs made before priorities: 0). */
+  priority?: number;
 };
 
 /** The stored spec of a job (the `spec` column, written once by JobStore.create). */

@@ -109,6 +109,30 @@ export class LocalWorker {
     }
   }
 
+  /**
+   * Trains one attempt that another claimed for this process: a Kubernetes runner claims a job
+   * and starts a pod whose trainer runs this for `worker` (the Kubernetes Job's name) and
+   * `attempt`, renewing that claim as a local job renews its own. Resolves when the attempt ends
+   * (its outcome recorded, or stopped: cancelled, taken over, or `signal` aborted, which gives the
+   * job back to the queue); "not-held" when the claim is no longer `worker`'s in that attempt.
+   */
+  async runAttempt(tenant: string, jobId: string, attempt: number, worker: string, signal: AbortSignal): Promise<"ran" | "not-held"> {
+    const row = await this.o.leases.attemptRow(tenant, jobId, attempt, worker);
+    if (!row) return "not-held";
+    const resumeFrom = await this.o.leases.resumePoint(tenant, jobId);
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(new Stop("shutdown"));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    const attributes = { "lathe.fine_tuning_job": jobName(jobId), "lathe.tenant": tenant, "lathe.attempt": attempt };
+    try {
+      await tracer.startActiveSpan("trainer.train_job", { attributes }, contextFromHeaders(storedSpec(row).trace ?? {}), (span) => this.run(row, resumeFrom?.artifact_digest, abort.signal, worker).finally(() => span.end()));
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    return "ran";
+  }
+
   async stop(): Promise<void> {
     await this.loop.stop();
     for (const r of this.running.values()) r.abort.abort(new Stop("shutdown"));
@@ -129,7 +153,8 @@ export class LocalWorker {
     return decodeSequences(Buffer.concat(chunks), sequencesDigest);
   }
 
-  private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal): Promise<void> {
+  /** Trains a claimed attempt; `worker` is the claim's holder (this worker, or the Kubernetes Job whose pod this is). */
+  private async run(job: JobRow, resumeDigest: string | undefined, stopSignal: AbortSignal, worker: string = this.id): Promise<void> {
     const spec = storedSpec(job);
     const log = this.o.logger.child({ job: jobName(job.job_id), tenant: job.tenant, attempt: job.attempt_count });
     const dir = join(this.o.workDir, "attempts", attemptFolder(job));
@@ -139,7 +164,7 @@ export class LocalWorker {
     stopSignal.addEventListener("abort", onStop, { once: true });
     // A cancel made in this process ends the claim at once; one made elsewhere is seen at the next heartbeat.
     const onChange = (key: string) => {
-      if (key === `${job.tenant}/${job.job_id}`) void this.o.jobs.row(job.tenant, jobName(job.job_id)).then((r) => r.state !== "RUNNING" || r.worker !== this.id ? abort.abort(new Stop("lost")) : undefined, () => undefined);
+      if (key === `${job.tenant}/${job.job_id}`) void this.o.jobs.row(job.tenant, jobName(job.job_id)).then((r) => r.state !== "RUNNING" || r.worker !== worker ? abort.abort(new Stop("lost")) : undefined, () => undefined);
     };
     this.o.jobs.changes.on("changed", onChange);
     const started = performance.now();
@@ -192,7 +217,7 @@ export class LocalWorker {
           window = [];
         }
         pending = pending
-          .then(() => this.o.leases.heartbeat(job, this.id, this.o.leaseMs, progress))
+          .then(() => this.o.leases.heartbeat(job, worker, this.o.leaseMs, progress))
           .then((held) => {
             if (!held) abort.abort(new Stop("lost"));
           })
@@ -208,7 +233,7 @@ export class LocalWorker {
         await pending;
         if (c.evalLoss !== null) lastEval = c.evalLoss;
         lastCheckpoint = c;
-        const held = await this.o.leases.checkpoint(job, this.id, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: prefixedDigest(stored.digest), sizeBytes: stored.size });
+        const held = await this.o.leases.checkpoint(job, worker, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: prefixedDigest(stored.digest), sizeBytes: stored.size });
         if (!held) abort.abort(new Stop("lost"));
       };
       let summary;
@@ -243,7 +268,7 @@ export class LocalWorker {
       const evalLoss = summary.evalLosses.at(-1)?.loss;
       const ok = await this.o.leases.succeed(
         job,
-        this.id,
+        worker,
         {
           adapterArtifactDigest: digest,
           adapterArtifactUri: artifactUri(digest),
@@ -260,7 +285,7 @@ export class LocalWorker {
       const reason = abort.signal.reason as unknown;
       if (reason instanceof Stop) {
         if (reason.why === "shutdown") {
-          await this.o.leases.release(job, this.id).catch((e: unknown) => log.warn({ err: e }, "giving the job back failed; its lease will run out"));
+          await this.o.leases.release(job, worker).catch((e: unknown) => log.warn({ err: e }, "giving the job back failed; its lease will run out"));
           log.info({ step }, "worker stopping: job given back to the queue");
         } else log.info({ step }, "job stopped: cancelled or taken over");
         await this.o.leases.addTrainingTime(job, performance.now() - started).catch(() => undefined);
@@ -268,7 +293,7 @@ export class LocalWorker {
       }
       const failure = failureOf(err, step);
       log.warn({ err, step }, "job failed");
-      await this.o.leases.fail(job, this.id, failure, step, performance.now() - started);
+      await this.o.leases.fail(job, worker, failure, step, performance.now() - started);
     } finally {
       this.o.jobs.changes.off("changed", onChange);
       stopSignal.removeEventListener("abort", onStop);
