@@ -28,7 +28,7 @@ export interface JobFlags extends ConnectionOptions {
   eval?: string;
   displayName?: string;
   qlora?: boolean;
-  hyperparameters?: "auto" | "recipe";
+  auto?: boolean;
   register?: string;
   description?: string;
   label?: Record<string, string>;
@@ -46,9 +46,7 @@ function withJobFlags(cmd: Command): Command {
       .option("--eval <version>", "a dataset version for the eval loss at the end of every epoch (or every --eval-steps) and after the last step: DATASET@VERSION")
       .option("--display-name <text>", "a human-readable name of the job")
       .option("--qlora", "QLoRA: the frozen base weights in NF4, about a quarter of LoRA's memory (default: LoRA)")
-      .addOption(
-        new Option("--hyperparameters <mode>", "auto: the trainer picks --epochs, --batch-size, --grad-accum, --lr and --warmup-ratio left out from the train set's size and token counts (docs/training.md states the rule); recipe: the recipe's defaults").choices(["auto", "recipe"]).default("recipe"),
-      );
+      .option("--auto", "auto hyperparameters: the trainer picks --epochs, --batch-size, --grad-accum, --lr and --warmup-ratio left out from the train set's size and token counts, by the rule in docs/training.md (default: the recipe's)");
   addRecipeFlags(cmd);
   return withConnection(
     cmd
@@ -92,7 +90,7 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
       evalSteps: r.evalSteps ?? 0,
       saveSteps: r.saveSteps ?? 0,
       saveTotalLimit: r.saveTotalLimit,
-      autoHyperparameters: o.hyperparameters === "auto",
+      autoHyperparameters: o.auto === true,
     },
     followUp: adapter === undefined ? undefined : { registration: { adapter, description: o.description ?? "", labels } },
   });
