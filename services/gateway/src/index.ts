@@ -56,7 +56,7 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     const deployments: DeploymentStore = new DeploymentStore(db, () => {
       base.relay.notify();
       rollout.notify();
-    });
+    }, deps.logger);
     const rollout: Rollout = new Rollout({
       store: deployments,
       registry,
@@ -69,7 +69,7 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     });
     // A moved alias rolls out to every deployment that serves it.
     const consumer = new EventConsumer<GatewayTables>({ name: "gateway", db, schema, bus: deps.bus, logger: deps.logger }).on(aliasMoved, async (e, { trx, meta }) => {
-      await deployments.aliasMoved(trx, meta.tenant, e.alias);
+      await deployments.aliasMoved(trx, meta.tenant, e.alias, e.deployment);
     });
     let ready = false;
     const http = await buildHttp({

@@ -82,6 +82,11 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
       .addPrimaryKeyConstraint("judgments_pk", ["tenant", "run_id", "idx"])
       .execute();
   },
+  "0004_run_follow_up": async (db) => {
+    // The fine-tuning job's follow-up a run was made from (proto JSON of FollowUp), repeated in
+    // its evaluation_completed so the registry promotes and the gateway deploys as the job asked.
+    await db.schema.alterTable("runs").addColumn("follow_up", "jsonb").execute();
+  },
 };
 
 export type RunState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
@@ -155,6 +160,7 @@ export interface RunsTable {
   start_time: Date | null;
   end_time: Date | null;
   cancel_requested: Generated<boolean>;
+  follow_up: ColumnType<unknown, string | null | undefined, string | null>;
   lease_owner: string | null;
   lease_until: Date | null;
 }

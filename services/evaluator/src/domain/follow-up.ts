@@ -59,5 +59,6 @@ export async function createFollowUpRun(e: AdapterVersionCreated, tenant: string
       requestId: `follow-up:${e.adapterVersion}`,
     },
     e.fineTuningJob,
+    e.followUp,
   );
 }

@@ -10,6 +10,7 @@ import {
   type CompareEvaluationRunsRequest,
   type CreateEvaluationRunRequest,
 } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
+import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
@@ -194,7 +195,7 @@ export class RunStore {
   }
 
   /** Creates a queued run; `fineTuningJob` for one a job's follow-up asked for. */
-  async create(tenant: string, req: CreateEvaluationRunRequest, fineTuningJob = ""): Promise<EvaluationRun> {
+  async create(tenant: string, req: CreateEvaluationRunRequest, fineTuningJob = "", followUp?: FollowUp): Promise<EvaluationRun> {
     const spec = runSpecOf(req.evaluationRun);
     if (spec.metrics.includes("bertscore") && spec.bertscoreModel === "" && !this.defaultBertscoreModel) {
       throw new AppError("FAILED_PRECONDITION", "BERTSCORE_MODEL_MISSING", "evaluation_run.bertscore_model: BERTScore needs an encoder model, and this evaluator has none configured (LATHE_EVALUATOR_BERTSCORE_MODEL); name one", { field: "evaluation_run.bertscore_model" });
@@ -225,6 +226,7 @@ export class RunStore {
         spec: JSON.stringify(spec),
         state: "QUEUED",
         fine_tuning_job: fineTuningJob,
+        follow_up: followUp ? JSON.stringify(FollowUp.toJSON(followUp)) : null,
       })
       .onConflict((oc) => oc.doNothing())
       .returningAll()

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { AppError, asAppError, cachedFolder, resolveSecret, call, createClient, digestHex, enqueueEvents, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { MetricDifference, MetricValue } from "@lathe/proto/lathe/type/v1/metric";
 import { ReferenceScorer } from "@lathe/engine";
 import { readModelConfig } from "@lathe/models";
@@ -354,6 +355,7 @@ export class EvaluationWorker {
             baselineResults: results.baselineResults.map((v) => MetricValue.fromJSON(v)),
             differences: results.differences.map((v) => MetricDifference.fromJSON(v)),
             exampleCount: cand.length,
+            ...(r.follow_up ? { followUp: FollowUp.fromJSON(r.follow_up) } : {}),
           },
         },
       ]);

@@ -11,6 +11,7 @@ import {
   quoteFilterValue,
   readFilter,
   resourceName,
+  type Logger,
 } from "@lathe/kit";
 import { Deployment, Deployment_State, DeploymentBackend, type CreateDeploymentRequest, type UpdateDeploymentRequest } from "@lathe/proto/lathe/gateway/v1/gateway_service";
 import { sql, type Kysely, type Selectable, type Transaction } from "kysely";
@@ -115,6 +116,7 @@ export class DeploymentStore {
   constructor(
     private readonly db: Kysely<GatewayTables>,
     private readonly onChange: () => void,
+    private readonly logger: Logger,
   ) {}
 
   private get t() {
@@ -279,6 +281,26 @@ export class DeploymentStore {
     return (await this.t.selectFrom("deployments").selectAll().where("tenant", "=", tenant).orderBy("seq").execute()) as Row[];
   }
 
+  /** Adds `alias` to a deployment's adapters (a follow-up's deployment), if it is of the deployment's base model and not served yet. */
+  private async addAlias(trx: Transaction<GatewayTables>, tenant: string, alias: string, deployment: string): Promise<void> {
+    const id = deployment.replace(/^deployments\//, "");
+    const row = await trx.withSchema(schema).selectFrom("deployments").selectAll().where("tenant", "=", tenant).where("deployment_id", "=", id).forUpdate().executeTakeFirst();
+    const [, modelId, , adapterId, , aliasId] = alias.split("/");
+    if (!row) {
+      this.logger.warn({ tenant, deployment, alias }, "a promotion asked for a deployment that does not exist; the alias is not served");
+      return;
+    }
+    if (row.spec.adapters.some((a) => a.source === alias)) return;
+    if (row.spec.baseModel !== `models/${modelId}`) {
+      this.logger.warn({ tenant, deployment, alias, base: row.spec.baseModel }, "a promotion asked for a deployment of another base model; the alias is not served");
+      return;
+    }
+    const taken = new Set(row.spec.adapters.map((a) => a.servedName));
+    const servedName = taken.has(adapterId!) ? `${adapterId}-${aliasId}` : adapterId!;
+    const spec = { ...row.spec, adapters: [...row.spec.adapters, { source: alias, servedName }] };
+    await trx.withSchema(schema).updateTable("deployments").set({ spec: JSON.stringify(spec), update_time: sql`now()` }).where("tenant", "=", tenant).where("deployment_id", "=", id).execute();
+  }
+
   /** Deployments a rollout has to bring to their spec (created, updated, or an alias of theirs moved). */
   async pending(): Promise<Row[]> {
     return (await this.t.selectFrom("deployments").selectAll().where("state", "in", ["CREATING", "UPDATING"]).orderBy("seq").execute()) as Row[];
@@ -286,9 +308,12 @@ export class DeploymentStore {
 
   /**
    * Marks the deployments serving `alias` for a new rollout (in the transaction of the consumed
-   * `alias_moved` event); returns how many.
+   * `alias_moved` event); returns how many. A promotion a fine-tuning job asked for names the
+   * deployment that must serve the alias (`deployment`): the alias is added to its adapters first
+   * when missing, served under the adapter's id (or `{adapter}-{alias}` when that name is taken).
    */
-  async aliasMoved(trx: Transaction<GatewayTables>, tenant: string, alias: string): Promise<number> {
+  async aliasMoved(trx: Transaction<GatewayTables>, tenant: string, alias: string, deployment = ""): Promise<number> {
+    if (deployment !== "") await this.addAlias(trx, tenant, alias, deployment);
     const rows = (await trx
       .withSchema(schema)
       .updateTable("deployments")

@@ -117,6 +117,19 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
     // refused (REQUEST_ID_REUSED) instead of answered with the earlier resource.
     for (const table of ["models", "adapters", "adapter_versions"]) await db.schema.alterTable(table).addColumn("request_body", "jsonb").execute();
   },
+  "0004_promotion_decisions": async (db) => {
+    // Every promotion decision after an evaluation, held ones included, with why (proto JSON of
+    // PromotionDecision); one per alias and run, so a redelivered event decides nothing twice.
+    await db.schema
+      .createTable("promotion_decisions")
+      .addColumn("seq", "bigserial", (c) => c.primaryKey())
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("alias", "text", (c) => c.notNull())
+      .addColumn("evaluation_run", "text", (c) => c.notNull())
+      .addColumn("decision", "jsonb", (c) => c.notNull())
+      .addUniqueConstraint("promotion_decisions_once", ["tenant", "alias", "evaluation_run"])
+      .execute();
+  },
 };
 
 /** Row types of the registry's tables. */
@@ -184,6 +197,7 @@ export interface RegistryTables {
   version_evaluations: { tenant: string; adapter_version: string; evaluation_run: string; metrics: Json; create_time: Generated<Date> };
   aliases: { tenant: string; name: string; adapter_version: string; labels: ColumnType<Record<string, string>, string, string>; seq: Generated<number>; create_time: Generated<Date>; update_time: Generated<Date> };
   alias_moves: { seq: Generated<number>; tenant: string; alias: string; move: Json };
+  promotion_decisions: { seq: Generated<number>; tenant: string; alias: string; evaluation_run: string; decision: Json };
   promotion_rules: { tenant: string; name: string; rule: Json; create_time: Generated<Date>; update_time: Generated<Date> };
   lineage_nodes: { tenant: string; name: string; kind: number; display_name: string; digest: string; create_time: Date };
   lineage_edges: { tenant: string; source: string; target: string; relation: number };

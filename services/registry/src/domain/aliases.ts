@@ -4,13 +4,15 @@ import {
   Alias,
   AliasMove,
   AliasMoveTrigger,
+  PromotionDecision,
   PromotionRule,
   type ConditionOutcome,
   type RollbackAliasRequest,
   type SetAliasRequest,
   type SetPromotionRuleRequest,
 } from "@lathe/proto/lathe/registry/v1/registry_service";
-import type { MetricDifference } from "@lathe/proto/lathe/type/v1/metric";
+import type { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
+import type { MetricCondition, MetricDifference } from "@lathe/proto/lathe/type/v1/metric";
 import type { RegistryTables } from "../db/migrations.js";
 import { aliasMoved } from "../events.js";
 import { adapterName, parseVersionName, type AdapterStore } from "./adapters.js";
@@ -55,6 +57,7 @@ export class AliasStore {
     const r = await this.t.selectFrom("aliases").selectAll().where("tenant", "=", tenant).where("name", "=", name).executeTakeFirst();
     if (!r) throw notFound("alias", name);
     const moves = await this.t.selectFrom("alias_moves").select("move").where("tenant", "=", tenant).where("alias", "=", name).orderBy("seq").execute();
+    const decisions = await this.t.selectFrom("promotion_decisions").select("decision").where("tenant", "=", tenant).where("alias", "=", name).orderBy("seq").execute();
     return Alias.fromPartial({
       name,
       adapterVersion: r.adapter_version,
@@ -62,6 +65,7 @@ export class AliasStore {
       createTime: r.create_time,
       updateTime: r.update_time,
       history: moves.map((m) => AliasMove.fromJSON(m.move)),
+      decisions: decisions.map((d) => PromotionDecision.fromJSON(d.decision)),
     });
   }
 
@@ -89,7 +93,7 @@ export class AliasStore {
     tenant: string,
     name: string,
     to: string,
-    m: { trigger: AliasMoveTrigger; reason: string; actor: string; evaluationRun?: string; decidingMetrics?: ConditionOutcome[]; expected?: string },
+    m: { trigger: AliasMoveTrigger; reason: string; actor: string; evaluationRun?: string; decidingMetrics?: ConditionOutcome[]; expected?: string; deployment?: string },
     trx?: Transaction<RegistryTables>,
   ): Promise<void> {
     const run = async (trx: Transaction<RegistryTables>) => {
@@ -104,7 +108,7 @@ export class AliasStore {
       const move = AliasMove.fromPartial({ fromVersion: from, toVersion: to, moveTime: new Date(), trigger: m.trigger, reason: m.reason, actor: m.actor, evaluationRun: m.evaluationRun ?? "", decidingMetrics: m.decidingMetrics ?? [] });
       await t.insertInto("alias_moves").values({ tenant, alias: name, move: JSON.stringify(AliasMove.toJSON(move)) }).execute();
       await enqueueEvents(trx, schema, source, [
-        { def: aliasMoved, tenant, subject: name, payload: { alias: name, fromVersion: from, toVersion: to, trigger: triggerNames[m.trigger] ?? "", reason: m.reason, actor: m.actor, evaluationRun: m.evaluationRun ?? "" } },
+        { def: aliasMoved, tenant, subject: name, payload: { alias: name, fromVersion: from, toVersion: to, trigger: triggerNames[m.trigger] ?? "", reason: m.reason, actor: m.actor, evaluationRun: m.evaluationRun ?? "", deployment: m.deployment ?? "" } },
       ]);
       await recordLineage(trx, tenant, { name, displayName: name, time: new Date() }, [to]);
     };
@@ -168,32 +172,52 @@ export class AliasStore {
   /**
    * Applies the promotion rules of the candidate's adapter to a finished evaluation: each alias
    * whose rule holds moves to the candidate, and the move records the numbers that decided it.
-   * Returns the aliases moved and those whose rule did not hold, with why.
+   * A fine-tuning job's follow-up promotion names one alias, with conditions that replace that
+   * alias's stored rule (none: the stored rule applies), and a deployment that must then serve
+   * the alias (named in the move's `alias_moved`). Every decision, held or not, is recorded with
+   * why, once per alias and run. Returns the aliases moved and those whose rule did not hold.
    */
   async promote(
     trx: Transaction<RegistryTables>,
     tenant: string,
-    e: { evaluationRun: string; candidateAdapterVersion: string; differences: MetricDifference[]; exampleCount: number },
+    e: { evaluationRun: string; candidateAdapterVersion: string; differences: MetricDifference[]; exampleCount: number; fineTuningJob?: string; followUp?: FollowUp | undefined },
   ): Promise<{ moved: string[]; held: { alias: string; outcomes: ConditionOutcome[] }[] }> {
     const v = parseVersionName("candidate_adapter_version", e.candidateAdapterVersion);
     const adapter = adapterName(v.modelId, v.adapterId);
-    const rules = await trx.withSchema(schema).selectFrom("promotion_rules").selectAll().where("tenant", "=", tenant).where("name", "like", `${adapter}/aliases/%/promotionRule`).execute();
+    const stored = await trx.withSchema(schema).selectFrom("promotion_rules").selectAll().where("tenant", "=", tenant).where("name", "like", `${adapter}/aliases/%/promotionRule`).execute();
+    const rules = new Map<string, { conditions: MetricCondition[]; minExampleCount: number; source: string }>();
+    for (const r of stored) {
+      const rule = PromotionRule.fromJSON(r.rule);
+      if (!rule.disabled) rules.set(r.name.slice(0, -"/promotionRule".length), { conditions: rule.conditions, minExampleCount: rule.minExampleCount, source: "promotion_rule" });
+    }
+    const asked = e.followUp?.promotion?.alias ? `${adapter}/aliases/${e.followUp.promotion.alias}` : undefined;
+    if (asked !== undefined && e.followUp!.promotion!.conditions.length > 0) rules.set(asked, { conditions: e.followUp!.promotion!.conditions, minExampleCount: 0, source: "follow_up" });
     const moved: string[] = [];
     const held: { alias: string; outcomes: ConditionOutcome[] }[] = [];
-    for (const r of rules) {
-      const rule = PromotionRule.fromJSON(r.rule);
-      if (rule.disabled) continue;
-      const alias = r.name.slice(0, -"/promotionRule".length);
+    const decide = async (alias: string, d: Omit<PromotionDecision, "evaluationRun" | "candidateVersion" | "fineTuningJob" | "decideTime">): Promise<boolean> => {
+      const decision = PromotionDecision.fromPartial({ ...d, evaluationRun: e.evaluationRun, candidateVersion: e.candidateAdapterVersion, fineTuningJob: e.fineTuningJob ?? "", decideTime: new Date() });
+      const res = await trx.withSchema(schema).insertInto("promotion_decisions").values({ tenant, alias, evaluation_run: e.evaluationRun, decision: JSON.stringify(PromotionDecision.toJSON(decision)) }).onConflict((oc) => oc.doNothing()).executeTakeFirst();
+      return Number(res.numInsertedOrUpdatedRows ?? 0n) === 1;
+    };
+    if (asked !== undefined && !rules.has(asked)) {
+      await decide(asked, { promoted: false, reason: `the job asked to promote to ${asked} but gave no conditions, and the alias has no promotion rule: set one (SetPromotionRule) or give follow_up.promotion.conditions`, outcomes: [], source: "follow_up" });
+      held.push({ alias: asked, outcomes: [] });
+    }
+    for (const [alias, rule] of rules) {
       const outcomes: ConditionOutcome[] = rule.conditions.map((c) => {
         const d = e.differences.find((x) => x.metric === c.metric);
         return { condition: c, difference: d, satisfied: conditionHolds(c, d) };
       });
       const enough = e.exampleCount >= rule.minExampleCount;
+      const facts = outcomes.map((o) => (o.difference ? `metric ${o.condition!.metric} Δ=${o.difference.meanDifference.toFixed(4)} CI [${o.difference.confidenceInterval?.lower.toFixed(4)}, ${o.difference.confidenceInterval?.upper.toFixed(4)}] (min Δ ${o.condition!.minDelta}${o.condition!.requireCiAboveZero ? ", CI above 0" : ""}${o.condition!.minValue === undefined ? "" : `, value ≥ ${o.condition!.minValue}`}): ${o.satisfied ? "held" : "did not hold"}` : `metric ${o.condition!.metric}: not computed by the run`)).join("; ");
       if (enough && outcomes.every((o) => o.satisfied)) {
-        const reason = `promotion rule held on ${e.evaluationRun}: ${outcomes.map((o) => `metric ${o.condition!.metric} Δ=${o.difference!.meanDifference.toFixed(4)} CI [${o.difference!.confidenceInterval?.lower.toFixed(4)}, ${o.difference!.confidenceInterval?.upper.toFixed(4)}]`).join("; ")}`;
-        await this.move(tenant, alias, e.candidateAdapterVersion, { trigger: AliasMoveTrigger.ALIAS_MOVE_TRIGGER_PROMOTION, reason, actor: "promotion-rule", evaluationRun: e.evaluationRun, decidingMetrics: outcomes }, trx);
+        const reason = `${rule.source === "follow_up" ? "the job's promotion conditions" : "promotion rule"} held on ${e.evaluationRun}: ${facts}`;
+        if (!(await decide(alias, { promoted: true, reason, outcomes, source: rule.source }))) continue;
+        await this.move(tenant, alias, e.candidateAdapterVersion, { trigger: AliasMoveTrigger.ALIAS_MOVE_TRIGGER_PROMOTION, reason, actor: "promotion-rule", evaluationRun: e.evaluationRun, decidingMetrics: outcomes, ...(alias === asked && e.followUp?.deployment?.deployment ? { deployment: e.followUp.deployment.deployment } : {}) }, trx);
         moved.push(alias);
       } else {
+        const reason = enough ? `not promoted on ${e.evaluationRun}: ${facts}` : `not promoted on ${e.evaluationRun}: ${e.exampleCount} examples, fewer than the rule's ${rule.minExampleCount}`;
+        await decide(alias, { promoted: false, reason, outcomes, source: rule.source });
         held.push({ alias, outcomes });
       }
     }

@@ -46,7 +46,7 @@ export function registryConsumer(opts: { db: Kysely<RegistryTables>; bus: EventB
         .values({ tenant: meta.tenant, adapter_version: e.candidateAdapterVersion, evaluation_run: e.evaluationRun, metrics: JSON.stringify(e.candidateResults) })
         .onConflict((oc) => oc.doNothing())
         .execute();
-      const outcome = await aliases.promote(trx, meta.tenant, { evaluationRun: e.evaluationRun, candidateAdapterVersion: e.candidateAdapterVersion, differences: e.differences, exampleCount: e.exampleCount });
+      const outcome = await aliases.promote(trx, meta.tenant, { evaluationRun: e.evaluationRun, candidateAdapterVersion: e.candidateAdapterVersion, differences: e.differences, exampleCount: e.exampleCount, fineTuningJob: e.fineTuningJob, followUp: e.followUp });
       for (const h of outcome.held) logger.info({ alias: h.alias, evaluation_run: e.evaluationRun, satisfied: h.outcomes.map((o) => o.satisfied) }, "promotion rule did not hold");
     })
     .on(generationJobSucceeded, async (e, { trx, meta }) => {
