@@ -36,6 +36,13 @@ export const baseConfigSchema = z.object({
   LATHE_DATA_DIR: z.string().min(1).default(".lathe"),
   /** Postgres URL. Unset: an embedded PGlite database under LATHE_DATA_DIR/pg. */
   LATHE_PG_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
+  /**
+   * What a service does with its schema at start: `apply` runs its pending migrations; `verify`
+   * only checks that none is pending (a separate step, such as the chart's migration Job, runs
+   * them: `node services/<name>/dist/main.js migrate`). Both refuse a schema a newer release
+   * migrated. Default `apply`.
+   */
+  LATHE_MIGRATIONS: z.enum(["apply", "verify"]).default("apply"),
   /** NATS URL (JetStream enabled). Unset: the in-process event bus. */
   LATHE_NATS_URL: z.string().regex(/^(nats|tls):\/\//, "must be a nats:// URL").optional(),
   /** Prefix of event subjects and stream name, to share one NATS between environments. Default empty. */

@@ -5,6 +5,7 @@ import { LocalArtifactStore, type ArtifactStore } from "./artifacts/store.js";
 import { AppError } from "./errors.js";
 import { loadConfig, redactConfig, type BaseConfig } from "./config.js";
 import { openDatabase, type Database } from "./db/database.js";
+import { migrateCommand, type ServiceSchema } from "./db/migrate-command.js";
 import type { EventBus } from "./events/bus.js";
 import { JetStreamBus } from "./events/jetstream-bus.js";
 import { MemoryBus } from "./events/memory-bus.js";
@@ -208,9 +209,23 @@ export async function startPlatform<C extends BaseConfig>(opts: {
 /**
  * Runs one service as a process: reads the environment with the service's schema, starts, and
  * on SIGTERM or SIGINT drains and exits (0, or 1 when a part did not stop cleanly), also when
- * something was left open. A start failure is logged and exits 1.
+ * something was left open. A start failure is logged and exits 1. With `schema` given, the
+ * argument `migrate [--check]` runs (or checks) the service's migrations instead and exits 0, or
+ * 1 with the reason.
  */
-export async function runMain<S extends z.ZodType<BaseConfig>>(opts: { name: string; configSchema: S; factory: ServiceFactory<z.infer<S>> }): Promise<void> {
+export async function runMain<S extends z.ZodType<BaseConfig>>(opts: { name: string; configSchema: S; factory: ServiceFactory<z.infer<S>>; schema?: ServiceSchema }): Promise<void> {
+  if (process.argv[2] === "migrate" && opts.schema) {
+    // `main.js migrate [--check]`: the schema step alone (the chart's migration Job), then exit.
+    try {
+      const config = loadConfig(opts.configSchema, process.env);
+      await migrateCommand({ config, schema: opts.schema, check: process.argv.includes("--check"), logger: createLogger({ service: opts.name, level: config.LATHE_LOG_LEVEL }) });
+      process.exitCode = 0;
+    } catch (err) {
+      console.error(`lathe-${opts.name} migrate: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    }
+    return;
+  }
   let platform: RunningPlatform | undefined;
   try {
     const config = loadConfig(opts.configSchema, process.env);

@@ -22,7 +22,8 @@ export interface ServiceBase {
 }
 
 /**
- * Migrates the service's own schema (`schema`, also its name) and prepares its outbox relay.
+ * Migrates the service's own schema (`schema`, also its name), or checks it is migrated
+ * (LATHE_MIGRATIONS=verify), and prepares its outbox relay.
  * The service calls `relay.notify()` after each commit that enqueued events.
  */
 export async function prepareService(
@@ -30,7 +31,8 @@ export async function prepareService(
   schema: string,
   migrations: Record<string, (db: Kysely<any>) => Promise<void>>,
 ): Promise<ServiceBase> {
-  await migrateSchema(deps.db, schema, migrations);
+  // A config loaded without the kit's schema (some tests build their own) has no mode: apply.
+  await migrateSchema(deps.db, schema, migrations, deps.config.LATHE_MIGRATIONS ?? "apply");
   const relay = new OutboxRelay({ db: deps.db, schema, bus: deps.bus, logger: deps.logger.child({ schema }), pollMs: deps.config.LATHE_OUTBOX_POLL_MS });
   const base: ServiceBase = {
     schema,

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { runMain } from "@lathe/kit";
 import { configSchema, createTrainerService, runTrainJob } from "./index.js";
+import { migrations } from "./db/migrations.js";
+import { schema } from "./db/tables.js";
 
 if (process.argv[2] === "train-job") {
   // A training pod (see runner/train-job.ts): one attempt of one job, then exit. SIGTERM (the pod
@@ -15,5 +17,5 @@ if (process.argv[2] === "train-job") {
     process.exitCode = 1;
   }
 } else {
-  await runMain({ name: "trainer", configSchema, factory: createTrainerService });
+  await runMain({ name: "trainer", configSchema, factory: createTrainerService, schema: { name: schema, migrations } });
 }
