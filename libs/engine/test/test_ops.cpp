@@ -1,13 +1,25 @@
 // test_ops.cpp — SGEMM variants against a naive triple loop; llama3 RoPE frequencies against
 // values computed with HF's formula in Python (f64).
+#include <cstdio>
+#include <cstring>
+
 #include "cpu/gemm.h"
+#include "cpu/gemm_kernels.h"
 #include "rope_freq.h"
 #include "test_util.h"
 #include "threads.h"
 
-TEST(sgemm_nn_nt_tn_match_naive_for_odd_sizes_and_any_thread_count) {
+TEST(sgemm_nn_nt_tn_match_naive_for_odd_sizes_and_any_thread_count_with_every_kernel_this_cpu_runs) {
   lathe::Rng rng(1, 1);
-  const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {97, 200, 259}, {6, 16, 256}, {130, 33, 600}};
+  const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {97, 200, 259}, {6, 16, 256}, {130, 33, 600}, {12, 32, 17}, {25, 70, 513}};
+  int kernels = 0;
+  for (const char* name : {"portable", "avx2", "avx512"}) {
+  const lathe::cpu::GemmKernel* kern = lathe::cpu::gemm_kernel_by_name(name);
+  if (!kern) {
+    std::printf("  (the %s GEMM kernel is not checked: this CPU cannot run it)\n", name);
+    continue;
+  }
+  ++kernels;
   for (int threads : {1, 3}) {
     lathe::ThreadPool pool(threads);
     for (auto& s : sizes) {
@@ -23,14 +35,24 @@ TEST(sgemm_nn_nt_tn_match_naive_for_odd_sizes_and_any_thread_count) {
                 for (int k = 0; k < K; ++k) acc += double(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
                 ref[i * N + j] = static_cast<float>(0.7 * acc + beta * ref[i * N + j]);
               }
-            lathe::sgemm(pool, ta, tb, M, N, K, 0.7f, A.data(), ta ? M : K, B.data(), tb ? K : N, beta, C.data(), N);
+            lathe::sgemm_with(pool, *kern, ta, tb, M, N, K, 0.7f, A.data(), ta ? M : K, B.data(), tb ? K : N, beta, C.data(), N);
             double worst = 0;
             for (size_t i = 0; i < C.size(); ++i) worst = std::max(worst, std::fabs(double(C[i]) - ref[i]));
-            CHECK_MSG(worst < 1e-4 * std::sqrt(double(K)) + 1e-5, "M,N,K=" + std::to_string(M) + "," + std::to_string(N) + "," + std::to_string(K) +
+            CHECK_MSG(worst < 1e-4 * std::sqrt(double(K)) + 1e-5, std::string(name) + " M,N,K=" + std::to_string(M) + "," + std::to_string(N) + "," + std::to_string(K) +
                                                                  " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " err " + std::to_string(worst));
           }
     }
   }
+  }
+  CHECK(kernels >= 1);
+  // One kernel gives the same bits for any thread count (each element is summed by one thread).
+  const int M = 200, N = 300, K = 700;
+  auto A = t::random_vec(rng, static_cast<size_t>(M) * K, -1, 1), B = t::random_vec(rng, static_cast<size_t>(K) * N, -1, 1);
+  std::vector<float> C1(static_cast<size_t>(M) * N), C2(C1.size());
+  lathe::ThreadPool p1(1), p2(2);
+  lathe::sgemm(p1, false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C1.data(), N);
+  lathe::sgemm(p2, false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C2.data(), N);
+  CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
 }
 
 TEST(rope_llama3_inv_freq_matches_hf_compute_llama3_parameters) {

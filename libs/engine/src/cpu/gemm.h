@@ -1,20 +1,28 @@
-// cpu/gemm.h — threaded single-precision GEMM (row-major), BLIS-style blocking with a 6x16 register
-// micro-kernel written with GCC/Clang vector extensions (AVX2/FMA with -march=native).
+// cpu/gemm.h — threaded single-precision GEMM (row-major), BLIS-style blocking around a register
+// micro-kernel chosen at run time for the CPU (gemm_kernels.h: AVX-512F, AVX2+FMA or portable).
 //
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
 //   op(A) = A ([M,K], leading dim lda) or A^T (A stored [K,M]); likewise B ([K,N] or [N,K]).
 //
 // Each element of C is reduced by one thread in a fixed order, so results do not depend on the
-// number of threads or on scheduling. beta == 0 overwrites C (NaNs in C are not propagated).
+// number of threads or on scheduling (for one kernel; different kernels round differently).
+// beta == 0 overwrites C (NaNs in C are not propagated).
 #pragma once
 #include <cstdint>
 
 namespace lathe {
 
 class ThreadPool;
+namespace cpu {
+struct GemmKernel;
+}
 
 void sgemm(ThreadPool& pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
+
+// The same with a given micro-kernel (tests and dev/ compare the kernels; the CPU must run it).
+void sgemm_with(ThreadPool& pool, const cpu::GemmKernel& kernel, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc);
 
 // C[M,N] = alpha * A[M,K] B[K,N] + beta C
 inline void gemm_nn(ThreadPool& p, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) {

@@ -1,0 +1,56 @@
+// dev/bench_gemm.cpp — GFLOP/s of the CPU GEMM with each micro-kernel this CPU runs, on the
+// training step's shapes (SmolLM-135M: N = 1024 tokens, hidden 576, intermediate 1536, vocab
+// 49152 in chunks of 85 rows), against the kernel's register-FMA peak on the same threads.
+// Usage: lathe_engine_bench_gemm [threads=2]. Prints; asserts nothing.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "cpu/gemm_kernels.h"
+#include "rng.h"
+#include "threads.h"
+
+int main(int argc, char** argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  lathe::ThreadPool pool(threads);
+  struct Shape { const char* what; bool ta, tb; int M, N, K; };
+  const Shape shapes[] = {
+      {"q/o  y=xW^T   1024x576x576", false, true, 1024, 576, 576},
+      {"up   y=xW^T   1024x1536x576", false, true, 1024, 1536, 576},
+      {"down y=xW^T   1024x576x1536", false, true, 1024, 576, 1536},
+      {"up   dx=dyW   1024x576x1536", false, false, 1024, 576, 1536},
+      {"head y=xW^T   85x49152x576", false, true, 85, 49152, 576},
+      {"head dx=dyW   85x576x49152", false, false, 85, 576, 49152},
+      {"lora gA=du^Tx 16x576x1024", true, false, 16, 576, 1024},
+  };
+  lathe::Rng rng(1, 1);
+  for (const char* name : {"portable", "avx2", "avx512"}) {
+    const lathe::cpu::GemmKernel* k = lathe::cpu::gemm_kernel_by_name(name);
+    if (!k) continue;
+    // register-FMA peak on `threads` threads
+    const int64_t iters = 20000000;
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> flops(threads);
+    pool.run(threads, [&](int64_t task, int) { flops[task] = k->fma_peak(iters); });
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), total = 0;
+    for (double f : flops) total += f;
+    std::printf("%-8s FMA peak %.1f GFLOP/s on %d threads\n", name, total / s / 1e9, threads);
+    for (const Shape& sh : shapes) {
+      std::vector<float> A(static_cast<size_t>(sh.M) * sh.K), B(static_cast<size_t>(sh.K) * sh.N), C(static_cast<size_t>(sh.M) * sh.N);
+      for (auto& x : A) x = rng.uniform();
+      for (auto& x : B) x = rng.uniform();
+      const int lda = sh.ta ? sh.M : sh.K, ldb = sh.tb ? sh.K : sh.N;
+      lathe::sgemm_with(pool, *k, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), sh.N);
+      int reps = 0;
+      t0 = std::chrono::steady_clock::now();
+      do {
+        lathe::sgemm_with(pool, *k, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), sh.N);
+        ++reps;
+        s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      } while (s < 0.3);
+      std::printf("  %-30s %7.1f GFLOP/s\n", sh.what, 2.0 * sh.M * sh.N * sh.K * reps / s / 1e9);
+    }
+  }
+}

@@ -1,0 +1,77 @@
+// cpu/gemm_avx512.cpp — the AVX-512F GEMM micro-kernel: 12 rows x 32 columns of C in 24 zmm
+// accumulators, one broadcast of A and two loads of B per k. Compiled with -mavx512f only (see
+// gemm_kernels.h for why this file includes no std headers).
+#include <immintrin.h>
+
+#include "cpu/gemm_kernels.h"
+
+namespace lathe {
+namespace cpu {
+namespace {
+
+constexpr int MR = 12, NR = 32;
+
+inline void micro(int kc, const float* __restrict Ap, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
+  __m512 c[MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(Ap[i]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+  const __m512 va = _mm512_set1_ps(alpha);
+  const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    if (i >= rows) break;
+    float* ci = C + static_cast<long>(i) * ldc;
+    _mm512_mask_storeu_ps(ci, m0, _mm512_fmadd_ps(va, c[i][0], _mm512_maskz_loadu_ps(m0, ci)));
+    _mm512_mask_storeu_ps(ci + 16, m1, _mm512_fmadd_ps(va, c[i][1], _mm512_maskz_loadu_ps(m1, ci + 16)));
+  }
+}
+
+void block(int kc, int mc, int nc, const float* Ap, const float* Bp, float alpha, float* C, int ldc) {
+  for (int js = 0; js < nc; js += NR) {
+    const int cols = nc - js < NR ? nc - js : NR;
+    for (int is = 0; is < mc; is += MR) {
+      const int rows = mc - is < MR ? mc - is : MR;
+      micro(kc, Ap + static_cast<long>(is) * kc, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols);
+    }
+  }
+}
+
+double fma_peak(int64_t iters) {
+  __m512 acc[12];
+  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  for (int64_t t = 0; t < iters; ++t) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
+  alignas(64) float o[16];
+  _mm512_store_ps(o, s);
+  volatile float sink = o[0];
+  (void)sink;
+  return static_cast<double>(iters) * 12 * 16 * 2;
+}
+
+}  // namespace
+
+const GemmKernel& gemm_kernel_avx512() {
+  static const GemmKernel k{"avx512", MR, NR, block, fma_peak};
+  return k;
+}
+
+}  // namespace cpu
+}  // namespace lathe

@@ -1,0 +1,37 @@
+// cpu/gemm_kernels.h — the GEMM micro-kernels, one per instruction set, and the choice among them
+// at run time (CPUID through __builtin_cpu_supports), so one binary runs on any x86-64 CPU.
+//
+// Each kernel lives in its own translation unit compiled for its ISA alone (CMakeLists.txt sets
+// the flags per file): gemm_avx512.cpp (AVX-512F, 12x32 registers), gemm_avx2.cpp (AVX2+FMA,
+// 6x16), gemm_portable.cpp (no ISA flags, 6x16 with GCC vector extensions). Those files include
+// nothing with inline functions that another file could also emit (no std templates), so no
+// AVX-512 code can leak into the rest of the library through the linker's choice of a copy.
+//
+// block(kc, mc, nc, Ap, Bp, alpha, C, ldc): C[0:mc, 0:nc] += alpha * sum_k Ap Bp over one K slice,
+// where Ap holds ceil(mc/mr) slivers of [kc][mr] and Bp ceil(nc/nr) slivers of [kc][nr]
+// (gemm.cpp packs them, zero-padded). Every element's k-sum runs in order 0..kc-1 in one lane.
+// fma_peak(iters) runs iters rounds of independent register FMAs and returns the flops done.
+#pragma once
+#include <cstdint>
+
+namespace lathe {
+namespace cpu {
+
+struct GemmKernel {
+  const char* name;  // "avx512", "avx2", "portable"
+  int mr, nr;
+  void (*block)(int kc, int mc, int nc, const float* Ap, const float* Bp, float alpha, float* C, int ldc);
+  double (*fma_peak)(int64_t iters);
+};
+
+const GemmKernel& gemm_kernel_portable();
+const GemmKernel& gemm_kernel_avx2();
+const GemmKernel& gemm_kernel_avx512();
+
+// The kernel for `name` when this CPU can run it, else null ("best": the fastest it can run).
+const GemmKernel* gemm_kernel_by_name(const char* name);
+// The fastest kernel this CPU runs (checked once).
+const GemmKernel& gemm_kernel_best();
+
+}  // namespace cpu
+}  // namespace lathe
