@@ -29,6 +29,10 @@ export const gatewayOptionsSchema = z.object({
   LATHE_GATEWAY_RATE_LIMIT: z.coerce.number().int().min(0).max(10_000_000).default(600),
   /** How often (ms) the rollout looks for deployments to bring to their spec, besides being woken by changes (an alias moved: at the next look); also its first retry delay. Default 2000. */
   LATHE_GATEWAY_ROLLOUT_POLL_MS: z.coerce.number().int().min(10).max(3_600_000).default(2000),
+  /** The largest file `POST /v1/files` takes, in MiB (held in memory while it is sent on to the dataset service). Default 100. */
+  LATHE_GATEWAY_FILES_MAX_MB: z.coerce.number().int().min(1).max(4096).default(100),
+  /** How long (ms) `POST /v1/files` waits for the dataset checks of a `fine-tune` file before answering with status `uploaded` (the checks go on; GET shows the outcome). Default 60000. */
+  LATHE_GATEWAY_FILE_CHECK_WAIT_MS: z.coerce.number().int().min(0).max(3_600_000).default(60_000),
   /** Tensor type the base model is exported to GGUF with. Default F16. */
   LATHE_GATEWAY_GGUF_TYPE: z.enum(["F16", "F32"]).default("F16"),
 });

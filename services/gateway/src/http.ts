@@ -10,12 +10,16 @@ import type { GatewayMetrics } from "./domain/metrics.js";
 import type { ResolvedModel } from "./domain/registry.js";
 import { responseFormatOf } from "./domain/json-schema.js";
 import { parseChatRequest, parseCompletionRequest } from "./domain/requests.js";
-import type { ModelResolver } from "./domain/resolve.js";
+import type { Models } from "./domain/fine-tuned-models.js";
+import type { OpenAiFineTuning } from "./domain/openai-fine-tuning.js";
 import { checkAnswerFormat, type Backends, type ServingRequest } from "./domain/serving.js";
+import { registerFineTuningRoutes } from "./openai-fine-tuning-http.js";
 
 export interface HttpDeps {
   apiKeys: Readonly<Record<string, string>>;
-  models: ModelResolver;
+  models: Models;
+  /** OpenAI's files and fine-tuning jobs API, and the largest upload it takes (bytes); none: not served. */
+  fineTuning?: { api: OpenAiFineTuning; filesMaxBytes: number };
   backends: Backends;
   metrics: GatewayMetrics;
   logger: Logger;
@@ -73,7 +77,8 @@ declare module "fastify" {
 
 /**
  * The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions` (both with SSE
- * streaming), `/v1/models`, `/healthz`, `/readyz`, `/metrics`. Errors in OpenAI's shape and
+ * streaming), `/v1/models`, `/healthz`, `/readyz`, `/metrics`, and OpenAI's `/v1/files` and
+ * `/v1/fine_tuning/jobs` (openai-fine-tuning-http.ts). Errors in OpenAI's shape and
  * statuses; per-key rate limits on `/v1/*`.
  */
 export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
@@ -134,6 +139,8 @@ export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
     const models = await deps.models.list(md, tenant);
     return { object: "list", data: models.map((m) => ({ object: "model", ...m })) };
   });
+
+  if (deps.fineTuning) await registerFineTuningRoutes(app, deps.fineTuning.api, (req) => caller(auth, req), deps.fineTuning.filesMaxBytes);
 
   /** The model a request names, resolved with the caller's key (and recorded for the metrics). */
   const resolve = async (req: FastifyRequest, name: string): Promise<ResolvedModel> => {

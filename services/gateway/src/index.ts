@@ -11,6 +11,8 @@ import { ServingFiles } from "./domain/files.js";
 import { GatewayMetrics } from "./domain/metrics.js";
 import { RegistryModels } from "./domain/registry.js";
 import { ModelResolver } from "./domain/resolve.js";
+import { FineTunedModels } from "./domain/fine-tuned-models.js";
+import { OpenAiFineTuning } from "./domain/openai-fine-tuning.js";
 import { Rollout, upstreamFolderCache } from "./domain/rollout.js";
 import { Backends } from "./domain/serving.js";
 import { aliasMoved } from "./events.js";
@@ -71,10 +73,21 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
     const consumer = new EventConsumer<GatewayTables>({ name: "gateway", db, schema, bus: deps.bus, logger: deps.logger }).on(aliasMoved, async (e, { trx, meta }) => {
       await deployments.aliasMoved(trx, meta.tenant, e.alias, e.deployment);
     });
+    // OpenAI's fine-tuning API: files and jobs through the dataset and trainer services, as the caller.
+    const fineTuning = new OpenAiFineTuning({
+      db,
+      schema,
+      artifacts: deps.artifacts,
+      dataset: () => deps.peerAddress("dataset"),
+      trainer: () => deps.peerAddress("trainer"),
+      checkWaitMs: options.LATHE_GATEWAY_FILE_CHECK_WAIT_MS,
+    });
+    fineTuning.consume(consumer);
     let ready = false;
     const http = await buildHttp({
       apiKeys: deps.config.LATHE_API_KEYS,
-      models: new ModelResolver(deployments, registry),
+      models: new FineTunedModels(new ModelResolver(deployments, registry), fineTuning),
+      fineTuning: { api: fineTuning, filesMaxBytes: options.LATHE_GATEWAY_FILES_MAX_MB * 2 ** 20 },
       backends: new Backends(backend),
       metrics: new GatewayMetrics(() => backend.stats()),
       logger: deps.logger.child({ component: "gateway-http" }),
@@ -110,8 +123,19 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
       register(s) {
         s.add("lathe.gateway.v1.GatewayService", GatewayServiceService, gatewayHandlers({ deployments, registry, rollout }));
       },
-      // Stopped in reverse: the HTTP server, the rollout, the consumer, then the registry client they used.
-      ...base.with({ start: () => undefined, stop: async () => registry.close() }, consumer, rollout, server),
+      // Stopped in reverse: the HTTP server, the rollout, the consumer, then the clients they used.
+      ...base.with(
+        {
+          start: () => undefined,
+          stop: async () => {
+            registry.close();
+            fineTuning.close();
+          },
+        },
+        consumer,
+        rollout,
+        server,
+      ),
     };
   };
 }
