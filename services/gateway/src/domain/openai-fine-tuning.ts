@@ -238,9 +238,22 @@ export class OpenAiFineTuning {
     return row;
   }
 
+  /** The trainer's job; a row still marked validating is marked created once the trainer has it (a gateway that stopped mid-create). */
   private async trainerJob(md: Metadata, row: JobRow): Promise<FineTuningJob | undefined> {
-    if (!row.trainer_created) return undefined;
-    return (await call(this.trainer.get(), "getFineTuningJob", { name: `fineTuningJobs/${row.job_id}` }, md)).fineTuningJob;
+    const get = call(this.trainer.get(), "getFineTuningJob", { name: `fineTuningJobs/${row.job_id}` }, md);
+    if (row.trainer_created) return (await get).fineTuningJob;
+    const j = await get.then(
+      (r) => r.fineTuningJob,
+      (err: unknown) => {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      },
+    );
+    if (j !== undefined) {
+      await this.db.updateTable("openai_jobs").set({ trainer_created: true }).where("tenant", "=", row.tenant).where("job_id", "=", row.job_id).execute();
+      row.trainer_created = true;
+    }
+    return j;
   }
 
   /** The job as OpenAI shows one. */
