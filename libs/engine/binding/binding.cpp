@@ -813,10 +813,30 @@ Napi::Value Nf4Roundtrip(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cpuInfo({ threads, seconds }) -> { gemmKernel, fmaPeakGflops } (benchmarks; runs on the caller's thread).
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "cpuInfo: expected { threads, seconds }").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int32_t threads = o.Get("threads").ToNumber().Int32Value();
+  const double seconds = o.Get("seconds").ToNumber().DoubleValue();
+  double gflops = 0.0;
+  char err[kErrLen] = {0};
+  Check(env, lathe_cpu_fma_peak(threads, seconds, &gflops, err, sizeof err), "lathe_cpu_fma_peak", err);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("gemmKernel", Napi::String::New(env, lathe_cpu_gemm_kernel()));
+  out.Set("fmaPeakGflops", Napi::Number::New(env, gflops));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", Model::Define(env));
   exports.Set("nf4Roundtrip", Napi::Function::New<Nf4Roundtrip>(env, "nf4Roundtrip"));
   exports.Set("loraMerge", Napi::Function::New<LoraMerge>(env, "loraMerge"));
+  exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
   return exports;
 }
 

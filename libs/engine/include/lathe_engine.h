@@ -220,6 +220,18 @@ lathe_status lathe_lora_merge(float* w, const float* a, const float* b, int64_t 
                               int32_t num_threads, char* err, size_t err_len);
 
 /*
+ * The CPU backend's GEMM micro-kernel, chosen for this CPU at run time by CPUID: "avx512",
+ * "avx2" or "portable" (no -march=native at build time, so one binary runs on any x86-64).
+ */
+const char* lathe_cpu_gemm_kernel(void);
+/*
+ * The f32 FMA peak that kernel's instruction set reaches on this machine: `threads` threads
+ * (0 = the hardware's) each run independent register FMAs for about `seconds`; *gflops_out gets
+ * their total GFLOP/s. Benchmarks print a step's achieved GFLOP/s against it.
+ */
+lathe_status lathe_cpu_fma_peak(int32_t threads, double seconds, double* gflops_out, char* err, size_t err_len);
+
+/*
  * For tests: NF4 quantisation of `n` values exactly as lathe_model_quantize_nf4 stores a weight
  * (blocks of 64, double-quantised absmax), then dequantisation into `out` (n floats).
  * `codes_out`, when not NULL, receives the (n+1)/2 packed code bytes, bitsandbytes' order:

@@ -6,6 +6,8 @@
 // and the tensor/shape concerned; they are copied into `err` (NUL-terminated, truncated to
 // err_len) when err is not NULL.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +18,7 @@
 #include "common.h"
 #include "lathe_engine.h"
 #include "cpu/lora_merge.h"
+#include "cpu/gemm_kernels.h"
 #include "model.h"
 #include "nf4.h"
 
@@ -315,6 +318,35 @@ lathe_status lathe_nf4_roundtrip(const float* in, size_t n, float* out, uint8_t*
     const lathe::nf4::Tensor4 t = lathe::nf4::quantize_tensor(in, 1, static_cast<int64_t>(n));
     lathe::nf4::dequantize_rows(t, 0, 1, out);
     if (codes_out) std::memcpy(codes_out, t.codes.data(), t.codes.size());
+  });
+}
+
+const char* lathe_cpu_gemm_kernel(void) { return lathe::cpu::gemm_kernel_best().name; }
+
+lathe_status lathe_cpu_fma_peak(int32_t threads, double seconds, double* gflops_out, char* err, size_t err_len) {
+  return guarded("lathe_cpu_fma_peak", err, err_len, [&] {
+    need(gflops_out, "gflops_out");
+    if (threads < 0) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "threads must be >= 0, got " + std::to_string(threads));
+    if (!(seconds > 0.0 && seconds <= 60.0)) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "seconds must be in (0, 60]");
+    const lathe::cpu::GemmKernel& k = lathe::cpu::gemm_kernel_best();
+    lathe::ThreadPool pool(threads);
+    const int n = pool.size();
+    std::vector<double> flops(n, 0.0);
+    std::atomic<int> started{0};
+    std::chrono::steady_clock::time_point t0;
+    // One task per thread: each waits until all have started (so no thread takes two), then runs
+    // short rounds until the deadline.
+    pool.run(n, [&](int64_t, int thread) {
+      if (started.fetch_add(1) + 1 == n) t0 = std::chrono::steady_clock::now();
+      while (started.load() < n) std::this_thread::yield();
+      const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+      do flops[thread] += k.fma_peak(int64_t{1} << 18);
+      while (std::chrono::steady_clock::now() < until);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double total = 0.0;
+    for (double f : flops) total += f;
+    *gflops_out = total / s / 1e9;
   });
 }
 

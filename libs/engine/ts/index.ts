@@ -11,11 +11,11 @@
  * - train/: options (config.ts), data to batches (batches.ts), checkpoints (checkpoint.ts),
  *   starting from an adapter (init-adapter.ts), evaluation (eval-loss.ts), the loop (loop.ts).
  */
-export type { LoraModule, ForwardBackwardResult, AdamwResult, MemoryReport, Nf4RoundtripResult } from "./native.js";
+export type { LoraModule, ForwardBackwardResult, AdamwResult, MemoryReport, Nf4RoundtripResult, CpuInfo } from "./native.js";
 export { ADDON_PATH } from "./addon.js";
 export { EngineError, CheckpointError, LossNotFiniteError, TrainingDataError } from "./errors.js";
 export type { EngineErrorCode } from "./errors.js";
-export { Model, NF4_MODULES, engineConfig, loraMerge, nf4Roundtrip } from "./model.js";
+export { Model, NF4_MODULES, cpuInfo, engineConfig, loraMerge, nf4Roundtrip } from "./model.js";
 export type { AdamwOptions, Batch, ForwardBackwardOptions, HiddenStatesBatchOptions, LoraOptions, TokenSequences } from "./model.js";
 export { hiddenStates } from "./hidden-states.js";
 export type { HiddenStatesOptions } from "./hidden-states.js";

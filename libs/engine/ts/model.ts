@@ -20,6 +20,15 @@ export function nf4Roundtrip(values: Float32Array): native.Nf4RoundtripResult {
 }
 
 /**
+ * The CPU backend's GEMM kernel and the machine's measured f32 FMA peak on `threads` threads
+ * (0 = all), measured for `seconds` (default 1) on the calling thread. For benchmarks.
+ */
+export function cpuInfo(options: { threads?: number; seconds?: number } = {}): native.CpuInfo {
+  const addonModule = loadAddon();
+  return call(() => addonModule.cpuInfo({ threads: options.threads ?? 0, seconds: options.seconds ?? 1 }));
+}
+
+/**
  * W += scale·B·A in place (W [rows, cols], A [r, cols], B [rows, r], f32), on the engine's threads
  * and off the event loop: each element of B·A summed in f64, added to W in f64 and rounded once,
  * the same bits as @lathe/models' JS kernel. Leave the three arrays alone until it settles.

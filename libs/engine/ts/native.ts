@@ -191,10 +191,20 @@ export interface NativeModel {
   free(): void;
 }
 
+/** What the CPU backend computes with on this machine (benchmarks print it). */
+export interface CpuInfo {
+  /** The GEMM micro-kernel chosen at run time by CPUID: "avx512", "avx2" or "portable". */
+  gemmKernel: string;
+  /** Measured f32 FMA throughput of that kernel's instruction set on the given threads, GFLOP/s. */
+  fmaPeakGflops: number;
+}
+
 /** The module object of build/Release/lathe_engine_node.node. */
 export interface NativeAddon {
   Model: new (config: ModelConfig) => NativeModel;
   nf4Roundtrip(values: Float32Array): Nf4RoundtripResult;
   /** Runs on the libuv thread pool; rejects with INVALID_ARGUMENT (message starting with the name) when a length does not fit. */
   loraMerge(args: LoraMergeArgs): Promise<void>;
+  /** Blocks the calling thread for about `seconds` while it measures the FMA peak. */
+  cpuInfo(args: { threads: number; seconds: number }): CpuInfo;
 }
