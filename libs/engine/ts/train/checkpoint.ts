@@ -54,8 +54,12 @@ export interface TrainerState {
   trainLossPerEpoch: number[];
   evalLossPerEpoch: number[];
   /** Every eval loss computed (per epoch, or every eval_steps); absent in states written before eval_steps. */
-  evalHistory?: { step: number; epoch: number; loss: number }[];
-  logHistory: { step: number; epoch: number; loss: number; lr: number; gradNorm: number }[];
+  evalHistory?: { step: number; epoch: number; loss: number; meanTokenAccuracy?: number }[];
+  /**
+   * Every optimizer step: its loss, learning rate, gradient norm and, in states written since mean
+   * token accuracy, its labels and how many of them the argmax predicted.
+   */
+  logHistory: { step: number; epoch: number; loss: number; lr: number; gradNorm: number; labels?: number; correct?: number }[];
   bestEvalLoss: number | null;
   bestStep: number | null;
   settings: Record<(typeof TRAJECTORY_KEYS)[number], unknown>;

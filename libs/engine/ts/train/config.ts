@@ -61,8 +61,12 @@ export interface SavedCheckpoint {
   epoch: number;
   /** The mean training loss of the steps since the previous checkpoint (NaN when none had labels). */
   loss: number;
+  /** The share of the trained labels of the steps since the previous checkpoint that the argmax predicted (NaN when none had labels). */
+  meanTokenAccuracy: number;
   /** The eval loss computed at this step, when one was. */
   evalLoss: number | null;
+  /** The eval set's mean token accuracy computed with `evalLoss`, when one was. */
+  evalMeanTokenAccuracy: number | null;
 }
 
 /** TrainOptions with every default filled in. */

@@ -48,12 +48,18 @@ export interface TrainProgress {
   epoch: number;
   /** Mean loss over the step's labels. */
   loss: number;
+  /** The step's trained labels (0 when none had a label). */
+  labels: number;
+  /** Of those, how many the model's argmax predicted (before the step's update): labels and correct make the mean token accuracy of any window of steps. */
+  correct: number;
   /** Learning rate the step used. */
   lr: number;
   /** Gradient norm before clipping. */
   gradNorm: number;
   /** The eval loss computed after this step (each epoch's end, every evalSteps, the last step); null when none was. */
   evalLoss: number | null;
+  /** The eval set's mean token accuracy computed with `evalLoss` (the share of its labels the argmax predicted); null when none was. */
+  evalMeanTokenAccuracy: number | null;
   /** Tokens (padding excluded) per second since the start. */
   tokensPerSecond: number;
   etaSeconds: number;
@@ -64,8 +70,14 @@ export interface TrainSummary {
   trainLossPerEpoch: number[];
   /** Mean eval loss at the end of each epoch where one was computed (every epoch with eval_steps 0); empty without eval data. */
   evalLossPerEpoch: number[];
-  /** Every eval loss computed, by optimizer step: each epoch's end (eval_steps 0) or every eval_steps steps, and the last step. */
-  evalLosses: { step: number; epoch: number; loss: number }[];
+  /**
+   * Every eval loss computed, by optimizer step: each epoch's end (eval_steps 0) or every
+   * eval_steps steps, and the last step; with the eval set's mean token accuracy then (absent for
+   * evaluations resumed from a checkpoint written before it was kept).
+   */
+  evalLosses: { step: number; epoch: number; loss: number; meanTokenAccuracy?: number }[];
+  /** Label-weighted mean token accuracy of each epoch's training steps (NaN for an epoch partly resumed from a checkpoint that did not keep it). */
+  trainMeanTokenAccuracyPerEpoch: number[];
   /** Tokens processed (padding excluded), all epochs. */
   tokens: number;
   seconds: number;
@@ -175,6 +187,8 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
     const trainLossPerEpoch: number[] = resumed?.trainLossPerEpoch.slice() ?? [];
     const evalLossPerEpoch: number[] = resumed?.evalLossPerEpoch.slice() ?? [];
     const evalLosses: TrainSummary["evalLosses"] = resumed?.evalHistory?.slice() ?? [];
+    // An epoch resumed part-way keeps its earlier steps' counts in the log history (NaN when the checkpoint predates them).
+    const trainMeanTokenAccuracyPerEpoch: number[] = (resumed?.trainLossPerEpoch ?? []).map((_, i) => accuracyOf(resumed!.logHistory.filter((h) => h.epoch === i + 1)));
     const logHistory: TrainerState["logHistory"] = resumed?.logHistory.slice() ?? [];
     let bestEvalLoss = resumed?.bestEvalLoss ?? null;
     let bestStep = resumed?.bestStep ?? null;
@@ -196,7 +210,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
       tensors: [...model.loraShapes()].map(([name, shape]) => ({ name: `base_model.model.${name}`, shape: [...shape], data: model.loraGet(name) })),
     });
     let lastCheckpointStep = step;
-    const saveCheckpoint = async (epoch: number, stepInEpoch: number, epochLossSum: number, epochLabels: number, evalLoss: number | null = null): Promise<void> => {
+    const saveCheckpoint = async (epoch: number, stepInEpoch: number, epochLossSum: number, epochLabels: number, evalLoss: Evaluation | null = null): Promise<void> => {
       const state: TrainerState = {
         format: STATE_FORMAT,
         globalStep: step,
@@ -228,16 +242,20 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         step,
         epoch: epoch + stepInEpoch / stepsPerEpoch,
         loss: since.length === 0 ? Number.NaN : since.reduce((a, h) => a + h.loss, 0) / since.length,
-        evalLoss,
+        meanTokenAccuracy: accuracyOf(since),
+        evalLoss: evalLoss?.loss ?? null,
+        evalMeanTokenAccuracy: evalLoss?.meanTokenAccuracy ?? null,
       });
       await rotateCheckpoints(options.outDir, o.saveTotalLimit);
     };
 
-    /** The eval loss now (after `step`), recorded, and the best adapter kept when it is the lowest. */
-    const evaluate = async (epoch: number): Promise<number> => {
+    /** The eval loss and mean token accuracy now (after `step`), recorded, and the best adapter kept when the loss is the lowest. */
+    const evaluate = async (epoch: number): Promise<Evaluation> => {
       checkCancel();
-      const evalLoss = (await meanLoss(model, evalSet!.examples, o.batchSize, padId)).loss;
-      evalLosses.push({ step, epoch, loss: evalLoss });
+      const measured = await meanLoss(model, evalSet!.examples, o.batchSize, padId);
+      const evalLoss = measured.loss;
+      const meanTokenAccuracy = measured.correct / measured.labels;
+      evalLosses.push({ step, epoch, loss: evalLoss, meanTokenAccuracy });
       if (bestEvalLoss === null || evalLoss < bestEvalLoss) {
         bestEvalLoss = evalLoss;
         bestStep = step;
@@ -245,7 +263,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         await writePeftAdapter(best, adapterContents());
         await writeFile(path.join(best, "best_state.json"), `${JSON.stringify({ step, epoch, evalLoss }, null, 2)}\n`);
       }
-      return evalLoss;
+      return { loss: evalLoss, meanTokenAccuracy };
     };
 
     const startEpoch = resumed?.epoch ?? 0;
@@ -260,6 +278,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         const labels = counts.reduce((a, b) => a + b, 0);
         const lr = lrAt(step, schedule);
         let stepLossSum = 0;
+        let stepCorrect = 0;
         model.zeroGrad();
         for (const [i, batch] of micro.entries()) {
           checkCancel();
@@ -271,6 +290,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
           if (!Number.isFinite(r.loss)) throw new LossNotFiniteError(step + 1, "loss", lr);
           peakActivationBytes = Math.max(peakActivationBytes, model.activationBytes());
           stepLossSum += r.loss * n;
+          stepCorrect += r.correctCount;
           tokens += realTokens(batch);
         }
         checkCancel();
@@ -284,18 +304,21 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
         epochLossSum += stepLossSum;
         epochLabels += labels;
         const loss = labels === 0 ? Number.NaN : stepLossSum / labels;
-        logHistory.push({ step, epoch: epoch + 1, loss, lr, gradNorm });
+        logHistory.push({ step, epoch: epoch + 1, loss, lr, gradNorm, labels, correct: stepCorrect });
         sampleMemory();
         // The end of an epoch (or of the run, part-way through one with max_steps) is evaluated
         // and checkpointed; so is every eval_steps and save_steps step. The eval loss goes out
         // with the step's progress, the checkpoint after it.
         const epochEnd = s + 1 === stepsPerEpoch;
         const last = step === totalSteps;
-        if (epochEnd || last) trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
-        let evalLoss: number | null = null;
+        if (epochEnd || last) {
+          trainLossPerEpoch.push(epochLabels === 0 ? Number.NaN : epochLossSum / epochLabels);
+          trainMeanTokenAccuracyPerEpoch.push(accuracyOf(logHistory.filter((h) => h.epoch === epoch + 1)));
+        }
+        let evalLoss: Evaluation | null = null;
         if (evalSet !== null && (last || (o.evalSteps > 0 ? step % o.evalSteps === 0 : epochEnd))) {
           evalLoss = await evaluate(epoch + (s + 1) / stepsPerEpoch);
-          if (epochEnd || last) evalLossPerEpoch.push(evalLoss);
+          if (epochEnd || last) evalLossPerEpoch.push(evalLoss.loss);
         }
         const elapsed = (performance.now() - started) / 1000;
         onProgress?.({
@@ -304,9 +327,12 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
           stepsPerEpoch,
           epoch: epoch + 1,
           loss,
+          labels,
+          correct: stepCorrect,
           lr,
           gradNorm,
-          evalLoss,
+          evalLoss: evalLoss?.loss ?? null,
+          evalMeanTokenAccuracy: evalLoss?.meanTokenAccuracy ?? null,
           tokensPerSecond: elapsed > 0 ? (tokens - startTokens) / elapsed : 0,
           etaSeconds: (elapsed / (step - startStep)) * (totalSteps - step),
         });
@@ -329,6 +355,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
     sampleMemory();
     const summary: TrainSummary = {
       trainLossPerEpoch,
+      trainMeanTokenAccuracyPerEpoch,
       evalLossPerEpoch,
       evalLosses,
       tokens,
@@ -354,6 +381,24 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
   } finally {
     model.free();
   }
+}
+
+/** An evaluation of the eval set after a step. */
+interface Evaluation {
+  loss: number;
+  meanTokenAccuracy: number;
+}
+
+/** The share of the labels of `steps` their argmax predicted: NaN when none had labels, or a step predates the counts. */
+function accuracyOf(steps: readonly TrainerState["logHistory"][number][]): number {
+  let labels = 0;
+  let correct = 0;
+  for (const h of steps) {
+    if (h.labels === undefined || h.correct === undefined) return Number.NaN;
+    labels += h.labels;
+    correct += h.correct;
+  }
+  return labels === 0 ? Number.NaN : correct / labels;
 }
 
 /** Element count of the 7 projections of every layer (what QLoRA quantises). */
