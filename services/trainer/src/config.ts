@@ -28,6 +28,13 @@ export const trainerOptionsSchema = z.object({
    * more is refused at creation. Every trainer replica must use the same value. 0: no limit. Default 0.
    */
   LATHE_TRAINER_MAX_GPUS_PER_TENANT: z.coerce.number().int().min(0).max(100_000).optional(),
+  /**
+   * The port of the trainer's Prometheus endpoint (`GET /metrics`: queue depth, running jobs,
+   * throughput and finished jobs by outcome, per tenant). 0 turns it off. Default 0.
+   */
+  LATHE_TRAINER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /** The address the metrics endpoint listens on. Default 0.0.0.0 (every interface, for Prometheus in the cluster). */
+  LATHE_TRAINER_METRICS_HOST: z.string().min(1).optional(),
   ...kubernetesVariables,
 });
 

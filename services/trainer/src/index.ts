@@ -8,10 +8,12 @@ import { schema, type TrainerTables } from "./db/tables.js";
 import { loadCostTable } from "./domain/estimate.js";
 import { JobStore } from "./domain/job-store.js";
 import { JobLeases } from "./domain/lease.js";
+import { ThroughputHistory } from "./domain/throughput.js";
 import { LocalWorker } from "./domain/worker.js";
 import { adapterVersionCreated } from "./events.js";
 import { kubernetesOptionsOf } from "./runner/kubernetes-config.js";
 import { KubernetesRunner, kubernetesApis } from "./runner/kubernetes-runner.js";
+import { MetricsServer, TrainerMetrics } from "./metrics-server.js";
 import { trainerHandlers } from "./service.js";
 
 export { configSchema, trainerOptionsOf, trainerOptionsSchema, type TrainerConfig, type TrainerOptions } from "./config.js";
@@ -24,7 +26,8 @@ export { kubernetesOptionsOf, type KubernetesOptions } from "./runner/kubernetes
 /**
  * A trainer service with the given options: migrates its schema, serves TrainerService, relays
  * its outbox, runs CPU jobs on its local worker slots and, with LATHE_TRAINER_K8S_NAMESPACE, GPU
- * jobs (or all) as Kubernetes Jobs, and learns from the registry which adapter version each job became.
+ * jobs (or all) as Kubernetes Jobs, learns from the registry which adapter version each job
+ * became and, with LATHE_TRAINER_METRICS_PORT, serves Prometheus metrics.
  */
 export function trainerService(options: TrainerOptions): ServiceFactory {
   return async (deps) => {
@@ -59,6 +62,8 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
             pollMs: options.LATHE_TRAINER_POLL_MS,
             leaseMs: options.LATHE_TRAINER_LEASE_MS,
           });
+    const metricsPort = options.LATHE_TRAINER_METRICS_PORT ?? 0;
+    const metrics = metricsPort === 0 ? undefined : new MetricsServer(new TrainerMetrics(db), { host: options.LATHE_TRAINER_METRICS_HOST ?? "0.0.0.0", port: metricsPort, logger: deps.logger.child({ component: "trainer-metrics" }) });
     const consumer = new EventConsumer<TrainerTables>({ name: "trainer", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { trx, meta }) => {
       if (e.fineTuningJob !== "") await jobs.setAdapterVersion(trx, meta.tenant, e.fineTuningJob, e.adapterVersion);
     });
@@ -81,10 +86,11 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
             gpuSlots: kubernetes !== null,
             maxGpusPerTenant: options.LATHE_TRAINER_MAX_GPUS_PER_TENANT ?? 0,
             watchPollMs: Math.min(1000, options.LATHE_TRAINER_POLL_MS),
+            throughput: new ThroughputHistory(db),
           }),
         );
       },
-      ...base.with(consumer, worker, ...(runner ? [runner] : [])),
+      ...base.with(consumer, worker, ...(runner ? [runner] : []), ...(metrics ? [metrics] : [])),
     };
   };
 }

@@ -1,14 +1,16 @@
 import { AppError, checkRequestId, traceHeaders, checkText, invalidArgument, type ArtifactStore, type CallContext, type ServiceHandlers } from "@lathe/kit";
-import type { FineTuningEstimate, TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
+import { MetricsFormat, type FineTuningEstimate, type TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { applyAutoHyperparameters, autoSettings, type AutoSetting } from "./domain/auto.js";
 import { canonicalCreateRequest } from "./domain/canonical-request.js";
 import { jobName, trainingArgumentsOf } from "./domain/encode.js";
-import { estimateJob, type CostTable } from "./domain/estimate.js";
+import { consideredHardware, estimateJob, type CostTable } from "./domain/estimate.js";
 import { checkJobUsefulness } from "./domain/guards.js";
 import { resolveInputs } from "./domain/inputs.js";
 import type { JobStore } from "./domain/job-store.js";
+import { metricsFile, toMetricsRow } from "./domain/metrics-files.js";
 import { checkPriority } from "./domain/priority.js";
 import { jobIdOf, validateJob, type JobSpec } from "./domain/spec.js";
+import type { ThroughputHistory } from "./domain/throughput.js";
 import { watchJob } from "./domain/watch.js";
 
 export interface TrainerParts {
@@ -25,6 +27,8 @@ export interface TrainerParts {
   maxGpusPerTenant: number;
   /** How often WatchFineTuningJob looks for changes made by other processes, in ms. */
   watchPollMs: number;
+  /** Past jobs' measured throughput, which refines the estimates. */
+  throughput: ThroughputHistory;
 }
 
 /** gRPC handlers of TrainerService: decode → domain → encode. */
@@ -39,7 +43,11 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
     const resolved = await resolveInputs(asked, ctx, { peer: p.peer, artifacts: p.artifacts, cacheDir: p.cacheDir });
     const spec = applyAutoHyperparameters(asked, auto, resolved.data);
     const warnings = checkJobUsefulness(spec, resolved.data);
-    return { spec, resolved, warnings, estimate: estimateJob(spec, resolved.config, resolved.parameterCount, resolved.data, p.costTable, only, warnings) };
+    const measured = await p.throughput.similar(
+      { method: spec.method, modelDigest: resolved.inputs.modelDigest, parameterCount: resolved.parameterCount, maxSeqLength: spec.args.maxSeqLength },
+      consideredHardware(p.costTable, only).map((h) => ({ hardware: h.hardware, gpuCount: h.gpuCount })),
+    );
+    return { spec, resolved, warnings, estimate: estimateJob(spec, resolved.config, resolved.parameterCount, resolved.data, p.costTable, only, warnings, measured) };
   };
 
   return {
@@ -87,6 +95,13 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
     },
     async listCheckpoints(req, ctx) {
       return p.jobs.checkpoints(ctx.tenant, req);
+    },
+    async getFineTuningJobMetrics(req, ctx) {
+      if (!(req.format in MetricsFormat) || req.format === MetricsFormat.UNRECOGNIZED) throw invalidArgument("format", `${req.format} is not a MetricsFormat (METRICS_FORMAT_UNSPECIFIED, METRICS_FORMAT_CSV or METRICS_FORMAT_TENSORBOARD)`);
+      const job = await p.jobs.row(ctx.tenant, req.name);
+      const rows = (await p.jobs.metricsRows(job.tenant, job.job_id)).map(toMetricsRow);
+      const started = (job.start_time ?? job.create_time).getTime() / 1000;
+      return { rows, ...metricsFile(req.format, rows, started) };
     },
     async estimateFineTuningJob(req, ctx) {
       for (const [i, h] of req.hardware.entries()) {

@@ -64,13 +64,16 @@ export interface TrainerTestPlatform {
   stop(): Promise<void>;
 }
 
-/** An API platform (registry, dataset, trainer without worker slots) with `models/tiny` and a train/eval split. */
-export async function startTrainerTestPlatform(): Promise<TrainerTestPlatform> {
+/**
+ * An API platform (registry, dataset, trainer without worker slots) with `models/tiny` and a
+ * train/eval split; `trainer` adds options of the API's trainer (e.g. its metrics port).
+ */
+export async function startTrainerTestPlatform(trainer: Partial<TrainerOptions> = {}): Promise<TrainerTestPlatform> {
   const dir = mkdtempSync(join(tmpdir(), "lathe-trainer-"));
   const modelDir = join(dir, "tiny");
   await writeTinyModel(modelDir, { seed: 1 });
   // The registry imports server-side folders only inside its import roots.
-  const t = await startTestPlatform({ env: { LATHE_IMPORT_ROOTS: dir }, factories: [createRegistryService, createDatasetService, trainerService(options(0))] });
+  const t = await startTestPlatform({ env: { LATHE_IMPORT_ROOTS: dir }, factories: [createRegistryService, createDatasetService, trainerService({ ...options(0), ...trainer })] });
   const acme = createClient(TrainerServiceClient, t.address, { apiKey: testKeys.acme });
   const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
   await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: modelDir }), requestId: "" });

@@ -62,4 +62,46 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
       .execute();
     await db.schema.createIndex("jobs_queue").on("jobs").columns(["state", "priority", "seq"]).execute();
   },
+  "0004_metrics": async (db) => {
+    // Every logged step of a job (what GetFineTuningJobMetrics returns as rows, CSV or TensorBoard
+    // events); a resumed attempt logs a step again over the first attempt's.
+    await db.schema
+      .createTable("metrics")
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("job_id", "text", (c) => c.notNull())
+      .addColumn("step", "integer", (c) => c.notNull())
+      .addColumn("epoch", "double precision", (c) => c.notNull())
+      .addColumn("train_loss", "double precision", (c) => c.notNull())
+      .addColumn("eval_loss", "double precision")
+      .addColumn("learning_rate", "double precision", (c) => c.notNull())
+      .addColumn("grad_norm", "double precision", (c) => c.notNull())
+      .addColumn("tokens_per_second", "double precision", (c) => c.notNull())
+      .addColumn("processed_tokens", "bigint", (c) => c.notNull())
+      .addColumn("train_mean_token_accuracy", "double precision")
+      .addColumn("eval_mean_token_accuracy", "double precision")
+      .addColumn("log_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+      .addPrimaryKeyConstraint("metrics_pk", ["tenant", "job_id", "step"])
+      .execute();
+    // Checkpoints made before this read as unknown accuracy (null).
+    await db.schema.alterTable("checkpoints").addColumn("mean_token_accuracy", "double precision").execute();
+    await db.schema.alterTable("checkpoints").addColumn("eval_mean_token_accuracy", "double precision").execute();
+    // The throughput each succeeded job measured, with the shape it is compared by: what refines
+    // the estimates of later jobs. Installation-wide (a tenant's estimate may use another's
+    // throughput, never its data).
+    await db.schema
+      .createTable("throughput")
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("job_id", "text", (c) => c.notNull())
+      .addColumn("hardware", "text", (c) => c.notNull())
+      .addColumn("gpu_count", "integer", (c) => c.notNull())
+      .addColumn("method", "text", (c) => c.notNull())
+      .addColumn("model_digest", "text", (c) => c.notNull())
+      .addColumn("parameter_count", "bigint", (c) => c.notNull())
+      .addColumn("max_seq_length", "integer", (c) => c.notNull())
+      .addColumn("tokens_per_second", "double precision", (c) => c.notNull())
+      .addColumn("end_time", "timestamptz", (c) => c.notNull().defaultTo(sql`now()`))
+      .addPrimaryKeyConstraint("throughput_pk", ["tenant", "job_id"])
+      .execute();
+    await db.schema.createIndex("throughput_shape").on("throughput").columns(["hardware", "method", "gpu_count", "end_time"]).execute();
+  },
 };

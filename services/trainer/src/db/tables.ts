@@ -18,6 +18,10 @@ export interface JobProgress {
   processedTokens: number;
   etaSeconds: number;
   updateTime: string;
+  /** The mean token accuracy of the logged steps (absent when they had no labels, or in progress stored before it). */
+  meanTokenAccuracy?: number;
+  /** The eval set's mean token accuracy with the latest eval loss. */
+  evalMeanTokenAccuracy?: number;
 }
 
 /** What a succeeded job produced, as stored. */
@@ -29,6 +33,12 @@ export interface JobResult {
   finalLoss: number;
   finalEvalLoss?: number;
   trainableParameterCount: number;
+  /** Absent in results stored before mean token accuracy was kept, or when unknown. */
+  finalMeanTokenAccuracy?: number;
+  finalEvalMeanTokenAccuracy?: number;
+  /** The last attempt's measured throughput (tokens per second) and the tokens of the whole job; absent in older results. */
+  tokensPerSecond?: number;
+  processedTokens?: number;
 }
 
 /** Why a job failed for good, as stored: the error its users are told. */
@@ -85,12 +95,50 @@ export interface CheckpointsTable {
   artifact_digest: string;
   size_bytes: ColumnType<string, number, never>;
   create_time: Generated<Date>;
+  mean_token_accuracy: number | null;
+  eval_mean_token_accuracy: number | null;
+}
+
+/** A logged step of a job. */
+export interface MetricsTable {
+  tenant: string;
+  job_id: string;
+  step: number;
+  epoch: number;
+  train_loss: number;
+  eval_loss: number | null;
+  learning_rate: number;
+  grad_norm: number;
+  tokens_per_second: number;
+  processed_tokens: ColumnType<string, number, number>;
+  train_mean_token_accuracy: number | null;
+  eval_mean_token_accuracy: number | null;
+  log_time: ColumnType<Date, Date | undefined, Date>;
+}
+
+/** The throughput a succeeded job measured, and its shape. */
+export interface ThroughputTable {
+  tenant: string;
+  job_id: string;
+  hardware: string;
+  gpu_count: number;
+  method: string;
+  model_digest: string;
+  parameter_count: ColumnType<string, number, number>;
+  max_seq_length: number;
+  tokens_per_second: number;
+  end_time: Generated<Date>;
 }
 
 export interface TrainerTables {
   jobs: JobsTable;
   checkpoints: CheckpointsTable;
+  metrics: MetricsTable;
+  throughput: ThroughputTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
 export type CheckpointRow = Selectable<CheckpointsTable>;
+export type MetricsRow = Selectable<MetricsTable>;
+/** A logged step as the worker records it (the time is the database's). */
+export type NewMetricsRow = Omit<MetricsRow, "tenant" | "job_id" | "log_time" | "processed_tokens"> & { processed_tokens: number };

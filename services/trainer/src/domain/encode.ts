@@ -79,6 +79,7 @@ export function toJob(row: JobRow): FineTuningJob {
     trainingArguments: trainingArgumentsOf(s),
     compute: { backend: s.compute.backend === "cuda" ? ComputeBackend.COMPUTE_BACKEND_CUDA : ComputeBackend.COMPUTE_BACKEND_CPU, gpuCount: s.compute.gpuCount ?? 0, hardware: s.compute.hardware },
     priority: s.priority ?? 0,
+    traceId: /^[0-9a-f]{2}-([0-9a-f]{32})-/.exec(s.trace?.["traceparent"] ?? "")?.[1] ?? "",
     followUp: FollowUp.fromJSON(s.followUp),
     estimate: FineTuningEstimate.fromJSON(row.estimate),
     progress: p
@@ -94,6 +95,8 @@ export function toJob(row: JobRow): FineTuningJob {
           processedTokens: p.processedTokens,
           eta: duration(p.etaSeconds),
           updateTime: new Date(p.updateTime),
+          meanTokenAccuracy: p.meanTokenAccuracy,
+          evalMeanTokenAccuracy: p.evalMeanTokenAccuracy,
         }
       : undefined,
     result: r
@@ -107,6 +110,11 @@ export function toJob(row: JobRow): FineTuningJob {
           finalEvalLoss: r.finalEvalLoss,
           trainableParameterCount: r.trainableParameterCount,
           trainingDuration: duration(Number(row.training_ms) / 1000),
+          finalMeanTokenAccuracy: r.finalMeanTokenAccuracy,
+          finalEvalMeanTokenAccuracy: r.finalEvalMeanTokenAccuracy,
+          tokensPerSecond: r.tokensPerSecond ?? 0,
+          processedTokens: r.processedTokens ?? 0,
+          ...plannedEstimate(row),
         }
       : undefined,
     error: row.error ? { code: row.error.code, reason: row.error.reason, message: row.error.message, metadata: row.error.field ? { field: row.error.field } : {} } : undefined,
@@ -116,6 +124,15 @@ export function toJob(row: JobRow): FineTuningJob {
     evaluationRun: row.evaluation_run,
     cancelReason: row.cancel_reason,
   });
+}
+
+/** What the job's estimate said for the hardware it ran on: its estimate against its actual. */
+function plannedEstimate(row: JobRow): { estimatedDuration?: { seconds: number; nanos: number }; estimatedTokensPerSecond: number; estimatedTokensPerSecondSource: string } {
+  const estimate = FineTuningEstimate.fromJSON(row.estimate);
+  const hardware = storedSpec(row).compute.hardware || estimate.recommendedHardware;
+  const h = estimate.hardwareEstimates.find((e) => e.hardware === hardware);
+  if (!h) return { estimatedTokensPerSecond: 0, estimatedTokensPerSecondSource: "" };
+  return { estimatedDuration: h.duration, estimatedTokensPerSecond: h.tokensPerSecond, estimatedTokensPerSecondSource: h.tokensPerSecondSource || "cost table" };
 }
 
 export function toCheckpoint(row: CheckpointRow): Checkpoint {
@@ -130,6 +147,8 @@ export function toCheckpoint(row: CheckpointRow): Checkpoint {
     artifactUri: artifactUri(row.artifact_digest),
     sizeBytes: Number(row.size_bytes),
     resumable: true,
+    meanTokenAccuracy: row.mean_token_accuracy ?? undefined,
+    evalMeanTokenAccuracy: row.eval_mean_token_accuracy ?? undefined,
   });
 }
 

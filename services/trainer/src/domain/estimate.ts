@@ -5,6 +5,7 @@ import { planSteps } from "@lathe/engine";
 import type { ModelConfig } from "@lathe/models";
 import type { FineTuningEstimate, FineTuningWarning, HardwareEstimate } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { JobSpec } from "./spec.js";
+import type { MeasuredThroughput } from "./throughput.js";
 
 /**
  * A hardware type of the cost table. Throughput is given for a model of `referenceParameters`
@@ -91,12 +92,28 @@ export function trainableParameters(c: ModelConfig, lora: JobSpec["lora"]): numb
   return n;
 }
 
+/** The hardware types of the table an estimate considers: `only`, or all. */
+export function consideredHardware(table: CostTable, only: readonly string[]): CostTable {
+  return table.filter((h) => only.length === 0 || only.includes(h.hardware));
+}
+
 /**
  * The estimate of a job: tokens and steps exactly as the engine will take them, then time,
  * memory and cost per hardware type of the table, cheapest (that fits) first. With max_steps the
  * tokens are the epochs' share the steps take. `warnings` (guards.ts) are kept with the estimate.
+ * A hardware type in `measured` (the median of this installation's similar past jobs) takes that
+ * throughput instead of the table's, and says so.
  */
-export function estimateJob(spec: JobSpec, config: ModelConfig, parameterCount: number, data: DataShape, table: CostTable, only: readonly string[], warnings: FineTuningWarning[] = []): FineTuningEstimate {
+export function estimateJob(
+  spec: JobSpec,
+  config: ModelConfig,
+  parameterCount: number,
+  data: DataShape,
+  table: CostTable,
+  only: readonly string[],
+  warnings: FineTuningWarning[] = [],
+  measured: ReadonlyMap<string, MeasuredThroughput> = new Map(),
+): FineTuningEstimate {
   const a = spec.args;
   const tokensPerEpoch = data.tokens.reduce((s, t) => s + t, 0);
   const { stepsPerEpoch, totalSteps } = planSteps({ units: data.sequences, batchSize: a.batchSize, gradAccum: a.gradAccum, epochs: a.epochs, maxSteps: a.maxSteps ?? 0, warmupRatio: a.warmupRatio });
@@ -104,8 +121,8 @@ export function estimateJob(spec: JobSpec, config: ModelConfig, parameterCount: 
   const trainable = trainableParameters(config, spec.lora);
   const longest = Math.min(a.maxSeqLength, Math.max(1, ...data.tokens));
   const seq = a.packing ? a.maxSeqLength : longest;
-  const rows = table.filter((h) => only.length === 0 || only.includes(h.hardware));
-  const estimates = rows.map((h) => hardwareEstimate(h, spec, config, parameterCount, trainable, totalTokens, seq));
+  const rows = consideredHardware(table, only);
+  const estimates = rows.map((h) => hardwareEstimate(h, spec, config, parameterCount, trainable, totalTokens, seq, measured.get(h.hardware)));
   estimates.sort((x, y) => Number(y.fits) - Number(x.fits) || x.cost - y.cost || x.duration!.seconds - y.duration!.seconds);
   return {
     trainRowCount: data.rows,
@@ -123,8 +140,8 @@ export function estimateJob(spec: JobSpec, config: ModelConfig, parameterCount: 
   };
 }
 
-function hardwareEstimate(h: CostTable[number], spec: JobSpec, c: ModelConfig, params: number, trainable: number, totalTokens: number, seq: number): HardwareEstimate {
-  const tps = h.tokensPerSecond[spec.method] * (h.referenceParameters / params);
+function hardwareEstimate(h: CostTable[number], spec: JobSpec, c: ModelConfig, params: number, trainable: number, totalTokens: number, seq: number, measured: MeasuredThroughput | undefined): HardwareEstimate {
+  const tps = measured?.tokensPerSecond ?? h.tokensPerSecond[spec.method] * (h.referenceParameters / params);
   const seconds = totalTokens / tps;
   const gpus = Math.max(1, h.gpuCount);
   // Frozen weights: with QLoRA the layer projections take NF4's 4.5 bits (0.5625 bytes) per weight.
@@ -154,5 +171,7 @@ function hardwareEstimate(h: CostTable[number], spec: JobSpec, c: ModelConfig, p
     hourlyPrice: h.hourlyPrice,
     cost: Math.round(cost * 100) / 100,
     currencyCode: h.currencyCode,
+    tokensPerSecondSource: measured === undefined ? "cost table" : `measured on ${measured.jobs} past job${measured.jobs === 1 ? "" : "s"}`,
+    measuredJobCount: measured?.jobs ?? 0,
   };
 }

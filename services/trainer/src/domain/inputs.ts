@@ -100,6 +100,7 @@ export async function resolveInputs(spec: JobSpec, ctx: CallContext, deps: { pee
     return {
       inputs: {
         modelDigest: model.artifactDigest,
+        parameterCount: inspection.parameterCount,
         modelContextLength: inspection.config.contextLength,
         chatTemplateFingerprint: inspection.chatTemplateFingerprint,
         trainRowsDigest: train.digest,

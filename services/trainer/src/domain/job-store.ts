@@ -3,7 +3,7 @@ import { AppError, checkSameRequest, enqueueEvents, notFound, paginate, parseNam
 import { sql, type Kysely, type Transaction } from "kysely";
 import { FineTuningEstimate, FineTuningJob_State, type Checkpoint, type FineTuningJob } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import type { EventMeta } from "@lathe/proto/lathe/events/v1/event_meta";
-import { schema, type CheckpointRow, type JobRow, type JobState, type TrainerTables } from "../db/tables.js";
+import { schema, type CheckpointRow, type JobRow, type JobState, type MetricsRow, type TrainerTables } from "../db/tables.js";
 import { fineTuningJobCancelled, fineTuningJobQueued } from "../events.js";
 import { checkpointName, jobCollection, jobName, methodEnum, states, toCheckpoint, toJob } from "./encode.js";
 import { parseFilter } from "./filter.js";
@@ -169,6 +169,11 @@ export class JobStore {
   async setAdapterVersion(trx: Transaction<TrainerTables>, tenant: string, job: string, adapterVersion: string): Promise<void> {
     const id = resourceId(job, jobCollection);
     await trx.withSchema(schema).updateTable("jobs").set({ adapter_version: adapterVersion, update_time: sql`now()` }).where("tenant", "=", tenant).where("job_id", "=", id).execute();
+  }
+
+  /** A job's logged steps, by step. */
+  async metricsRows(tenant: string, jobId: string): Promise<MetricsRow[]> {
+    return this.t.selectFrom("metrics").selectAll().where("tenant", "=", tenant).where("job_id", "=", jobId).orderBy("step").execute();
   }
 
   async checkpointRows(tenant: string, jobId: string): Promise<CheckpointRow[]> {

@@ -1,11 +1,12 @@
 import { sql, type Kysely, type Transaction } from "kysely";
 import { artifactUri } from "@lathe/kit";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
-import { schema, type CheckpointRow, type JobFailure, type JobProgress, type JobResult, type JobRow, type TrainerTables } from "../db/tables.js";
+import { schema, type CheckpointRow, type JobFailure, type JobProgress, type JobResult, type JobRow, type NewMetricsRow, type TrainerTables } from "../db/tables.js";
 import { checkpointSaved, fineTuningJobFailed, fineTuningJobProgressed, fineTuningJobStarted, fineTuningJobSucceeded } from "../events.js";
 import { checkpointName, duration, jobName, loraConfigOf, methodEnum } from "./encode.js";
 import { lastCheckpoint, recordEvents, type JobStore } from "./job-store.js";
 import { storedSpec } from "./stored-spec.js";
+import { ThroughputHistory } from "./throughput.js";
 
 /** Which queued jobs a claimer takes: CPU jobs (local workers), GPU jobs, or all (a Kubernetes runner). */
 export type ClaimScope = "cpu" | "gpu" | "all";
@@ -113,10 +114,11 @@ export class JobLeases {
   }
 
   /**
-   * Renews the lease; with progress (a logged step) also records it and publishes
-   * `fine_tuning_job_progressed`. False when the job is no longer this worker's (cancelled, taken over).
+   * Renews the lease; with progress (a logged step) also records it, keeps the step's metrics
+   * row `logged` and publishes `fine_tuning_job_progressed`. False when the job is no longer this
+   * worker's (cancelled, taken over).
    */
-  async heartbeat(job: JobRow, worker: string, leaseMs: number, progress: JobProgress | null): Promise<boolean> {
+  async heartbeat(job: JobRow, worker: string, leaseMs: number, progress: JobProgress | null, logged: NewMetricsRow | null = null): Promise<boolean> {
     const held = await this.db.transaction().execute(async (trx) => {
       let q = trx
         .withSchema(schema)
@@ -129,6 +131,28 @@ export class JobLeases {
       if (progress) q = q.set({ progress: JSON.stringify(progress), update_time: sql`now()` });
       const updated = await q.returning("job_id").executeTakeFirst();
       if (!updated) return false;
+      if (logged) {
+        await trx
+          .withSchema(schema)
+          .insertInto("metrics")
+          .values({ tenant: job.tenant, job_id: job.job_id, ...logged })
+          // A resumed attempt logs a step again: its values replace the first attempt's.
+          .onConflict((oc) =>
+            oc.columns(["tenant", "job_id", "step"]).doUpdateSet((eb) => ({
+              epoch: eb.ref("excluded.epoch"),
+              train_loss: eb.ref("excluded.train_loss"),
+              eval_loss: eb.ref("excluded.eval_loss"),
+              learning_rate: eb.ref("excluded.learning_rate"),
+              grad_norm: eb.ref("excluded.grad_norm"),
+              tokens_per_second: eb.ref("excluded.tokens_per_second"),
+              processed_tokens: eb.ref("excluded.processed_tokens"),
+              train_mean_token_accuracy: eb.ref("excluded.train_mean_token_accuracy"),
+              eval_mean_token_accuracy: eb.ref("excluded.eval_mean_token_accuracy"),
+              log_time: sql<Date>`now()`,
+            })),
+          )
+          .execute();
+      }
       if (progress) {
         const name = jobName(job.job_id);
         await recordEvents(trx, [
@@ -136,7 +160,20 @@ export class JobLeases {
             def: fineTuningJobProgressed,
             tenant: job.tenant,
             subject: name,
-            payload: { fineTuningJob: name, step: progress.step, totalSteps: progress.totalSteps, epoch: progress.epoch, loss: progress.loss, evalLoss: progress.evalLoss, learningRate: progress.learningRate, tokensPerSecond: progress.tokensPerSecond, eta: duration(progress.etaSeconds) },
+            payload: {
+              fineTuningJob: name,
+              step: progress.step,
+              totalSteps: progress.totalSteps,
+              epoch: progress.epoch,
+              loss: progress.loss,
+              evalLoss: progress.evalLoss,
+              learningRate: progress.learningRate,
+              tokensPerSecond: progress.tokensPerSecond,
+              eta: duration(progress.etaSeconds),
+              meanTokenAccuracy: progress.meanTokenAccuracy,
+              evalMeanTokenAccuracy: progress.evalMeanTokenAccuracy,
+              gradNorm: progress.gradNorm,
+            },
           },
         ]);
       }
@@ -147,15 +184,31 @@ export class JobLeases {
   }
 
   /** Records a checkpoint stored in the artifact store; false when the job is no longer this worker's. */
-  async checkpoint(job: JobRow, worker: string, c: { step: number; epoch: number; loss: number; evalLoss: number | null; digest: string; sizeBytes: number }): Promise<boolean> {
+  async checkpoint(
+    job: JobRow,
+    worker: string,
+    c: { step: number; epoch: number; loss: number; evalLoss: number | null; meanTokenAccuracy: number; evalMeanTokenAccuracy: number | null; digest: string; sizeBytes: number },
+  ): Promise<boolean> {
+    const accuracy = Number.isFinite(c.meanTokenAccuracy) ? c.meanTokenAccuracy : null;
     const held = await this.db.transaction().execute(async (trx) => {
       const owned = await trx.withSchema(schema).selectFrom("jobs").select("job_id").where("tenant", "=", job.tenant).where("job_id", "=", job.job_id).where("state", "=", "RUNNING").where("worker", "=", worker).forUpdate().executeTakeFirst();
       if (!owned) return false;
       await trx
         .withSchema(schema)
         .insertInto("checkpoints")
-        .values({ tenant: job.tenant, job_id: job.job_id, step: c.step, epoch: c.epoch, loss: Number.isFinite(c.loss) ? c.loss : null, eval_loss: c.evalLoss, artifact_digest: c.digest, size_bytes: c.sizeBytes })
-        .onConflict((oc) => oc.columns(["tenant", "job_id", "step"]).doUpdateSet({ artifact_digest: c.digest, eval_loss: c.evalLoss, epoch: c.epoch }))
+        .values({
+          tenant: job.tenant,
+          job_id: job.job_id,
+          step: c.step,
+          epoch: c.epoch,
+          loss: Number.isFinite(c.loss) ? c.loss : null,
+          eval_loss: c.evalLoss,
+          mean_token_accuracy: accuracy,
+          eval_mean_token_accuracy: c.evalMeanTokenAccuracy,
+          artifact_digest: c.digest,
+          size_bytes: c.sizeBytes,
+        })
+        .onConflict((oc) => oc.columns(["tenant", "job_id", "step"]).doUpdateSet({ artifact_digest: c.digest, eval_loss: c.evalLoss, epoch: c.epoch, mean_token_accuracy: accuracy, eval_mean_token_accuracy: c.evalMeanTokenAccuracy }))
         .execute();
       // An epoch's eval loss is measured after its last step was logged: the progress takes it here.
       await trx
@@ -163,14 +216,31 @@ export class JobLeases {
         .updateTable("jobs")
         .set({
           update_time: sql`now()`,
-          ...(c.evalLoss === null ? {} : { progress: sql`jsonb_set(progress, '{evalLoss}', to_jsonb(${c.evalLoss}::float8))` as never }),
+          ...(c.evalLoss === null
+            ? {}
+            : { progress: sql`jsonb_set(jsonb_set(progress, '{evalLoss}', to_jsonb(${c.evalLoss}::float8)), '{evalMeanTokenAccuracy}', coalesce(to_jsonb(${c.evalMeanTokenAccuracy}::float8), 'null'::jsonb))` as never }),
         })
         .where("tenant", "=", job.tenant)
         .where("job_id", "=", job.job_id)
         .execute();
       const name = jobName(job.job_id);
       await recordEvents(trx, [
-        { def: checkpointSaved, tenant: job.tenant, subject: name, payload: { fineTuningJob: name, checkpoint: checkpointName(job.job_id, c.step), step: c.step, evalLoss: c.evalLoss ?? undefined, artifactDigest: c.digest, artifactUri: artifactUri(c.digest) } },
+        {
+          def: checkpointSaved,
+          tenant: job.tenant,
+          subject: name,
+          payload: {
+            fineTuningJob: name,
+            checkpoint: checkpointName(job.job_id, c.step),
+            step: c.step,
+            evalLoss: c.evalLoss ?? undefined,
+            artifactDigest: c.digest,
+            artifactUri: artifactUri(c.digest),
+            loss: Number.isFinite(c.loss) ? c.loss : undefined,
+            meanTokenAccuracy: accuracy ?? undefined,
+            evalMeanTokenAccuracy: c.evalMeanTokenAccuracy ?? undefined,
+          },
+        },
       ]);
       return true;
     });
@@ -193,7 +263,10 @@ export class JobLeases {
     return updated !== undefined;
   }
 
-  /** The job succeeded: its result and the `fine_tuning_job_succeeded` event that carries the follow-up. */
+  /**
+   * The job succeeded: its result, the `fine_tuning_job_succeeded` event that carries the
+   * follow-up, and its measured throughput (`result.tokensPerSecond`) for later estimates.
+   */
   async succeed(job: JobRow, worker: string, result: Omit<JobResult, "checkpoint" | "bestCheckpoint"> & { lastStep: number; bestStep: number | null }, trainingMs: number): Promise<boolean> {
     const s = storedSpec(job);
     const name = jobName(job.job_id);
@@ -205,9 +278,21 @@ export class JobLeases {
       finalLoss: result.finalLoss,
       finalEvalLoss: result.finalEvalLoss,
       trainableParameterCount: result.trainableParameterCount,
+      finalMeanTokenAccuracy: result.finalMeanTokenAccuracy,
+      finalEvalMeanTokenAccuracy: result.finalEvalMeanTokenAccuracy,
+      tokensPerSecond: result.tokensPerSecond,
+      processedTokens: result.processedTokens,
     };
     const done = await this.db.transaction().execute(async (trx) => {
       if (!(await this.end(trx, job, worker, trainingMs, { state: "SUCCEEDED", result: JSON.stringify(stored) }))) return false;
+      await ThroughputHistory.record(trx, {
+        tenant: job.tenant,
+        jobId: job.job_id,
+        hardware: s.compute.hardware,
+        gpuCount: s.compute.gpuCount ?? 0,
+        shape: { method: s.method, modelDigest: s.inputs.modelDigest, parameterCount: s.inputs.parameterCount ?? 0, maxSeqLength: s.args.maxSeqLength },
+        tokensPerSecond: result.tokensPerSecond ?? 0,
+      });
       await recordEvents(trx, [
         {
           def: fineTuningJobSucceeded,
@@ -227,6 +312,8 @@ export class JobLeases {
             finalLoss: stored.finalLoss,
             finalEvalLoss: stored.finalEvalLoss,
             followUp: FollowUp.fromJSON(s.followUp),
+            finalMeanTokenAccuracy: stored.finalMeanTokenAccuracy,
+            finalEvalMeanTokenAccuracy: stored.finalEvalMeanTokenAccuracy,
           },
         },
       ]);
@@ -292,3 +379,4 @@ export class JobLeases {
     this.store.changed(job.tenant, job.job_id, false);
   }
 }
+

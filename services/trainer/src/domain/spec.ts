@@ -49,6 +49,8 @@ export interface JobSpec {
 /** What a job was pinned to when it was created: digests in the artifact store. */
 export interface JobInputs {
   modelDigest: string;
+  /** The base model's parameters (absent in jobs created before it was kept): the shape past throughput is compared by. */
+  parameterCount?: number;
   modelContextLength: number;
   chatTemplateFingerprint: string;
   /** The rows as chat JSONL, for lineage. */

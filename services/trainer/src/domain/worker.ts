@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { AppError, artifactUri, cachedFolder, contextFromHeaders, digestHex, tracer, materializeFolder, PollingLoop, prefixedDigest, putFolder, type ArtifactStore, type Logger } from "@lathe/kit";
 import { CheckpointError, EngineError, LossNotFiniteError, sequencesFromFile, train, TrainingDataError, type TrainOptions, type TrainProgress } from "@lathe/engine";
 import { decodeSequences, type Recipe, type SequenceSet } from "@lathe/models";
-import type { JobFailure, JobProgress, JobRow } from "../db/tables.js";
+import type { JobFailure, JobProgress, JobRow, NewMetricsRow } from "../db/tables.js";
 import { jobName } from "./encode.js";
 import { artifactToFile } from "./inputs.js";
 import type { JobStore } from "./job-store.js";
@@ -95,7 +95,7 @@ export class LocalWorker {
       const abort = new AbortController();
       // The job's work continues the trace of the call that created it (spans, logs, events).
       const spec = storedSpec(claimed.row);
-      const attributes = { "lathe.fine_tuning_job": jobName(claimed.row.job_id), "lathe.tenant": claimed.row.tenant, "lathe.attempt": claimed.row.attempt_count };
+      const attributes = { "lathe.service": "trainer", "lathe.fine_tuning_job": jobName(claimed.row.job_id), "lathe.tenant": claimed.row.tenant, "lathe.attempt": claimed.row.attempt_count };
       const done = tracer
         .startActiveSpan("trainer.train_job", { attributes }, contextFromHeaders(spec.trace ?? {}), (span) =>
           this.run(claimed.row, claimed.resumeFrom?.artifact_digest, abort.signal).finally(() => span.end()),
@@ -124,7 +124,7 @@ export class LocalWorker {
     const onAbort = () => abort.abort(new Stop("shutdown"));
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
-    const attributes = { "lathe.fine_tuning_job": jobName(jobId), "lathe.tenant": tenant, "lathe.attempt": attempt };
+    const attributes = { "lathe.service": "trainer", "lathe.fine_tuning_job": jobName(jobId), "lathe.tenant": tenant, "lathe.attempt": attempt };
     try {
       await tracer.startActiveSpan("trainer.train_job", { attributes }, contextFromHeaders(storedSpec(row).trace ?? {}), (span) => this.run(row, resumeFrom?.artifact_digest, abort.signal, worker).finally(() => span.end()));
     } finally {
@@ -189,18 +189,28 @@ export class LocalWorker {
       // since the last log, so watchers see logged steps, not every step.
       let pending = Promise.resolve();
       let window: number[] = [];
+      // The labels of the window's steps and how many the argmax predicted: its mean token accuracy.
+      let windowLabels = 0;
+      let windowCorrect = 0;
       let lastEval: number | undefined;
+      let lastEvalAccuracy: number | undefined;
+      let lastLogged: { tokensPerSecond: number; meanTokenAccuracy: number | undefined } | undefined;
       const heartbeat = (p: TrainProgress | null) => {
         let progress: JobProgress | null = null;
+        let logged: NewMetricsRow | null = null;
         if (p) {
           step = p.step;
           window.push(p.loss);
+          windowLabels += p.labels;
+          windowCorrect += p.correct;
           if (p.evalLoss !== null) lastEval = p.evalLoss;
+          if (p.evalMeanTokenAccuracy !== null) lastEvalAccuracy = p.evalMeanTokenAccuracy;
         }
         // A step with an eval loss (eval_steps, an epoch's end) is logged too.
         if (p && (p.step % spec.args.loggingSteps === 0 || p.step === p.totalSteps || p.evalLoss !== null)) {
           const finite = window.filter(Number.isFinite);
           const tokens = Math.round(p.tokensPerSecond * ((performance.now() - started) / 1000));
+          const meanTokenAccuracy = windowLabels === 0 ? undefined : windowCorrect / windowLabels;
           progress = {
             step: p.step,
             totalSteps: p.totalSteps,
@@ -213,11 +223,29 @@ export class LocalWorker {
             processedTokens: tokens,
             etaSeconds: Number.isFinite(p.etaSeconds) ? p.etaSeconds : 0,
             updateTime: new Date().toISOString(),
+            meanTokenAccuracy,
+            evalMeanTokenAccuracy: lastEvalAccuracy,
           };
+          // The step's row: its eval values only when it was evaluated (the progress keeps the latest).
+          logged = {
+            step: p.step,
+            epoch: progress.epoch,
+            train_loss: progress.loss,
+            eval_loss: p.evalLoss,
+            learning_rate: p.lr,
+            grad_norm: p.gradNorm,
+            tokens_per_second: p.tokensPerSecond,
+            processed_tokens: tokens,
+            train_mean_token_accuracy: meanTokenAccuracy ?? null,
+            eval_mean_token_accuracy: p.evalMeanTokenAccuracy,
+          };
+          lastLogged = { tokensPerSecond: p.tokensPerSecond, meanTokenAccuracy };
           window = [];
+          windowLabels = 0;
+          windowCorrect = 0;
         }
         pending = pending
-          .then(() => this.o.leases.heartbeat(job, worker, this.o.leaseMs, progress))
+          .then(() => this.o.leases.heartbeat(job, worker, this.o.leaseMs, progress, logged))
           .then((held) => {
             if (!held) abort.abort(new Stop("lost"));
           })
@@ -232,8 +260,18 @@ export class LocalWorker {
         // and a heartbeat landing after it would put back the previous epoch's (seen under load).
         await pending;
         if (c.evalLoss !== null) lastEval = c.evalLoss;
+        if (c.evalMeanTokenAccuracy !== null) lastEvalAccuracy = c.evalMeanTokenAccuracy;
         lastCheckpoint = c;
-        const held = await this.o.leases.checkpoint(job, worker, { step: c.step, epoch: c.epoch, loss: c.loss, evalLoss: c.evalLoss, digest: prefixedDigest(stored.digest), sizeBytes: stored.size });
+        const held = await this.o.leases.checkpoint(job, worker, {
+          step: c.step,
+          epoch: c.epoch,
+          loss: c.loss,
+          evalLoss: c.evalLoss,
+          meanTokenAccuracy: c.meanTokenAccuracy,
+          evalMeanTokenAccuracy: c.evalMeanTokenAccuracy,
+          digest: prefixedDigest(stored.digest),
+          sizeBytes: stored.size,
+        });
         if (!held) abort.abort(new Stop("lost"));
       };
       let summary;
@@ -265,7 +303,8 @@ export class LocalWorker {
       const adapter = await putFolder(this.o.artifacts, adapterDir);
       const digest = prefixedDigest(adapter.digest);
       const trainLoss = summary.trainLossPerEpoch[summary.trainLossPerEpoch.length - 1] ?? Number.NaN;
-      const evalLoss = summary.evalLosses.at(-1)?.loss;
+      const lastEvaluation = summary.evalLosses.at(-1);
+      const evalLoss = lastEvaluation?.loss;
       const ok = await this.o.leases.succeed(
         job,
         worker,
@@ -277,6 +316,11 @@ export class LocalWorker {
           trainableParameterCount: (job.estimate as { trainableParameterCount?: number }).trainableParameterCount ?? 0,
           lastStep: lastCheckpoint?.step ?? summary.steps,
           bestStep: summary.bestStep,
+          // As the final loss is the last logged steps', so is the accuracy.
+          finalMeanTokenAccuracy: lastLogged?.meanTokenAccuracy,
+          finalEvalMeanTokenAccuracy: lastEvaluation?.meanTokenAccuracy,
+          tokensPerSecond: lastLogged?.tokensPerSecond ?? 0,
+          processedTokens: summary.tokens,
         },
         performance.now() - started,
       );
