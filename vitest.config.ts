@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config";
 // Integration tests start real servers, so files run in separate processes.
 export default defineConfig({
   test: {
-    include: ["{libs,services,cli,bench}/*/src/**/*.test.ts", "libs/engine/ts/**/*.test.ts", "{libs,services}/*/test/**/*.test.ts", "{cli,bench}/{src,test}/**/*.test.ts"],
+    include: ["{libs,services,cli,bench}/*/src/**/*.test.ts", "libs/engine/ts/**/*.test.ts", "{libs,services}/*/test/**/*.test.ts", "{cli,bench}/{src,test}/**/*.test.ts", "deploy/test/**/*.test.ts"],
     exclude: ["**/node_modules/**", "**/dist/**"],
     pool: "forks",
     testTimeout: 60_000,
