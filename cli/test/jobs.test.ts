@@ -60,13 +60,15 @@ describe("lathe jobs (against lathe up)", () => {
     expect(r.stderr).toMatch(/^lathe: warning: fine_tuning_job\.training_arguments\.warmup_ratio: warmup_ratio 0\.03 needs at least 34 optimizer steps .* \(WARMUP_LONGER_THAN_ASKED\)\n$/);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("created fineTuningJobs/first");
-    for (const step of [2, 4, 6]) expect(r.stdout).toMatch(new RegExp(`running\\s+step ${step}/8  epoch [0-9.]+  loss [0-9.]+  eval loss \\S+  lr [0-9.e+-]+  [0-9,]+ tok/s  eta \\d+:\\d\\d\\n`));
+    for (const step of [2, 4, 6]) expect(r.stdout).toMatch(new RegExp(`running\\s+step ${step}/8  epoch [0-9.]+  loss [0-9.]+  eval loss \\S+  accuracy [0-9.]+%  lr [0-9.e+-]+  [0-9,]+ tok/s  eta \\d+:\\d\\d\\n`));
     // The first epoch's eval loss (measured after step 4) shows: on its own line, or with step 6 when the stream caught up later.
     expect(r.stdout).toMatch(/evaluated step 4\/8 {2}eval loss [0-9.]+\n|running\s+step 6\/8 .* eval loss [0-9.]+ /);
     expect(r.stdout).toMatch(/succeeded\s+step 8\/8 {2}epoch 2\.00\n/);
     expect(r.stdout).toContain("fineTuningJobs/first succeeded after");
     expect(r.stdout).toMatch(/adapter\s+sha256:[0-9a-f]{64}\n/);
     expect(r.stdout).toMatch(/final loss\s+[0-9.]+, eval loss [0-9.]+\n/);
+    expect(r.stdout).toMatch(/token accuracy\s+[0-9.]+%, eval [0-9.]+%\n/);
+    expect(r.stdout).toMatch(/time\s+took \d+:\d\d at [0-9,]+ tok\/s; estimated \d+:\d\d at [0-9,]+ tok\/s \(cost table\)\n/);
 
     // The registry registers the adapter; the job learns its version, and watching it again says so.
     const version = await waitFor(
@@ -103,7 +105,20 @@ describe("lathe jobs (against lathe up)", () => {
     const checkpoints = await runCli(["jobs", "checkpoints", "first", "--json", ...conn]);
     expect((JSON.parse(checkpoints.stdout) as { checkpoints: { step: number }[] }).checkpoints.map((c) => c.step)).toEqual([2, 4, 6, 8]);
     const table = await runCli(["jobs", "checkpoints", "fineTuningJobs/first", ...conn]);
-    expect(table.stdout).toMatch(/fineTuningJobs\/first\/checkpoints\/step-8\s+8\s+2\.00\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+ [kMG]B\s+yes\s+sha256:/);
+    expect(table.stdout).toMatch(/fineTuningJobs\/first\/checkpoints\/step-8\s+8\s+2\.00\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+%\s+[0-9.]+%\s+[0-9.]+ [kMG]B\s+yes\s+sha256:/);
+
+    // The logged steps (logging_steps 2 of 8) as CSV, and as a TensorBoard event file in a folder.
+    const csv = await runCli(["jobs", "metrics", "first", "--csv", ...conn]);
+    expect(csv.code).toBe(0);
+    const lines = csv.stdout.trimEnd().split("\n");
+    expect(lines[0]).toBe("step,epoch,train_loss,eval_loss,learning_rate,grad_norm,tokens_per_second,processed_tokens,train_mean_token_accuracy,eval_mean_token_accuracy,log_time");
+    expect(lines.slice(1).map((l) => l.split(",")[0])).toEqual(["2", "4", "6", "8"]);
+    expect(lines.slice(1).map((l) => l.split(",")[3] !== "")).toEqual([false, true, false, true]);
+    const tb = await runCli(["jobs", "metrics", "first", "--tensorboard", join(dataDir, "tb"), ...conn]);
+    expect(tb.stdout).toMatch(/^wrote .*\/tb\/events\.out\.tfevents\.\d+\.\S+ \(4 logged steps\); view it with: tensorboard --logdir /);
+    const both = await runCli(["jobs", "metrics", "first", "--csv", "--json", ...conn]);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toContain("--csv and --json each choose the output; give one");
   });
 
   it("estimates a job per hardware type without creating it", async () => {
@@ -112,8 +127,8 @@ describe("lathe jobs (against lathe up)", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^rows 16 \(0 truncated\), [0-9,]+ tokens per epoch/);
     expect(r.stdout).toContain("steps 4 per epoch, 8 in all");
-    expect(r.stdout).toMatch(/HARDWARE\s+GPUS\s+TOKENS\/S\s+DURATION\s+PEAK MEMORY\s+AVAILABLE\s+FITS\s+COST\n/);
-    expect(r.stdout).toMatch(/nvidia-a100-40gb\s+1\s+[0-9,]+\s+\d+:\d\d\s+[0-9.]+ [kMG]B\s+40\.0 GB\s+yes\s+(<0.01|[0-9.]+) USD\n/);
+    expect(r.stdout).toMatch(/HARDWARE\s+GPUS\s+TOKENS\/S\s+TOKENS\/S FROM\s+DURATION\s+PEAK MEMORY\s+AVAILABLE\s+FITS\s+COST\n/);
+    expect(r.stdout).toMatch(/nvidia-a100-40gb\s+1\s+[0-9,]+\s+cost table\s+\d+:\d\d\s+[0-9.]+ [kMG]B\s+40\.0 GB\s+yes\s+(<0.01|[0-9.]+) USD\n/);
     expect(r.stdout).toContain("recommended: nvidia-a100-40gb");
     const json = await runCli(["jobs", "estimate", ...small, "--json", ...conn]);
     expect((JSON.parse(json.stdout) as { hardwareEstimates: { hardware: string }[] }).hardwareEstimates.map((h) => h.hardware)).toEqual(expect.arrayContaining(["cpu", "nvidia-a100-40gb", "nvidia-h100-80gb"]));

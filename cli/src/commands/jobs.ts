@@ -1,19 +1,28 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
-import { AppError, call, errorCodeTable, fineTuningMethods, fromGrpcError, lrSchedulers, type ErrorCode } from "@lathe/kit";
+import { AppError, call, errorCodeTable, fineTuningMethods, fromGrpcError, lrSchedulers, qualifiedName, type ErrorCode } from "@lathe/kit";
 import type { Duration } from "@lathe/proto/google/protobuf/duration";
 import {
   Checkpoint,
   FineTuningEstimate,
   FineTuningJob,
   FineTuningJob_State as State,
+  FineTuningMetricsRow,
+  MetricsFormat,
   type FineTuningWarning,
   LearningRateScheduler,
   TrainerServiceClient,
   type WatchFineTuningJobResponse,
 } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { FineTuningMethod } from "@lathe/proto/lathe/type/v1/lora";
+import { FormatKind } from "@lathe/proto/lathe/type/v1/data_check";
+import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
+import { Metric, MetricCondition } from "@lathe/proto/lathe/type/v1/metric";
+import { readFileSync } from "node:fs";
+import { parseMetrics } from "./evals.js";
 import { connect, withConnection, type ConnectionOptions } from "../connection.js";
-import { list, parseLabel } from "../flags.js";
+import { list, parseLabel, positiveInt } from "../flags.js";
 import { adapterName, datasetVersionName, jobId, jobName, modelName } from "../names.js";
 import { formatDuration, printJson, printTable } from "../output.js";
 import { addRecipeFlags, recipeFlags } from "../recipe-flags.js";
@@ -32,6 +41,24 @@ export interface JobFlags extends ConnectionOptions {
   register?: string;
   description?: string;
   label?: Record<string, string>;
+  evaluate?: boolean;
+  evaluateOn?: string;
+  evalMetrics?: Metric[];
+  evalJsonSchema?: string;
+  evalMaxTokens?: number;
+  evalBaseline?: string;
+  promote?: string;
+  promoteIf?: MetricCondition[];
+  deploy?: string;
+}
+
+/** One `--promote-if NAME=MIN_DELTA[,ci][,min=V]` condition, collected in order. */
+export function parsePromoteIf(v: string, previous: MetricCondition[] = []): MetricCondition[] {
+  const m = /^([a-z_]+)=([+-]?(?:\d+(?:\.\d*)?|\.\d+))((?:,ci|,min=(?:\d+(?:\.\d*)?|\.\d+))*)$/.exec(v);
+  const metric = m ? parseMetrics(m[1]!)[0] : undefined;
+  if (!m || metric === undefined) throw new Error(`--promote-if ${v}: expected METRIC=MIN_DELTA[,ci][,min=VALUE], e.g. rouge_l=0.02,ci (the candidate at least 2 points above its baseline, the interval above 0)`);
+  const min = /,min=([0-9.]+)/.exec(m[3] ?? "")?.[1];
+  return [...previous, MetricCondition.fromPartial({ metric, minDelta: Number(m[2]), requireCiAboveZero: (m[3] ?? "").includes(",ci"), ...(min === undefined ? {} : { minValue: Number(min) }) })];
 }
 
 /**
@@ -52,6 +79,15 @@ function withJobFlags(cmd: Command): Command {
     cmd
       .option("--register <adapter>", "when the job succeeds, register its adapter as a new version of MODEL/ADAPTER (or ADAPTER of --model, or models/M/adapters/A); created when missing")
       .option("--description <text>", "with --register: the description of the new version")
+      .option("--evaluate", "with --register: evaluate the new version against its baseline when it is registered (on --eval, or --evaluate-on)")
+      .option("--evaluate-on <version>", "with --evaluate: the eval set, DATASET@VERSION (default: --eval)")
+      .option("--eval-metrics <list>", "with --evaluate: rouge, bertscore, exact_match, format, mean_token_accuracy (default: rouge, and format with --eval-json-schema)", parseMetrics)
+      .option("--eval-json-schema <file>", "with --evaluate: the JSON Schema answers must follow (the format metric)")
+      .option("--eval-max-tokens <n>", "with --evaluate: most tokens per answer (default 512)", positiveInt("eval-max-tokens"))
+      .option("--eval-baseline <name>", "with --evaluate: the baseline, a model, an adapter version or an alias (default: the --promote alias's version, else the base model)")
+      .option("--promote <alias>", "with --evaluate: move this alias of the adapter to the new version when the evaluation meets --promote-if (or the alias's stored rule)")
+      .addOption(new Option("--promote-if <metric=min_delta>", "with --promote: a condition, METRIC=MIN_DELTA[,ci][,min=VALUE], e.g. rouge_l=0.02,ci (repeatable; all must hold)").argParser(parsePromoteIf))
+      .option("--deploy <deployment>", "with --promote: the gateway deployment that must serve the alias once promoted: ID or deployments/ID")
       .addOption(new Option("--label <key=value>", "a label of the job (repeatable); with --register the new version gets it too, e.g. intended-use=… for its model card").argParser(parseLabel)),
   );
 }
@@ -92,14 +128,62 @@ function jobFromFlags(o: JobFlags): FineTuningJob {
       saveTotalLimit: r.saveTotalLimit,
       autoHyperparameters: o.auto === true,
     },
-    followUp: adapter === undefined ? undefined : { registration: { adapter, description: o.description ?? "", labels } },
+    followUp: adapter === undefined ? undefined : followUpOf(o, adapter, labels),
   });
+}
+
+/** The follow-up the flags ask for: registration, then evaluation, promotion, deployment, each needing the one before. */
+function followUpOf(o: JobFlags, adapter: string, labels: Record<string, string>): FineTuningJob["followUp"] {
+  const evaluate = o.evaluate === true || o.evaluateOn !== undefined;
+  for (const [flag, given] of [["--eval-metrics", o.evalMetrics], ["--eval-json-schema", o.evalJsonSchema], ["--eval-max-tokens", o.evalMaxTokens], ["--eval-baseline", o.evalBaseline], ["--promote", o.promote]] as const) {
+    if (given !== undefined && !evaluate) throw new Error(`${flag} is for the evaluation after the job: give --evaluate too`);
+  }
+  if (o.promoteIf !== undefined && o.promote === undefined) throw new Error("--promote-if is a condition of --promote: give --promote ALIAS too");
+  if (o.deploy !== undefined && o.promote === undefined) throw new Error("--deploy serves the promoted alias: give --promote ALIAS too");
+  if (evaluate && o.evaluateOn === undefined && o.eval === undefined) throw new Error("--evaluate needs an eval set: give --eval or --evaluate-on");
+  let schema: string | undefined;
+  if (o.evalJsonSchema !== undefined) {
+    try {
+      schema = readFileSync(o.evalJsonSchema, "utf8");
+    } catch (err) {
+      throw new Error(`--eval-json-schema ${o.evalJsonSchema}: cannot read it: ${(err as Error).message}`);
+    }
+  }
+  const metrics = o.evalMetrics ?? (schema === undefined ? [] : [Metric.METRIC_ROUGE_L, Metric.METRIC_FORMAT_COMPLIANCE]);
+  return FollowUp.fromPartial({
+    registration: { adapter, description: o.description ?? "", labels },
+    ...(evaluate
+      ? {
+          evaluation: {
+            evalDatasetVersion: o.evaluateOn === undefined ? "" : datasetVersionName(o.evaluateOn),
+            metrics,
+            formatCheck: schema === undefined ? undefined : { kind: FormatKind.FORMAT_KIND_JSON_SCHEMA, pattern: "", jsonSchema: schema },
+            baseline: o.evalBaseline === undefined ? "" : baselineName(o.evalBaseline, adapter),
+            generationParams: o.evalMaxTokens === undefined ? undefined : { maxTokens: o.evalMaxTokens, stop: [] },
+            maxExamples: 0,
+          },
+        }
+      : {}),
+    ...(o.promote !== undefined ? { promotion: { alias: o.promote, conditions: o.promoteIf ?? [] } } : {}),
+    ...(o.deploy !== undefined ? { deployment: { deployment: qualifiedName("deployments", o.deploy) } } : {}),
+  });
+}
+
+/** `--eval-baseline`: a model (`tiny`, `models/tiny`), a version (`ADAPTER@3`) or an alias (`ADAPTER@prod`) of the registered adapter's model, or a resource name. */
+function baselineName(v: string, adapter: string): string {
+  if (v.startsWith("models/")) return v;
+  const at = v.indexOf("@");
+  if (at < 0) return modelName(v);
+  const a = adapterName(v.slice(0, at), adapter.split("/").slice(0, 2).join("/"));
+  const ref = v.slice(at + 1);
+  return /^[1-9][0-9]*$/.test(ref) ? `${a}/versions/${ref}` : `${a}/aliases/${ref}`;
 }
 
 const seconds = (d: Duration | undefined) => (d === undefined ? Number.NaN : d.seconds + d.nanos / 1e9);
 const stateText = (s: State) => (State[s] ?? String(s)).replace("STATE_", "").toLowerCase();
 const terminal = (s: State) => s === State.STATE_SUCCEEDED || s === State.STATE_FAILED || s === State.STATE_CANCELLED;
 const loss = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(4));
+const accuracy = (x: number | undefined) => (x === undefined ? "-" : `${(x * 100).toFixed(1)}%`);
 const count = (n: number) => n.toLocaleString("en-US");
 // Decimal units, as hardware is named (nvidia-a100-40gb has 40e9 bytes).
 const bytes = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
@@ -121,7 +205,7 @@ function progressText(j: FineTuningJob): string {
   const done = `step ${p.step}/${p.totalSteps}  epoch ${p.epoch.toFixed(2)}`;
   // A finished job's losses are in its result: the last snapshot's eval loss predates the final evaluation.
   if (terminal(j.state)) return done;
-  return `${done}  loss ${loss(p.loss)}  eval loss ${loss(p.evalLoss)}  lr ${p.learningRate.toExponential(2)}  ${count(Math.round(p.tokensPerSecond))} tok/s  eta ${formatDuration(seconds(p.eta))}`;
+  return `${done}  loss ${loss(p.loss)}  eval loss ${loss(p.evalLoss)}  accuracy ${accuracy(p.meanTokenAccuracy)}  lr ${p.learningRate.toExponential(2)}  ${count(Math.round(p.tokensPerSecond))} tok/s  eta ${formatDuration(seconds(p.eta))}`;
 }
 
 /** One line of `jobs watch`: the state and, once it trains, the progress. */
@@ -136,11 +220,21 @@ function printOutcome(j: FineTuningJob, out: NodeJS.WritableStream = process.std
   out.write(`${j.name} succeeded after ${formatDuration(seconds(r.trainingDuration))} of training (${j.attemptCount} attempt${j.attemptCount === 1 ? "" : "s"})\n`);
   out.write(`  adapter           ${r.adapterArtifactDigest}\n`);
   out.write(`  final loss        ${loss(r.finalLoss)}, eval loss ${loss(r.finalEvalLoss)}\n`);
+  out.write(`  token accuracy    ${accuracy(r.finalMeanTokenAccuracy)}, eval ${accuracy(r.finalEvalMeanTokenAccuracy)}\n`);
+  const vs = estimateAgainstActual(r);
+  if (vs) out.write(`  time              ${vs}\n`);
   out.write(`  trainable params  ${count(r.trainableParameterCount)}\n`);
   out.write(`  checkpoint        ${r.checkpoint}${r.bestCheckpoint && r.bestCheckpoint !== r.checkpoint ? ` (lowest eval loss: ${r.bestCheckpoint})` : ""}\n`);
   const reg = j.followUp?.registration?.adapter;
   if (j.adapterVersion !== "") out.write(`  adapter version   ${j.adapterVersion}\n`);
   else if (reg) out.write(`  adapter version   pending: the registry is registering it under ${reg} (see lathe jobs get ${jobId(j.name)})\n`);
+}
+
+/** A finished job's estimate against what it took: duration and throughput. */
+function estimateAgainstActual(r: NonNullable<FineTuningJob["result"]>): string {
+  const actual = `took ${formatDuration(seconds(r.trainingDuration))} at ${count(Math.round(r.tokensPerSecond))} tok/s`;
+  if (r.estimatedDuration === undefined) return actual;
+  return `${actual}; estimated ${formatDuration(seconds(r.estimatedDuration))} at ${count(Math.round(r.estimatedTokensPerSecond))} tok/s (${r.estimatedTokensPerSecondSource || "cost table"})`;
 }
 
 /** A job that did not succeed, as the error `lathe` prints and exits 1 on. */
@@ -217,6 +311,8 @@ function printJob(j: FineTuningJob): void {
   if (j.result) {
     rows.push(["adapter digest", j.result.adapterArtifactDigest]);
     rows.push(["final loss", `${loss(j.result.finalLoss)}, eval loss ${loss(j.result.finalEvalLoss)}`]);
+    rows.push(["token accuracy", `${accuracy(j.result.finalMeanTokenAccuracy)}, eval ${accuracy(j.result.finalEvalMeanTokenAccuracy)}`]);
+    rows.push(["time", estimateAgainstActual(j.result)]);
   }
   const reg = j.followUp?.registration?.adapter;
   if (j.adapterVersion) rows.push(["adapter version", j.adapterVersion]);
@@ -246,13 +342,14 @@ function printEstimate(e: FineTuningEstimate): void {
       hardware: h.hardware,
       gpus: String(h.gpuCount),
       "tokens/s": count(Math.round(h.tokensPerSecond)),
+      "tokens/s from": h.tokensPerSecondSource || "cost table",
       duration: formatDuration(seconds(h.duration)),
       "peak memory": bytes(h.peakMemoryBytes),
       available: bytes(h.availableMemoryBytes),
       fits: h.fits ? "yes" : "no",
       cost: `${h.cost > 0 && h.cost < 0.01 ? "<0.01" : h.cost.toFixed(2)} ${h.currencyCode}`,
     })),
-    ["hardware", "gpus", "tokens/s", "duration", "peak memory", "available", "fits", "cost"],
+    ["hardware", "gpus", "tokens/s", "tokens/s from", "duration", "peak memory", "available", "fits", "cost"],
   );
   process.stdout.write(e.recommendedHardware ? `recommended: ${e.recommendedHardware}\n` : "recommended: none (the job fits on none of these; lower --batch-size or --max-seq-length, or use --qlora)\n");
 }
@@ -299,7 +396,7 @@ export async function getJob(job: string, o: ConnectionOptions): Promise<void> {
 
 /** `lathe jobs …`: fine-tuning jobs on the trainer service. */
 export function jobsCommand(): Command {
-  const jobs = new Command("jobs").description("create, watch and cancel fine-tuning jobs; list their checkpoints; estimate their cost");
+  const jobs = new Command("jobs").description("create, watch and cancel fine-tuning jobs; list their checkpoints and metrics; estimate their cost");
 
   withJobFlags(
     jobs
@@ -387,8 +484,61 @@ export function jobsCommand(): Command {
       else if (all.length === 0) process.stdout.write("no checkpoints\n");
       else
         printTable(
-          all.map((c) => ({ name: c.name, step: String(c.step), epoch: c.epoch.toFixed(2), loss: loss(c.loss), "eval loss": loss(c.evalLoss), size: bytes(c.sizeBytes), resumable: c.resumable ? "yes" : "no", digest: c.artifactDigest.slice(0, 19) })),
-          ["name", "step", "epoch", "loss", "eval loss", "size", "resumable", "digest"],
+          all.map((c) => ({
+            name: c.name,
+            step: String(c.step),
+            epoch: c.epoch.toFixed(2),
+            loss: loss(c.loss),
+            "eval loss": loss(c.evalLoss),
+            accuracy: accuracy(c.meanTokenAccuracy),
+            "eval accuracy": accuracy(c.evalMeanTokenAccuracy),
+            size: bytes(c.sizeBytes),
+            resumable: c.resumable ? "yes" : "no",
+            digest: c.artifactDigest.slice(0, 19),
+          })),
+          ["name", "step", "epoch", "loss", "eval loss", "accuracy", "eval accuracy", "size", "resumable", "digest"],
+        );
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    jobs
+      .command("metrics <job>")
+      .description("a job's metrics, one row per logged step: a table, or CSV (--csv), JSON (--json), or a TensorBoard event file (--tensorboard DIR)")
+      .option("--csv", "print CSV: step, epoch, train_loss, eval_loss, learning_rate, grad_norm, tokens_per_second, processed_tokens, train/eval mean token accuracy, log_time")
+      .option("--tensorboard <dir>", "write the job's TensorBoard event file (events.out.tfevents.…) into DIR, for tensorboard --logdir DIR"),
+  ).action(async (arg: string, o: ConnectionOptions & { csv?: boolean; tensorboard?: string }) => {
+    const chosen = [o.csv ? "--csv" : "", o.json ? "--json" : "", o.tensorboard !== undefined ? "--tensorboard" : ""].filter((f) => f !== "");
+    if (chosen.length > 1) throw new Error(`jobs metrics: ${chosen.join(" and ")} each choose the output; give one`);
+    const format = o.csv ? MetricsFormat.METRICS_FORMAT_CSV : o.tensorboard !== undefined ? MetricsFormat.METRICS_FORMAT_TENSORBOARD : MetricsFormat.METRICS_FORMAT_UNSPECIFIED;
+    const client = connect(TrainerServiceClient, o);
+    try {
+      const m = await call(client, "getFineTuningJobMetrics", { name: jobName(arg), format });
+      if (o.csv) process.stdout.write(m.content.toString());
+      else if (o.tensorboard !== undefined) {
+        const dir = resolve(o.tensorboard);
+        await mkdir(dir, { recursive: true });
+        const file = join(dir, m.fileName);
+        await writeFile(file, m.content);
+        process.stdout.write(`wrote ${file} (${m.rows.length} logged step${m.rows.length === 1 ? "" : "s"}); view it with: tensorboard --logdir ${dir}\n`);
+      } else if (o.json) printJson({ rows: m.rows.map((r) => FineTuningMetricsRow.toJSON(r)) });
+      else if (m.rows.length === 0) process.stdout.write("no logged steps yet\n");
+      else
+        printTable(
+          m.rows.map((r) => ({
+            step: String(r.step),
+            epoch: r.epoch.toFixed(2),
+            loss: loss(r.trainLoss),
+            "eval loss": loss(r.evalLoss),
+            accuracy: accuracy(r.trainMeanTokenAccuracy),
+            "eval accuracy": accuracy(r.evalMeanTokenAccuracy),
+            lr: r.learningRate.toExponential(2),
+            "grad norm": r.gradNorm.toFixed(3),
+            "tok/s": count(Math.round(r.tokensPerSecond)),
+          })),
+          ["step", "epoch", "loss", "eval loss", "accuracy", "eval accuracy", "lr", "grad norm", "tok/s"],
         );
     } finally {
       client.close();
