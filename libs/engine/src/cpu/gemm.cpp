@@ -1,6 +1,6 @@
 // cpu/gemm.cpp — see gemm.h. Blocking: C is cut into MC x NC tiles, one task per tile; within a
-// tile, K is walked in KC slices; A and B slices are packed into MR-row / NR-column slivers
-// (zero-padded at the edges) in the thread's scratch, then the micro-kernel of the CPU's ISA
+// tile, K is walked in KC slices; the B slice is packed into NR-column slivers (zero-padded at
+// the edge) in the thread's scratch, A is read in place, and the micro-kernel of the CPU's ISA
 // (gemm_kernels.h, chosen at run time) accumulates each MR x NR block in registers.
 #include "cpu/gemm.h"
 
@@ -14,33 +14,7 @@
 namespace lathe {
 namespace {
 
-constexpr int MC = 96, NC = 192, KC = 256;  // MC is a multiple of every kernel's MR, NC of every NR
-
-// Packs op(A)[i0:i0+mc, k0:k0+kc] as MR-row slivers: Ap[s*MR*kc + k*MR + r].
-template <int MR>
-void pack_a(bool trans, const float* A, int lda, int i0, int k0, int mc, int kc, float* Ap) {
-  for (int s = 0; s < mc; s += MR) {
-    const int rows = std::min(MR, mc - s);
-    float* dst = Ap + static_cast<size_t>(s) * kc;
-    if (!trans) {
-      for (int r = 0; r < MR; ++r) {
-        if (r < rows) {
-          const float* src = A + static_cast<size_t>(i0 + s + r) * lda + k0;
-          for (int k = 0; k < kc; ++k) dst[k * MR + r] = src[k];
-        } else {
-          for (int k = 0; k < kc; ++k) dst[k * MR + r] = 0.0f;
-        }
-      }
-    } else {  // A stored [K, M]
-      for (int k = 0; k < kc; ++k) {
-        const float* src = A + static_cast<size_t>(k0 + k) * lda + i0 + s;
-        int r = 0;
-        for (; r < rows; ++r) dst[k * MR + r] = src[r];
-        for (; r < MR; ++r) dst[k * MR + r] = 0.0f;
-      }
-    }
-  }
-}
+constexpr int MC = 96, NC = 192, KC = 256;  // MC is a multiple of every kernel's MR
 
 // Packs op(B)[k0:k0+kc, j0:j0+nc] as NR-column slivers: Bp[s*NR*kc + k*NR + c].
 template <int NR>
@@ -71,26 +45,38 @@ void pack_b(bool trans, const float* B, int ldb, int k0, int j0, int kc, int nc,
 template <int MR, int NR>
 void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + NC - 1) / NC;
-  pool.run(static_cast<int64_t>(tiles_m) * tiles_n, [&](int64_t task, int thread) {
-    const int i0 = static_cast<int>(task / tiles_n) * MC, j0 = static_cast<int>(task % tiles_n) * NC;
-    const int mc = std::min(MC, M - i0), nc = std::min(NC, N - j0);
+  // Tasks: an NC-column panel of C times a group of MC-row tiles. A task packs each K slice of its
+  // B panel once and runs it over all its rows. Narrow products get narrower panels, so that
+  // there are at least two tasks per thread.
+  const int threads = pool.size();
+  int nc_max = NC;
+  if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
+    nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
+  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
+  const int group = std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
+  const int groups_m = (tiles_m + group - 1) / group;
+  pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
+    const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
+    const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
     // beta first
-    for (int i = 0; i < mc; ++i) {
+    for (int i = 0; i < mg; ++i) {
       float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
       if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
       else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
     }
     if (K <= 0 || alpha == 0.0f) return;
-    const int mc_pad = (mc + MR - 1) / MR * MR, nc_pad = (nc + NR - 1) / NR * NR;
-    float* Ap = pool.scratch(thread, static_cast<size_t>(mc_pad + nc_pad) * KC);
-    float* Bp = Ap + static_cast<size_t>(mc_pad) * KC;
-    float* Ct = C + static_cast<size_t>(i0) * ldc + j0;
+    const int nc_pad = (nc + NR - 1) / NR * NR;
+    float* Bp = pool.scratch(thread, static_cast<size_t>(nc_pad + MR) * KC);
+    float* edge = Bp + static_cast<size_t>(nc_pad) * KC;
+    // a(i, k) = op(A)[i, k]
+    const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
     for (int k0 = 0; k0 < K; k0 += KC) {
       const int kc = std::min(KC, K - k0);
-      pack_a<MR>(trans_a, A, lda, i0, k0, mc, kc, Ap);
       pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
-      kern.block(kc, mc, nc, Ap, Bp, alpha, Ct, ldc);
+      for (int i = i0; i < i0 + mg; i += MC) {
+        const int mc = std::min(MC, i0 + mg - i);
+        kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);
+      }
     }
   });
 }

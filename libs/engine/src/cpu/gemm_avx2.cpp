@@ -11,7 +11,7 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-inline void micro(int kc, const float* __restrict Ap, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
+inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
@@ -19,11 +19,11 @@ inline void micro(int kc, const float* __restrict Ap, const float* __restrict Bp
     const __m256 b0 = _mm256_loadu_ps(Bp), b1 = _mm256_loadu_ps(Bp + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(Ap + i);
+      const __m256 a = _mm256_broadcast_ss(Ap + i * rs);
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
-    Ap += MR;
+    Ap += ks;
     Bp += NR;
   }
   if (cols == NR) {
@@ -47,12 +47,23 @@ inline void micro(int kc, const float* __restrict Ap, const float* __restrict Bp
     for (int j = 0; j < cols; ++j) C[static_cast<long>(i) * ldc + j] += alpha * t[i][j];
 }
 
-void block(int kc, int mc, int nc, const float* Ap, const float* Bp, float alpha, float* C, int ldc) {
-  for (int js = 0; js < nc; js += NR) {
-    const int cols = nc - js < NR ? nc - js : NR;
-    for (int is = 0; is < mc; is += MR) {
-      const int rows = mc - is < MR ? mc - is : MR;
-      micro(kc, Ap + static_cast<long>(is) * kc, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols);
+void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge) {
+  for (int is = 0; is < mc; is += MR) {
+    const int rows = mc - is < MR ? mc - is : MR;
+    // Full row panels read A in place (broadcasts need no packing); a partial one is copied,
+    // zero-padded, so that no row past the matrix is read.
+    const float* a = A + is * rs;
+    long r_s = rs, k_s = ks;
+    if (rows < MR) {
+      for (int k = 0; k < kc; ++k)
+        for (int r = 0; r < MR; ++r) edge[k * MR + r] = r < rows ? a[r * rs + k * ks] : 0.0f;
+      a = edge;
+      r_s = 1;
+      k_s = MR;
+    }
+    for (int js = 0; js < nc; js += NR) {
+      const int cols = nc - js < NR ? nc - js : NR;
+      micro(kc, a, r_s, k_s, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols);
     }
   }
 }

@@ -7,9 +7,11 @@
 // nothing with inline functions that another file could also emit (no std templates), so no
 // AVX-512 code can leak into the rest of the library through the linker's choice of a copy.
 //
-// block(kc, mc, nc, Ap, Bp, alpha, C, ldc): C[0:mc, 0:nc] += alpha * sum_k Ap Bp over one K slice,
-// where Ap holds ceil(mc/mr) slivers of [kc][mr] and Bp ceil(nc/nr) slivers of [kc][nr]
-// (gemm.cpp packs them, zero-padded). Every element's k-sum runs in order 0..kc-1 in one lane.
+// block(kc, mc, nc, A, rs, ks, Bp, alpha, C, ldc, edge): C[0:mc, 0:nc] += alpha * sum_k a(i,k) Bp
+// over one K slice, where a(i,k) = A[i*rs + k*ks] is read in place (A needs no packing: its
+// values are broadcast) and Bp holds ceil(nc/nr) slivers of [kc][nr] (gemm.cpp packs them,
+// zero-padded); `edge` (kc*mr floats) takes a partial last row panel. Every element's k-sum runs
+// in order 0..kc-1 in one lane.
 // fma_peak(iters) runs iters rounds of independent register FMAs and returns the flops done.
 #pragma once
 #include <cstdint>
@@ -20,7 +22,7 @@ namespace cpu {
 struct GemmKernel {
   const char* name;  // "avx512", "avx2", "portable"
   int mr, nr;
-  void (*block)(int kc, int mc, int nc, const float* Ap, const float* Bp, float alpha, float* C, int ldc);
+  void (*block)(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge);
   double (*fma_peak)(int64_t iters);
 };
 
