@@ -11,6 +11,7 @@ import { metricsCommand } from "./commands/metrics.js";
 import { modelsCommand } from "./commands/models.js";
 import { quickstartCommand } from "./commands/quickstart.js";
 import { synthCommand } from "./commands/synth.js";
+import { traceCommand } from "./commands/trace.js";
 import { upCommand } from "./commands/up.js";
 import { evalLossCommand, trainCommand } from "./commands/train.js";
 
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   program.addCommand(datasetsCommand());
   program.addCommand(synthCommand());
   program.addCommand(jobsCommand());
+  program.addCommand(traceCommand());
   program.addCommand(evalsCommand());
   program.addCommand(adaptersCommand());
   program.addCommand(lineageCommand());

@@ -80,6 +80,19 @@ function printAlias(a: Alias, json?: boolean): void {
   if (json) return printJson(Alias.toJSON(a));
   process.stdout.write(`${a.name} -> ${a.adapterVersion}\n`);
   for (const h of a.history) process.stdout.write(`  ${h.moveTime?.toISOString()}  ${h.fromVersion || "(none)"} -> ${h.toVersion}  ${["", "manual", "promotion", "rollback"][h.trigger]} by ${h.actor}${h.reason ? `: ${h.reason}` : ""}\n`);
+  if (a.decisions.length > 0) process.stdout.write("promotion decisions:\n");
+  for (const d of a.decisions) process.stdout.write(`  ${d.decideTime?.toISOString()}  ${d.candidateVersion}: ${d.promoted ? "promoted" : "not promoted"} (${d.source === "follow_up" ? "the job's conditions" : "the alias's rule"}${d.fineTuningJob ? `, ${d.fineTuningJob}` : ""}): ${d.reason}\n`);
+}
+
+/** `lathe adapters alias-get`: an alias with where it points, every move and every promotion decision. */
+export async function showAlias(adapter: string, alias: string, o: ConnectionOptions): Promise<void> {
+  const client = connect(RegistryServiceClient, o);
+  try {
+    const { alias: a } = await call(client, "getAlias", { name: aliasName(adapterName(adapter), alias) });
+    printAlias(a!, o.json);
+  } finally {
+    client.close();
+  }
 }
 
 export type SetAliasOptions = ConnectionOptions & { alias: string; reason: string };
@@ -190,6 +203,8 @@ export function adaptersCommand(): Command {
       client.close();
     }
   });
+
+  withConnection(adapters.command("alias-get <adapter> <alias>").description("show an alias of ADAPTER: its version, every move, and every promotion decision with why")).action(showAlias);
 
   withConnection(
     adapters

@@ -1,143 +1,226 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Command } from "commander";
-import type { Recipe } from "@lathe/models";
 import { call } from "@lathe/kit";
 import { writeTinyModel } from "@lathe/models";
-import { TrainerServiceClient } from "@lathe/proto/lathe/trainer/v1/trainer_service";
-import { connect, type ConnectionOptions } from "../connection.js";
-import { jobName, lastId } from "../names.js";
+import { EvaluatorServiceClient, type EvaluationRun } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
+import { Deployment_State, GatewayServiceClient } from "@lathe/proto/lathe/gateway/v1/gateway_service";
+import { RegistryServiceClient, type Alias } from "@lathe/proto/lathe/registry/v1/registry_service";
+import { Metric } from "@lathe/proto/lathe/type/v1/metric";
+import { connect, resolveConnection, type ConnectionOptions } from "../connection.js";
 import { startLathe } from "../platform.js";
-import { recipeFlagsText, recipeFlagValues } from "../recipe-flags.js";
-import { downloadAdapterVersion, setAlias, showLineage } from "./adapters.js";
-import { createDataset, deriveDatasetVersion } from "./datasets.js";
-import { checkHealth } from "./health.js";
-import { createJob, getJob } from "./jobs.js";
-import { createModel, listModels } from "./models.js";
+import { buildProgram } from "../program.js";
+
+/** The example data shipped with Lathe (examples/support-tickets, made by its make.mjs). */
+const EXAMPLES = resolve(dirname(fileURLToPath(import.meta.url)), "../../../examples/support-tickets");
+/** Prices per million tokens the quickstart's evaluator charges the tiny model, so cost per 1,000 answers has numbers: a demo's, not a quote. */
+const DEMO_PRICES = { "tiny-llama": { input: 0.1, output: 0.4 } };
+const JOB = "support-1";
+
+interface QuickstartOptions {
+  dataDir?: string;
+  server?: string;
+  apiKey?: string;
+  http?: string;
+}
 
 /**
- * `lathe quickstart`: the main story on the embedded default, end to end as far as the platform
- * goes today — start everything, check health, register a model, upload a dataset and clean and
- * split it, fine-tune it in a job that registers its adapter, alias it, show its lineage,
- * download it as GGUF, shut down.
+ * `lathe quickstart`: the whole story once, as the commands a person would type, on the embedded
+ * default (or `--server`, a running platform): a tiny base model; the example support-ticket set
+ * and its report; a clean split; the seed's first question (does a 3-shot prompt already reach
+ * the bar?); a deployment; a fine-tuning job that asks for registration, evaluation, promotion and
+ * deployment, and gets them with no one calling the next step; the comparison of the fine-tuned
+ * adapter with the 3-shot prompt (quality with intervals, cost, latency, and the verdict); the
+ * promotion decision; an answer from the served adapter over the OpenAI-compatible API; the
+ * pipeline's trace.
  */
 export function quickstartCommand(): Command {
   return new Command("quickstart")
-    .description("start the embedded platform and run the pipeline on a tiny model: dataset, fine-tuning job, registered adapter, alias, lineage, GGUF")
-    .option("--data-dir <dir>", "keep the state here (default: a temporary folder, removed after)")
-    .action(async (o: { dataDir?: string }) => {
+    .description("run the whole pipeline on a tiny model: dataset report, 3-shot baseline, fine-tuning job with evaluation, promotion and deployment, comparison, an answer from the served adapter, the trace")
+    .option("--data-dir <dir>", "keep the embedded platform's state here (default: a temporary folder, removed after)")
+    .option("--server <host:port>", "run against a running platform instead of starting the embedded one")
+    .option("--api-key <key>", "with --server: the API key (default: LATHE_API_KEY)")
+    .option("--http <url>", "with --server: the gateway's HTTP base URL (default: http://HOST:PORT+1)")
+    .action(async (o: QuickstartOptions) => {
+      const embedded = o.server === undefined;
       const dataDir = o.dataDir ?? mkdtempSync(join(tmpdir(), "lathe-quickstart-"));
       const step = (s: string) => process.stdout.write(`\n== ${s}\n`);
-      step(`starting the embedded platform in ${dataDir}`);
-      const { platform, apiKey } = await startLathe({ dataDir, host: "127.0.0.1", port: 0, logLevel: "warn" });
+      let conn: { server: string; apiKey: string };
+      let httpUrl: string;
+      let stop = async () => {};
+      if (embedded) {
+        step(`lathe up --data-dir ${dataDir}   (the embedded platform: PGlite, an in-process bus, every service in one process)`);
+        const started = await startLathe({ dataDir, host: "127.0.0.1", port: 0, logLevel: "warn", env: { ...process.env, LATHE_EVALUATOR_PRICES: JSON.stringify(DEMO_PRICES) } });
+        conn = { server: started.platform.address, apiKey: started.apiKey };
+        httpUrl = started.httpUrl;
+        stop = () => started.platform.stop();
+        process.stdout.write(`lathe is up: gRPC ${conn.server}, OpenAI-compatible HTTP ${httpUrl}\n`);
+      } else {
+        const c = resolveConnection({ server: o.server, apiKey: o.apiKey });
+        if (!c.apiKey) throw new Error("--server needs an API key: --api-key or LATHE_API_KEY");
+        conn = { server: c.server, apiKey: c.apiKey };
+        const [host, port] = [c.server.slice(0, c.server.lastIndexOf(":")), Number(c.server.slice(c.server.lastIndexOf(":") + 1))];
+        httpUrl = (o.http ?? `http://${host}:${port + 1}`).replace(/\/+$/, "");
+      }
+      const flags = ["--server", conn.server, "--api-key", conn.apiKey];
+      const co: ConnectionOptions = { server: conn.server, apiKey: conn.apiKey };
+      /** Runs one `lathe …` command as a person would type it, printing it first. */
+      const lathe = async (args: string[], shown = args.map(shellWord).join(" ")) => {
+        step(`lathe ${shown}`);
+        // `lathe health` asks no key (the gRPC health check is open).
+        await buildProgram().parseAsync(["node", "lathe", ...args, ...(args[0] === "health" ? flags.slice(0, 2) : flags)]);
+      };
       try {
-        process.stdout.write(`lathe is up at ${platform.address}\n`);
-        step("health");
-        const health = await checkHealth(platform.address);
-        for (const [service, status] of Object.entries(health)) process.stdout.write(`${service}: ${status}\n`);
-        if (Object.values(health).some((s) => s !== "SERVING")) throw new Error("a service is not SERVING");
+        await lathe(["health"]);
 
-        // A model to register: a tiny Llama in Hugging Face layout (config, safetensors, a
-        // byte-level BPE tokenizer with a ChatML template), made from a seed.
+        // A base model: a tiny Llama in Hugging Face layout (config, safetensors, a byte-level
+        // BPE tokenizer with a ChatML template), made from a seed. A real one is a folder too.
         const modelDir = join(dataDir, "models", "tiny-llama");
         await writeTinyModel(modelDir, { seed: 1 });
-        const conn: ConnectionOptions = { server: platform.address, apiKey };
-        step(`lathe models create tiny-llama --path ${modelDir}`);
-        await createModel("tiny-llama", { ...conn, path: modelDir, displayName: "Tiny Llama", description: "", requestId: "quickstart-tiny-llama" });
-        step("lathe models list");
-        await listModels(conn);
+        await lathe(["models", "create", "tiny-llama", "--path", modelDir, "--display-name", "Tiny Llama", "--request-id", "quickstart-tiny-llama"]);
 
-        const data = join(dataDir, "support.jsonl");
-        writeFileSync(data, supportExamples());
-        step(`lathe datasets create support ${data} --tokenizer-model models/tiny-llama --max-seq-length 512`);
-        await createDataset("support", data, { ...conn, format: "auto", tokenizerModel: "models/tiny-llama", maxSeqLength: "512" });
-        step("lathe datasets derive support@v1 --drop-failing");
-        await deriveDatasetVersion("support@v1", { ...conn, dropFailing: true, seed: "42", versionId: "clean" });
-        step("lathe datasets derive support@clean --split 0.2 --seed 7");
-        await deriveDatasetVersion("support@clean", { ...conn, split: "0.2", seed: "7", versionId: "s" });
+        // The example set: 400 support tickets to triage into JSON, with what real exports carry.
+        const tickets = join(EXAMPLES, "tickets.jsonl");
+        const schema = join(EXAMPLES, "schema.json");
+        await lathe(["datasets", "create", "support", tickets, "--tokenizer-model", "models/tiny-llama", "--max-seq-length", "512", "--version-id", "v1"]);
+        await lathe(["datasets", "derive", "support@v1", "--drop-failing", "--version-id", "clean"]);
+        await lathe(["datasets", "derive", "support@clean", "--split", "0.1", "--seed", "7", "--version-id", "s"]);
 
-        // Fine-tune through the trainer: the job pins the dataset versions and the model, the
-        // embedded worker trains it on the CPU engine, and the registry registers the adapter when
-        // it succeeds. The tiny model's head is random and frozen, so the head gets an adapter too,
-        // or the loss could barely move; one row per sequence and small batches give the 19 rows
-        // 60 optimizer steps, which take the eval loss from about 6.3 to about 1.2 in seconds.
-        const job = "support-1";
-        // The step names the command a person would type; createJob takes what its flags parse to.
-        const recipe: Partial<Recipe> = {
-          numTrainEpochs: 6, perDeviceTrainBatchSize: 2, gradientAccumulationSteps: 1, r: 16, loraAlpha: 32, useRslora: false, learningRate: 1e-2,
-          targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"], maxSeqLength: 512, packing: false, seed: 7,
-        };
-        step(
-          `lathe jobs create --id ${job} --model tiny-llama --train support@s-train --eval support@s-eval --register tiny-llama/support ` +
-            `${recipeFlagsText(recipe)} --label 'intended-use=support-desk replies' --watch`,
-        );
-        const settings = recipeFlagValues(recipe);
-        const flags = { ...settings, model: "tiny-llama", train: "support@s-train", eval: "support@s-eval", register: "tiny-llama/support", label: { "intended-use": "support-desk replies" } };
-        await createJob(flags, { ...conn, id: job, watch: true });
+        // The seed's first rule: fine-tuning loses when a 3-shot prompt already reaches the bar.
+        await lathe(["evals", "baseline", "--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", "--shots", "3", "--threshold", "rouge_l=0.6", "--json-schema", schema, "--max-tokens", "32", "--temperature", "0", "--id", "three-shot"]);
 
-        // The registry registers the adapter from the job's success event; the job learns its
-        // version from the registry's event right after.
-        step(`lathe jobs get ${job} (once the registry registered its adapter)`);
-        const version = await registeredVersion(conn, jobName(job));
-        await getJob(job, conn);
-        const number = lastId(version);
+        // Where the promoted adapter will be served: a deployment of the base model.
+        await lathe(["deployments", "create", "tiny-llama", "--id", "support", "--served-name", "support", "--wait"]);
 
-        step(`lathe adapters alias tiny-llama/support ${number} --alias production; lineage`);
-        await setAlias("tiny-llama/support", number, { ...conn, alias: "production", reason: "quickstart" });
-        await showLineage("models/tiny-llama/adapters/support/aliases/production", { ...conn, up: true, depth: "5" });
-        step(`lathe adapters download tiny-llama/support@${number} --format gguf`);
-        await downloadAdapterVersion(`tiny-llama/support@${number}`, { ...conn, format: "gguf", ggufType: "f16", out: join(dataDir, "gguf") });
+        // The job: LoRA on every projection and the head (the tiny model's head is random and
+        // frozen), and what happens after it succeeds, which no one has to call.
+        const recipe = ["--epochs", "3", "--batch-size", "8", "--lr", "5e-3", "--lora-r", "16", "--lora-alpha", "32", "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "--max-seq-length", "512", "--seed", "7"];
+        const job = ["--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", ...recipe];
+        await lathe(["jobs", "estimate", ...job]);
+        await lathe([
+          "jobs", "create", "--id", JOB, ...job,
+          "--register", "tiny-llama/support", "--label", "intended-use=support-ticket triage",
+          "--evaluate", "--eval-json-schema", schema, "--eval-max-tokens", "32",
+          "--promote", "prod", "--promote-if", "rouge_l=0.05,ci", "--deploy", "support", "--watch",
+                ]);
+
+        // The registry registers the version, the evaluator compares it with its baseline, the
+        // registry decides the promotion: wait for that decision.
+        process.stdout.write("\nwaiting for the pipeline: registration → evaluation → promotion decision …\n");
+        const alias = await decision(co, "models/tiny-llama/adapters/support/aliases/prod");
+        await lathe(["adapters", "alias-get", "tiny-llama/support", "prod"]);
+
+        // The fine-tuned adapter against the 3-shot prompt, on the same examples.
+        const run = await followUpRun(co, `fineTuningJobs/${JOB}`);
+        await lathe(["evals", "compare", run.name, "three-shot"]);
+        await verdict(co, run.name, "evaluationRuns/three-shot");
+
+        if (alias.decisions.at(-1)?.promoted) {
+          await waitServed(co, "deployments/support");
+          await lathe(["deployments", "get", "support"]);
+          const body = { model: "support:support", messages: [{ role: "user", content: "Hello, my printer keeps restarting since this morning. Can you help?" }], temperature: 0, max_tokens: 32 };
+          step("an answer from the promoted adapter through the OpenAI-compatible API");
+          process.stdout.write(`curl ${httpUrl}/v1/chat/completions -H "Authorization: Bearer $LATHE_API_KEY" -H "Content-Type: application/json" -d '${JSON.stringify(body)}'\n`);
+          const res = await fetch(`${httpUrl}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${conn.apiKey}` }, body: JSON.stringify(body) });
+          const answer = (await res.json()) as { choices?: { message: { content: string } }[]; error?: { message: string } };
+          if (!res.ok) throw new Error(`the gateway answered ${res.status}: ${answer.error?.message ?? ""}`);
+          process.stdout.write(`${answer.choices![0]!.message.content}\n`);
+        } else {
+          process.stdout.write("\nthe alias did not move, so the deployment does not serve the adapter: see the decision above\n");
+        }
+
+        if (embedded) await lathe(["trace", JOB, "--data-dir", dataDir], `trace ${JOB}`);
+        else await lathe(["trace", JOB]).catch((err: Error) => process.stdout.write(`${err.message}\n`));
       } finally {
-        step("shutting down");
-        await platform.stop();
-        if (!o.dataDir) rmSync(dataDir, { recursive: true, force: true });
+        if (embedded) {
+          step("shutting down");
+          await stop();
+          if (!o.dataDir) rmSync(dataDir, { recursive: true, force: true });
+        }
       }
       process.stdout.write("quickstart finished\n");
     });
 }
 
-/** Waits (a few seconds at most) until the registry registered the job's adapter; its version's name. */
-async function registeredVersion(conn: ConnectionOptions, name: string): Promise<string> {
-  const client = connect(TrainerServiceClient, conn);
+/** An argument as a shell would need it typed: quoted when it holds spaces or quotes; a path under the working folder made relative. */
+function shellWord(arg: string): string {
+  const cwd = `${process.cwd()}/`;
+  const a = arg.startsWith(cwd) ? arg.slice(cwd.length) : arg;
+  return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`;
+}
+
+/** Polls until an alias has a promotion decision (the evaluation of the job's version ended), at most 5 minutes. */
+async function decision(co: ConnectionOptions, name: string): Promise<Alias> {
+  const registry = connect(RegistryServiceClient, co);
+  const evaluator = connect(EvaluatorServiceClient, co);
   try {
-    for (let i = 0; i < 100; i++) {
-      const { fineTuningJob } = await call(client, "getFineTuningJob", { name });
-      if (fineTuningJob!.adapterVersion !== "") return fineTuningJob!.adapterVersion;
+    for (let i = 0; i < 3000; i++) {
+      const a = await call(registry, "getAlias", { name }).then((r) => r.alias, () => undefined);
+      if (a && a.decisions.length > 0) return a;
+      // A failed evaluation decides nothing: say so instead of waiting.
+      const runs = (await call(evaluator, "listEvaluationRuns", { pageSize: 10, pageToken: "", filter: `fine_tuning_job = "fineTuningJobs/${JOB}"` })).evaluationRuns;
+      const failed = runs.find((r) => r.error !== undefined);
+      if (failed) throw new Error(`the job's evaluation ${failed.name} failed: ${failed.error!.message}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
-    client.close();
+    registry.close();
+    evaluator.close();
   }
-  throw new Error(`${name} succeeded but the registry did not register its adapter within 10 s`);
+  throw new Error(`no promotion decision on ${name} within 5 minutes`);
 }
 
-/**
- * A small support-desk dataset, made the same way every time, with the problems real data has:
- * a duplicate, a near duplicate, an answer too short, a line that is not JSON, an e-mail address.
- */
-function supportExamples(): string {
-  const products = ["router", "laptop", "phone", "printer", "monitor", "keyboard", "camera", "tablet"];
-  const issues = ["does not turn on", "keeps restarting", "is very slow", "shows an error code", "loses its connection", "makes a strange noise"];
-  const lines: string[] = [];
-  // 24 rows: every product with every issue once (8 × 6 / 2: i mod 8 and i mod 6 pair up uniquely).
-  for (let i = 0; i < 24; i++) {
-    const p = products[i % products.length]!;
-    const issue = issues[i % issues.length]!;
-    lines.push(
-      JSON.stringify({
-        messages: [
-          { role: "system", content: "You are a concise, friendly support agent." },
-          { role: "user", content: `My ${p} ${issue} since yesterday (ticket ${1000 + i}). What should I do?` },
-          { role: "assistant", content: `Sorry about your ${p}. First unplug it for thirty seconds, then start it again. If it still ${issue}, reset it to factory settings and tell us the result under ticket ${1000 + i}.` },
-        ],
-      }),
-    );
+/** The evaluation run the job's follow-up made. */
+async function followUpRun(co: ConnectionOptions, job: string): Promise<EvaluationRun> {
+  const evaluator = connect(EvaluatorServiceClient, co);
+  try {
+    const [run] = (await call(evaluator, "listEvaluationRuns", { pageSize: 1, pageToken: "", filter: `fine_tuning_job = "${job}"` })).evaluationRuns;
+    if (!run) throw new Error(`${job} has no evaluation run`);
+    return run;
+  } finally {
+    evaluator.close();
   }
-  lines.push(lines[3]!); // an exact duplicate
-  lines.push(lines[4]!.replace("thirty seconds", "thirty full seconds")); // a near duplicate
-  lines.push(JSON.stringify({ prompt: "My printer jams on every page I print. Any idea why?", completion: "Clean it." })); // too short, and another format
-  lines.push("{this line is not JSON");
-  lines.push(JSON.stringify({ messages: [{ role: "user", content: "Please write to me at jane.doe@example.com about my broken camera." }, { role: "assistant", content: "Of course. We will e-mail you the repair form for the camera within one business day." }] }));
-  return `${lines.join("\n")}\n`;
+}
+
+/** The seed's question answered: is the fine-tuned adapter better than the 3-shot prompt, and at what cost? */
+async function verdict(co: ConnectionOptions, tuned: string, fewShot: string): Promise<void> {
+  const evaluator = connect(EvaluatorServiceClient, co);
+  try {
+    const { differences } = await call(evaluator, "compareEvaluationRuns", { candidateRun: tuned, baselineRun: fewShot, metrics: [Metric.METRIC_ROUGE_L], bootstrapSamples: 0, confidenceLevel: 0, seed: 42 });
+    const [a, b] = await Promise.all([tuned, fewShot].map(async (name) => (await call(evaluator, "getEvaluationRun", { name })).evaluationRun!));
+    const d = differences[0];
+    const ca = a!.candidateServing?.costPer1000Answers;
+    const cb = b!.candidateServing?.costPer1000Answers;
+    const cost = ca !== undefined && cb !== undefined && ca > 0 ? `, at ${(cb / ca).toFixed(1)}× less cost per 1,000 answers (${ca.toFixed(4)} against ${cb.toFixed(4)} USD: a short prompt instead of three solved examples)` : "";
+    if (!d) {
+      process.stdout.write("\nverdict: the runs share no ROUGE-L scores to compare\n");
+      return;
+    }
+    const ci = d.confidenceInterval!;
+    const better = ci.lower > 0;
+    process.stdout.write(
+      `\nverdict: ${better ? "fine-tuning was worth it" : "fine-tuning did not clearly beat the 3-shot prompt"}: ROUGE-L ${d.candidateValue.toFixed(3)} against ${d.baselineValue.toFixed(3)} ` +
+        `(difference ${d.meanDifference >= 0 ? "+" : ""}${d.meanDifference.toFixed(3)}, 95% CI [${ci.lower.toFixed(3)}, ${ci.upper.toFixed(3)}])${better ? cost : ""}\n`,
+    );
+  } finally {
+    evaluator.close();
+  }
+}
+
+/** Waits until a deployment is ready and serves an adapter version (the promoted alias's). */
+async function waitServed(co: ConnectionOptions, name: string): Promise<void> {
+  const gateway = connect(GatewayServiceClient, co);
+  try {
+    for (let i = 0; i < 1200; i++) {
+      const d = (await call(gateway, "getDeployment", { name })).deployment!;
+      if (d.state === Deployment_State.STATE_FAILED) throw new Error(`${name} failed: ${d.error?.message ?? ""}`);
+      if (d.state === Deployment_State.STATE_READY && d.adapters.some((a) => a.adapterVersion !== "")) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    gateway.close();
+  }
+  throw new Error(`${name} did not serve the promoted adapter within 2 minutes`);
 }

@@ -92,6 +92,11 @@ export const baseConfigSchema = z.object({
   LATHE_GATEWAY_ADDR: z.string().min(1).optional(),
   /** OTLP/HTTP endpoint for traces (e.g. http://collector:4318). Unset: traces are not exported. */
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
+  /**
+   * The local span store's size in MB per process (LATHE_DATA_DIR/traces, read by `lathe trace`),
+   * beside any OTLP export; 0 turns it off. Default 16.
+   */
+  LATHE_TRACE_STORE_MB: z.coerce.number().int().min(0).max(4096).default(16),
 });
 
 export type BaseConfig = z.infer<typeof baseConfigSchema>;

@@ -2,6 +2,7 @@ export * from "./errors.js";
 export * from "./config.js";
 export * from "./logger.js";
 export * from "./telemetry.js";
+export { readStoredTrace, spanStoreDir, type StoredSpan } from "./span-store.js";
 export * from "./pagination.js";
 export * from "./digest.js";
 export * from "./enums.js";

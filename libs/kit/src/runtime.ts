@@ -12,6 +12,7 @@ import { MemoryBus } from "./events/memory-bus.js";
 import { GrpcServer } from "./grpc/server.js";
 import { createLogger } from "./logger.js";
 import { setPageTokenSecret } from "./pagination.js";
+import { spanStoreDir } from "./span-store.js";
 import { startTelemetry, type Telemetry } from "./telemetry.js";
 import type { z } from "zod";
 
@@ -101,7 +102,11 @@ export async function startPlatform<C extends BaseConfig>(opts: {
     throw new Error("LATHE_API_KEYS: at least one key=tenant pair is required; every call needs an API key");
   }
   setPageTokenSecret(config.LATHE_PAGE_TOKEN_SECRET);
-  const telemetry: Telemetry = startTelemetry({ serviceName: `lathe-${opts.name}`, otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const telemetry: Telemetry = startTelemetry({
+    serviceName: `lathe-${opts.name}`,
+    otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT,
+    spanStore: { dir: spanStoreDir(resolve(config.LATHE_DATA_DIR)), maxBytes: config.LATHE_TRACE_STORE_MB * 1024 * 1024 },
+  });
   const closers: { part: string; close: () => Promise<void> }[] = [{ part: "telemetry", close: () => telemetry.shutdown() }];
   // Closes in reverse order of opening. With a time limit (the process is about to exit), a part
   // that has not closed when it runs out is logged and left behind; returns whether all closed.

@@ -1,10 +1,10 @@
 import { join, resolve } from "node:path";
-import { EventConsumer, prepareService, tenantMetadata, type ServiceFactory } from "@lathe/kit";
+import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import { EvaluatorServiceService } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import type { Kysely } from "kysely";
 import { evaluatorOptionsOf, parsePrices, type EvaluatorOptions } from "./config.js";
 import { migrations, type EvaluatorTables } from "./db/migrations.js";
-import { createFollowUpRun } from "./domain/follow-up.js";
+import { FollowUpQueue } from "./domain/follow-up.js";
 import { RunStore, schema } from "./domain/runs.js";
 import { EvaluationWorker } from "./domain/worker.js";
 import { adapterVersionCreated } from "./events.js";
@@ -58,10 +58,12 @@ export function evaluatorService(options: EvaluatorOptions, hooks: EvaluatorHook
         }),
       );
     }
-    const consumer = new EventConsumer<EvaluatorTables>({ name: "evaluator", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { meta }) => {
-      await createFollowUpRun(e, meta.tenant, tenantMetadata(deps.config.LATHE_API_KEYS, meta.tenant), { runs, registryAddress: deps.peerAddress("registry"), logger: deps.logger });
+    const followUps = new FollowUpQueue({ db, runs, registryAddress: () => deps.peerAddress("registry"), apiKeys: deps.config.LATHE_API_KEYS, logger: deps.logger, pollMs: options.LATHE_EVALUATOR_POLL_MS });
+    const consumer = new EventConsumer<EvaluatorTables>({ name: "evaluator", db, schema, bus: deps.bus, logger: deps.logger }).on(adapterVersionCreated, async (e, { trx, meta }) => {
+      await FollowUpQueue.note(trx, meta.tenant, meta.eventId, e);
+      setImmediate(() => followUps.notify());
     });
-    const parts = workers.map((w) => ({ start: () => w.start(), stop: () => w.stop() }));
+    const parts = [{ start: () => followUps.start(), stop: () => followUps.stop() }, ...workers.map((w) => ({ start: () => w.start(), stop: () => w.stop() }))];
     return {
       name: "evaluator",
       register(server) {

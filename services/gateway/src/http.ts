@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { Metadata } from "@grpc/grpc-js";
-import { ApiKeyAuth, type Logger } from "@lathe/kit";
+import { ApiKeyAuth, serverSpan, type Logger } from "@lathe/kit";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { GenerationResult } from "./domain/embedded.js";
@@ -115,6 +115,18 @@ export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
   // Every /v1 request is counted once it is answered, with the model it resolved to.
   app.addHook("onRequest", async (req) => {
     if (req.url.startsWith("/v1/")) req.observed = {};
+  });
+  // Each /v1 request is a span that continues the caller's trace (W3C traceparent), and the
+  // handler runs in its context, so the registry calls it makes and its logs carry the trace.
+  const spans = new WeakMap<FastifyRequest, ReturnType<typeof serverSpan>>();
+  app.addHook("onRequest", (req, _reply, done) => {
+    if (!req.url.startsWith("/v1/")) return done();
+    const s = serverSpan(`${req.method} ${req.url.split("?")[0]}`, { "lathe.service": "gateway", "http.request.method": req.method }, req.headers);
+    spans.set(req, s);
+    s.run(done);
+  });
+  app.addHook("onResponse", async (req, reply) => {
+    spans.get(req)?.end(reply.statusCode >= 500, { "http.response.status_code": reply.statusCode, ...(req.observed?.model ? { "lathe.model": req.observed.model } : {}) });
   });
   app.addHook("onResponse", async (req, reply) => {
     const o = req.observed;

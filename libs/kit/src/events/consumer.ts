@@ -58,7 +58,7 @@ export class EventConsumer<DB = any> {
       return;
     }
     const parent = contextFromHeaders({ ...d.headers });
-    const span = tracer.startSpan(`consume ${d.subject}`, { kind: SpanKind.CONSUMER, attributes: { "messaging.system": "nats", "messaging.message.id": meta.eventId } }, parent);
+    const span = tracer.startSpan(`consume ${d.subject}`, { kind: SpanKind.CONSUMER, attributes: { "messaging.system": "nats", "messaging.message.id": meta.eventId, "lathe.service": this.opts.name } }, parent);
     try {
       await context.with(trace.setSpan(parent, span), () =>
         this.opts.db.transaction().execute(async (trx) => {

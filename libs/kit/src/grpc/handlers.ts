@@ -93,7 +93,9 @@ function wrapMethod(method: AnyMethod, handler: (...args: unknown[]) => unknown,
     const ts = md.get("tracestate")[0];
     if (typeof ts === "string") headers["tracestate"] = ts;
     const parent = tp === undefined ? context.active() : contextFromHeaders(headers);
-    const span = tracer.startSpan(path.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc" } }, parent);
+    // The service of `/lathe.{service}.v1.…/Method` (reflection and health: "platform").
+    const service = /^\/lathe\.([a-z]+)\.v1\./.exec(path)?.[1] ?? "platform";
+    const span = tracer.startSpan(path.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "lathe.service": service } }, parent);
     const ctx = trace.setSpan(parent, span);
     const finish = (err?: unknown) => {
       opts.shutdown.removeEventListener("abort", abort);

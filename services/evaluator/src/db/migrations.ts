@@ -86,6 +86,22 @@ export const migrations: Record<string, (db: Kysely<any>) => Promise<void>> = {
     // The fine-tuning job's follow-up a run was made from (proto JSON of FollowUp), repeated in
     // its evaluation_completed so the registry promotes and the gateway deploys as the job asked.
     await db.schema.alterTable("runs").addColumn("follow_up", "jsonb").execute();
+    // The W3C trace headers of the call or event that made the run: its work continues that trace.
+    await db.schema.alterTable("runs").addColumn("trace", "jsonb").execute();
+  },
+  "0005_pending_follow_ups": async (db) => {
+    // A registered version whose job asked for an evaluation, noted in the transaction of its
+    // adapter_version_created and turned into a run outside it (resolving the baseline asks the
+    // registry, which must not wait on this service's open transaction).
+    await db.schema
+      .createTable("pending_follow_ups")
+      .addColumn("event_id", "text", (c) => c.primaryKey())
+      .addColumn("tenant", "text", (c) => c.notNull())
+      .addColumn("event", "jsonb", (c) => c.notNull())
+      .addColumn("trace", "jsonb")
+      .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
+      .addColumn("last_error", "text")
+      .execute();
   },
 };
 
@@ -161,6 +177,7 @@ export interface RunsTable {
   end_time: Date | null;
   cancel_requested: Generated<boolean>;
   follow_up: ColumnType<unknown, string | null | undefined, string | null>;
+  trace: ColumnType<Record<string, string> | null, string | null | undefined, string | null>;
   lease_owner: string | null;
   lease_until: Date | null;
 }
@@ -209,7 +226,18 @@ export interface JudgmentsTable {
   create_time: Generated<Date>;
 }
 
+export interface PendingFollowUpsTable {
+  event_id: string;
+  tenant: string;
+  /** proto JSON of AdapterVersionCreated. */
+  event: ColumnType<unknown, string, string>;
+  trace: ColumnType<Record<string, string> | null, string | null, string | null>;
+  attempts: Generated<number>;
+  last_error: string | null;
+}
+
 export interface EvaluatorTables {
+  pending_follow_ups: PendingFollowUpsTable;
   runs: RunsTable;
   examples: ExamplesTable;
   predictions: PredictionsTable;

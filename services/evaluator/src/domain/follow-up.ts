@@ -1,6 +1,9 @@
 import type { Metadata } from "@grpc/grpc-js";
-import { AppError, call, createClient, type Logger } from "@lathe/kit";
-import type { AdapterVersionCreated } from "@lathe/proto/lathe/events/v1/registry_events";
+import { AppError, call, createClient, inSpan, isRetryable, PollingLoop, tenantMetadata, traceHeaders, type Logger } from "@lathe/kit";
+import { AdapterVersionCreated } from "@lathe/proto/lathe/events/v1/registry_events";
+import { sql, type Kysely, type Transaction } from "kysely";
+import type { EvaluatorTables } from "../db/migrations.js";
+import { schema } from "./runs.js";
 import { EvaluationRun } from "@lathe/proto/lathe/evaluator/v1/evaluator_service";
 import { RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import type { RunStore } from "./runs.js";
@@ -61,4 +64,69 @@ export async function createFollowUpRun(e: AdapterVersionCreated, tenant: string
     e.fineTuningJob,
     e.followUp,
   );
+}
+
+/** The most attempts one follow-up gets. */
+const MAX_ATTEMPTS = 10;
+
+/**
+ * The follow-ups of registered versions: noted in the transaction that consumes
+ * `adapter_version_created` (`note`), turned into runs outside it by a polling loop, retried while
+ * they fail for a passing reason (the registry unreachable) and given up, with the error kept,
+ * when they cannot succeed.
+ */
+export class FollowUpQueue {
+  private readonly loop: PollingLoop;
+
+  constructor(
+    private readonly o: { db: Kysely<EvaluatorTables>; runs: RunStore; registryAddress: () => string; apiKeys: Readonly<Record<string, string>>; logger: Logger; pollMs: number },
+  ) {
+    this.loop = new PollingLoop({ name: "evaluator: follow-ups", intervalMs: o.pollMs, logger: o.logger, tick: (signal) => this.tick(signal) });
+  }
+
+  /** Notes an event's follow-up in the consumer's transaction (with the trace it continues). */
+  static async note(trx: Transaction<EvaluatorTables>, tenant: string, eventId: string, e: AdapterVersionCreated): Promise<void> {
+    if (!e.followUp?.evaluation) return;
+    await trx
+      .withSchema(schema)
+      .insertInto("pending_follow_ups")
+      .values({ event_id: eventId, tenant, event: JSON.stringify(AdapterVersionCreated.toJSON(e)), trace: JSON.stringify(traceHeaders()) })
+      .onConflict((oc) => oc.doNothing())
+      .execute();
+  }
+
+  start(): void {
+    this.loop.start();
+  }
+
+  notify(): void {
+    this.loop.notify();
+  }
+
+  stop(): Promise<void> {
+    return this.loop.stop();
+  }
+
+  private async tick(signal: AbortSignal): Promise<void> {
+    const t = this.o.db.withSchema(schema);
+    const pending = await t.selectFrom("pending_follow_ups").selectAll().where("last_error", "is", null).limit(10).execute();
+    for (const p of pending) {
+      if (signal.aborted) return;
+      const e = AdapterVersionCreated.fromJSON(p.event);
+      try {
+        await inSpan("evaluator.follow_up", { "lathe.service": "evaluator", "lathe.adapter_version": e.adapterVersion }, p.trace ?? undefined, () =>
+          createFollowUpRun(e, p.tenant, tenantMetadata(this.o.apiKeys, p.tenant), { runs: this.o.runs, registryAddress: this.o.registryAddress(), logger: this.o.logger }),
+        );
+        await t.deleteFrom("pending_follow_ups").where("event_id", "=", p.event_id).execute();
+      } catch (err) {
+        const final = !isRetryable(err) || p.attempts + 1 >= MAX_ATTEMPTS;
+        await t
+          .updateTable("pending_follow_ups")
+          .set({ attempts: sql`attempts + 1`, last_error: final ? (err as Error).message : null })
+          .where("event_id", "=", p.event_id)
+          .execute();
+        this.o.logger.warn({ err, adapter_version: e.adapterVersion, final }, "starting the evaluation a job asked for failed");
+      }
+    }
+  }
 }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { AppError } from "@lathe/kit";
+import { AppError, traceHeaders } from "@lathe/kit";
 import type { ChatTurn, RunSpec } from "../db/migrations.js";
 
 /** One generated answer, as the gateway reported it. */
@@ -40,7 +40,7 @@ export class GatewayClient {
       const started = performance.now();
       let res: Response;
       try {
-        res = await fetch(`${this.baseUrl()}/chat/completions`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${this.keyOf(tenant)}` }, body, signal });
+        res = await fetch(`${this.baseUrl()}/chat/completions`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${this.keyOf(tenant)}`, ...traceHeaders() }, body, signal });
       } catch (err) {
         if (signal.aborted) throw err;
         last = `${this.who} does not answer: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`;

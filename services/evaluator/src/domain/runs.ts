@@ -1,4 +1,4 @@
-import { AppError, badFilter, canonicalJson, checkRequestId, checkSameRequest, enqueueEvents, labelFilterTerm, notFound, paginate, quoteFilterValue, readFilter, resourceName, watchResource } from "@lathe/kit";
+import { AppError, badFilter, canonicalJson, checkRequestId, checkSameRequest, enqueueEvents, labelFilterTerm, notFound, paginate, quoteFilterValue, readFilter, resourceName, traceHeaders, watchResource } from "@lathe/kit";
 import {
   EvaluationExample,
   EvaluationRun,
@@ -227,6 +227,7 @@ export class RunStore {
         state: "QUEUED",
         fine_tuning_job: fineTuningJob,
         follow_up: followUp ? JSON.stringify(FollowUp.toJSON(followUp)) : null,
+        trace: JSON.stringify(traceHeaders()),
       })
       .onConflict((oc) => oc.doNothing())
       .returningAll()

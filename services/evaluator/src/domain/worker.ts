@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { AppError, asAppError, cachedFolder, resolveSecret, call, createClient, digestHex, enqueueEvents, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, asAppError, cachedFolder, inSpan, resolveSecret, call, createClient, digestHex, enqueueEvents, LeaseLost, PollingLoop, TableLease, readDatasetRows, resourceName, tenantKey, tenantMetadata, type ArtifactStore, type Logger } from "@lathe/kit";
 import { DatasetServiceClient } from "@lathe/proto/lathe/dataset/v1/dataset_service";
 import { Model_State, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
@@ -76,7 +76,7 @@ export class EvaluationWorker {
 
   /** Claims runs and works on them; a stopped worker gives its run back at once, to be resumed. */
   private tick(signal: AbortSignal): Promise<void> {
-    return this.lease.work(signal, { claimed: (r) => this.o.onChange(`${r.tenant}/${r.run_id}`), run: (r) => this.run(r, signal), fail: (r, err) => this.fail(r, err) });
+    return this.lease.work(signal, { claimed: (r) => this.o.onChange(`${r.tenant}/${r.run_id}`), run: (r) => inSpan("evaluator.evaluate", { "lathe.service": "evaluator", "lathe.evaluation_run": resourceName("evaluationRuns", r.run_id), "lathe.tenant": r.tenant }, r.trace ?? undefined, () => this.run(r, signal)), fail: (r, err) => this.fail(r, err) });
   }
 
   private async fail(r: RunRow, err: unknown): Promise<void> {

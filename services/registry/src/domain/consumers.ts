@@ -1,5 +1,5 @@
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
-import { EventConsumer, type EventBus, type Logger } from "@lathe/kit";
+import { EventConsumer, traceHeaders, type EventBus, type Logger } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
 import { checkpointSaved, datasetVersionCreated, deploymentUpdated, evaluationCompleted, fineTuningJobQueued, fineTuningJobSucceeded, generationJobSucceeded } from "../events.js";
@@ -31,7 +31,7 @@ export function registryConsumer(opts: { db: Kysely<RegistryTables>; bus: EventB
         await trx
           .withSchema(schema)
           .insertInto("pending_registrations")
-          .values({ tenant: meta.tenant, event_id: meta.eventId, job: e.fineTuningJob, request: JSON.stringify({ adapter: reg.adapter, description: reg.description, labels: reg.labels, artifactUri: e.adapterArtifactUri, artifactDigest: e.adapterArtifactDigest, method: e.method, checkpoint: e.checkpoint, trainDatasetVersion: e.trainDatasetVersion, evalDatasetVersion: e.evalDatasetVersion, chatTemplateFingerprint: e.chatTemplateFingerprint, ...(e.followUp ? { followUp: FollowUp.toJSON(e.followUp) } : {}) }) })
+          .values({ tenant: meta.tenant, event_id: meta.eventId, job: e.fineTuningJob, request: JSON.stringify({ adapter: reg.adapter, description: reg.description, labels: reg.labels, artifactUri: e.adapterArtifactUri, artifactDigest: e.adapterArtifactDigest, method: e.method, checkpoint: e.checkpoint, trainDatasetVersion: e.trainDatasetVersion, evalDatasetVersion: e.evalDatasetVersion, chatTemplateFingerprint: e.chatTemplateFingerprint, ...(e.followUp ? { followUp: FollowUp.toJSON(e.followUp) } : {}), trace: traceHeaders() }) })
           .onConflict((oc) => oc.doNothing())
           .execute();
         opts.onRegistration();

@@ -1,6 +1,6 @@
 import { FollowUp } from "@lathe/proto/lathe/type/v1/follow_up";
 import { join } from "node:path";
-import { AppError, artifactUri, cachedFolder, digestHex, isRetryable, PollingLoop, type ArtifactStore, type Logger } from "@lathe/kit";
+import { AppError, artifactUri, cachedFolder, digestHex, inSpan, isRetryable, PollingLoop, type ArtifactStore, type Logger } from "@lathe/kit";
 import { AdapterVersion } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { sql, type Kysely } from "kysely";
 import type { RegistryTables } from "../db/migrations.js";
@@ -20,6 +20,8 @@ interface PendingRequest {
   chatTemplateFingerprint: string;
   /** The job's follow-up (proto JSON of FollowUp), passed on in `adapter_version_created`; absent for registrations stored before it was kept. */
   followUp?: unknown;
+  /** The W3C trace headers of the job's success event: the registration continues its trace. */
+  trace?: Record<string, string>;
 }
 
 /** The most attempts one registration gets. */
@@ -83,11 +85,11 @@ export class RegistrationWorker {
           requestId: `job:${p.job}`,
         };
         const followUp = r.followUp === undefined ? undefined : FollowUp.fromJSON(r.followUp);
-        await this.opts.adapters.createVersion(p.tenant, req, `fine-tuning job ${p.job}`, versionRequestBody(req), async () => {
+        await inSpan("registry.register_adapter", { "lathe.service": "registry", "lathe.fine_tuning_job": p.job }, r.trace, () => this.opts.adapters.createVersion(p.tenant, req, `fine-tuning job ${p.job}`, versionRequestBody(req), async () => {
           // A materialized copy of our own store (plain files, digests checked on the way out).
           const dir = await cachedFolder(this.opts.artifacts, digest, join(this.opts.cacheDir, "folders"));
           return { folder: { dir, files: [], remove: async () => undefined }, shownAs: `the adapter of ${p.job}`, field: "adapter_version.artifact_uri" };
-        }, followUp);
+        }, followUp));
         await t.deleteFrom("pending_registrations").where("event_id", "=", p.event_id).execute();
       } catch (err) {
         const final = givesUp(err, p.attempts);
