@@ -54,3 +54,24 @@ describe("deploy/k8s", () => {
     }
   });
 });
+
+describe("deploy/local/compose.yaml", () => {
+  it("runs every service from the image as its user on a read-only root, after the migrations, exporting traces to the collector", () => {
+    const compose = jsYaml.load(readFileSync(join(repoRoot, "deploy/local/compose.yaml"), "utf8")) as any;
+    const names = ["registry", "dataset", "synthgen", "trainer", "evaluator", "gateway"];
+    for (const s of names) {
+      const svc = compose.services[s];
+      expect(svc.command, s).toEqual([`services/${s}/dist/main.js`]);
+      expect(svc.user, s).toBe("10001:10001");
+      expect(svc.read_only, s).toBe(true);
+      expect(svc.depends_on.migrate.condition, s).toBe("service_completed_successfully");
+      expect(svc.environment.OTEL_EXPORTER_OTLP_ENDPOINT, s).toBe("http://otel-collector:4318");
+      expect(svc.environment.LATHE_MIGRATIONS, s).toBe("verify");
+    }
+    expect(compose.services.gateway.environment.LATHE_GATEWAY_HTTP_PORT).toBe("8080");
+    for (const s of names) expect(compose.services.migrate.command[0]).toContain(s);
+    for (const [name, svc] of Object.entries<any>(compose.services)) expect(svc.image, name).not.toMatch(/:latest$|^[^:]+$/);
+    const collector = jsYaml.load(readFileSync(join(repoRoot, "deploy/local/otel-collector.yaml"), "utf8")) as any;
+    expect(collector.service.pipelines.traces.exporters).toEqual(["otlp/jaeger"]);
+  });
+});
