@@ -9,8 +9,8 @@ import { startTestPlatform, testKeys, type TestPlatform } from "@lathe/testing";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 // The gateway's package does not depend on these two (yet): they are taken from their builds.
-import { createDatasetService } from "../../dataset/dist/index.js";
-import { trainerService } from "../../trainer/dist/index.js";
+import { createDatasetService } from "@lathe/dataset";
+import { trainerService } from "@lathe/trainer";
 import { gatewayOptionsOf, gatewayService } from "../src/index.js";
 
 /*
