@@ -1,17 +1,85 @@
 // cpu/attention.cpp — see attention.h. One task per (row, query head); each task writes only its
-// own outputs (dq slice, its head's dk/dv scratch), and the group reduction runs afterwards in a
-// fixed order, so results are deterministic.
+// own outputs (its out/lse/dq slice, its head's dk/dv scratch), and the group reduction runs
+// afterwards in a fixed order, so results are deterministic.
+//
+// Flash-style on the CPU: a task walks its queries in blocks of QB rows; a block's scores against
+// the keys it may see (j < end of the block) are one small GEMM (sgemm_serial, in the task's
+// thread), softmaxed row by row with a vectorisable exp, and multiplied into V by another. Only a
+// QB x T block of scores exists at a time, never a [T, T] matrix. Backward recomputes each
+// block's probabilities from lse and runs dP = dO V^T, dQ = dS K, dK += dS^T Q, dV += P^T dO
+// as GEMMs of the same shapes.
 #include "cpu/attention.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "common.h"
+#include "cpu/gemm.h"
 #include "cpu/vec.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// The row loops below are compiled for AVX-512, AVX2+FMA and the baseline; the loader picks one.
+#define LATHE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LATHE_CLONES
+#endif
+
 namespace lathe {
+namespace {
+
+constexpr int QB = 64;  // query rows per block
+
+// e^x for x <= 0 in float (Cephes' expf polynomial after 2^n range reduction; relative error
+// ~2e-7); x < -87 (and -inf) gives 0. Written so that a loop of it vectorises: the rounding is the
+// 1.5*2^23 trick, the power of two is built in the exponent bits.
+inline float exp_neg(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < -87.0f ? 0.0f : y * scale;
+}
+
+}  // namespace
+
+// Row i of a block's scores s[0:n] (keys j < n): -inf where j > i or the segment differs.
+// Forward (lse null): softmax in place, its log-sum-exp returned. Backward: p = exp(s - lse).
+LATHE_CLONES float attention_softmax_row(float* s, int n, int i, const int32_t* sg, const float* lse) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int j = i + 1; j < n; ++j) s[j] = ninf;
+  if (sg)
+    for (int j = 0; j <= i; ++j) s[j] = sg[j] != sg[i] ? ninf : s[j];
+  if (lse) {
+    const float l = *lse;
+    for (int j = 0; j < n; ++j) s[j] = exp_neg(s[j] - l);
+    return 0.0f;
+  }
+  float m = ninf;
+  for (int j = 0; j <= i; ++j) m = s[j] > m ? s[j] : m;
+  float sum = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    s[j] = exp_neg(s[j] - m);
+    sum += s[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int j = 0; j < n; ++j) s[j] *= inv;
+  return m + std::log(sum);
+}
+
+// dS = P (dP - D_i) scale over row i's n keys, in place in dp
+LATHE_CLONES void attention_ds_row(float* dp, const float* p, int n, float Di, float scale) {
+  for (int j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - Di) * scale;
+}
 
 void attention_forward(ThreadPool& pool, float* out, float* lse, const float* q, const float* k, const float* v,
                        const int32_t* seg, int B, int T, int nh, int nkv, int d) {
@@ -20,29 +88,20 @@ void attention_forward(ThreadPool& pool, float* out, float* lse, const float* q,
   const int64_t qs = static_cast<int64_t>(nh) * d, ks = static_cast<int64_t>(nkv) * d;
   pool.run(static_cast<int64_t>(B) * nh, [&](int64_t task, int thread) {
     const int b = static_cast<int>(task / nh), h = static_cast<int>(task % nh), g = h / rep;
-    const int32_t* sg = seg ? seg + static_cast<int64_t>(b) * T : nullptr;
-    float* p = pool.scratch(thread, T);
-    for (int i = 0; i < T; ++i) {
-      const float* qi = q + (static_cast<int64_t>(b) * T + i) * qs + h * d;
-      float* oi = out + (static_cast<int64_t>(b) * T + i) * qs + h * d;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int j = 0; j <= i; ++j) {
-        if (sg && sg[j] != sg[i]) { p[j] = -std::numeric_limits<float>::infinity(); continue; }
-        const float s = scale * dot(qi, k + (static_cast<int64_t>(b) * T + j) * ks + g * d, d);
-        p[j] = s;
-        m = std::max(m, s);
-      }
-      float sum = 0.0f;
-      for (int j = 0; j <= i; ++j) {
-        const float e = (sg && sg[j] != sg[i]) ? 0.0f : std::exp(p[j] - m);
-        p[j] = e;
-        sum += e;
-      }
-      std::fill(oi, oi + d, 0.0f);
-      const float inv = 1.0f / sum;
-      for (int j = 0; j <= i; ++j)
-        if (p[j] != 0.0f) axpy(oi, p[j] * inv, v + (static_cast<int64_t>(b) * T + j) * ks + g * d, d);
-      lse[(static_cast<int64_t>(b) * nh + h) * T + i] = m + std::log(sum);
+    const int64_t row = static_cast<int64_t>(b) * T;
+    const int32_t* sg = seg ? seg + row : nullptr;
+    const float* qh = q + row * qs + h * d;
+    const float* kh = k + row * ks + g * d;
+    const float* vh = v + row * ks + g * d;
+    float* oh = out + row * qs + h * d;
+    float* lh = lse + (static_cast<int64_t>(b) * nh + h) * T;
+    float* s = pool.scratch(thread, static_cast<size_t>(QB) * T + sgemm_serial_work_floats());
+    float* work = s + static_cast<size_t>(QB) * T;
+    for (int i0 = 0; i0 < T; i0 += QB) {
+      const int mb = std::min(QB, T - i0), n = i0 + mb;  // keys 0..n-1
+      sgemm_serial(false, true, mb, n, d, scale, qh + i0 * qs, static_cast<int>(qs), kh, static_cast<int>(ks), 0.0f, s, n, work);
+      for (int r = 0; r < mb; ++r) lh[i0 + r] = attention_softmax_row(s + static_cast<int64_t>(r) * n, n, i0 + r, sg, nullptr);
+      sgemm_serial(false, false, mb, d, n, 1.0f, s, n, vh, static_cast<int>(ks), 0.0f, oh + i0 * qs, static_cast<int>(qs), work);
     }
   });
 }
@@ -56,31 +115,34 @@ void attention_backward(ThreadPool& pool, float* dq, float* dk, float* dv, float
   const int64_t head_block = static_cast<int64_t>(T) * d;
   float* dk_h = scratch;                                            // [B, nh, T, d]
   float* dv_h = scratch + static_cast<int64_t>(B) * nh * head_block;  // [B, nh, T, d]
-  pool.run(static_cast<int64_t>(B) * nh, [&](int64_t task, int) {
+  pool.run(static_cast<int64_t>(B) * nh, [&](int64_t task, int thread) {
     const int b = static_cast<int>(task / nh), h = static_cast<int>(task % nh), g = h / rep;
-    const int32_t* sg = seg ? seg + static_cast<int64_t>(b) * T : nullptr;
+    const int64_t row = static_cast<int64_t>(b) * T, qo = row * qs + h * d, ko = row * ks + g * d;
+    const int32_t* sg = seg ? seg + row : nullptr;
+    const float* lh = lse + (static_cast<int64_t>(b) * nh + h) * T;
     float* dkb = dk_h + task * head_block;
     float* dvb = dv_h + task * head_block;
     std::fill(dkb, dkb + head_block, 0.0f);
     std::fill(dvb, dvb + head_block, 0.0f);
-    for (int i = 0; i < T; ++i) {
-      const int64_t ri = (static_cast<int64_t>(b) * T + i) * qs + h * d;
-      const float* qi = q + ri;
-      const float* doi = dout + ri;
-      float* dqi = dq + ri;
-      const float li = lse[(static_cast<int64_t>(b) * nh + h) * T + i];
-      const float Di = dot(doi, out + ri, d);
-      std::fill(dqi, dqi + d, 0.0f);
-      for (int j = 0; j <= i; ++j) {
-        if (sg && sg[j] != sg[i]) continue;
-        const int64_t rj = (static_cast<int64_t>(b) * T + j) * ks + g * d;
-        const float pj = std::exp(scale * dot(qi, k + rj, d) - li);
-        const float dpj = dot(doi, v + rj, d);
-        const float dsj = pj * (dpj - Di) * scale;
-        axpy(dqi, dsj, k + rj, d);
-        axpy(dkb + static_cast<int64_t>(j) * d, dsj, qi, d);
-        axpy(dvb + static_cast<int64_t>(j) * d, pj, doi, d);
+    float* p = pool.scratch(thread, 2 * static_cast<size_t>(QB) * T + sgemm_serial_work_floats());
+    float* dp = p + static_cast<size_t>(QB) * T;
+    float* work = dp + static_cast<size_t>(QB) * T;
+    const int iqs = static_cast<int>(qs), iks = static_cast<int>(ks);
+    for (int i0 = 0; i0 < T; i0 += QB) {
+      const int mb = std::min(QB, T - i0), n = i0 + mb;
+      const float* qb = q + qo + i0 * qs;
+      const float* dob = dout + qo + i0 * qs;
+      sgemm_serial(false, true, mb, n, d, scale, qb, iqs, k + ko, iks, 0.0f, p, n, work);           // S
+      sgemm_serial(false, true, mb, n, d, 1.0f, dob, iqs, v + ko, iks, 0.0f, dp, n, work);          // dP = dO V^T
+      for (int r = 0; r < mb; ++r) {
+        const int i = i0 + r;
+        attention_softmax_row(p + static_cast<int64_t>(r) * n, n, i, sg, lh + i);
+        const float Di = dot(dout + qo + i * qs, out + qo + i * qs, d);
+        attention_ds_row(dp + static_cast<int64_t>(r) * n, p + static_cast<int64_t>(r) * n, n, Di, scale);
       }
+      sgemm_serial(false, false, mb, d, n, 1.0f, dp, n, k + ko, iks, 0.0f, dq + qo + i0 * qs, iqs, work);  // dQ = dS K
+      sgemm_serial(true, false, n, d, mb, 1.0f, dp, n, qb, iqs, 1.0f, dkb, d, work);                     // dK += dS^T Q
+      sgemm_serial(true, false, n, d, mb, 1.0f, p, n, dob, iqs, 1.0f, dvb, d, work);                     // dV += P^T dO
     }
   });
   // reduce the query heads of each group into dk, dv (fixed order)

@@ -42,6 +42,31 @@ void pack_b(bool trans, const float* B, int ldb, int k0, int j0, int kc, int nc,
   }
 }
 
+// C[i0:i0+mg, j0:j0+nc] (= beta C) += alpha op(A) op(B) for those rows and columns, in the caller's
+// thread: each K slice of the B panel is packed once into Bp and run over the rows, MC at a time.
+// Bp holds (round_up(nc, NR) + MR) * KC floats.
+template <int MR, int NR>
+void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0, int mg, int j0, int nc, int K, float alpha,
+                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc, float* Bp) {
+  for (int i = 0; i < mg; ++i) {
+    float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
+    if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
+    else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
+  }
+  if (K <= 0 || alpha == 0.0f) return;
+  float* edge = Bp + static_cast<size_t>((nc + NR - 1) / NR * NR) * KC;
+  // a(i, k) = op(A)[i, k]
+  const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
+  for (int k0 = 0; k0 < K; k0 += KC) {
+    const int kc = std::min(KC, K - k0);
+    pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
+    for (int i = i0; i < i0 + mg; i += MC) {
+      const int mc = std::min(MC, i0 + mg - i);
+      kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);
+    }
+  }
+}
+
 template <int MR, int NR>
 void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
@@ -58,27 +83,16 @@ void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bo
   pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
     const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
     const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
-    // beta first
-    for (int i = 0; i < mg; ++i) {
-      float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
-      if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
-      else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
-    }
-    if (K <= 0 || alpha == 0.0f) return;
-    const int nc_pad = (nc + NR - 1) / NR * NR;
-    float* Bp = pool.scratch(thread, static_cast<size_t>(nc_pad + MR) * KC);
-    float* edge = Bp + static_cast<size_t>(nc_pad) * KC;
-    // a(i, k) = op(A)[i, k]
-    const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
-    for (int k0 = 0; k0 < K; k0 += KC) {
-      const int kc = std::min(KC, K - k0);
-      pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
-      for (int i = i0; i < i0 + mg; i += MC) {
-        const int mc = std::min(MC, i0 + mg - i);
-        kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);
-      }
-    }
+    float* Bp = pool.scratch(thread, static_cast<size_t>((nc + NR - 1) / NR * NR + MR) * KC);
+    gemm_panel<MR, NR>(kern, trans_a, trans_b, i0, mg, j0, nc, K, alpha, A, lda, B, ldb, beta, C, ldc, Bp);
   });
+}
+
+template <int MR, int NR>
+void sgemm_serial_t(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                    const float* B, int ldb, float beta, float* C, int ldc, float* work) {
+  for (int j0 = 0; j0 < N; j0 += NC)
+    gemm_panel<MR, NR>(kern, trans_a, trans_b, 0, M, j0, std::min(NC, N - j0), K, alpha, A, lda, B, ldb, beta, C, ldc, work);
 }
 
 }  // namespace
@@ -93,6 +107,18 @@ void sgemm_with(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, boo
   else
     throw Error(LATHE_ERR_INTERNAL, std::string("GEMM kernel ") + kern.name + " has a register block this file does not pack for");
 }
+
+void sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                  float beta, float* C, int ldc, float* work) {
+  if (M <= 0 || N <= 0) return;
+  const cpu::GemmKernel& kern = cpu::gemm_kernel_best();
+  if (kern.mr == 12 && kern.nr == 32)
+    sgemm_serial_t<12, 32>(kern, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
+  else
+    sgemm_serial_t<6, 16>(kern, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, work);
+}
+
+size_t sgemm_serial_work_floats() { return static_cast<size_t>(NC + 32 + 12) * KC; }
 
 void sgemm(ThreadPool& pool, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {

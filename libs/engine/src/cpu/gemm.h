@@ -8,6 +8,7 @@
 // number of threads or on scheduling (for one kernel; different kernels round differently).
 // beta == 0 overwrites C (NaNs in C are not propagated).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace lathe {
@@ -23,6 +24,12 @@ void sgemm(ThreadPool& pool, bool trans_a, bool trans_b, int M, int N, int K, fl
 // The same with a given micro-kernel (tests and dev/ compare the kernels; the CPU must run it).
 void sgemm_with(ThreadPool& pool, const cpu::GemmKernel& kernel, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc);
+
+// The same product computed entirely in the calling thread (for kernels that already run one task
+// per thread, such as attention's per-head tasks); `work` holds sgemm_serial_work_floats() floats.
+void sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                  float beta, float* C, int ldc, float* work);
+size_t sgemm_serial_work_floats();
 
 // C[M,N] = alpha * A[M,K] B[K,N] + beta C
 inline void gemm_nn(ThreadPool& p, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) {
