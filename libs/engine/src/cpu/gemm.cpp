@@ -59,7 +59,8 @@ void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0,
   const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
-    pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
+    if (trans_b && kern.pack_bt) kern.pack_bt(B, ldb, k0, j0, kc, nc, Bp);
+    else pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
     for (int i = i0; i < i0 + mg; i += MC) {
       const int mc = std::min(MC, i0 + mg - i);
       kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);

@@ -1,6 +1,10 @@
 // cpu/gemm_avx512.cpp — the AVX-512F GEMM micro-kernel: 12 rows x 32 columns of C in 24 zmm
 // accumulators, one broadcast of A and two loads of B per k. Compiled with -mavx512f only (see
 // gemm_kernels.h for why this file includes no std headers).
+// GCC 12 warns inside its own AVX-512 headers (the unpack intrinsics' undefined pass-through
+// operand) once they are inlined here; the values are all defined.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "cpu/gemm_kernels.h"
@@ -59,6 +63,53 @@ void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float
   }
 }
 
+// out[i] = column i of the 16 x 16 block in r (r[i] row i), by the usual unpack/shuffle network.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  // u[4g + m] holds, in each 128-bit lane L, column 4L + m of rows 4g..4g+3
+  for (int m = 0; m < 4; ++m) {
+    const __m512 a = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);       // lanes 0,2 of g0 | lanes 0,2 of g1
+    const __m512 b = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd);       // lanes 1,3 of g0 | lanes 1,3 of g1
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);  // lanes 0,2 of g2 | g3
+    const __m512 d = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+    r[m] = _mm512_shuffle_f32x4(a, c, 0x88);       // column m: lane 0 of g0, g1, g2, g3
+    r[8 + m] = _mm512_shuffle_f32x4(a, c, 0xdd);   // column 8 + m: lane 2
+    r[4 + m] = _mm512_shuffle_f32x4(b, d, 0x88);   // column 4 + m: lane 1
+    r[12 + m] = _mm512_shuffle_f32x4(b, d, 0xdd);  // column 12 + m: lane 3
+  }
+}
+
+// Bp[s*NR*kc + k*NR + c] = B[(j0 + s + c) * ldb + k0 + k] (B stored [N, K]), zero past nc.
+void pack_bt(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp) {
+  for (int s = 0; s < nc; s += NR) {
+    float* dst = Bp + static_cast<long>(s) * kc;
+    for (int half = 0; half < 2; ++half) {
+      const int c0 = s + 16 * half;
+      for (int kb = 0; kb < kc; kb += 16) {
+        const int kn = kc - kb < 16 ? kc - kb : 16;
+        const __mmask16 km = kn == 16 ? 0xFFFF : static_cast<__mmask16>((1u << kn) - 1);
+        __m512 r[16];
+        for (int c = 0; c < 16; ++c)
+          r[c] = c0 + c < nc ? _mm512_maskz_loadu_ps(km, B + static_cast<long>(j0 + c0 + c) * ldb + k0 + kb) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int k = 0; k < kn; ++k) _mm512_storeu_ps(dst + static_cast<long>(kb + k) * NR + 16 * half, r[k]);
+      }
+    }
+  }
+}
+
 double fma_peak(int64_t iters) {
   __m512 acc[12];
   const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
@@ -80,7 +131,7 @@ double fma_peak(int64_t iters) {
 }  // namespace
 
 const GemmKernel& gemm_kernel_avx512() {
-  static const GemmKernel k{"avx512", MR, NR, block, fma_peak};
+  static const GemmKernel k{"avx512", MR, NR, block, fma_peak, pack_bt};
   return k;
 }
 

@@ -12,6 +12,7 @@
 // values are broadcast) and Bp holds ceil(nc/nr) slivers of [kc][nr] (gemm.cpp packs them,
 // zero-padded); `edge` (kc*mr floats) takes a partial last row panel. Every element's k-sum runs
 // in order 0..kc-1 in one lane.
+// pack_bt, when set, packs a transposed B (y = x W^T: W stored [N, K]) with register transposes.
 // fma_peak(iters) runs iters rounds of independent register FMAs and returns the flops done.
 #pragma once
 #include <cstdint>
@@ -24,6 +25,8 @@ struct GemmKernel {
   int mr, nr;
   void (*block)(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge);
   double (*fma_peak)(int64_t iters);
+  // Packs op(B) = B^T (B stored [N, K]) as gemm.cpp's pack_b does, faster; null: gemm.cpp's.
+  void (*pack_bt)(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp);
 };
 
 const GemmKernel& gemm_kernel_portable();
