@@ -86,7 +86,7 @@ export function quickstartCommand(): Command {
         const schema = join(EXAMPLES, "schema.json");
         await lathe(["datasets", "create", "support", tickets, "--tokenizer-model", "models/tiny-llama", "--max-seq-length", "512", "--version-id", "v1"]);
         await lathe(["datasets", "derive", "support@v1", "--drop-failing", "--version-id", "clean"]);
-        await lathe(["datasets", "derive", "support@clean", "--split", "0.1", "--seed", "7", "--version-id", "s"]);
+        await lathe(["datasets", "derive", "support@clean", "--split", "0.06", "--seed", "7", "--version-id", "s"]);
 
         // The seed's first rule: fine-tuning loses when a 3-shot prompt already reaches the bar.
         await lathe(["evals", "baseline", "--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", "--shots", "3", "--threshold", "rouge_l=0.6", "--json-schema", schema, "--max-tokens", "32", "--temperature", "0", "--id", "three-shot"]);
@@ -96,7 +96,7 @@ export function quickstartCommand(): Command {
 
         // The job: LoRA on every projection and the head (the tiny model's head is random and
         // frozen), and what happens after it succeeds, which no one has to call.
-        const recipe = ["--epochs", "3", "--batch-size", "8", "--lr", "5e-3", "--lora-r", "16", "--lora-alpha", "32", "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "--max-seq-length", "512", "--seed", "7"];
+        const recipe = ["--epochs", "5", "--batch-size", "4", "--lr", "1e-2", "--warmup-ratio", "0", "--lora-r", "16", "--lora-alpha", "32", "--target-modules", "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "--max-seq-length", "512", "--seed", "7"];
         const job = ["--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", ...recipe];
         await lathe(["jobs", "estimate", ...job]);
         await lathe([

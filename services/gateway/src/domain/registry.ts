@@ -125,6 +125,7 @@ export class RegistryModels {
         const f = `adapters[${i}].source`;
         let versionName = a.source;
         if (a.source.includes("/aliases/")) versionName = (await ask(call(c, "getAlias", { name: a.source }, md), f, a.source)).alias?.adapterVersion ?? "";
+        if (versionName === "") throw new AppError("NOT_FOUND", "NOT_FOUND", `${a.source} points at no version yet`, { field: field(f) });
         const { adapterVersion: v } = await ask(call(c, "getAdapterVersion", { name: versionName }, md), f, versionName);
         if (!v || v.artifactDigest === "") throw new AppError("NOT_FOUND", "NOT_FOUND", `${versionName} does not exist`, { field: field(f) });
         if (v.baseModelDigest !== "" && v.baseModelDigest !== model.artifactDigest) {

@@ -55,9 +55,13 @@ export class AliasStore {
   async get(tenant: string, name: string): Promise<Alias> {
     parseAliasName("name", name);
     const r = await this.t.selectFrom("aliases").selectAll().where("tenant", "=", tenant).where("name", "=", name).executeTakeFirst();
-    if (!r) throw notFound("alias", name);
-    const moves = await this.t.selectFrom("alias_moves").select("move").where("tenant", "=", tenant).where("alias", "=", name).orderBy("seq").execute();
     const decisions = await this.t.selectFrom("promotion_decisions").select("decision").where("tenant", "=", tenant).where("alias", "=", name).orderBy("seq").execute();
+    if (!r) {
+      // Known only by the promotions that did not happen: no version yet, and why not.
+      if (decisions.length === 0) throw notFound("alias", name);
+      return Alias.fromPartial({ name, adapterVersion: "", decisions: decisions.map((d) => PromotionDecision.fromJSON(d.decision)) });
+    }
+    const moves = await this.t.selectFrom("alias_moves").select("move").where("tenant", "=", tenant).where("alias", "=", name).orderBy("seq").execute();
     return Alias.fromPartial({
       name,
       adapterVersion: r.adapter_version,
