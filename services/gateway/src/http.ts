@@ -14,6 +14,8 @@ import type { Models } from "./domain/fine-tuned-models.js";
 import type { OpenAiFineTuning } from "./domain/openai-fine-tuning.js";
 import { checkAnswerFormat, type Backends, type ServingRequest } from "./domain/serving.js";
 import { registerFineTuningRoutes } from "./openai-fine-tuning-http.js";
+import { registerConsoleApi, type ConsoleApiDeps } from "./console-api.js";
+import { registerConsoleStatic } from "./console-static.js";
 
 export interface HttpDeps {
   apiKeys: Readonly<Record<string, string>>;
@@ -27,6 +29,8 @@ export interface HttpDeps {
   rateLimitPerMinute: number;
   /** Whether the gateway takes requests (false once it drains). */
   ready(): boolean;
+  /** The web console: its JSON facade over the services and its built files (none: not served). */
+  console?: { api: ConsoleApiDeps; distDir: string | undefined };
 }
 
 /** The caller's tenant and the metadata that carries its key to the registry; 401 without a known key. */
@@ -79,7 +83,8 @@ declare module "fastify" {
  * The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions` (both with SSE
  * streaming), `/v1/models`, `/healthz`, `/readyz`, `/metrics`, and OpenAI's `/v1/files` and
  * `/v1/fine_tuning/jobs` (openai-fine-tuning-http.ts). Errors in OpenAI's shape and
- * statuses; per-key rate limits on `/v1/*`.
+ * statuses; per-key rate limits on `/v1/*`. With `console`, also the web console under
+ * `/console/` and its JSON facade over the services under `/console/api/` (console-*.ts).
  */
 export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: 8 << 20 });
@@ -153,6 +158,11 @@ export async function buildHttp(deps: HttpDeps): Promise<FastifyInstance> {
   });
 
   if (deps.fineTuning) await registerFineTuningRoutes(app, deps.fineTuning.api, (req) => caller(auth, req), deps.fineTuning.filesMaxBytes);
+
+  if (deps.console) {
+    registerConsoleStatic(app, deps.console.distDir);
+    await registerConsoleApi(app, deps.console.api, (req) => caller(auth, req));
+  }
 
   /** The model a request names, resolved with the caller's key (and recorded for the metrics). */
   const resolve = async (req: FastifyRequest, name: string): Promise<ResolvedModel> => {

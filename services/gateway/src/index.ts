@@ -16,6 +16,7 @@ import { OpenAiFineTuning } from "./domain/openai-fine-tuning.js";
 import { Rollout, upstreamFolderCache } from "./domain/rollout.js";
 import { Backends } from "./domain/serving.js";
 import { aliasMoved } from "./events.js";
+import { consoleDistDir } from "./console-static.js";
 import { buildHttp } from "./http.js";
 import { gatewayHandlers } from "./service.js";
 
@@ -93,6 +94,7 @@ export function gatewayService(options: GatewayOptions, hooks: GatewayHooks = {}
       logger: deps.logger.child({ component: "gateway-http" }),
       rateLimitPerMinute: options.LATHE_GATEWAY_RATE_LIMIT,
       ready: () => ready,
+      console: { api: { peerAddress: deps.peerAddress, logger: deps.logger.child({ component: "gateway-console" }) }, distDir: consoleDistDir() },
     });
     const server = {
       async start() {
