@@ -211,6 +211,7 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::AdamwStep>("adamwStep"),
                            InstanceMethod<&Model::HiddenStates>("hiddenStates"),
                            InstanceMethod<&Model::QuantizeNf4>("quantizeNf4"),
+                           InstanceMethod<&Model::ConvertBf16>("convertBf16"),
                            InstanceMethod<&Model::Memory>("memory"),
                            InstanceMethod<&Model::SetGradientCheckpointing>("setGradientCheckpointing"),
                            InstanceMethod<&Model::ActivationBytes>("activationBytes"),
@@ -307,6 +308,22 @@ class Model : public Napi::ObjectWrap<Model> {
     lathe_model* m = Ready(info.Env());
     char err[kErrLen] = {0};
     Check(info.Env(), lathe_zero_grad(m, err, sizeof err), "lathe_zero_grad", err);
+    return info.Env().Undefined();
+  }
+
+  // convertBf16(modules: string[]): the bf16 base (lathe_model_convert_bf16).
+  Napi::Value ConvertBf16(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    if (info.Length() < 1 || !info[0].IsArray()) ThrowArg(info.Env(), "modules must be an array of module names");
+    Napi::Array list = info[0].As<Napi::Array>();
+    uint32_t modules = 0;
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value item = list.Get(i);
+      if (!item.IsString()) ThrowArg(info.Env(), "modules must be an array of module names");
+      modules |= ModuleBit(info.Env(), item.As<Napi::String>().Utf8Value(), "modules");
+    }
+    char err[kErrLen] = {0};
+    Check(info.Env(), lathe_model_convert_bf16(m, modules, err, sizeof err), "lathe_model_convert_bf16", err);
     return info.Env().Undefined();
   }
 

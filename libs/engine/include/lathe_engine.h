@@ -168,6 +168,17 @@ lathe_status lathe_rng_state_set(lathe_model* model, const uint64_t state[4], ch
 lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char* err, size_t err_len);
 
 /*
+ * bf16 base (--base-dtype bf16): stores the frozen weights of the layer linears selected by
+ * `modules` (LATHE_LORA_Q .. LATHE_LORA_DOWN bits; lm_head, the embeddings and the norms stay
+ * f32) in bfloat16, rounded to nearest even, and frees their f32 copies: half the memory. Their
+ * products then round the activation (forward) or gradient (backward) to bf16 too and sum the
+ * products in f32, with AVX512_BF16 dot products where the CPU has them. LoRA weights, their
+ * gradients and the optimizer state stay f32. Call it after every weight is set; NF4 linears are
+ * skipped, as are linears already in bf16.
+ */
+lathe_status lathe_model_convert_bf16(lathe_model* model, uint32_t modules, char* err, size_t err_len);
+
+/*
  * Memory of the frozen base weights as stored now: `base_bytes` (f32 tensors 4 bytes per
  * element; NF4 linears about 0.516: codes, 8-bit absmax, f32 scales and offset) and
  * `base_params` (their element count). Either pointer may be NULL. LoRA tensors, optimizer state

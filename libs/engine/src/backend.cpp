@@ -61,6 +61,7 @@ const char* lathe_backend_missing_op(const lathe_backend* b) {
   LATHE_NEED_OP(gemm);
   LATHE_NEED_OP(nf4_matmul_nt);
   LATHE_NEED_OP(nf4_matmul_nn);
+  LATHE_NEED_OP(bf16_matmul);
   LATHE_NEED_OP(dropout_forward);
   LATHE_NEED_OP(dropout_backward);
   LATHE_NEED_OP(embedding_forward);

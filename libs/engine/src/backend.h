@@ -53,6 +53,10 @@ struct lathe_backend {
   //   y[N, rows] = x[N, cols] W^T (written);  dx[N, cols] (+)= dy[N, rows] W
   void (*nf4_matmul_nt)(lathe_backend_ctx* ctx, int N, const float* x, const lathe::nf4::Tensor4& W, float* y);
   void (*nf4_matmul_nn)(lathe_backend_ctx* ctx, int N, const float* dy, const lathe::nf4::Tensor4& W, float* dx, bool accumulate);
+  // bf16 base weights (W bf16, leading dim ldw; x rounded to bf16, products summed in f32):
+  //   trans_w: y[M,N] (+)= x[M,K] W[N,K]^T;  else y[M,N] (+)= x[M,K] W[K,N]
+  void (*bf16_matmul)(lathe_backend_ctx* ctx, bool trans_w, int M, int N, int K, const float* x, const uint16_t* W, int ldw,
+                      bool accumulate, float* y);
 
   // ---- LoRA dropout; mask: host bytes, 1 = kept (drawn by linear.cpp from the model's RNG)
   // out[i] = mask[i] ? x[i] * keep : 0      (keep = 1 / (1 - p))

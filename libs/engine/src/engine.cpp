@@ -247,6 +247,13 @@ lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char
   });
 }
 
+lathe_status lathe_model_convert_bf16(lathe_model* model, uint32_t modules, char* err, size_t err_len) {
+  return guarded("lathe_model_convert_bf16", err, err_len, [&] {
+    need(model, "model");
+    lathe::model_convert_bf16(*model, modules);
+  });
+}
+
 lathe_status lathe_model_memory(const lathe_model* model, uint64_t* base_bytes, uint64_t* base_params, char* err, size_t err_len) {
   return guarded("lathe_model_memory", err, err_len, [&] {
     need(model, "model");

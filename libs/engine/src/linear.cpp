@@ -25,6 +25,7 @@ void lora_forward_u(const Backend& be, LoRA& l, const float* x, int N, Rng& rng,
 void linear_forward(const Backend& be, float* y, const float* x, int N, const Linear& lin, Rng& rng, bool training,
                     std::vector<float>& scratch) {
   if (lin.W4) be.ops->nf4_matmul_nt(be.ctx, N, x, *lin.W4, y);
+  else if (lin.W16) be.ops->bf16_matmul(be.ctx, true, N, lin.out, lin.in, x, lin.W16, lin.in, false, y);
   else gemm_nt(be, N, lin.out, lin.in, 1.0f, x, lin.W, 0.0f, y);
   if (lin.bias) be.ops->add_bias(be.ctx, y, lin.bias, N, lin.out);
   if (lin.lora) {
@@ -56,6 +57,7 @@ void lora_backward_from_u(const Backend& be, LoRA& l, const float* du, const flo
 void linear_backward(const Backend& be, float* dx, bool accumulate, const float* dy, const float* x, int N, const Linear& lin,
                      std::vector<float>& scratch, std::vector<float>& scratch2) {
   if (dx && lin.W4) be.ops->nf4_matmul_nn(be.ctx, N, dy, *lin.W4, dx, accumulate);  // dx (+)= dy W, tile by tile
+  else if (dx && lin.W16) be.ops->bf16_matmul(be.ctx, false, N, lin.in, lin.out, dy, lin.W16, lin.in, accumulate, dx);
   else if (dx) gemm_nn(be, N, lin.in, lin.out, 1.0f, dy, lin.W, accumulate ? 1.0f : 0.0f, dx);  // dx (+)= dy W
   if (!lin.lora) return;
   LoRA& l = *lin.lora;

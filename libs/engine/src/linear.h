@@ -3,7 +3,8 @@
 // x: [N, in], W: [out, in], b: [out] or null, A: [r, in], B: [out, r], y: [N, out].
 // drop(x) = x * mask / (1 - p) in training with p > 0, else x. scale = alpha/r (alpha/sqrt(r)
 // with rsLoRA). Forward saves u = drop(x) A^T [N, r] and the mask for backward.
-// W is f32, or NF4 (W4, QLoRA: see nf4.h) dequantised tile by tile inside the matmuls.
+// W is f32, or NF4 (W4, QLoRA: see nf4.h) dequantised tile by tile inside the matmuls, or bf16
+// (W16: x and dy are rounded to bf16 for the base products, which sum in f32; cpu/gemm_bf16.h).
 // backward (base frozen): dx = dy W + ((scale dy B) A) * mask/(1-p);
 //   gB += scale dy^T u;  gA += (scale dy B)^T drop(x).   Grads accumulate; dx written or added.
 // Composed from backend ops (backend.h: gemm, nf4_matmul_*, add_bias, dropout_*); the dropout
@@ -34,6 +35,7 @@ struct Linear {
   int in = 0, out = 0;
   const float* W = nullptr;      // f32 [out, in], or null when W4 is set
   const nf4::Tensor4* W4 = nullptr;
+  const uint16_t* W16 = nullptr;  // bf16 [out, in] (lathe_model_convert_bf16), or null
   const float* bias = nullptr;
   LoRA* lora = nullptr;
 };

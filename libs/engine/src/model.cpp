@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "common.h"
+#include "bf16.h"
 #include "cross_entropy.h"
 #include "rope_freq.h"
 
@@ -214,6 +215,8 @@ void model_set_weight(lathe_model& m, const std::string& name, const float* data
   if (!data) fail(LATHE_ERR_INVALID_ARGUMENT, name + ": data is NULL");
   if (t.q4)
     fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this weight is stored as NF4 (lathe_model_quantize_nf4 was called); set weights before quantising");
+  if (!t.bf16.empty())
+    fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this weight is stored as bf16 (lathe_model_convert_bf16 was called); set weights before converting");
   std::memcpy(t.data.data(), data, sizeof(float) * count);
   t.set = true;
 }
@@ -247,12 +250,35 @@ void model_quantize_nf4(lathe_model& m, uint32_t modules) {
   }
 }
 
+void model_convert_bf16(lathe_model& m, uint32_t modules) {
+  if (modules == 0 || (modules & ~0x7Fu))
+    fail(LATHE_ERR_INVALID_ARGUMENT, "modules must be a non-empty set of LATHE_LORA_Q..LATHE_LORA_DOWN bits (lm_head and the embeddings stay f32), got " +
+                                         std::to_string(modules));
+  std::vector<std::pair<Linear*, Tensor*>> todo;
+  for (auto& L : m.layers)
+    for (int k = 0; k < 7; ++k) {
+      if (!(modules & kModuleKinds[k].bit)) continue;
+      Linear* lin = layer_linear(L, k);
+      Tensor& t = m.weights.at(lin->name + ".weight");
+      if (t.q4 || !t.bf16.empty()) continue;  // NF4 or already bf16
+      if (!t.set) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight was never set: set every weight before converting to bf16");
+      todo.emplace_back(lin, &t);
+    }
+  for (auto& [lin, t] : todo) {
+    t->bf16.resize(t->data.size());
+    for (size_t i = 0; i < t->data.size(); ++i) t->bf16[i] = f32_to_bf16(t->data[i]);
+    std::vector<float>().swap(t->data);  // free the f32 copy
+    lin->W = nullptr;
+    lin->W16 = t->bf16.data();
+  }
+}
+
 void model_memory(const lathe_model& m, uint64_t* bytes, uint64_t* params) {
   uint64_t b = 0, p = 0;
   for (auto& kv : m.weights) {
     const uint64_t n = static_cast<uint64_t>(kv.second.numel());
     p += n;
-    b += kv.second.q4 ? kv.second.q4->bytes() : n * sizeof(float);
+    b += kv.second.q4 ? kv.second.q4->bytes() : !kv.second.bf16.empty() ? n * sizeof(uint16_t) : n * sizeof(float);
   }
   if (bytes) *bytes = b;
   if (params) *params = p;

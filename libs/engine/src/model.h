@@ -21,6 +21,7 @@ struct Tensor {
   std::vector<int64_t> shape;
   std::vector<float> data;     // f32 values; emptied once the tensor is stored as NF4
   std::unique_ptr<nf4::Tensor4> q4;  // QLoRA: the NF4 copy (lathe_model_quantize_nf4)
+  std::vector<uint16_t> bf16;        // --base-dtype bf16: the bf16 copy (lathe_model_convert_bf16)
   bool set = false;
   int64_t numel() const {
     int64_t n = 1;
@@ -98,6 +99,7 @@ void model_lora_init(lathe_model& m, const lathe_lora_config& cfg);
 // QLoRA: stores the base weights of the layer linears selected by `modules` (LATHE_LORA_Q..DOWN
 // bits) as NF4 and frees their f32 copies. Already quantised linears are left as they are.
 void model_quantize_nf4(lathe_model& m, uint32_t modules);
+void model_convert_bf16(lathe_model& m, uint32_t modules);
 // Bytes and element count of every frozen base weight as stored now (f32: 4 bytes; NF4: see nf4.h).
 void model_memory(const lathe_model& m, uint64_t* bytes, uint64_t* params);
 // name: "<module>.lora_A.weight" / "<module>.lora_B.weight"; which: 0 param, 1 grad.

@@ -2,8 +2,9 @@
 // cases (test/golden/, model folders from `node dev/golden-models.mjs`; missing ones skip as in
 // test_golden.cpp), in two variants each:
 //   lora:  the case as it is (LoRA on an f32 base, eval mode: no dropout);
-//   qlora: every layer linear stored as NF4 in tiles of 256 elements (several tiles per weight),
-//          LoRA dropout 0.1 in training mode, gradient checkpointing on.
+//   qlora: the layer linears q/k/v/o/gate stored as NF4 in tiles of 256 elements (several tiles
+//          per weight) and up/down as bf16 (a mixed base, so both paths run), LoRA dropout 0.1
+//          in training mode, gradient checkpointing on.
 // Each run: 3 steps of (zero grad, forward/backward, clip 1.0 + AdamW) on the case's batch, on a
 // CPU model and on a model of the backend under test, compared on what a user sees: step 1's
 // logits, every step's loss, label count and gradient norm, step 1's LoRA gradients, and after
@@ -111,7 +112,8 @@ std::unique_ptr<lathe_model, void (*)(lathe_model*)> make_model(const Case& k, c
   if (variant == Variant::Qlora) {
     lc.dropout = 0.1f;
     lc.seed = 11;
-    ok(lathe_model_quantize_nf4(m.get(), 0x7F, err, sizeof err));
+    ok(lathe_model_quantize_nf4(m.get(), LATHE_LORA_Q | LATHE_LORA_K | LATHE_LORA_V | LATHE_LORA_O | LATHE_LORA_GATE, err, sizeof err));
+    ok(lathe_model_convert_bf16(m.get(), LATHE_LORA_UP | LATHE_LORA_DOWN, err, sizeof err));
     for (auto& kv : m->weights)
       if (kv.second.q4) kv.second.q4->tile_elems = 256;
     ok(lathe_model_set_gradient_checkpointing(m.get(), 1, err, sizeof err));
@@ -293,6 +295,7 @@ const lathe_backend* counting_cpu() {
     LATHE_COUNT(23, sumsq);
     LATHE_COUNT(24, scale);
     LATHE_COUNT(25, adamw_update);
+    LATHE_COUNT(26, bf16_matmul);
     return b;
   }();
   return &table;
@@ -347,7 +350,7 @@ TEST(a_model_computes_through_the_table_it_was_given_and_these_runs_call_every_o
   const lathe_backend* counting = counting_cpu();
   // The wrapper adds nothing: the same bits as the CPU table.
   for (const std::string& d : compare_with_cpu(cases, counting, Tolerance{})) CHECK_MSG(false, "counting wrapper: " + d);
-  CHECK(Counting::used == 26);
+  CHECK(Counting::used == 27);
   for (int i = 0; i < Counting::used; ++i)
     CHECK_MSG(Counting::calls[i] > 0, std::string("no run called ") + Counting::names[i] + ": add a variant that does");
   // One model: its state is made once and freed once, with the model.

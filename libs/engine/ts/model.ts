@@ -384,6 +384,17 @@ export class Model {
     call(() => this.handle.quantizeNf4([...modules]));
   }
 
+  /**
+   * `--base-dtype bf16`: stores the frozen weights of these linears in bf16 (half the memory) and
+   * frees their f32 copies; their products round the activation or gradient to bf16 and sum in
+   * f32 (AVX512_BF16 dot products where the CPU has them). LoRA weights, gradients and the
+   * optimizer state stay f32. Call after every weight is set.
+   * @throws EngineError INVALID_ARGUMENT for lm_head or a weight not yet set.
+   */
+  convertBaseToBf16(modules: readonly native.LoraModule[] = NF4_MODULES): void {
+    call(() => this.handle.convertBf16([...modules]));
+  }
+
   /** Bytes and element count of the frozen base weights as stored now. */
   memory(): native.MemoryReport {
     return call(() => this.handle.memory());

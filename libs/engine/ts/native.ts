@@ -170,6 +170,8 @@ export interface NativeModel {
   hiddenStates(args: HiddenStatesArgs): Promise<Float32Array>;
   /** QLoRA: stores these base linears as NF4 and frees their f32 copies (lm_head: INVALID_ARGUMENT). */
   quantizeNf4(modules: LoraModule[]): void;
+  /** bf16 base: stores these base linears in bf16 and frees their f32 copies (lm_head: INVALID_ARGUMENT). */
+  convertBf16(modules: LoraModule[]): void;
   memory(): MemoryReport;
   /** lathe_model_set_gradient_checkpointing: keep only layer inputs, recompute in backward (bit-identical gradients). */
   setGradientCheckpointing(enabled: boolean): void;

@@ -12,6 +12,7 @@
 #include "cpu/dropout.h"
 #include "cpu/embedding.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/nf4_matmul.h"
 #include "cpu/rmsnorm.h"
 #include "cpu/rope.h"
@@ -23,6 +24,7 @@ namespace {
 struct CpuState {
   ThreadPool* pool;
   std::vector<float> nf4_tile;
+  std::vector<float> bf16_work;  // the bf16 products' widened operands where the CPU lacks AVX512_BF16
 };
 
 CpuState& state(lathe_backend_ctx* ctx) { return *reinterpret_cast<CpuState*>(ctx); }
@@ -30,7 +32,7 @@ ThreadPool& pool(lathe_backend_ctx* ctx) { return *state(ctx).pool; }
 
 lathe_backend_ctx* cpu_ctx_init(ThreadPool* p) {
   if (!p) throw Error(LATHE_ERR_INTERNAL, "the CPU backend needs the model's thread pool");
-  return reinterpret_cast<lathe_backend_ctx*>(new CpuState{p, {}});
+  return reinterpret_cast<lathe_backend_ctx*>(new CpuState{p, {}, {}});
 }
 void cpu_ctx_free(lathe_backend_ctx* ctx) { delete &state(ctx); }
 
@@ -51,6 +53,10 @@ void cpu_gemm(lathe_backend_ctx* c, bool ta, bool tb, int M, int N, int K, float
 }
 void cpu_nf4_matmul_nt(lathe_backend_ctx* c, int N, const float* x, const nf4::Tensor4& W, float* y) {
   nf4::matmul_nt(pool(c), N, x, W, y, state(c).nf4_tile);
+}
+void cpu_bf16_matmul(lathe_backend_ctx* c, bool trans_w, int M, int N, int K, const float* x, const uint16_t* W, int ldw, bool accumulate,
+                     float* y) {
+  sgemm_bf16(pool(c), trans_w, M, N, K, 1.0f, x, K, W, ldw, accumulate ? 1.0f : 0.0f, y, N, state(c).bf16_work);
 }
 void cpu_nf4_matmul_nn(lathe_backend_ctx* c, int N, const float* dy, const nf4::Tensor4& W, float* dx, bool accumulate) {
   nf4::matmul_nn(pool(c), N, dy, W, dx, accumulate, state(c).nf4_tile);
@@ -121,6 +127,7 @@ constexpr lathe_backend make_cpu() {
   b.gemm = cpu_gemm;
   b.nf4_matmul_nt = cpu_nf4_matmul_nt;
   b.nf4_matmul_nn = cpu_nf4_matmul_nn;
+  b.bf16_matmul = cpu_bf16_matmul;
   b.dropout_forward = cpu_dropout_forward;
   b.dropout_backward = cpu_dropout_backward;
   b.embedding_forward = cpu_embedding_forward;

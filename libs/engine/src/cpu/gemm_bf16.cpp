@@ -1,0 +1,83 @@
+// cpu/gemm_bf16.cpp — see gemm_bf16.h. The AVX512_BF16 path tiles C as sgemm does (a task: an NC
+// column panel times a group of MC-row tiles; each KC slice of the panel packed once), packing
+// both operands as bf16 pairs for gemm_avx512bf16.cpp's kernel.
+#include "cpu/gemm_bf16.h"
+
+#include <algorithm>
+
+#include "cpu/gemm.h"
+#include "threads.h"
+
+namespace lathe {
+namespace cpu {
+// gemm_avx512bf16.cpp
+void bf16_pack_a(const float* A, int lda, int mc, int kc, uint32_t* Ap);
+void bf16_pack_b(bool trans, const uint16_t* W, int ldw, int k0, int j0, int kc, int nc, uint32_t* Bp);
+void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, float alpha, float* C, int ldc);
+}  // namespace cpu
+
+namespace {
+
+constexpr int MR = 12, NR = 32, MC = 96, NC = 192, KC = 256;  // KC even: pairs never straddle slices
+
+bool has_avx512bf16() {
+#if defined(__x86_64__) && defined(LATHE_HAVE_AVX512BF16)
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+const char* bf16_gemm_path() { return has_avx512bf16() ? "avx512bf16" : "f32"; }
+
+void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* W,
+                int ldw, float beta, float* C, int ldc, std::vector<float>& work) {
+  if (M <= 0 || N <= 0) return;
+  if (!has_avx512bf16()) {
+    // Widen W and bf16(A) to f32 exactly; the f32 GEMM then forms the same products.
+    const size_t wn = static_cast<size_t>(trans_w ? N : K) * ldw, an = static_cast<size_t>(M) * K;
+    work.resize(wn + an);
+    float* wf = work.data();
+    float* af = wf + wn;
+    for (size_t i = 0; i < wn; ++i) wf[i] = bf16_to_f32(W[i]);
+    for (int i = 0; i < M; ++i)
+      for (int k = 0; k < K; ++k) af[static_cast<size_t>(i) * K + k] = bf16_to_f32(f32_to_bf16(A[static_cast<size_t>(i) * lda + k]));
+    sgemm(pool, false, trans_w, M, N, K, alpha, af, K, wf, ldw, beta, C, ldc);
+    return;
+  }
+  const int threads = pool.size();
+  int nc_max = NC;
+  if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
+    nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
+  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
+  const int group = std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
+  const int groups_m = (tiles_m + group - 1) / group;
+  pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
+    const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
+    const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
+    for (int i = 0; i < mg; ++i) {
+      float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
+      if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
+      else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
+    }
+    if (K <= 0 || alpha == 0.0f) return;
+    const int nc_pad = (nc + NR - 1) / NR * NR;
+    // 32-bit words of bf16 pairs, in the thread's float scratch (same size, never read as float)
+    uint32_t* Bp = reinterpret_cast<uint32_t*>(pool.scratch(thread, static_cast<size_t>(nc_pad + MC) * (KC / 2)));
+    uint32_t* Ap = Bp + static_cast<size_t>(nc_pad) * (KC / 2);
+    for (int k0 = 0; k0 < K; k0 += KC) {
+      const int kc = std::min(KC, K - k0), kp = (kc + 1) / 2;
+      cpu::bf16_pack_b(trans_w, W, ldw, k0, j0, kc, nc, Bp);
+      for (int i = i0; i < i0 + mg; i += MC) {
+        const int mc = std::min(MC, i0 + mg - i);
+        cpu::bf16_pack_a(A + static_cast<size_t>(i) * lda + k0, lda, mc, kc, Ap);
+        cpu::bf16_block(kp, mc, nc, Ap, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc);
+      }
+    }
+  });
+}
+
+}  // namespace lathe
