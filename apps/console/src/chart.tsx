@@ -79,7 +79,7 @@ export function Chart({ title, xLabel, x, series, bars = false, height = 220, yF
   return (
     <figure class="chart">
       <figcaption>{title}</figcaption>
-      <div ref={box} class="chart-box" style={{ height: `${height + 40}px` }} data-points={x.length} role="img" aria-label={`${title}: ${x.length} points; latest ${last.join(", ")}`} />
+      <div ref={box} class="chart-box" style={{ minHeight: `${height + 40}px` }} data-points={x.length} role="img" aria-label={`${title}: ${x.length} points; latest ${last.join(", ")}`} />
     </figure>
   );
 }

@@ -1,10 +1,16 @@
 import { enumName, lastPart } from "./format";
 import type { LineageEdge, LineageNode } from "./types";
 
-const W = 170;
+const W = 210;
 const H = 34;
 const GAP_X = 60;
 const GAP_Y = 16;
+
+/** A node's label: its display name, else the end of its name (`support/versions/2`), cut to fit. */
+function shortName(n: LineageNode): string {
+  const label = n.displayName || n.name.split("/").slice(-3).join("/") || lastPart(n.name);
+  return label.length > 30 ? `…${label.slice(-29)}` : label;
+}
 
 /**
  * Lineage as a layered graph: each node in the column of its longest path from a source (inputs
@@ -33,8 +39,8 @@ export function LineageGraph({ nodes, edges, focus }: { nodes: LineageNode[]; ed
   const width = 20 + columns.length * (W + GAP_X) - GAP_X;
   const height = 20 + Math.max(1, ...columns.map((c) => c.length)) * (H + GAP_Y) - GAP_Y;
   return (
-    <div class="lineage">
-      <svg viewBox={`0 0 ${width} ${height}`} role="img" aria-label={`Lineage of ${focus}: ${nodes.length} resources, ${edges.length} links`} data-testid="lineage-graph">
+    <div class="lineage" tabIndex={0}>
+      <svg width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="img" aria-label={`Lineage of ${focus}: ${nodes.length} resources, ${edges.length} links`} data-testid="lineage-graph">
         <defs>
           <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
             <path d="M 0 0 L 10 5 L 0 10 z" fill="#6b7280" />
@@ -69,7 +75,7 @@ export function LineageGraph({ nodes, edges, focus }: { nodes: LineageNode[]; ed
                 {enumName(n.kind, "RESOURCE_KIND_").replace(/_/g, " ")}
               </text>
               <text x={p.x + 6} y={p.y + 27} font-weight="600">
-                {(n.displayName || lastPart(n.name)).slice(0, 24)}
+                {shortName(n)}
               </text>
             </g>
           );
