@@ -1,5 +1,5 @@
 // dev/bench.cpp — training throughput of the CPU engine (forward + backward + AdamW) on a random
-// tiny model. Usage: lathe_engine_bench [threads=2] [batch=4] [seq=256] [preset=tiny|smol]
+// tiny model. Usage: lathe_engine_bench [threads=2] [batch=4] [seq=256] [preset=tiny|smol] [base=f32|bf16] [r=8]
 //   tiny: vocab 2048, hidden 128, intermediate 352, 4 layers, 4 heads / 2 kv (~1M params, tied)
 //   smol: SmolLM-135M shape (vocab 49152, hidden 576, intermediate 1536, 30 layers, 9 / 3 heads)
 // LoRA r 8 on all 7 projections. Prints tokens/s; no assertions (see STYLE.md: benchmarks print).
@@ -16,6 +16,8 @@
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2, B = argc > 2 ? std::atoi(argv[2]) : 4, T = argc > 3 ? std::atoi(argv[3]) : 256;
   const std::string preset = argc > 4 ? argv[4] : "tiny";
+  const std::string base = argc > 5 ? argv[5] : "f32";
+  const int r = argc > 6 ? std::atoi(argv[6]) : 8;
   lathe_model_config c{};
   if (preset == "smol") {
     c.vocab_size = 49152; c.hidden_size = 576; c.intermediate_size = 1536; c.num_layers = 30; c.num_heads = 9; c.num_kv_heads = 3; c.head_dim = 64;
@@ -45,7 +47,8 @@ int main(int argc, char** argv) {
     set(p + "mlp.gate_proj.weight", I * H, false); set(p + "mlp.up_proj.weight", I * H, false); set(p + "mlp.down_proj.weight", H * I, false);
   }
   lathe_lora_config lc{};
-  lc.r = 8; lc.alpha = 16; lc.target_modules = 0x7F; lc.seed = 1;
+  if (base == "bf16" && lathe_model_convert_bf16(m, 0x7F, err, sizeof err)) std::fprintf(stderr, "%s\n", err);
+  lc.r = r; lc.alpha = 2.0f * r; lc.target_modules = 0x7F; lc.seed = 1;
   lathe_lora_init(m, &lc, err, sizeof err);
   std::vector<int32_t> tokens(B * T), labels(B * T);
   for (int i = 0; i < B * T; ++i) tokens[i] = static_cast<int32_t>(rng.next() % V);
@@ -61,7 +64,7 @@ int main(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < steps; ++i) step();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("preset %s (%.2fM params), batch %d x seq %d, threads %d: %.0f tokens/s (forward+backward+adamw), %.3f s/step\n", preset.c_str(),
-              params / 1e6, B, T, threads, steps * double(B) * T / s, s / steps);
+  std::printf("preset %s (%.2fM params, %s base, r %d), batch %d x seq %d, threads %d: %.0f tokens/s (forward+backward+adamw), %.3f s/step\n", preset.c_str(),
+              params / 1e6, base.c_str(), r, B, T, threads, steps * double(B) * T / s, s / steps);
   lathe_model_free(m);
 }

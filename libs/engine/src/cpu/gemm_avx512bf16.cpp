@@ -2,12 +2,14 @@
 // in 24 zmm accumulators; each vdpbf16ps adds, per lane, the products of one pair of k
 // (a(i,2p), a(i,2p+1)) . (b(2p,j), b(2p+1,j)) in f32. A is packed as bf16 pairs [kp][12] (32-bit
 // words, rounded from f32 by vcvtne2ps2bf16), B as [kp][32] words. Compiled with -mavx512f
-// -mavx512bf16 only; no std headers (see gemm_kernels.h).
+// -mavx512bw -mavx512vl -mavx512bf16 only; no std headers (see gemm_kernels.h).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstdint>
+
+#include "cpu/avx512_transpose.h"
 
 namespace lathe {
 namespace cpu {
@@ -26,50 +28,92 @@ inline uint32_t pair_bits(float lo, float hi) {
 }  // namespace
 
 // Ap[p*MR + r] = (bf16 A[i0+r][k0+2p], bf16 A[i0+r][k0+2p+1]); zero past mc rows / kc columns.
+// 32 columns of 12 rows at a time: converted to 16 pair words per row, then transposed in registers.
 void bf16_pack_a(const float* A, int lda, int mc, int kc, uint32_t* Ap) {
   const int kp = (kc + 1) / 2;
   for (int s = 0; s < mc; s += MR) {
+    const int rows = mc - s < MR ? mc - s : MR;
     uint32_t* dst = Ap + static_cast<long>(s) * kp;
-    for (int r = 0; r < MR; ++r) {
-      if (s + r >= mc) {
-        for (int p = 0; p < kp; ++p) dst[p * MR + r] = 0;
-        continue;
+    int p = 0;
+    for (; 2 * p + 32 <= kc; p += 16) {
+      __m512 r[16];
+      for (int c = 0; c < 16; ++c) {
+        if (c < rows) {
+          const float* src = A + static_cast<long>(s + c) * lda + 2 * p;
+          const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+          r[c] = reinterpret_cast<const __m512&>(h);
+        } else {
+          r[c] = _mm512_setzero_ps();
+        }
       }
-      const float* src = A + static_cast<long>(s + r) * lda;
-      int p = 0;
-      for (; 2 * p + 32 <= kc; p += 16) {
-        // 32 floats -> 32 bf16 = 16 words, lane l = (k 2l, k 2l+1)
-        const __m512 lo = _mm512_loadu_ps(src + 2 * p), hi = _mm512_loadu_ps(src + 2 * p + 16);
-        const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);
-        alignas(64) uint32_t w[16];
-        _mm512_store_si512(reinterpret_cast<__m512i*>(w), reinterpret_cast<const __m512i&>(h));
-        for (int l = 0; l < 16; ++l) dst[(p + l) * MR + r] = w[l];
-      }
-      for (; p < kp; ++p) dst[p * MR + r] = pair_bits(src[2 * p], 2 * p + 1 < kc ? src[2 * p + 1] : 0.0f);
+      transpose16(r);
+      for (int l = 0; l < 16; ++l) _mm512_mask_storeu_epi32(dst + (p + l) * MR, 0x0FFF, _mm512_castps_si512(r[l]));
     }
+    for (; p < kp; ++p)
+      for (int r = 0; r < MR; ++r) {
+        const float* src = A + static_cast<long>(s + r) * lda;
+        dst[p * MR + r] = r < rows ? pair_bits(src[2 * p], 2 * p + 1 < kc ? src[2 * p + 1] : 0.0f) : 0;
+      }
   }
 }
 
 // Bp[s*NR*kp + p*NR + c] = (W[j0+s+c][k0+2p], W[j0+s+c][k0+2p+1]) for W stored [N, K] (trans)
 // or (W[k0+2p][j0+s+c], W[k0+2p+1][j0+s+c]) for W stored [K, N]; zero past nc / kc.
+// Transposed: each row's pairs are already 32-bit words, transposed 16 x 16 in registers.
+// Not transposed: rows k and k+1 interleaved by one 16-bit permute per 16 columns.
 void bf16_pack_b(bool trans, const uint16_t* W, int ldw, int k0, int j0, int kc, int nc, uint32_t* Bp) {
-  const int kp = (kc + 1) / 2;
-  for (int s = 0; s < nc; s += NR) {
+  const int kp = (kc + 1) / 2, kfull = kc / 2;  // pairs; pairs with both halves in range
+  if (trans && ldw % 2 == 0 && k0 % 2 == 0) {
+    const uint32_t* W32 = reinterpret_cast<const uint32_t*>(W);
+    const long ld32 = ldw / 2;
+    for (int s = 0; s < nc; s += NR) {
+      uint32_t* dst = Bp + static_cast<long>(s) * kp;
+      for (int half = 0; half < 2; ++half) {
+        const int c0 = s + 16 * half;
+        for (int pb = 0; pb < kfull; pb += 16) {
+          const int pn = kfull - pb < 16 ? kfull - pb : 16;
+          const __mmask16 km = pn == 16 ? 0xFFFF : static_cast<__mmask16>((1u << pn) - 1);
+          __m512 r[16];
+          for (int c = 0; c < 16; ++c)
+            r[c] = c0 + c < nc ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(km, W32 + (j0 + c0 + c) * ld32 + k0 / 2 + pb)) : _mm512_setzero_ps();
+          transpose16(r);
+          for (int l = 0; l < pn; ++l) _mm512_storeu_ps(reinterpret_cast<float*>(dst + static_cast<long>(pb + l) * NR + 16 * half), r[l]);
+        }
+      }
+      if (kfull < kp)  // odd kc: the last pair's high half is zero
+        for (int c = 0; c < NR; ++c)
+          dst[kfull * NR + c] = s + c < nc ? W[static_cast<long>(j0 + s + c) * ldw + k0 + kc - 1] : 0;
+    }
+    return;
+  }
+  if (!trans) {
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
+    for (int s = 0; s < nc; s += NR) {
+      uint32_t* dst = Bp + static_cast<long>(s) * kp;
+      const int cols = nc - s < NR ? nc - s : NR;
+      const __mmask32 cm = cols == 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1u << cols) - 1);
+      for (int p = 0; p < kp; ++p) {
+        const long k = k0 + 2 * p;
+        const __m512i a = _mm512_maskz_loadu_epi16(cm, W + k * ldw + j0 + s);
+        const __m512i b = 2 * p + 1 < kc ? _mm512_maskz_loadu_epi16(cm, W + (k + 1) * ldw + j0 + s) : _mm512_setzero_si512();
+        _mm512_storeu_si512(dst + p * NR, _mm512_permutex2var_epi16(a, lo, b));
+        _mm512_storeu_si512(dst + p * NR + 16, _mm512_permutex2var_epi16(a, hi, b));
+      }
+    }
+    return;
+  }
+  for (int s = 0; s < nc; s += NR) {  // transposed with an odd leading dimension: word by word
     uint32_t* dst = Bp + static_cast<long>(s) * kp;
-    for (int p = 0; p < kp; ++p) {
-      const int k = k0 + 2 * p;
-      const bool has2 = 2 * p + 1 < kc;
+    for (int p = 0; p < kp; ++p)
       for (int c = 0; c < NR; ++c) {
         uint32_t w = 0;
         if (s + c < nc) {
           const long j = j0 + s + c;
-          const uint16_t lo = trans ? W[j * ldw + k] : W[static_cast<long>(k) * ldw + j];
-          const uint16_t hi = has2 ? (trans ? W[j * ldw + k + 1] : W[static_cast<long>(k + 1) * ldw + j]) : 0;
-          w = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+          w = W[j * ldw + k0 + 2 * p] | (2 * p + 1 < kc ? static_cast<uint32_t>(W[j * ldw + k0 + 2 * p + 1]) << 16 : 0u);
         }
         dst[p * NR + c] = w;
       }
-    }
   }
 }
 

@@ -22,7 +22,8 @@ constexpr int MR = 12, NR = 32, MC = 96, NC = 192, KC = 256;  // KC even: pairs 
 
 bool has_avx512bf16() {
 #if defined(__x86_64__) && defined(LATHE_HAVE_AVX512BF16)
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bf16");
   return yes;
 #else
   return false;
