@@ -120,9 +120,16 @@ export class EvaluationWorker {
       const sides: Side[] = r.spec.baseline ? ["candidate", "baseline"] : ["candidate"];
       const modelOf = { candidate: gatewayModelName(r.spec.candidate), baseline: r.spec.baseline ? gatewayModelName(r.spec.baseline) : "" };
       const promptOf = (e: (typeof examples)[number], side: Side) => (side === "candidate" ? e.prompt.candidate : (e.prompt.baseline ?? e.prompt.candidate));
-      // Example by example, both sides (so progress counts whole examples as it goes), skipping what is stored.
+      // A block of examples at a time, each side's answers together (one model, then the other:
+      // a server serving one adapter at a time does not switch for every request), so progress
+      // counts whole examples as it goes; what is stored is skipped.
       const done = new Set((await this.t.selectFrom("predictions").select(["side", "idx"]).where("tenant", "=", r.tenant).where("run_id", "=", r.run_id).execute()).map((p) => `${p.side}/${p.idx}`));
-      const pending = examples.flatMap((e) => sides.filter((side) => !done.has(`${side}/${e.idx}`)).map((side) => ({ e, side })));
+      const block = Math.max(8, this.o.concurrency * 4);
+      const pending: { e: (typeof examples)[number]; side: Side }[] = [];
+      for (let first = 0; first < examples.length; first += block) {
+        const chunk = examples.slice(first, first + block);
+        for (const side of sides) for (const e of chunk) if (!done.has(`${side}/${e.idx}`)) pending.push({ e, side });
+      }
       // One untimed request per side first: the first answer would otherwise carry the gateway's model loading in its latency.
       if (pending.length > 0) {
         for (const side of sides) {
