@@ -58,7 +58,25 @@ export function spanTree(spans: readonly StoredSpan[]): string {
   const lines: string[] = [];
   const walk = (s: StoredSpan, depth: number) => {
     lines.push(`${"  ".repeat(depth)}${s.name}  [${s.service}]  +${ms(s.startMs - t0)}  ${ms(s.durationMs)}${s.status === "error" ? "  ERROR" : ""}`);
-    for (const c of children.get(s.spanId) ?? []) walk(c, depth + 1);
+    // Many leaf siblings alike (a progress event per logged step, an answer per example): the first two, then a count.
+    const kids = children.get(s.spanId) ?? [];
+    const key = (k: StoredSpan) => `${k.service}/${k.name}`;
+    const alike = new Map<string, StoredSpan[]>();
+    for (const k of kids) if (!children.has(k.spanId)) alike.set(key(k), [...(alike.get(key(k)) ?? []), k]);
+    const shown = new Map<string, number>();
+    for (const k of kids) {
+      const group = children.has(k.spanId) ? undefined : alike.get(key(k));
+      if (group && group.length > 3) {
+        const n = (shown.get(key(k)) ?? 0) + 1;
+        shown.set(key(k), n);
+        if (n === 3) {
+          const rest = group.slice(2);
+          lines.push(`${"  ".repeat(depth + 1)}… ${rest.length} more ${k.name}  [${k.service}]  ${ms(rest.reduce((t, x) => t + x.durationMs, 0))} in all`);
+        }
+        if (n >= 3) continue;
+      }
+      walk(k, depth + 1);
+    }
   };
   for (const r of roots) walk(r, 0);
   return `${lines.join("\n")}\n`;
