@@ -89,7 +89,7 @@ export function quickstartCommand(): Command {
         await lathe(["datasets", "derive", "support@clean", "--split", "0.06", "--seed", "7", "--version-id", "s"]);
 
         // The seed's first rule: fine-tuning loses when a 3-shot prompt already reaches the bar.
-        await lathe(["evals", "baseline", "--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", "--shots", "3", "--threshold", "rouge_l=0.6", "--json-schema", schema, "--max-tokens", "32", "--temperature", "0", "--id", "three-shot"]);
+        await lathe(["evals", "baseline", "--model", "tiny-llama", "--train", "support@s-train", "--eval", "support@s-eval", "--shots", "3", "--threshold", "rouge_l=0.6", "--metrics", "rouge,format,mean_token_accuracy", "--json-schema", schema, "--max-tokens", "32", "--temperature", "0", "--id", "three-shot"]);
 
         // Where the promoted adapter will be served: a deployment of the base model.
         await lathe(["deployments", "create", "tiny-llama", "--id", "support", "--served-name", "support", "--wait"]);
@@ -102,8 +102,8 @@ export function quickstartCommand(): Command {
         await lathe([
           "jobs", "create", "--id", JOB, ...job,
           "--register", "tiny-llama/support", "--label", "intended-use=support-ticket triage",
-          "--evaluate", "--eval-json-schema", schema, "--eval-max-tokens", "32",
-          "--promote", "prod", "--promote-if", "rouge_l=0.05,ci", "--deploy", "support", "--watch",
+          "--evaluate", "--eval-metrics", "rouge,format,mean_token_accuracy", "--eval-json-schema", schema, "--eval-max-tokens", "32",
+          "--promote", "prod", "--promote-if", "mean_token_accuracy=0.05,ci", "--deploy", "support", "--watch",
                 ]);
 
         // The registry registers the version, the evaluator compares it with its baseline, the
@@ -184,25 +184,25 @@ async function followUpRun(co: ConnectionOptions, job: string): Promise<Evaluati
   }
 }
 
-/** The seed's question answered: is the fine-tuned adapter better than the 3-shot prompt, and at what cost? */
+/** The seed's question answered: is the fine-tuned adapter better than the 3-shot prompt on each metric, and at what cost? */
 async function verdict(co: ConnectionOptions, tuned: string, fewShot: string): Promise<void> {
   const evaluator = connect(EvaluatorServiceClient, co);
   try {
-    const { differences } = await call(evaluator, "compareEvaluationRuns", { candidateRun: tuned, baselineRun: fewShot, metrics: [Metric.METRIC_ROUGE_L], bootstrapSamples: 0, confidenceLevel: 0, seed: 42 });
+    const { differences } = await call(evaluator, "compareEvaluationRuns", { candidateRun: tuned, baselineRun: fewShot, metrics: [], bootstrapSamples: 0, confidenceLevel: 0, seed: 42 });
     const [a, b] = await Promise.all([tuned, fewShot].map(async (name) => (await call(evaluator, "getEvaluationRun", { name })).evaluationRun!));
-    const d = differences[0];
+    const names: Partial<Record<Metric, string>> = { [Metric.METRIC_ROUGE_L]: "ROUGE-L", [Metric.METRIC_FORMAT_COMPLIANCE]: "format compliance", [Metric.METRIC_MEAN_TOKEN_ACCURACY]: "mean token accuracy", [Metric.METRIC_EXACT_MATCH]: "exact match", [Metric.METRIC_BERTSCORE]: "BERTScore" };
+    const name = (m: Metric) => names[m] ?? `metric ${m}`;
+    const fact = (d: (typeof differences)[number]) => `${name(d.metric)} ${d.candidateValue.toFixed(3)} against ${d.baselineValue.toFixed(3)} (${d.meanDifference >= 0 ? "+" : ""}${d.meanDifference.toFixed(3)}, 95% CI [${d.confidenceInterval!.lower.toFixed(3)}, ${d.confidenceInterval!.upper.toFixed(3)}])`;
+    const better = differences.filter((d) => d.confidenceInterval!.lower > 0);
+    const notBetter = differences.filter((d) => !(d.confidenceInterval!.lower > 0));
     const ca = a!.candidateServing?.costPer1000Answers;
     const cb = b!.candidateServing?.costPer1000Answers;
-    const cost = ca !== undefined && cb !== undefined && ca > 0 ? `, at ${(cb / ca).toFixed(1)}× less cost per 1,000 answers (${ca.toFixed(4)} against ${cb.toFixed(4)} USD: a short prompt instead of three solved examples)` : "";
-    if (!d) {
-      process.stdout.write("\nverdict: the runs share no ROUGE-L scores to compare\n");
-      return;
-    }
-    const ci = d.confidenceInterval!;
-    const better = ci.lower > 0;
+    const cost = ca !== undefined && cb !== undefined && ca > 0 ? `cost per 1,000 answers ${ca.toFixed(4)} against ${cb.toFixed(4)} USD (${(cb / ca).toFixed(1)}× less: a short prompt instead of three solved examples)` : "";
     process.stdout.write(
-      `\nverdict: ${better ? "fine-tuning was worth it" : "fine-tuning did not clearly beat the 3-shot prompt"}: ROUGE-L ${d.candidateValue.toFixed(3)} against ${d.baselineValue.toFixed(3)} ` +
-        `(difference ${d.meanDifference >= 0 ? "+" : ""}${d.meanDifference.toFixed(3)}, 95% CI [${ci.lower.toFixed(3)}, ${ci.upper.toFixed(3)}])${better ? cost : ""}\n`,
+      `\nverdict: ${better.length > 0 ? "fine-tuning was worth it" : "fine-tuning did not clearly beat the 3-shot prompt"}` +
+        `${better.length > 0 ? `: better on ${better.map(fact).join("; ")}` : ""}` +
+        `${notBetter.length > 0 ? `${better.length > 0 ? "; not clearly better on " : ": "}${notBetter.map(fact).join("; ")}` : ""}` +
+        `${cost ? `; ${cost}` : ""}\n`,
     );
   } finally {
     evaluator.close();

@@ -58,14 +58,14 @@ export function spanTree(spans: readonly StoredSpan[]): string {
   const lines: string[] = [];
   const walk = (s: StoredSpan, depth: number) => {
     lines.push(`${"  ".repeat(depth)}${s.name}  [${s.service}]  +${ms(s.startMs - t0)}  ${ms(s.durationMs)}${s.status === "error" ? "  ERROR" : ""}`);
-    // Many leaf siblings alike (a progress event per logged step, an answer per example): the first two, then a count.
+    // Many siblings alike (a progress event per logged step, an answer per example): the first two, then a count.
     const kids = children.get(s.spanId) ?? [];
     const key = (k: StoredSpan) => `${k.service}/${k.name}`;
     const alike = new Map<string, StoredSpan[]>();
-    for (const k of kids) if (!children.has(k.spanId)) alike.set(key(k), [...(alike.get(key(k)) ?? []), k]);
+    for (const k of kids) alike.set(key(k), [...(alike.get(key(k)) ?? []), k]);
     const shown = new Map<string, number>();
     for (const k of kids) {
-      const group = children.has(k.spanId) ? undefined : alike.get(key(k));
+      const group = alike.get(key(k));
       if (group && group.length > 3) {
         const n = (shown.get(key(k)) ?? 0) + 1;
         shown.set(key(k), n);
