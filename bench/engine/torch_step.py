@@ -69,7 +69,12 @@ positions = torch.arange(seq).repeat(batch, 1)
 segments = torch.zeros(batch, seq, dtype=torch.int64)
 
 
+trained = 0
+
+
 def step():
+    global trained
+    trained += 1
     opt.zero_grad()
     logits = reference.forward(cfg, weights, params, lora, tokens, positions, segments)
     loss, _ = reference.masked_loss(logits, labels)
@@ -118,6 +123,7 @@ H, I = raw["hidden_size"], raw["intermediate_size"]
 print(json.dumps({
     "tokens_per_s": tokens_per_s,
     "loss": loss,
+    "steps_trained": trained,
     "split": {"blas_threads": best["blas_threads"], "torch_threads": best["torch_threads"]},
     "tried": tried,
     "blas": blas_path,

@@ -14,7 +14,10 @@
  * measured by a register-only micro-benchmark on the same threads.
  *
  *   npm run bench:engine -- [--shapes small,135m,360m] [--batch 4] [--seq 256] [--threads 2]
- *                           [--steps 3] [--rounds 2] [--splits 2x1,1x2,1x1,2x2]
+ *                           [--steps 3] [--rounds 2] [--splits 2x1,1x2,1x1,2x2] [--base-dtype f32,bf16]
+ *
+ * --base-dtype: the engine's frozen linears in f32, bf16 (Model.convertBaseToBf16: bf16 weights,
+ * bf16 x bf16 products summed in f32) or both, each against the same f32 peer.
  *
  * Shapes: small (hidden 256, 4 layers, vocab 512, untied, r 8); 135m (SmolLM-135M: 30 × 576,
  * 9/3 heads, ff 1536, vocab 49152, tied, r 16); 360m (SmolLM-360M: 32 × 960, 15/5 heads, ff 2560,
@@ -55,6 +58,7 @@ const { values } = parseArgs({
     steps: { type: "string", default: "3" },
     rounds: { type: "string", default: "2" },
     splits: { type: "string", default: "" },
+    "base-dtype": { type: "string", default: "f32,bf16" },
     // internal: one side's run in a child process
     worker: { type: "string", default: "" },
     model: { type: "string", default: "" },
@@ -74,6 +78,7 @@ interface EngineResult {
 interface PeerResult {
   tokens_per_s: number;
   loss: number;
+  steps_trained: number;
   split: { blas_threads: number; torch_threads: number };
   tried: { blas_threads: number; torch_threads: number; tokens_per_s: number }[];
   blas: string;
@@ -95,8 +100,10 @@ function batchOf(vocab: number) {
   return { tokens, labels, positions };
 }
 
-async function engineWorker(dir: string, r: number): Promise<EngineResult> {
+async function engineWorker(dir: string, r: number, dtype: string): Promise<EngineResult> {
   const model = await Model.load(dir, { numThreads: threads });
+  if (dtype === "bf16") model.convertBaseToBf16();
+  else if (dtype !== "f32") throw new Error(`--base-dtype ${dtype}: f32 or bf16`);
   model.loraInit({ r, alpha: 2 * r, targetModules: TARGETS, seed: 1 });
   const { tokens, labels, positions } = batchOf(model.config.vocabSize);
   const step = async () => {
@@ -117,7 +124,7 @@ async function engineWorker(dir: string, r: number): Promise<EngineResult> {
 }
 
 if (values.worker === "engine") {
-  console.log(JSON.stringify(await engineWorker(values.model, num("r"))));
+  console.log(JSON.stringify(await engineWorker(values.model, num("r"), values["base-dtype"])));
   process.exit(0);
 }
 
@@ -125,8 +132,8 @@ const self = fileURLToPath(import.meta.url);
 const script = fileURLToPath(new URL("../../engine/torch_step.py", import.meta.url));
 const PY = "/usr/bin/python3";
 
-function runEngine(dir: string, r: number): EngineResult {
-  const args = [self, "--worker", "engine", "--model", dir, "--r", String(r), "--batch", String(batch), "--seq", String(seq), "--threads", String(threads), "--steps", String(steps)];
+function runEngine(dir: string, r: number, dtype: string): EngineResult {
+  const args = [self, "--worker", "engine", "--model", dir, "--r", String(r), "--base-dtype", dtype, "--batch", String(batch), "--seq", String(seq), "--threads", String(threads), "--steps", String(steps)];
   return JSON.parse(execFileSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 20 }).trim().split("\n").pop()!) as EngineResult;
 }
 function runPeer(dir: string, r: number, splits: string): PeerResult {
@@ -173,26 +180,29 @@ for (const name of values.shapes.split(",")) {
   await writeTinyModel(dir, { hidden: s.hidden, layers: s.layers, heads: s.heads, kvHeads: s.kvHeads, intermediate: s.intermediate, vocab: s.vocab, tied: s.tied, seed: 1 });
   const fpt = flopsPerToken(s);
   console.log(`\n== ${name}: hidden ${s.hidden}, ${s.layers} layers, ${s.heads}/${s.kvHeads} heads, ff ${s.intermediate}, vocab ${s.vocab}${s.tied ? " tied" : ""}; batch ${batch} × seq ${seq}; LoRA r ${s.r} on ${TARGETS.length} projections; ${steps} timed steps per run; ${(fpt / 1e6).toFixed(0)} MFLOP per token`);
-  let bestEngine: EngineResult | null = null;
+  const dtypes = values["base-dtype"].split(",");
+  const bestEngine = new Map<string, EngineResult>();
   let bestPeer: PeerResult | null = null;
   let splits = splitList;
   for (let round = 1; round <= rounds; round++) {
     const before = load();
-    const e = runEngine(dir, s.r);
+    const es = dtypes.map((dt) => [dt, runEngine(dir, s.r, dt)] as const);
     const p = runPeer(dir, s.r, splits);
     if (round === 1) {
       console.log(`peer: torch ${p.torch} on ${p.blas} (${p.openblas_config ?? "not OpenBLAS"}; core ${p.openblas_core ?? "-"}): matmul ${p.matmul_gflops.toFixed(0)} GFLOP/s at the step's shape, ${p.matmul_square_gflops.toFixed(0)} at 512²`);
       console.log(`peer splits (BLAS threads × torch threads: tokens/s): ${p.tried.map((t) => `${t.blas_threads}×${t.torch_threads}: ${t.tokens_per_s.toFixed(0)}`).join(", ")}; best ${p.split.blas_threads}×${p.split.torch_threads}`);
       splits = `${p.split.blas_threads}x${p.split.torch_threads}`;
     }
-    console.log(`round ${round} (load ${before} -> ${load()}): engine ${e.tokens_per_s.toFixed(1)} tokens/s (loss ${e.loss.toFixed(3)}), pytorch ${p.tokens_per_s.toFixed(1)} tokens/s (loss ${p.loss.toFixed(3)}), ratio ${(e.tokens_per_s / p.tokens_per_s).toFixed(2)}`);
-    if (!bestEngine || e.tokens_per_s > bestEngine.tokens_per_s) bestEngine = e;
+    const engines = es.map(([dt, e]) => `engine ${dt} ${e.tokens_per_s.toFixed(1)} tokens/s (loss ${e.loss.toFixed(3)}, ×${(e.tokens_per_s / p.tokens_per_s).toFixed(2)})`).join(", ");
+    console.log(`round ${round} (load ${before} -> ${load()}): ${engines}; pytorch ${p.tokens_per_s.toFixed(1)} tokens/s (loss ${p.loss.toFixed(3)} after ${p.steps_trained} steps; the engine's after ${steps + 1})`);
+    for (const [dt, e] of es) if (!bestEngine.has(dt) || e.tokens_per_s > bestEngine.get(dt)!.tokens_per_s) bestEngine.set(dt, e);
     if (!bestPeer || p.tokens_per_s > bestPeer.tokens_per_s) bestPeer = p;
   }
-  const e = bestEngine!, p = bestPeer!;
-  const achieved = (fpt * e.tokens_per_s) / 1e9;
-  console.log(`best of ${rounds}: engine ${e.tokens_per_s.toFixed(1)} tokens/s, pytorch+OpenBLAS ${p.tokens_per_s.toFixed(1)} tokens/s (${p.split.blas_threads}×${p.split.torch_threads}) -> engine/pytorch ${(e.tokens_per_s / p.tokens_per_s).toFixed(2)}`);
-  console.log(`peak RSS: engine ${gb(e.peak_rss_bytes)} (base weights ${gb(e.base_bytes)}, activations ${gb(e.activation_bytes)}), pytorch ${gb(p.peak_rss_bytes)} -> ${(e.peak_rss_bytes / p.peak_rss_bytes).toFixed(2)}`);
-  console.log(`engine achieved ${achieved.toFixed(0)} GFLOP/s = ${((100 * achieved) / cpu.fmaPeakGflops).toFixed(0)}% of the measured FMA peak; pytorch ${((fpt * p.tokens_per_s) / 1e9).toFixed(0)} GFLOP/s`);
+  const p = bestPeer!;
+  console.log(`best of ${rounds}: pytorch+OpenBLAS f32 ${p.tokens_per_s.toFixed(1)} tokens/s (${p.split.blas_threads}×${p.split.torch_threads}), peak RSS ${gb(p.peak_rss_bytes)}, ${((fpt * p.tokens_per_s) / 1e9).toFixed(0)} GFLOP/s`);
+  for (const [dt, e] of bestEngine) {
+    const achieved = (fpt * e.tokens_per_s) / 1e9;
+    console.log(`  engine ${dt.padEnd(4)} ${e.tokens_per_s.toFixed(1)} tokens/s -> engine/pytorch ${(e.tokens_per_s / p.tokens_per_s).toFixed(2)}; peak RSS ${gb(e.peak_rss_bytes)} (base weights ${gb(e.base_bytes)}, activations ${gb(e.activation_bytes)}) -> ${(e.peak_rss_bytes / p.peak_rss_bytes).toFixed(2)} of pytorch's; ${achieved.toFixed(0)} GFLOP/s = ${((100 * achieved) / cpu.fmaPeakGflops).toFixed(0)}% of the f32 FMA peak`);
+  }
   rmSync(root, { recursive: true, force: true });
 }

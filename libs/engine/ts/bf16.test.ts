@@ -1,0 +1,73 @@
+// The bf16 base (Model.convertBaseToBf16, `--base-dtype bf16`): half the bytes for the frozen
+// linears, a loss within the bf16 tolerance of the f32 base (test/README.md), and it trains.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { readModelConfig, writeTinyModel } from "@lathe/models";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Model, NF4_MODULES, type Batch } from "./index.js";
+
+let dir = "";
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "lathe-engine-bf16-"));
+  await writeTinyModel(dir, { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, seed: 5 });
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function batchOf(batch: number, seq: number, vocab: number): Batch {
+  const n = batch * seq;
+  const tokens = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % vocab);
+  const labels = Int32Array.from({ length: n }, (_, i) => ((i + 1) % seq === 0 ? -100 : tokens[i + 1]!));
+  const positions = Int32Array.from({ length: n }, (_, i) => i % seq);
+  return { tokens, labels, positions, segments: null, batch, seq };
+}
+
+describe("convertBaseToBf16", () => {
+  it("halves the base linears' bytes, keeps the loss within 2e-2 of the f32 base, and trains", async () => {
+    const f32 = await Model.load(dir, { numThreads: 2 });
+    const b16 = await Model.load(dir, { numThreads: 2 });
+    try {
+      const config = await readModelConfig(dir);
+      const batch = batchOf(2, 16, config.vocabSize);
+      for (const m of [f32, b16]) m.loraInit({ r: 4, alpha: 8, targetModules: [...NF4_MODULES], seed: 1 });
+      const before = b16.memory();
+      b16.convertBaseToBf16();
+      const after = b16.memory();
+      const c = b16.config;
+      const perLayer = c.hiddenSize * (c.numHeads * c.headDim) * 2 + c.hiddenSize * (c.numKvHeads * c.headDim) * 2 + 3 * c.hiddenSize * c.intermediateSize;
+      expect(before.baseBytes - after.baseBytes).toBe(2 * perLayer * c.numLayers);
+      expect(after.baseParams).toBe(before.baseParams);
+
+      const lossF32 = (await f32.forwardBackward(batch, { backward: false, training: false })).loss;
+      const first = await b16.forwardBackward(batch, { training: false });
+      expect(Math.abs(first.loss - lossF32) / lossF32).toBeLessThan(2e-2);
+      let last = first.loss;
+      for (let step = 0; step < 10; step++) {
+        await b16.adamwStep({ lr: 1e-2 });
+        b16.zeroGrad();
+        last = (await b16.forwardBackward(batch, { training: false })).loss;
+      }
+      expect(last).toBeLessThan(first.loss);
+    } finally {
+      f32.free();
+      b16.free();
+    }
+  });
+
+  it("refuses lm_head, and setWeight on a converted weight, with INVALID_ARGUMENT", async () => {
+    const model = await Model.load(dir, { numThreads: 1 });
+    try {
+      expect(() => model.convertBaseToBf16(["lm_head"])).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
+      model.convertBaseToBf16(["q_proj"]);
+      const c = model.config;
+      expect(() => model.setWeight("model.layers.0.self_attn.q_proj.weight", new Float32Array(c.numHeads * c.headDim * c.hiddenSize))).toThrow(
+        expect.objectContaining({ code: "INVALID_ARGUMENT", message: expect.stringContaining("bf16") }),
+      );
+    } finally {
+      model.free();
+    }
+  });
+});
