@@ -14,12 +14,15 @@ if [ -z "${LATHE_TEST_NATS_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev
 fi
 # System packages the tests need, installed when missing and we may (root with apt-get):
 # PyTorch for the engine's reference tests, NLTK for the Porter stemmer and ROUGE reference tests,
-# nats-server for the NATS-restart test, tmux for the terminal review of lathe synth.
+# nats-server for the NATS-restart test, tmux for the terminal review of lathe synth, chromium
+# for the console.
 need=()
 /usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
 /usr/bin/python3 -c 'import nltk' 2>/dev/null || need+=(python3-nltk)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# chromium for the web console's browser tests (playwright-core drives Debian's).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} for the tests"
