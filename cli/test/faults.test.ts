@@ -130,7 +130,7 @@ describeMounted("a full disk (the data dir on a 24 MB filesystem)", () => {
   it("fails a training job whose checkpoints do not fit with a disk-full error, and lists no partial checkpoint", async () => {
     const split = await runCli(["datasets", "derive", "support@v1", "--split", "0.25", "--seed", "1", "--version-id", "s", ...conn]);
     expect(split.stderr).toBe("");
-    const job = (id: string, more: string[]) => ["jobs", "create", "--id", id, "--model", "tiny", "--train", "support@s-train", "--epochs", "2", "--batch-size", "2", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-seq-length", "128", "--no-packing", ...more, ...conn];
+    const job = (id: string, more: string[]) => ["jobs", "create", "--id", id, "--model", "tiny", "--train", "support@s-train", "--epochs", "2", "--batch-size", "2", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-seq-length", "128", "--no-packing", "--warmup-ratio", "0", ...more, ...conn];
     // A first job, with room to spare, puts the model in the trainer's caches.
     const warm = await runCli(job("warm", ["--watch"]));
     expect(warm.stderr).toBe("");
