@@ -24,6 +24,8 @@ describe("loadConfig", () => {
       LATHE_LOG_LEVEL: "info",
       LATHE_SHUTDOWN_GRACE_MS: 10_000,
       LATHE_OUTBOX_POLL_MS: 500,
+      LATHE_MIGRATIONS: "apply",
+      LATHE_TRACE_STORE_MB: 16,
     });
   });
 
