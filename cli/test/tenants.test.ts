@@ -64,7 +64,7 @@ describe("two tenants on one server: no path reaches the other's data", () => {
     writeFileSync(join(local, "support.jsonl"), rows(16));
     expect((await runCli(["datasets", "create", "support", join(local, "support.jsonl"), "--tokenizer-model", "models/tiny", ...connA])).code).toBe(0);
     expect((await runCli(["datasets", "derive", "support@v1", "--split", "0.25", "--seed", "1", "--version-id", "s", ...connA])).stderr).toBe("");
-    const job = await runCli(["jobs", "create", "--id", "secret", "--model", "tiny", "--train", "support@s-train", "--epochs", "1", "--batch-size", "4", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-seq-length", "128", "--no-packing", "--register", "tiny/support", "--watch", ...connA]);
+    const job = await runCli(["jobs", "create", "--id", "secret", "--model", "tiny", "--train", "support@s-train", "--epochs", "1", "--batch-size", "4", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--max-seq-length", "512", "--warmup-ratio", "0", "--no-packing", "--register", "tiny/support", "--watch", ...connA]);
     expect(job.stderr).toBe("");
     await waitFor(async () => (await runCli(["adapters", "versions", "tiny/support", "--json", ...connA])).stdout.includes("versions/1") || undefined, { timeoutMs: 30_000, intervalMs: 300, what: "A's adapter version" });
     // Merged and GGUF downloads put A's merged weights in the registry's cache too.
