@@ -203,7 +203,10 @@ describe("RegistryService: import, adapters, aliases, promotion, lineage, downlo
     expect((err as AppError).reason).toBe("ARTIFACT_CORRUPTED");
   });
 
-  it("keeps tenants apart", async () => {
+  it("keeps tenants apart; models/- lists every model's adapters of the caller", async () => {
+    expect((await call(acme, "listAdapters", { parent: "models/-", pageSize: 0, pageToken: "", filter: "" })).adapters.map((a) => a.name)).toContain(A);
+    expect((await call(globex, "listAdapters", { parent: "models/-", pageSize: 0, pageToken: "", filter: "" })).adapters).toEqual([]);
+    expect(await call(acme, "listAdapters", { parent: "models/none", pageSize: 0, pageToken: "", filter: "" }).catch((e: unknown) => (e as AppError).code)).toBe("NOT_FOUND");
     expect(await call(globex, "getAdapter", { name: A }).catch((e: unknown) => (e as AppError).code)).toBe("NOT_FOUND");
     expect(await call(globex, "getAlias", { name: `${A}/aliases/production` }).catch((e: unknown) => (e as AppError).code)).toBe("NOT_FOUND");
     expect(await call(globex, "createAdapterVersion", { parent: A, adapterVersion: AdapterVersion.fromPartial({ artifactUri: adapterDirs[0]! }), allowMissing: true, requestId: "" }).catch((e: unknown) => (e as AppError).code)).toBe("NOT_FOUND");

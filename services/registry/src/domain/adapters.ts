@@ -174,13 +174,15 @@ export class AdapterStore {
   }
 
   async list(tenant: string, req: { parent: string; pageSize: number; pageToken: string }): Promise<{ adapters: Adapter[]; nextPageToken: string }> {
-    const model = await this.models.record(tenant, "parent", req.parent);
+    // `models/-`: the adapters of every model (AIP-159), as the API documents.
+    const modelId = req.parent === "models/-" ? undefined : (await this.models.record(tenant, "parent", req.parent)).model_id;
     const { rows, nextPageToken } = await paginate({
       scope: ["registry.adapters", tenant, req.parent],
       request: req,
       shape: isSeq,
       fetch: (after, limit) => {
-        let q = this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant).where("model_id", "=", model.model_id);
+        let q = this.t.selectFrom("adapters").selectAll().where("tenant", "=", tenant);
+        if (modelId !== undefined) q = q.where("model_id", "=", modelId);
         if (after) q = q.where("seq", ">", after.seq);
         return q.orderBy("seq").limit(limit).execute();
       },
