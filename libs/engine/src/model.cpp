@@ -221,28 +221,37 @@ void model_set_weight(lathe_model& m, const std::string& name, const float* data
   t.set = true;
 }
 
-void model_quantize_nf4(lathe_model& m, uint32_t modules) {
+// The layer linears `modules` names (LATHE_LORA_Q..DOWN bits) whose f32 weights are still to be
+// stored another way (`what`: "quantising to NF4", "converting to bf16"), every one checked before
+// the caller changes any, so that a failure leaves the model unchanged. Weights already in NF4 or
+// bf16 are left as they are.
+static std::vector<std::pair<Linear*, Tensor*>> base_linears(lathe_model& m, uint32_t modules, const std::string& what) {
   if (modules == 0 || (modules & ~0x7Fu))
     fail(LATHE_ERR_INVALID_ARGUMENT, "modules must be a non-empty set of LATHE_LORA_Q..LATHE_LORA_DOWN bits (lm_head and the embeddings stay f32), got " +
                                          std::to_string(modules));
-  // Check everything first, so that a failure leaves the model unchanged.
-  std::vector<std::pair<Linear*, Tensor*>> todo;
+  std::vector<std::pair<Linear*, Tensor*>> chosen;
   for (auto& L : m.layers)
     for (int k = 0; k < 7; ++k) {
       if (!(modules & kModuleKinds[k].bit)) continue;
       Linear* lin = layer_linear(L, k);
       Tensor& t = m.weights.at(lin->name + ".weight");
-      if (t.q4) continue;
-      if (!t.set) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight was never set: set every weight before quantising to NF4");
-      for (float v : t.data)
-        if (!std::isfinite(v)) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight holds a non-finite value; NF4 needs finite weights");
-      todo.emplace_back(lin, &t);
+      if (t.q4 || !t.bf16.empty()) continue;
+      if (!t.set) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight was never set: set every weight before " + what);
+      chosen.emplace_back(lin, &t);
     }
+  return chosen;
+}
+
+void model_quantize_nf4(lathe_model& m, uint32_t modules) {
+  const auto chosen = base_linears(m, modules, "quantising to NF4");
+  for (const auto& [lin, t] : chosen)
+    for (float v : t->data)
+      if (!std::isfinite(v)) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight holds a non-finite value; NF4 needs finite weights");
   std::vector<std::unique_ptr<nf4::Tensor4>> made;
-  for (auto& [lin, t] : todo) made.push_back(std::make_unique<nf4::Tensor4>(nf4::quantize_tensor(t->data.data(), lin->out, lin->in)));
-  for (size_t i = 0; i < todo.size(); ++i) {
-    Linear* lin = todo[i].first;
-    Tensor* t = todo[i].second;
+  for (const auto& [lin, t] : chosen) made.push_back(std::make_unique<nf4::Tensor4>(nf4::quantize_tensor(t->data.data(), lin->out, lin->in)));
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    Linear* lin = chosen[i].first;
+    Tensor* t = chosen[i].second;
     t->q4 = std::move(made[i]);
     std::vector<float>().swap(t->data);  // free the f32 copy
     lin->W = nullptr;
@@ -251,20 +260,7 @@ void model_quantize_nf4(lathe_model& m, uint32_t modules) {
 }
 
 void model_convert_bf16(lathe_model& m, uint32_t modules) {
-  if (modules == 0 || (modules & ~0x7Fu))
-    fail(LATHE_ERR_INVALID_ARGUMENT, "modules must be a non-empty set of LATHE_LORA_Q..LATHE_LORA_DOWN bits (lm_head and the embeddings stay f32), got " +
-                                         std::to_string(modules));
-  std::vector<std::pair<Linear*, Tensor*>> todo;
-  for (auto& L : m.layers)
-    for (int k = 0; k < 7; ++k) {
-      if (!(modules & kModuleKinds[k].bit)) continue;
-      Linear* lin = layer_linear(L, k);
-      Tensor& t = m.weights.at(lin->name + ".weight");
-      if (t.q4 || !t.bf16.empty()) continue;  // NF4 or already bf16
-      if (!t.set) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight was never set: set every weight before converting to bf16");
-      todo.emplace_back(lin, &t);
-    }
-  for (auto& [lin, t] : todo) {
+  for (const auto& [lin, t] : base_linears(m, modules, "converting to bf16")) {
     t->bf16.resize(t->data.size());
     for (size_t i = 0; i < t->data.size(); ++i) t->bf16[i] = f32_to_bf16(t->data[i]);
     std::vector<float>().swap(t->data);  // free the f32 copy
