@@ -6,15 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Job } from "kubernetes-models/batch/v1/Job";
 import { call, createClient, fromGrpcError } from "@lathe/kit";
 import { writeTinyModel } from "@lathe/models";
-import { Dataset, DatasetServiceClient, UploadDatasetVersionHeader } from "@lathe/proto/lathe/dataset/v1/dataset_service";
-import { Model, RegistryServiceClient } from "@lathe/proto/lathe/registry/v1/registry_service";
 import { ComputeBackend, FineTuningJob_State as State, TrainerServiceClient, type FineTuningJob, type WatchFineTuningJobResponse } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { FineTuningJobStarted } from "@lathe/proto/lathe/events/v1/trainer_events";
 import { createDatasetService } from "@lathe/dataset";
 import { createRegistryService } from "@lathe/registry";
 import { startKubernetesApi, startTestPlatform, testKeys, waitFor, type KubernetesApiDouble, type PodState, type TestPlatform } from "@lathe/testing";
 import { runTrainJob, trainerService, trainingJobName } from "../src/index.js";
-import { fails, jobRequest, options, supportRows } from "./support.js";
+import { fails, jobRequest, options, seedTinyAndSupport } from "./support.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -114,21 +112,7 @@ describe("TrainerService on Kubernetes: GPU jobs as batch/v1 Jobs on the node po
     });
 
     acme = createClient(TrainerServiceClient, t.address, { apiKey: testKeys.acme });
-    const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
-    await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: modelDir }), requestId: "" });
-    registry.close();
-    const datasets = createClient(DatasetServiceClient, t.address, { apiKey: testKeys.acme });
-    await call(datasets, "createDataset", { datasetId: "support", dataset: Dataset.fromPartial({ displayName: "Support" }), requestId: "" });
-    const raw = await new Promise<string>((resolve, reject) => {
-      const c = datasets.uploadDatasetVersion((err, res) => (err ? reject(err) : resolve(res!.datasetVersion!.name)));
-      c.write({ header: UploadDatasetVersionHeader.fromPartial({ parent: "datasets/support" }) });
-      c.write({ chunk: Buffer.from(supportRows(20)) });
-      c.end();
-    });
-    const split = await call(datasets, "deriveDatasetVersion", { parentVersion: raw, operation: { split: { evalFraction: 0.2, seed: 1 } }, versionId: "s", description: "", labels: {}, checkOptions: undefined, requestId: "" });
-    datasets.close();
-    train = split.datasetVersion!.name;
-    evalV = split.evalDatasetVersion!.name;
+    ({ train, evalV } = await seedTinyAndSupport(t.address, modelDir));
   }, 60_000);
 
   afterAll(async () => {

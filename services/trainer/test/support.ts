@@ -64,6 +64,27 @@ export interface TrainerTestPlatform {
   stop(): Promise<void>;
 }
 
+/** Registers the tiny model at `modelDir` as models/tiny and uploads 20 support rows split 80/20 (version `s`), as acme. */
+export async function seedTinyAndSupport(address: string, modelDir: string): Promise<{ train: string; evalV: string }> {
+  const registry = createClient(RegistryServiceClient, address, { apiKey: testKeys.acme });
+  await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: modelDir }), requestId: "" });
+  registry.close();
+  const datasets = createClient(DatasetServiceClient, address, { apiKey: testKeys.acme });
+  try {
+    await call(datasets, "createDataset", { datasetId: "support", dataset: Dataset.fromPartial({ displayName: "Support" }), requestId: "" });
+    const raw = await new Promise<string>((resolve, reject) => {
+      const c = datasets.uploadDatasetVersion((err, res) => (err ? reject(err) : resolve(res!.datasetVersion!.name)));
+      c.write({ header: UploadDatasetVersionHeader.fromPartial({ parent: "datasets/support" }) });
+      c.write({ chunk: Buffer.from(supportRows(20)) });
+      c.end();
+    });
+    const split = await call(datasets, "deriveDatasetVersion", { parentVersion: raw, operation: { split: { evalFraction: 0.2, seed: 1 } }, versionId: "s", description: "", labels: {}, checkOptions: undefined, requestId: "" });
+    return { train: split.datasetVersion!.name, evalV: split.evalDatasetVersion!.name };
+  } finally {
+    datasets.close();
+  }
+}
+
 /**
  * An API platform (registry, dataset, trainer without worker slots) with `models/tiny` and a
  * train/eval split; `trainer` adds options of the API's trainer (e.g. its metrics port).
@@ -75,25 +96,13 @@ export async function startTrainerTestPlatform(trainer: Partial<TrainerOptions> 
   // The registry imports server-side folders only inside its import roots.
   const t = await startTestPlatform({ env: { LATHE_IMPORT_ROOTS: dir }, factories: [createRegistryService, createDatasetService, trainerService({ ...options(0), ...trainer })] });
   const acme = createClient(TrainerServiceClient, t.address, { apiKey: testKeys.acme });
-  const registry = createClient(RegistryServiceClient, t.address, { apiKey: testKeys.acme });
-  await call(registry, "createModel", { modelId: "tiny", model: Model.fromPartial({ sourceUri: modelDir }), requestId: "" });
-  registry.close();
-  const datasets = createClient(DatasetServiceClient, t.address, { apiKey: testKeys.acme });
-  await call(datasets, "createDataset", { datasetId: "support", dataset: Dataset.fromPartial({ displayName: "Support" }), requestId: "" });
-  const raw = await new Promise<string>((resolve, reject) => {
-    const c = datasets.uploadDatasetVersion((err, res) => (err ? reject(err) : resolve(res!.datasetVersion!.name)));
-    c.write({ header: UploadDatasetVersionHeader.fromPartial({ parent: "datasets/support" }) });
-    c.write({ chunk: Buffer.from(supportRows(20)) });
-    c.end();
-  });
-  const split = await call(datasets, "deriveDatasetVersion", { parentVersion: raw, operation: { split: { evalFraction: 0.2, seed: 1 } }, versionId: "s", description: "", labels: {}, checkOptions: undefined, requestId: "" });
-  datasets.close();
+  const split = await seedTinyAndSupport(t.address, modelDir);
   const base = t.platform.deps.config;
   return {
     t,
     acme,
-    train: split.datasetVersion!.name,
-    evalV: split.evalDatasetVersion!.name,
+    train: split.train,
+    evalV: split.evalV,
     dir,
     startWorker(opts = {}) {
       const config = loadConfig(baseConfigSchema, {
