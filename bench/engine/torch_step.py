@@ -110,6 +110,15 @@ use((best["blas_threads"], best["torch_threads"]))
 tokens_per_s, loss = timed(steps)
 
 
+def blas_error():
+    """Largest relative error of an f32 product at the step's shape against the same product in
+    float64: an OpenBLAS kernel that misbehaves on this CPU shows here, not only in its speed."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(256, raw["hidden_size"], generator=g), torch.randn(raw["hidden_size"], raw["intermediate_size"], generator=g)
+    want = a.double() @ b.double()
+    return float(((a @ b).double() - want).abs().max() / want.abs().max())
+
+
 def matmul_gflops(m, k, n, reps):
     a, b = torch.randn(m, k), torch.randn(k, n)
     a @ b
@@ -129,6 +138,8 @@ print(json.dumps({
     "blas": blas_path,
     "openblas_config": blas_lib.openblas_get_config().decode() if blas_lib else None,
     "openblas_core": blas_lib.openblas_get_corename().decode() if blas_lib else None,
+    "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
+    "blas_max_rel_err": blas_error(),
     "torch": torch.__version__,
     # The step's own GEMM shape (tokens x hidden @ hidden x intermediate) and a square one.
     "matmul_gflops": matmul_gflops(batch * seq, H, I, 10),
