@@ -1,12 +1,13 @@
 // cpu/cross_entropy.cpp — see cross_entropy.h. One row per task range; each row writes only its
-// own logits and its own slot of the row losses.
+// own logits and its own slot of the row losses. The per-row math is kernels/cross_entropy.h
+// (shared with CUDA).
 #include "cpu/cross_entropy.h"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "common.h"
+#include "kernels/cross_entropy.h"
 
 namespace lathe {
 
@@ -24,18 +25,14 @@ void cross_entropy_rows(ThreadPool& pool, float* logits, const int32_t* labels, 
       }
       float mx = lr[0];
       int arg = 0;
-      for (int j = 1; j < V; ++j)
-        if (lr[j] > mx) {
-          mx = lr[j];
-          arg = j;
-        }
+      for (int j = 1; j < V; ++j) kern::ce_argmax_scan(mx, arg, lr[j], j);
       if (correct) row_hit[i] = arg == labels[i];
       double sum = 0.0;
-      for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(lr[j] - mx));
-      const double lse = static_cast<double>(mx) + std::log(sum);
-      row_loss[i] = lse - static_cast<double>(lr[labels[i]]);
+      for (int j = 0; j < V; ++j) sum += kern::ce_exp_term(lr[j], mx);
+      const double lse = kern::ce_lse(mx, sum);
+      row_loss[i] = kern::ce_row_loss(lse, lr[labels[i]]);
       if (backward) {
-        for (int j = 0; j < V; ++j) lr[j] = coef * static_cast<float>(std::exp(static_cast<double>(lr[j]) - lse));
+        for (int j = 0; j < V; ++j) lr[j] = kern::ce_grad(lr[j], lse, coef);
         lr[labels[i]] -= coef;
       }
     }

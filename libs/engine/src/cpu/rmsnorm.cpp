@@ -1,10 +1,10 @@
-// cpu/rmsnorm.cpp — see rmsnorm.h.
+// cpu/rmsnorm.cpp — see rmsnorm.h. The per-element math is kernels/rmsnorm.h (shared with CUDA);
+// the row sums are this file's loops.
 #include "cpu/rmsnorm.h"
-
-#include <cmath>
 
 #include "common.h"
 #include "cpu/vec.h"
+#include "kernels/rmsnorm.h"
 
 namespace lathe {
 
@@ -13,10 +13,9 @@ void rmsnorm_forward(ThreadPool& pool, float* y, float* rstd, const float* x, co
     for (int64_t n = b; n < e; ++n) {
       const float* xr = x + n * H;
       float* yr = y + n * H;
-      const float ms = dot(xr, xr, H) / static_cast<float>(H);
-      const float r = 1.0f / std::sqrt(ms + eps);
+      const float r = kern::rmsnorm_rstd(dot(xr, xr, H), H, eps);
       rstd[n] = r;
-      for (int i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * r);
+      for (int i = 0; i < H; ++i) yr[i] = kern::rmsnorm_y(w[i], xr[i], r);
     }
   });
 }
@@ -30,12 +29,12 @@ void rmsnorm_backward(ThreadPool& pool, float* dx, bool accumulate, const float*
       float* dxr = dx + n * H;
       const float r = rstd[n];
       float s = 0.0f;
-      for (int i = 0; i < H; ++i) s += w[i] * dyr[i] * xr[i];
-      const float c = s * r * r * r / static_cast<float>(H);
+      for (int i = 0; i < H; ++i) s += kern::rmsnorm_dot_term(w[i], dyr[i], xr[i]);
+      const float c = kern::rmsnorm_bwd_coef(s, r, H);
       if (accumulate)
-        for (int i = 0; i < H; ++i) dxr[i] += r * w[i] * dyr[i] - xr[i] * c;
+        for (int i = 0; i < H; ++i) dxr[i] += kern::rmsnorm_dx(r, w[i], dyr[i], xr[i], c);
       else
-        for (int i = 0; i < H; ++i) dxr[i] = r * w[i] * dyr[i] - xr[i] * c;
+        for (int i = 0; i < H; ++i) dxr[i] = kern::rmsnorm_dx(r, w[i], dyr[i], xr[i], c);
     }
   });
 }

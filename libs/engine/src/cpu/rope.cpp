@@ -1,9 +1,9 @@
-// cpu/rope.cpp — see rope.h. The angles are computed in f32 as HF does.
+// cpu/rope.cpp — see rope.h. The angles are computed in f32 as HF does; the rotation is
+// kernels/rope.h (shared with CUDA).
 #include "cpu/rope.h"
 
-#include <cmath>
-
 #include "common.h"
+#include "kernels/rope.h"
 
 namespace lathe {
 
@@ -13,19 +13,14 @@ static void rope_apply(ThreadPool& pool, float* x, const int32_t* pos, const flo
     float* cs = pool.scratch(thread, 2 * static_cast<size_t>(half));
     float* sn = cs + half;
     for (int64_t n = b; n < e; ++n) {
-      const float p = static_cast<float>(pos[n]);
       for (int i = 0; i < half; ++i) {
-        const float a = p * inv_freq[i];
-        cs[i] = std::cos(a);
-        sn[i] = sign * std::sin(a);
+        const float a = kern::rope_angle(pos[n], inv_freq[i]);
+        cs[i] = kern::rope_cos(a);
+        sn[i] = kern::rope_sin(a, sign);
       }
       for (int h = 0; h < heads; ++h) {
         float* v = x + (n * heads + h) * d;
-        for (int i = 0; i < half; ++i) {
-          const float x0 = v[i], x1 = v[i + half];
-          v[i] = x0 * cs[i] - x1 * sn[i];
-          v[i + half] = x1 * cs[i] + x0 * sn[i];
-        }
+        for (int i = 0; i < half; ++i) kern::rope_rotate(v[i], v[i + half], cs[i], sn[i]);
       }
     }
   });

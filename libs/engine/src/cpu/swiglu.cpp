@@ -1,29 +1,20 @@
-// cpu/swiglu.cpp — see swiglu.h.
+// cpu/swiglu.cpp — see swiglu.h; the per-element math is kernels/swiglu.h (shared with CUDA).
 #include "cpu/swiglu.h"
 
-#include <cmath>
-
 #include "common.h"
+#include "kernels/swiglu.h"
 
 namespace lathe {
 
 void swiglu_forward(ThreadPool& pool, float* a, const float* g, const float* u, int64_t n) {
   parallel_rows(pool, n, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) {
-      const float s = 1.0f / (1.0f + std::exp(-g[i]));
-      a[i] = g[i] * s * u[i];
-    }
+    for (int64_t i = b; i < e; ++i) a[i] = kern::swiglu_forward(g[i], u[i]);
   });
 }
 
 void swiglu_backward(ThreadPool& pool, float* dg, float* du, const float* da, const float* g, const float* u, int64_t n) {
   parallel_rows(pool, n, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) {
-      const float s = 1.0f / (1.0f + std::exp(-g[i]));
-      const float silu = g[i] * s;
-      dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-      du[i] = da[i] * silu;
-    }
+    for (int64_t i = b; i < e; ++i) kern::swiglu_backward(da[i], g[i], u[i], dg[i], du[i]);
   });
 }
 
