@@ -1,7 +1,10 @@
 // backend.cpp — the registry of backends (see backend.h) and lathe::Backend.
 //
 // The registry is built once, on first use (thread-safe static initialisation), from the
-// backends compiled in: CPU always, first. A CUDA build adds its table here.
+// backends compiled in and usable: CPU always, first; then the device backends in the order
+// listed in Registry(). A device backend's table function returns null when this machine has no
+// usable device for it (a CUDA build on a machine without a GPU): it is then left out, so the
+// registry lists exactly what a model can be created on.
 #include "backend.h"
 
 #include <cstring>
@@ -10,15 +13,24 @@
 
 #include "common.h"
 
+#ifdef LATHE_HAVE_CUDA
+#include "cuda/backend_cuda.h"  // const lathe_backend* lathe_backend_cuda(); null without a usable GPU
+#endif
+
 namespace {
 
 struct Registry {
   std::vector<const lathe_backend*> backends;
   Registry() {
     add(lathe_backend_cpu());
-    // The CUDA backend (src/cuda/, LATHE_CUDA) will be added here.
+    // ---- device backends, in order of preference ("auto" picks the first of them)
+#ifdef LATHE_HAVE_CUDA
+    add(lathe_backend_cuda());
+#endif
   }
+  // b null: a backend compiled in whose device this machine lacks; left out.
   void add(const lathe_backend* b) {
+    if (!b) return;
     if (const char* op = lathe_backend_missing_op(b))
       throw lathe::Error(LATHE_ERR_INTERNAL, std::string("backend '") + b->name + "' has no " + op + " op");
     backends.push_back(b);
@@ -52,6 +64,10 @@ const char* lathe_backend_missing_op(const lathe_backend* b) {
   if (!b->name) return "name";
   LATHE_NEED_OP(ctx_init);
   LATHE_NEED_OP(ctx_free);
+  LATHE_NEED_OP(alloc);
+  LATHE_NEED_OP(release);
+  LATHE_NEED_OP(upload);
+  LATHE_NEED_OP(download);
   LATHE_NEED_OP(copy);
   LATHE_NEED_OP(zero);
   LATHE_NEED_OP(add);

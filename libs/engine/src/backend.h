@@ -4,17 +4,23 @@
 // model.cpp, linear.cpp and cross_entropy.cpp run the training step by calling these ops on the
 // backend the model was given; they never call a kernel directly. Every op takes the backend's
 // own state (`ctx`, made by ctx_init) first. Shapes are row-major; N is tokens (batch*seq),
-// H hidden, V vocabulary, d head_dim. Pointers to activations, gradients, LoRA tensors and
-// optimizer moments are memory of the backend; pointers documented as host (token ids, labels,
-// positions, dropout masks, row lists, the loss sum) are ordinary CPU memory the caller owns.
-// An op writes only its outputs; "written" overwrites, "added" accumulates. Ops do not fail on
-// valid arguments (the caller checks shapes and ids); a backend that can fail (a device error)
-// throws lathe::Error, which the C boundary turns into a status.
+// H hidden, V vocabulary, d head_dim. Pointers to activations, gradients, LoRA tensors,
+// optimizer moments and frozen weights are memory of the backend (from its alloc; lathe::Buffer
+// below holds them), which the host never reads or writes except through upload/download;
+// pointers documented as host (token ids, labels, positions, segments, dropout masks, row lists,
+// the loss sum, the correct count) are ordinary CPU memory the caller owns: a device backend
+// copies them itself. An op writes only its outputs; "written" overwrites, "added" accumulates.
+// Ops do not fail on valid arguments (the caller checks shapes and ids); a backend that can fail
+// (a device error, out of memory) throws lathe::Error, which the C boundary turns into a status.
 //
 // The CPU backend (src/cpu/) is the reference: every other backend is checked against it by
-// test/test_backends.cpp. Adding a backend: write its table, list it in backend.cpp's registry.
+// test/test_backends.cpp, and test/test_backend_memory.cpp checks that the model touches backend
+// memory only through these ops. Adding a backend: write its table, list it in backend.cpp's
+// registry.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 namespace lathe {
 class ThreadPool;
@@ -34,6 +40,18 @@ struct lathe_backend {
   lathe_backend_ctx* (*ctx_init)(lathe::ThreadPool* pool);
   void (*ctx_free)(lathe_backend_ctx* ctx);
 
+  // ---- memory of the backend. Every pointer the ops call "memory of the backend" comes from
+  // alloc (activations, gradients, LoRA tensors and moments, and the frozen weights in whatever
+  // dtype the ops read them: f32, bf16, NF4 codes/scales).
+  // host_memory: that memory is ordinary host memory (the CPU backend), so upload/download are
+  // memcpy and the model may pass weights it already holds on the host without a second copy.
+  bool host_memory;
+  void* (*alloc)(lathe_backend_ctx* ctx, size_t bytes);  // uninitialised, 256-byte aligned; 0 bytes: nullptr;
+                                                         // throws lathe::Error(LATHE_ERR_OUT_OF_MEMORY, msg) when it cannot
+  void (*release)(lathe_backend_ctx* ctx, void* p);     // p null: nothing
+  void (*upload)(lathe_backend_ctx* ctx, void* dst, const void* host_src, size_t bytes);    // host -> backend
+  void (*download)(lathe_backend_ctx* ctx, void* host_dst, const void* src, size_t bytes);  // backend -> host, complete on return
+
   // ---- data movement and element-wise ops (n elements)
   void (*copy)(lathe_backend_ctx* ctx, float* dst, const float* src, int64_t n);
   void (*zero)(lathe_backend_ctx* ctx, float* dst, int64_t n);
@@ -49,7 +67,8 @@ struct lathe_backend {
   // likewise B. beta 0 overwrites C. Each element's sum runs in an order fixed by the shapes.
   void (*gemm)(lathe_backend_ctx* ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
                const float* B, int ldb, float beta, float* C, int ldc);
-  // QLoRA: W [rows, cols] stored as NF4 (nf4.h), dequantised on the fly, never whole.
+  // QLoRA: W [rows, cols] stored as NF4 (nf4.h: its codes and absmax arrays are memory of the
+  // backend), dequantised on the fly, never whole.
   //   y[N, rows] = x[N, cols] W^T (written);  dx[N, cols] (+)= dy[N, rows] W
   void (*nf4_matmul_nt)(lathe_backend_ctx* ctx, int N, const float* x, const lathe::nf4::Tensor4& W, float* y);
   void (*nf4_matmul_nn)(lathe_backend_ctx* ctx, int N, const float* dy, const lathe::nf4::Tensor4& W, float* dx, bool accumulate);
@@ -100,7 +119,8 @@ struct lathe_backend {
                        float beta1, float beta2, float eps, float weight_decay);
 };
 
-// ---- the registry: the backends compiled in, the CPU one first (the engine's only global)
+// ---- the registry: the backends compiled in and usable on this machine, the CPU one first (the
+// engine's only global). A device backend whose device is missing is left out (see backend.cpp).
 const lathe_backend* lathe_backend_cpu();
 int lathe_backend_count();
 const lathe_backend* lathe_backend_get(int index);          // null outside [0, count)
@@ -122,6 +142,78 @@ struct Backend {
   ~Backend() { reset(nullptr, nullptr); }
   // Frees the current state, then makes ops's (ops null: none).
   void reset(const lathe_backend* ops, ThreadPool* pool);
+};
+
+// An array of n T in memory of a backend: the one owner of an alloc'd block, freed with release
+// in its destructor (or reset). Moved, never copied. Unlike std::vector, resize keeps no contents:
+// the model overwrites whatever it resizes. A block is kept while the size shrinks and replaced
+// (old contents dropped) when it must grow. The host reads or writes the elements only through
+// upload/download (assign, to_host), never through data(), which is for the backend's ops.
+// Every Buffer of a model must be freed before the model's Backend (lathe_model declares the
+// backend first, so it is destroyed last).
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      swap(o);
+    }
+    return *this;
+  }
+  ~Buffer() { reset(); }
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  uint64_t bytes() const { return sizeof(T) * static_cast<uint64_t>(n_); }
+
+  // n elements on `be` (uninitialised unless the block was big enough, then its old values).
+  void resize(const Backend& be, size_t n) {
+    if (be_ && be_ != &be) reset();
+    be_ = &be;
+    if (n > cap_) {
+      reset();
+      p_ = static_cast<T*>(be.ops->alloc(be.ctx, sizeof(T) * n));
+      cap_ = n;
+    }
+    n_ = n;
+  }
+  // Frees the block (size and capacity 0).
+  void reset() {
+    release_block();
+    n_ = 0;
+  }
+  // n elements copied from the host.
+  void assign(const Backend& be, const T* host, size_t n) {
+    resize(be, n);
+    if (n) be.ops->upload(be.ctx, p_, host, sizeof(T) * n);
+  }
+  // Every element copied to the host (`host` holds size() T).
+  void to_host(T* host) const {
+    if (n_) be_->ops->download(be_->ctx, host, p_, sizeof(T) * n_);
+  }
+
+ private:
+  void release_block() {
+    if (p_) be_->ops->release(be_->ctx, p_);
+    p_ = nullptr;
+    cap_ = 0;
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(be_, o.be_);
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    std::swap(cap_, o.cap_);
+  }
+  const Backend* be_ = nullptr;
+  T* p_ = nullptr;
+  size_t n_ = 0, cap_ = 0;
 };
 
 // The three GEMM shapes the model uses, on packed row-major operands.

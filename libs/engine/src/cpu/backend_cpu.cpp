@@ -1,6 +1,10 @@
 // cpu/backend_cpu.cpp — the CPU backend's op table (backend.h): each op is the CPU kernel of
 // src/cpu/<op>.h on the model's thread pool. The state holds that pool (owned by the model) and
-// the buffer the NF4 matmuls dequantise one tile at a time into.
+// the buffer the NF4 matmuls dequantise one tile at a time into. Its memory is host memory
+// (host_memory): aligned_alloc'd blocks, upload and download are memcpy.
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "backend.h"
@@ -35,6 +39,23 @@ lathe_backend_ctx* cpu_ctx_init(ThreadPool* p) {
   return reinterpret_cast<lathe_backend_ctx*>(new CpuState{p, {}, {}});
 }
 void cpu_ctx_free(lathe_backend_ctx* ctx) { delete &state(ctx); }
+
+constexpr size_t kAlign = 256;
+void* cpu_alloc(lathe_backend_ctx*, size_t bytes) {
+  if (bytes == 0) return nullptr;
+  // aligned_alloc wants a multiple of the alignment
+  const size_t rounded = bytes + (kAlign - bytes % kAlign) % kAlign;
+  void* p = rounded >= bytes ? std::aligned_alloc(kAlign, rounded) : nullptr;
+  if (!p) throw Error(LATHE_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate " + std::to_string(bytes) + " bytes");
+  return p;
+}
+void cpu_release(lathe_backend_ctx*, void* p) { std::free(p); }
+void cpu_upload(lathe_backend_ctx*, void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+void cpu_download(lathe_backend_ctx*, void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
 
 void cpu_copy(lathe_backend_ctx*, float* dst, const float* src, int64_t n) { copy(dst, src, n); }
 void cpu_zero(lathe_backend_ctx*, float* dst, int64_t n) { zero(dst, n); }
@@ -118,6 +139,11 @@ constexpr lathe_backend make_cpu() {
   b.name = "cpu";
   b.ctx_init = cpu_ctx_init;
   b.ctx_free = cpu_ctx_free;
+  b.host_memory = true;
+  b.alloc = cpu_alloc;
+  b.release = cpu_release;
+  b.upload = cpu_upload;
+  b.download = cpu_download;
   b.copy = cpu_copy;
   b.zero = cpu_zero;
   b.add = cpu_add;
