@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 namespace lathe {
 class ThreadPool;
@@ -197,6 +198,11 @@ class Buffer {
   // Every element copied to the host (`host` holds size() T).
   void to_host(T* host) const {
     if (n_) be_->ops->download(be_->ctx, host, p_, sizeof(T) * n_);
+  }
+  std::vector<T> to_host() const {
+    std::vector<T> v(n_);
+    to_host(v.data());
+    return v;
   }
 
  private:

@@ -1,15 +1,16 @@
 // cross_entropy.cpp — see cross_entropy.h. The row lists and labels are host data; the rows of
-// h, u and the outputs move through gather_rows / scatter_rows.
+// h, u and the outputs move through gather_rows / scatter_rows; requested logits are downloaded.
 #include "cross_entropy.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace lathe {
 
 double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
                                       const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
-                                      int64_t* count_out, int64_t* correct_out) {
+                                      CrossEntropyScratch& scratch, int64_t* count_out, int64_t* correct_out) {
   std::vector<int32_t> rows;
   int64_t count = 0;
   for (int n = 0; n < N; ++n) {
@@ -22,8 +23,14 @@ double cross_entropy_forward_backward(const Backend& be, const float* h, const i
   if (rows.empty()) return 0.0;
   const int64_t cr = std::max<int64_t>(1, std::min<int64_t>(chunk_rows, static_cast<int64_t>(rows.size())));
   const int r = lora ? lora->r : 0;
-  std::vector<float> xin(cr * H), logit(cr * V), dx(dh ? cr * H : 0), uc(cr * r), duc(cr * r);
+  Buffer<float>&xin = scratch.h, &logit = scratch.logits, &dx = scratch.dh, &uc = scratch.u, &duc = scratch.du;
+  xin.resize(be, cr * H);
+  logit.resize(be, cr * V);
+  dx.resize(be, dh ? cr * H : 0);
+  uc.resize(be, cr * r);
+  duc.resize(be, cr * r);
   std::vector<int32_t> lab(cr);
+  std::vector<float> host_logits(logits_out ? cr * V : 0);
   double total = 0.0;
   for (size_t c0 = 0; c0 < rows.size(); c0 += cr) {
     const int m = static_cast<int>(std::min<int64_t>(cr, rows.size() - c0));
@@ -37,7 +44,11 @@ double cross_entropy_forward_backward(const Backend& be, const float* h, const i
     if (r) be.ops->gather_rows(be.ctx, uc.data(), lora->u, chunk, m, r);
     gemm_nt(be, m, V, H, 1.0f, xin.data(), W, 0.0f, logit.data());
     if (r) gemm_nt(be, m, V, r, lora->scale, uc.data(), lora->B, 1.0f, logit.data());
-    if (logits_out) be.ops->scatter_rows(be.ctx, logits_out, logit.data(), chunk, m, V);
+    if (logits_out) {
+      be.ops->download(be.ctx, host_logits.data(), logit.data(), sizeof(float) * m * V);
+      for (int i = 0; i < m; ++i)
+        std::memcpy(logits_out + static_cast<size_t>(chunk[i]) * V, &host_logits[static_cast<size_t>(i) * V], sizeof(float) * V);
+    }
     const bool backward = dh != nullptr;
     be.ops->cross_entropy(be.ctx, logit.data(), lab.data(), m, V, coef, backward, &total, correct_out);
     if (!backward || !any_label) continue;

@@ -3,20 +3,26 @@
 //
 //   logits[n,:] = h[n,:] W^T (+ scale * u[n,:] B^T with a LoRA on lm_head, u = drop(h) A^T)
 //   loss = sum over rows with label != -100 of (logsumexp(logits[n]) - logits[n, label[n]])
-// h: [N, H], W: [V, H], labels: [N] (host). Only rows with a label are computed (all rows when
+// h: [N, H], W: [V, H] (backend memory), labels: [N] (host). Only rows with a label are computed (all rows when
 // logits are requested). The rows are processed a chunk at a time (chunk_rows x V floats of
 // logits at most: the whole [N, V] matrix never exists), and within a chunk the logits buffer is
 // turned into d loss/d logits in place: coef * (softmax - onehot), so each chunk's GEMMs run once.
 // With dh non-null: dh[n,:] = dlogits W for the computed rows (other rows untouched: the caller
 // zeroes dh), and for a head LoRA gB += scale dlogits^T u and du = scale dlogits B ([N, r]).
-// Returns the loss sum (double, summed row by row in order) and the label count; with correct_out,
-// the labelled rows whose argmax (first maximal logit) is their label.
+// logits_out (host, [N, V], may be null) receives the logits of every row, downloaded chunk by
+// chunk. Returns the loss sum (double, summed row by row in order) and the label count; with
+// correct_out, the labelled rows whose argmax (first maximal logit) is their label.
 #pragma once
 #include <cstdint>
 
 #include "backend.h"
 
 namespace lathe {
+
+// The per-chunk buffers, in backend memory, kept by the caller between calls.
+struct CrossEntropyScratch {
+  Buffer<float> h, logits, dh, u, du;  // [chunk, H], [chunk, V], [chunk, H], [chunk, r], [chunk, r]
+};
 
 struct HeadLoRA {
   const float* u = nullptr;  // [N, r]
@@ -29,6 +35,6 @@ struct HeadLoRA {
 
 double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
                                       const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
-                                      int64_t* count_out, int64_t* correct_out = nullptr);
+                                      CrossEntropyScratch& scratch, int64_t* count_out, int64_t* correct_out = nullptr);
 
 }  // namespace lathe

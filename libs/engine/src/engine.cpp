@@ -110,12 +110,12 @@ static void lora_copy(lathe_model* model, const char* name, float* out, const fl
   need(model, "model");
   need(name, "name");
   std::vector<int64_t> shape;
-  std::vector<float>& t = lathe::model_lora_tensor(*model, name, which, &shape);
+  lathe::Buffer<float>& t = lathe::model_lora_tensor(*model, name, which, &shape);
   if (count != t.size())
     throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(name) + ": expected " + std::to_string(t.size()) + " elements (shape " +
                                                        lathe::shape_str(shape) + "), got " + std::to_string(count));
-  if (in) std::memcpy(t.data(), in, sizeof(float) * count);
-  else { need(out, "out"); std::memcpy(out, t.data(), sizeof(float) * count); }
+  if (in) t.assign(model->backend, in, count);
+  else { need(out, "out"); t.to_host(out); }
 }
 
 lathe_status lathe_lora_set(lathe_model* model, const char* name, const float* data, size_t count, char* err, size_t err_len) {
@@ -173,18 +173,18 @@ static void adam_copy(lathe_model* model, const char* name, float* m_out, float*
   need(model, "model");
   need(name, "name");
   std::vector<int64_t> shape;
-  std::vector<float>& p = lathe::model_lora_tensor(*model, name, 0, &shape);
+  const lathe::Buffer<float>& p = lathe::model_lora_tensor(*model, name, 0, &shape);
   if (count != p.size())
     throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, std::string(name) + ": expected " + std::to_string(p.size()) + " elements (shape " +
                                                        lathe::shape_str(shape) + "), got " + std::to_string(count));
-  std::vector<float>* mv[2];
+  lathe::Buffer<float>* mv[2];
   lathe::model_adam_moments(*model, name, &mv[0], &mv[1]);
   if (m_in) {
-    std::memcpy(mv[0]->data(), m_in, sizeof(float) * count);
-    std::memcpy(mv[1]->data(), v_in, sizeof(float) * count);
+    mv[0]->assign(model->backend, m_in, count);
+    mv[1]->assign(model->backend, v_in, count);
   } else {
-    std::memcpy(m_out, mv[0]->data(), sizeof(float) * count);
-    std::memcpy(v_out, mv[1]->data(), sizeof(float) * count);
+    mv[0]->to_host(m_out);
+    mv[1]->to_host(v_out);
   }
 }
 
@@ -292,6 +292,7 @@ lathe_status lathe_model_load_safetensors(lathe_model* model, const char* path, 
     need(model, "model");
     need(path, "path");
     lathe::model_load_safetensors(*model, path);
+    lathe::model_weights_changed(*model);
   });
 }
 
@@ -322,7 +323,7 @@ lathe_status lathe_nf4_roundtrip(const float* in, size_t n, float* out, uint8_t*
     need(out, "out");
     for (size_t i = 0; i < n; ++i)
       if (!std::isfinite(in[i])) throw lathe::Error(LATHE_ERR_INVALID_ARGUMENT, "in[" + std::to_string(i) + "] is not finite");
-    const lathe::nf4::Tensor4 t = lathe::nf4::quantize_tensor(in, 1, static_cast<int64_t>(n));
+    const lathe::nf4::Quantized t = lathe::nf4::quantize_tensor(in, 1, static_cast<int64_t>(n));
     lathe::nf4::dequantize_rows(t, 0, 1, out);
     if (codes_out) std::memcpy(codes_out, t.codes.data(), t.codes.size());
   });

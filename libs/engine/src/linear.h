@@ -7,8 +7,9 @@
 // (W16: x and dy are rounded to bf16 for the base products, which sum in f32; cpu/gemm_bf16.h).
 // backward (base frozen): dx = dy W + ((scale dy B) A) * mask/(1-p);
 //   gB += scale dy^T u;  gA += (scale dy B)^T drop(x).   Grads accumulate; dx written or added.
-// Composed from backend ops (backend.h: gemm, nf4_matmul_*, add_bias, dropout_*); the dropout
-// mask is drawn here, on the host, from the model's RNG.
+// Composed from backend ops (backend.h: gemm, nf4_matmul_*, add_bias, dropout_*); every float
+// pointer is memory of the backend. The dropout mask is drawn here, on the host, from the
+// model's RNG, and stays host memory (the dropout ops take it so).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -23,31 +24,31 @@ namespace lathe {
 struct LoRA {
   int r = 0, in = 0, out = 0;
   float scale = 0.0f, dropout = 0.0f;
-  std::vector<float> A, B, gA, gB, mA, vA, mB, vB;
+  Buffer<float> A, B, gA, gB, mA, vA, mB, vB;  // backend memory
   // saved by the last forward
-  std::vector<float> u;        // [N, r]
-  std::vector<uint8_t> mask;   // [N, in], 1 = kept (only when dropout was applied)
+  Buffer<float> u;             // [N, r], backend memory
+  std::vector<uint8_t> mask;   // [N, in], host, 1 = kept (only when dropout was applied)
   bool masked = false;
 };
 
 struct Linear {
   std::string name;            // HF module name, e.g. model.layers.0.self_attn.q_proj
   int in = 0, out = 0;
-  const float* W = nullptr;      // f32 [out, in], or null when W4 is set
+  const float* W = nullptr;      // f32 [out, in], or null when W4 or W16 is set (model.h: backend memory)
   const nf4::Tensor4* W4 = nullptr;
   const uint16_t* W16 = nullptr;  // bf16 [out, in] (lathe_model_convert_bf16), or null
   const float* bias = nullptr;
   LoRA* lora = nullptr;
 };
 
-// scratch: caller-owned temporary, resized as needed.
+// scratch: caller-owned temporary in backend memory, resized as needed.
 void linear_forward(const Backend& be, float* y, const float* x, int N, const Linear& lin, Rng& dropout_rng, bool training,
-                    std::vector<float>& scratch);
+                    Buffer<float>& scratch);
 // Sets l.u = drop(x) A^T (drawing a new mask when training with dropout).
-void lora_forward_u(const Backend& be, LoRA& l, const float* x, int N, Rng& dropout_rng, bool training, std::vector<float>& scratch);
+void lora_forward_u(const Backend& be, LoRA& l, const float* x, int N, Rng& dropout_rng, bool training, Buffer<float>& scratch);
 // Given du = d loss / d u ([N, r], already including scale), adds gA and, when dx, dx += (du A)*mask/(1-p).
-void lora_backward_from_u(const Backend& be, LoRA& l, const float* du, const float* x, int N, float* dx, std::vector<float>& scratch);
+void lora_backward_from_u(const Backend& be, LoRA& l, const float* du, const float* x, int N, float* dx, Buffer<float>& scratch);
 void linear_backward(const Backend& be, float* dx, bool accumulate, const float* dy, const float* x, int N, const Linear& lin,
-                     std::vector<float>& scratch, std::vector<float>& scratch2);
+                     Buffer<float>& scratch, Buffer<float>& scratch2);
 
 }  // namespace lathe

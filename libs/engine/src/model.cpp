@@ -12,8 +12,9 @@
 // With gradient checkpointing (m.grad_ckpt) forward keeps only each layer's input and the dropout
 // RNG state before it; backward reruns layer_forward from them into one shared scratch just
 // before that layer's backward: the same code on the same bits, so gradients are bit-identical.
-// Every op of the step goes through the model's backend (backend.h); this file only allocates,
-// validates and orders them.
+// Every op of the step goes through the model's backend (backend.h); this file only allocates
+// (lathe::Buffer: memory of the backend), validates and orders them, and moves what the host
+// must see (LoRA tensors, logits, hidden states) with upload/download.
 #include "model.h"
 
 #include <cmath>
@@ -48,15 +49,15 @@ namespace {
   throw Error(s, msg, file, line);
 }
 
-// dst = src on the backend, resizing dst (a vector of the model) first.
-void copy_to(const Backend& be, std::vector<float>& dst, const std::vector<float>& src) {
-  dst.resize(src.size());
+// dst = src on the backend, resizing dst (a buffer of the model) first.
+void copy_to(const Backend& be, Buffer<float>& dst, const Buffer<float>& src) {
+  dst.resize(be, src.size());
   be.ops->copy(be.ctx, dst.data(), src.data(), static_cast<int64_t>(src.size()));
 }
 
 // v = n zeros on the backend.
-void zeros(const Backend& be, std::vector<float>& v, size_t n) {
-  v.resize(n);
+void zeros(const Backend& be, Buffer<float>& v, size_t n) {
+  v.resize(be, n);
   be.ops->zero(be.ctx, v.data(), static_cast<int64_t>(n));
 }
 
@@ -72,12 +73,12 @@ Linear* layer_linear(Layer& L, int kind) {
   return all[kind];
 }
 
-uint64_t bytes_of(const std::vector<float>& v) { return sizeof(float) * static_cast<uint64_t>(v.size()); }
+uint64_t bytes_of(const Buffer<float>& v) { return v.bytes(); }
 
 // What a layer holds for backward besides its input: the intermediates in `A` and its LoRA saves.
 uint64_t layer_bytes(Layer& L, const LayerActs& A) {
   uint64_t b = 0;
-  for (const std::vector<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a})
+  for (const Buffer<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a})
     b += bytes_of(*v);
   for (int k = 0; k < 7; ++k)
     if (const LoRA* l = layer_linear(L, k)->lora) b += bytes_of(l->u) + (l->masked ? l->mask.size() : 0);
@@ -87,7 +88,7 @@ uint64_t layer_bytes(Layer& L, const LayerActs& A) {
 void release_lora_saves(Layer& L) {
   for (int k = 0; k < 7; ++k)
     if (LoRA* l = layer_linear(L, k)->lora) {
-      std::vector<float>().swap(l->u);
+      l->u.reset();
       std::vector<uint8_t>().swap(l->mask);
     }
 }
@@ -95,14 +96,51 @@ void release_lora_saves(Layer& L) {
 // Frees a layer's saved intermediates (all but x_in): gradient checkpointing keeps none.
 void release_layer(Layer& L) {
   LayerActs& A = L.acts;
-  for (std::vector<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a})
-    if (v->capacity()) std::vector<float>().swap(*v);
+  for (Buffer<float>* v : {&A.h1, &A.rstd1, &A.q, &A.k, &A.v, &A.att, &A.lse, &A.x_mid, &A.h2, &A.rstd2, &A.g, &A.u, &A.a}) v->reset();
 }
 
-void check_weights_set(const lathe_model& m, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+// The frozen weights' pointers (Layer, Linear, m.embed/norm/head) at their backend memory: the
+// host values themselves on a host_memory backend, else Tensor::mem (null until uploaded). NF4
+// and bf16 linears keep W null (W4/W16 point at their copies).
+void bind_weights(lathe_model& m) {
+  const bool host = m.backend.ops->host_memory;
+  auto at = [&](const std::string& name) -> const float* {
+    Tensor& t = m.weights.at(name);
+    if (t.q4 || !t.bf16.empty()) return nullptr;
+    return host ? t.data.data() : t.mem.data();
+  };
+  m.embed = at("model.embed_tokens.weight");
+  m.norm = at("model.norm.weight");
+  m.head = m.cfg.tie_word_embeddings ? m.embed : at("lm_head.weight");
+  for (int l = 0; l < m.cfg.num_layers; ++l) {
+    Layer& L = m.layers[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    L.ln1 = at(p + "input_layernorm.weight");
+    L.ln2 = at(p + "post_attention_layernorm.weight");
+    for (int k = 0; k < 7; ++k) {
+      Linear* lin = layer_linear(L, k);
+      lin->W = at(lin->name + ".weight");
+      if (m.cfg.attention_bias && k < 3) lin->bias = at(lin->name + ".bias");
+    }
+  }
+}
+
+// Before a forward: every weight set, and on a backend without host_memory every f32 weight
+// uploaded since it last changed (model.h).
+void prepare_weights(lathe_model& m, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   for (auto& kv : m.weights)
     if (!kv.second.set)
       fail(LATHE_ERR_INVALID_ARGUMENT, "weight '" + kv.first + "' " + shape_str(kv.second.shape) + " was never set (lathe_model_set_weight)", file, line);
+  if (m.backend.ops->host_memory) return;
+  bool moved = false;
+  for (auto& kv : m.weights) {
+    Tensor& t = kv.second;
+    if (t.data.empty() || (!t.stale && !t.mem.empty())) continue;
+    t.mem.assign(m.backend, t.data.data(), t.data.size());
+    t.stale = false;
+    moved = true;
+  }
+  if (moved) bind_weights(m);
 }
 
 // One decoder layer: m.x (its input) becomes its output; the intermediates backward needs go to A.
@@ -113,13 +151,13 @@ void layer_forward(lathe_model& m, Layer& L, LayerActs& A, Rng& rng, const int32
   const int N = B * T, H = c.hidden_size, I = c.intermediate_size;
   const int nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, qd = nh * hd, kd = nkv * hd;
   (void)H;
-  A.h1.resize(m.x.size());
-  A.rstd1.resize(N);
-  A.q.resize(static_cast<size_t>(N) * qd);
-  A.k.resize(static_cast<size_t>(N) * kd);
-  A.v.resize(static_cast<size_t>(N) * kd);
-  A.att.resize(static_cast<size_t>(N) * qd);
-  A.lse.resize(static_cast<size_t>(N) * nh);
+  A.h1.resize(be, m.x.size());
+  A.rstd1.resize(be, N);
+  A.q.resize(be, static_cast<size_t>(N) * qd);
+  A.k.resize(be, static_cast<size_t>(N) * kd);
+  A.v.resize(be, static_cast<size_t>(N) * kd);
+  A.att.resize(be, static_cast<size_t>(N) * qd);
+  A.lse.resize(be, static_cast<size_t>(N) * nh);
   op.rmsnorm_forward(be.ctx, A.h1.data(), A.rstd1.data(), m.x.data(), L.ln1, N, H, c.rms_norm_eps);
   linear_forward(be, A.q.data(), A.h1.data(), N, L.q, rng, training, m.lin1);
   linear_forward(be, A.k.data(), A.h1.data(), N, L.k, rng, training, m.lin1);
@@ -130,11 +168,11 @@ void layer_forward(lathe_model& m, Layer& L, LayerActs& A, Rng& rng, const int32
   linear_forward(be, m.tmp.data(), A.att.data(), N, L.o, rng, training, m.lin1);
   op.add(be.ctx, m.x.data(), m.tmp.data(), static_cast<int64_t>(m.x.size()));
   copy_to(be, A.x_mid, m.x);
-  A.h2.resize(m.x.size());
-  A.rstd2.resize(N);
-  A.g.resize(static_cast<size_t>(N) * I);
-  A.u.resize(static_cast<size_t>(N) * I);
-  A.a.resize(static_cast<size_t>(N) * I);
+  A.h2.resize(be, m.x.size());
+  A.rstd2.resize(be, N);
+  A.g.resize(be, static_cast<size_t>(N) * I);
+  A.u.resize(be, static_cast<size_t>(N) * I);
+  A.a.resize(be, static_cast<size_t>(N) * I);
   op.rmsnorm_forward(be.ctx, A.h2.data(), A.rstd2.data(), m.x.data(), L.ln2, N, H, c.rms_norm_eps);
   linear_forward(be, A.g.data(), A.h2.data(), N, L.gate, rng, training, m.lin1);
   linear_forward(be, A.u.data(), A.h2.data(), N, L.up, rng, training, m.lin1);
@@ -176,26 +214,28 @@ void model_init(lathe_model& m, const lathe_model_config& c, const lathe_backend
   m.backend.reset(backend ? backend : lathe_backend_cpu(), m.pool.get());
   const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size;
   const int64_t qd = static_cast<int64_t>(c.num_heads) * c.head_dim, kd = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
-  m.embed = add_weight(m, "model.embed_tokens.weight", {V, H}).data.data();
-  m.norm = add_weight(m, "model.norm.weight", {H}).data.data();
-  m.head = c.tie_word_embeddings ? m.embed : add_weight(m, "lm_head.weight", {V, H}).data.data();
+  add_weight(m, "model.embed_tokens.weight", {V, H});
+  add_weight(m, "model.norm.weight", {H});
+  if (!c.tie_word_embeddings) add_weight(m, "lm_head.weight", {V, H});
   m.layers.resize(c.num_layers);
   const int64_t outs[7] = {qd, kd, kd, H, I, I, H}, ins[7] = {H, H, H, qd, H, H, I};
   for (int l = 0; l < c.num_layers; ++l) {
     Layer& L = m.layers[l];
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    L.ln1 = add_weight(m, p + "input_layernorm.weight", {H}).data.data();
-    L.ln2 = add_weight(m, p + "post_attention_layernorm.weight", {H}).data.data();
+    add_weight(m, p + "input_layernorm.weight", {H});
+    add_weight(m, p + "post_attention_layernorm.weight", {H});
     for (int k = 0; k < 7; ++k) {
       Linear* lin = layer_linear(L, k);
       lin->name = p + kModuleKinds[k].name;
       lin->in = static_cast<int>(ins[k]);
       lin->out = static_cast<int>(outs[k]);
-      lin->W = add_weight(m, lin->name + ".weight", {outs[k], ins[k]}).data.data();
-      if (c.attention_bias && k < 3) lin->bias = add_weight(m, lin->name + ".bias", {outs[k]}).data.data();
+      add_weight(m, lin->name + ".weight", {outs[k], ins[k]});
+      if (c.attention_bias && k < 3) add_weight(m, lin->name + ".bias", {outs[k]});
     }
   }
-  m.inv_freq = rope_inv_freq(c);
+  bind_weights(m);
+  const std::vector<float> inv_freq = rope_inv_freq(c);
+  m.inv_freq.assign(m.backend, inv_freq.data(), inv_freq.size());
 }
 
 void model_set_weight(lathe_model& m, const std::string& name, const float* data, size_t count) {
@@ -219,6 +259,12 @@ void model_set_weight(lathe_model& m, const std::string& name, const float* data
     fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this weight is stored as bf16 (lathe_model_convert_bf16 was called); set weights before converting");
   std::memcpy(t.data.data(), data, sizeof(float) * count);
   t.set = true;
+  t.stale = true;
+}
+
+void model_weights_changed(lathe_model& m) {
+  for (auto& kv : m.weights)
+    if (!kv.second.data.empty()) kv.second.stale = true;
 }
 
 // The layer linears `modules` names (LATHE_LORA_Q..DOWN bits) whose f32 weights are still to be
@@ -248,22 +294,27 @@ void model_quantize_nf4(lathe_model& m, uint32_t modules) {
     for (float v : t->data)
       if (!std::isfinite(v)) fail(LATHE_ERR_INVALID_ARGUMENT, lin->name + ".weight holds a non-finite value; NF4 needs finite weights");
   std::vector<std::unique_ptr<nf4::Tensor4>> made;
-  for (const auto& [lin, t] : chosen) made.push_back(std::make_unique<nf4::Tensor4>(nf4::quantize_tensor(t->data.data(), lin->out, lin->in)));
+  for (const auto& [lin, t] : chosen)
+    made.push_back(std::make_unique<nf4::Tensor4>(nf4::to_backend(m.backend, nf4::quantize_tensor(t->data.data(), lin->out, lin->in))));
   for (size_t i = 0; i < chosen.size(); ++i) {
     Linear* lin = chosen[i].first;
     Tensor* t = chosen[i].second;
     t->q4 = std::move(made[i]);
-    std::vector<float>().swap(t->data);  // free the f32 copy
+    std::vector<float>().swap(t->data);  // free the f32 copies
+    t->mem.reset();
     lin->W = nullptr;
     lin->W4 = t->q4.get();
   }
 }
 
 void model_convert_bf16(lathe_model& m, uint32_t modules) {
+  std::vector<uint16_t> host;
   for (const auto& [lin, t] : base_linears(m, modules, "converting to bf16")) {
-    t->bf16.resize(t->data.size());
-    for (size_t i = 0; i < t->data.size(); ++i) t->bf16[i] = f32_to_bf16(t->data[i]);
-    std::vector<float>().swap(t->data);  // free the f32 copy
+    host.resize(t->data.size());
+    for (size_t i = 0; i < t->data.size(); ++i) host[i] = f32_to_bf16(t->data[i]);
+    t->bf16.assign(m.backend, host.data(), host.size());
+    std::vector<float>().swap(t->data);  // free the f32 copies
+    t->mem.reset();
     lin->W = nullptr;
     lin->W16 = t->bf16.data();
   }
@@ -294,6 +345,7 @@ void model_lora_init(lathe_model& m, const lathe_lora_config& c) {
   m.adam_step = 0;
   Rng init_rng(c.seed, 1);
   m.dropout_rng = Rng(c.seed, 2);
+  const Backend& be = m.backend;
   const float scale = c.use_rslora ? c.alpha / std::sqrt(static_cast<float>(c.r)) : c.alpha / static_cast<float>(c.r);
   auto make = [&](const std::string& name, int in, int out) {
     auto l = std::make_unique<LoRA>();
@@ -303,16 +355,17 @@ void model_lora_init(lathe_model& m, const lathe_lora_config& c) {
     l->scale = scale;
     l->dropout = c.dropout;
     const size_t na = static_cast<size_t>(c.r) * in, nb = static_cast<size_t>(out) * c.r;
-    l->A.resize(na);
+    std::vector<float> a(na);
     const float bound = 1.0f / std::sqrt(static_cast<float>(in));  // kaiming_uniform(a=sqrt(5)) on [r, in]
-    for (auto& a : l->A) a = (2.0f * init_rng.uniform() - 1.0f) * bound;
-    l->B.assign(nb, 0.0f);
-    l->gA.assign(na, 0.0f);
-    l->gB.assign(nb, 0.0f);
-    l->mA.assign(na, 0.0f);
-    l->vA.assign(na, 0.0f);
-    l->mB.assign(nb, 0.0f);
-    l->vB.assign(nb, 0.0f);
+    for (auto& v : a) v = (2.0f * init_rng.uniform() - 1.0f) * bound;
+    l->A.assign(be, a.data(), na);
+    zeros(be, l->B, nb);
+    zeros(be, l->gA, na);
+    zeros(be, l->gB, nb);
+    zeros(be, l->mA, na);
+    zeros(be, l->vA, na);
+    zeros(be, l->mB, nb);
+    zeros(be, l->vB, nb);
     LoRA* raw = l.get();
     m.loras[name] = std::move(l);
     return raw;
@@ -326,7 +379,7 @@ void model_lora_init(lathe_model& m, const lathe_lora_config& c) {
   if (c.target_modules & LATHE_LORA_LM_HEAD) m.head_lora = make("lm_head", m.cfg.hidden_size, m.cfg.vocab_size);
 }
 
-std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, int which, std::vector<int64_t>* shape) {
+Buffer<float>& model_lora_tensor(lathe_model& m, const std::string& name, int which, std::vector<int64_t>* shape) {
   auto bad = [&](const std::string& why) { fail(LATHE_ERR_INVALID_ARGUMENT, "LoRA tensor '" + name + "': " + why); };
   if (m.loras.empty()) bad("no LoRA adapters (call lathe_lora_init first)");
   const std::string a = ".lora_A.weight", b = ".lora_B.weight";
@@ -342,7 +395,7 @@ std::vector<float>& model_lora_tensor(lathe_model& m, const std::string& name, i
   return is_a ? l.gA : l.gB;
 }
 
-void model_adam_moments(lathe_model& m, const std::string& name, std::vector<float>** mom1, std::vector<float>** mom2) {
+void model_adam_moments(lathe_model& m, const std::string& name, Buffer<float>** mom1, Buffer<float>** mom2) {
   model_lora_tensor(m, name, 0, nullptr);  // validates the name
   const std::string a = ".lora_A.weight";
   const bool is_a = name.compare(name.size() - a.size(), a.size(), a) == 0;
@@ -363,7 +416,6 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
                             const int32_t* segments, int B, int T, bool backward, bool training, float grad_scale,
                             float* loss_out, int64_t* count_out, float* logits_out) {
   const lathe_model_config& c = m.cfg;
-  check_weights_set(m);
   if (B <= 0 || T <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, "batch and seq must be > 0, got batch=" + std::to_string(B) + " seq=" + std::to_string(T));
   if (!tokens) fail(LATHE_ERR_INVALID_ARGUMENT, "tokens is NULL");
   const int N = B * T, H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
@@ -374,6 +426,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     if (labels && labels[n] != -100 && (labels[n] < 0 || labels[n] >= V))
       fail(LATHE_ERR_INVALID_ARGUMENT, "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]) + " is neither -100 nor in [0, " + std::to_string(V) + ")");
   }
+  prepare_weights(m);
   const Backend& be = m.backend;
   const lathe_backend& op = *be.ops;
   m.pos.resize(N);
@@ -387,8 +440,8 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   const bool ckpt = m.grad_ckpt;
   uint64_t held = 0, peak = 0;
   auto hold = [&](uint64_t b) { held += b; peak = std::max(peak, held); };
-  m.x.resize(static_cast<size_t>(N) * H);
-  m.tmp.resize(static_cast<size_t>(N) * H);
+  m.x.resize(be, static_cast<size_t>(N) * H);
+  m.tmp.resize(be, static_cast<size_t>(N) * H);
   op.embedding_forward(be.ctx, m.x.data(), tokens, m.embed, N, H);
   if (ckpt) m.layer_rng.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
@@ -407,15 +460,15 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
       copy_to(be, L.acts.x_in, m.x);
       hold(bytes_of(L.acts.x_in));
     } else {
-      std::vector<float>().swap(L.acts.x_in);
+      L.acts.x_in.reset();
     }
     m.layer_rng[l] = m.dropout_rng;
     layer_forward(m, L, m.ck, m.dropout_rng, segments, B, T, training);
     release_lora_saves(L);
   }
   copy_to(be, m.xf, m.x);
-  m.hf.resize(m.x.size());
-  m.rstdf.resize(N);
+  m.hf.resize(be, m.x.size());
+  m.rstdf.resize(be, N);
   op.rmsnorm_forward(be.ctx, m.hf.data(), m.rstdf.data(), m.xf.data(), m.norm, N, H, c.rms_norm_eps);
 
   // ---- loss (+ d loss / d hf)
@@ -447,7 +500,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 22) / V);
   int64_t counted = 0;
   const double loss_sum = cross_entropy_forward_backward(be, m.hf.data(), labels, N, H, V, m.head, m.head_lora ? &hl : nullptr,
-                                                         coef, dh, logits_out, chunk, &counted, &m.last_correct);
+                                                         coef, dh, logits_out, chunk, m.ce, &counted, &m.last_correct);
   const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
   if (loss_out) *loss_out = static_cast<float>(loss);
   if (count_out) *count_out = count;
@@ -459,14 +512,14 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   // ---- backward
   if (m.head_lora) lora_backward_from_u(be, *m.head_lora, m.head_du.data(), m.hf.data(), N, lowest >= 0 ? dh : nullptr, m.lin1);
   if (lowest < 0) return;
-  m.dx.resize(static_cast<size_t>(N) * H);
-  m.datt.resize(static_cast<size_t>(N) * qd);
-  m.dq.resize(static_cast<size_t>(N) * qd);
-  m.dk.resize(static_cast<size_t>(N) * kd);
-  m.dv.resize(static_cast<size_t>(N) * kd);
-  m.dg.resize(static_cast<size_t>(N) * I);
-  m.du.resize(static_cast<size_t>(N) * I);
-  m.attn_scratch.resize(2 * static_cast<size_t>(N) * qd);
+  m.dx.resize(be, static_cast<size_t>(N) * H);
+  m.datt.resize(be, static_cast<size_t>(N) * qd);
+  m.dq.resize(be, static_cast<size_t>(N) * qd);
+  m.dk.resize(be, static_cast<size_t>(N) * kd);
+  m.dv.resize(be, static_cast<size_t>(N) * kd);
+  m.dg.resize(be, static_cast<size_t>(N) * I);
+  m.du.resize(be, static_cast<size_t>(N) * I);
+  m.attn_scratch.resize(be, 2 * static_cast<size_t>(N) * qd);
   op.rmsnorm_backward(be.ctx, m.dx.data(), false, dh, m.xf.data(), m.norm, m.rstdf.data(), N, H);
   for (int l = c.num_layers - 1; l >= lowest; --l) {
     Layer& L = m.layers[l];
@@ -508,7 +561,6 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
 
 void model_hidden_states(lathe_model& m, const int32_t* tokens, const int32_t* lengths, int count, int layer, float* out, size_t out_count) {
   const lathe_model_config& c = m.cfg;
-  check_weights_set(m);
   if (count <= 0) fail(LATHE_ERR_INVALID_ARGUMENT, "count must be > 0 sequences, got " + std::to_string(count));
   if (!tokens) fail(LATHE_ERR_INVALID_ARGUMENT, "tokens is NULL");
   if (!lengths) fail(LATHE_ERR_INVALID_ARGUMENT, "lengths is NULL");
@@ -544,10 +596,11 @@ void model_hidden_states(lathe_model& m, const int32_t* tokens, const int32_t* l
       seg[n] = s;
     }
 
+  prepare_weights(m);
   const Backend& be = m.backend;
   const lathe_backend& op = *be.ops;
-  m.x.resize(static_cast<size_t>(N) * H);
-  m.tmp.resize(static_cast<size_t>(N) * H);
+  m.x.resize(be, static_cast<size_t>(N) * H);
+  m.tmp.resize(be, static_cast<size_t>(N) * H);
   op.embedding_forward(be.ctx, m.x.data(), tokens, m.embed, N, static_cast<int>(H));
   // Eval mode: no dropout, so the RNG is never drawn; a copy keeps even that promise local.
   Rng rng = m.dropout_rng;
@@ -557,11 +610,12 @@ void model_hidden_states(lathe_model& m, const int32_t* tokens, const int32_t* l
     release_lora_saves(m.layers[l]);
   }
   if (layer == c.num_layers) {
-    std::vector<float> rstd(N);
+    Buffer<float> rstd;
+    rstd.resize(be, N);
     op.rmsnorm_forward(be.ctx, m.tmp.data(), rstd.data(), m.x.data(), m.norm, N, static_cast<int>(H), c.rms_norm_eps);
-    op.copy(be.ctx, out, m.tmp.data(), total * H);
+    m.tmp.to_host(out);
   } else {
-    op.copy(be.ctx, out, m.x.data(), total * H);
+    m.x.to_host(out);
   }
 }
 
@@ -569,7 +623,7 @@ float model_adamw_step(lathe_model& m, float lr, float beta1, float beta2, float
   if (m.loras.empty()) fail(LATHE_ERR_INVALID_ARGUMENT, "adamw step: no LoRA adapters (call lathe_lora_init first)");
   const Backend& be = m.backend;
   const lathe_backend& op = *be.ops;
-  auto n_of = [](const std::vector<float>& v) { return static_cast<int64_t>(v.size()); };
+  auto n_of = [](const Buffer<float>& v) { return static_cast<int64_t>(v.size()); };
   double sumsq = 0.0;
   for (auto& kv : m.loras) sumsq += op.sumsq(be.ctx, kv.second->gA.data(), n_of(kv.second->gA)) + op.sumsq(be.ctx, kv.second->gB.data(), n_of(kv.second->gB));
   const double norm = std::sqrt(sumsq);

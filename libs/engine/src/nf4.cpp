@@ -1,5 +1,5 @@
 // nf4.cpp — see nf4.h. Quantisation runs once (at lathe_model_quantize_nf4); dequantize_rows
-// is what the matmuls of cpu/nf4_matmul.cpp call tile by tile. Compiled with -ffp-contract=off
+// of a Tensor4 is what the matmuls of cpu/nf4_matmul.cpp call tile by tile. Compiled with -ffp-contract=off
 // (CMakeLists.txt): map[q]*scale and +offset round separately, as in bitsandbytes.
 #include "nf4.h"
 
@@ -134,8 +134,8 @@ QuantAbsmax quantize_absmax(const float* absmax, int64_t count) {
   return qa;
 }
 
-Tensor4 quantize_tensor(const float* w, int64_t rows, int64_t cols) {
-  Tensor4 t;
+Quantized quantize_tensor(const float* w, int64_t rows, int64_t cols) {
+  Quantized t;
   t.rows = rows;
   t.cols = cols;
   const int64_t n = rows * cols, nb = (n + kBlock - 1) / kBlock;
@@ -146,15 +146,40 @@ Tensor4 quantize_tensor(const float* w, int64_t rows, int64_t cols) {
   return t;
 }
 
-void dequantize_rows(const Tensor4& t, int64_t r0, int64_t r1, float* out) {
-  const int64_t s = r0 * t.cols, e = r1 * t.cols;
-  const uint8_t* codes = t.codes.data();
+Tensor4 to_backend(const Backend& be, const Quantized& q) {
+  Tensor4 t;
+  t.rows = q.rows;
+  t.cols = q.cols;
+  t.codes.assign(be, q.codes.data(), q.codes.size());
+  t.absmax_q.assign(be, q.absmax.q.data(), q.absmax.q.size());
+  t.absmax_scale.assign(be, q.absmax.scale.data(), q.absmax.scale.size());
+  t.offset = q.absmax.offset;
+  return t;
+}
+
+namespace {
+
+// Both dequantize_rows: absmax' = map[q] * scale + offset, as QuantAbsmax::get.
+void dequantize_range(const uint8_t* codes, const uint8_t* absmax_q, const float* absmax_scale, float offset, int64_t cols, int64_t r0,
+                      int64_t r1, float* out) {
+  const int64_t s = r0 * cols, e = r1 * cols;
+  const float* map = dynamic_map();
   int64_t i = s;
   while (i < e) {
     const int64_t b = i / kBlock, be = std::min(e, (b + 1) * kBlock);
-    const float a = t.absmax.get(b);
+    const float a = map[absmax_q[b]] * absmax_scale[b / kAbsmaxBlock] + offset;
     for (; i < be; ++i) out[i - s] = kCodebook[code_at(codes, i)] * a;
   }
+}
+
+}  // namespace
+
+void dequantize_rows(const Quantized& t, int64_t r0, int64_t r1, float* out) {
+  dequantize_range(t.codes.data(), t.absmax.q.data(), t.absmax.scale.data(), t.absmax.offset, t.cols, r0, r1, out);
+}
+
+void dequantize_rows(const Tensor4& t, int64_t r0, int64_t r1, float* out) {
+  dequantize_range(t.codes.data(), t.absmax_q.data(), t.absmax_scale.data(), t.offset, t.cols, r0, r1, out);
 }
 
 }  // namespace nf4

@@ -1,5 +1,7 @@
 // nf4.h — QLoRA's 4-bit NormalFloat (NF4) storage of a frozen weight, with double quantisation.
 // The matmuls that dequantise it on the fly are backend ops (CPU: cpu/nf4_matmul.h).
+// Quantisation runs on the host (Quantized); the model then keeps the arrays in memory of its
+// backend (Tensor4), where the matmuls read them.
 //
 // Layout (bitsandbytes' quantize_4bit with quant_type="nf4", blocksize=64,
 // compress_statistics=True), over the row-major flattened weight of n elements:
@@ -22,9 +24,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace lathe {
+#include "backend.h"
 
-class ThreadPool;
+namespace lathe {
 
 namespace nf4 {
 
@@ -53,19 +55,31 @@ struct QuantAbsmax {
 };
 QuantAbsmax quantize_absmax(const float* absmax, int64_t count);
 
-// A weight [rows, cols] stored as NF4 with double-quantised absmax.
-struct Tensor4 {
+// A weight [rows, cols] quantised on the host: NF4 codes with double-quantised absmax.
+struct Quantized {
   int64_t rows = 0, cols = 0;
   std::vector<uint8_t> codes;  // [(rows*cols+1)/2]
   QuantAbsmax absmax;
+};
+Quantized quantize_tensor(const float* w, int64_t rows, int64_t cols);
+// Rows [r0, r1) of the weight into out ([r1-r0, cols]), in f32.
+void dequantize_rows(const Quantized& t, int64_t r0, int64_t r1, float* out);
+
+// The same weight in memory of a backend, as the nf4 matmul ops (backend.h) take it: the arrays
+// of Quantized, uploaded once. Owns them (lathe::Buffer); moved, never copied.
+struct Tensor4 {
+  int64_t rows = 0, cols = 0;
+  Buffer<uint8_t> codes;         // [(rows*cols+1)/2], two codes per byte, element 2i in the high nibble
+  Buffer<uint8_t> absmax_q;      // [ceil(rows*cols/64)], indices into dynamic_map()
+  Buffer<float> absmax_scale;    // [ceil(absmax_q.size()/256)]
+  float offset = 0.0f;           // absmax' = dynamic_map()[absmax_q[b]] * absmax_scale[b/256] + offset
   // Elements per dequantised tile (whole rows; at least one row). Tests lower it.
   int64_t tile_elems = int64_t{1} << 16;
-  uint64_t bytes() const {
-    return codes.size() + absmax.q.size() + absmax.scale.size() * sizeof(float) + sizeof(float);
-  }
+  uint64_t bytes() const { return codes.bytes() + absmax_q.bytes() + absmax_scale.bytes() + sizeof(float); }
 };
-Tensor4 quantize_tensor(const float* w, int64_t rows, int64_t cols);
-// Rows [r0, r1) of the weight into out ([r1-r0, cols]), in f32.
+Tensor4 to_backend(const Backend& be, const Quantized& q);
+// Rows [r0, r1) of the weight into out ([r1-r0, cols]), in f32, reading the arrays in place: for
+// backends with host_memory only (the CPU backend's matmuls call it tile by tile).
 void dequantize_rows(const Tensor4& t, int64_t r0, int64_t r1, float* out);
 
 }  // namespace nf4

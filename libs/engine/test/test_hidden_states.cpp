@@ -61,8 +61,9 @@ TEST(hidden_states_layer_0_is_the_embedding_rows) {
   const auto c = t::config_of(s);
   auto tokens = two_sequences(c.vocab_size);
   auto h = hidden(m.get(), tokens, kLengths, 0, c.hidden_size);
+  const std::vector<float>& embed = m->weights.at("model.embed_tokens.weight").data;  // the host values
   for (size_t n = 0; n < tokens.size(); ++n)
-    CHECK(std::equal(h.begin() + n * c.hidden_size, h.begin() + (n + 1) * c.hidden_size, m->embed + size_t(tokens[n]) * c.hidden_size));
+    CHECK(std::equal(h.begin() + n * c.hidden_size, h.begin() + (n + 1) * c.hidden_size, embed.begin() + size_t(tokens[n]) * c.hidden_size));
 }
 
 TEST(hidden_states_of_the_last_layer_times_the_head_give_the_forward_logits) {
@@ -73,6 +74,7 @@ TEST(hidden_states_of_the_last_layer_times_the_head_give_the_forward_logits) {
   const int H = c.hidden_size, V = c.vocab_size;
   auto tokens = two_sequences(V);
   auto h = hidden(m.get(), tokens, kLengths, c.num_layers, H);
+  const std::vector<float>& head = m->weights.at(s.tied ? "model.embed_tokens.weight" : "lm_head.weight").data;  // the host values
   char err[512];
   for (size_t q = 0, first = 0; q < kLengths.size(); first += kLengths[q], ++q) {
     const int T = kLengths[q];
@@ -83,7 +85,7 @@ TEST(hidden_states_of_the_last_layer_times_the_head_give_the_forward_logits) {
     for (int i = 0; i < T; ++i)
       for (int v = 0; v < V; ++v) {
         double dot = 0;
-        for (int k = 0; k < H; ++k) dot += double(h[(first + i) * H + k]) * m->head[size_t(v) * H + k];
+        for (int k = 0; k < H; ++k) dot += double(h[(first + i) * H + k]) * head[size_t(v) * H + k];
         worst = std::max(worst, std::fabs(dot - logits[size_t(i) * V + v]));
         scale = std::max(scale, std::fabs(dot));
       }
@@ -128,14 +130,15 @@ TEST(hidden_states_leave_gradients_rng_and_the_next_training_step_unchanged) {
       CHECK_OK(lathe_rng_state_get(m.get(), rng_after, err, sizeof err));
       CHECK(std::equal(rng_before, rng_before + 4, rng_after));
       for (auto& kv : m->loras) {
-        CHECK(std::all_of(kv.second->gA.begin(), kv.second->gA.end(), [](float g) { return g == 0.0f; }));
+        const std::vector<float> gA = kv.second->gA.to_host();
+        CHECK(std::all_of(gA.begin(), gA.end(), [](float g) { return g == 0.0f; }));
         CHECK(kv.second->u.empty());  // nothing kept for backward
       }
     }
     int64_t count = 0;
     CHECK_OK(lathe_forward_backward(m.get(), tokens.data(), labels.data(), nullptr, nullptr, B, T, 1, 1, 1.0f, &loss[run], &count, nullptr, err,
                                     sizeof err));
-    for (auto& kv : m->loras) grads[run].push_back(kv.second->gA), grads[run].push_back(kv.second->gB);
+    for (auto& kv : m->loras) grads[run].push_back(kv.second->gA.to_host()), grads[run].push_back(kv.second->gB.to_host());
   }
   CHECK(loss[0] == loss[1]);
   CHECK(grads[0] == grads[1]);

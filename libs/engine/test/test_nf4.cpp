@@ -169,11 +169,17 @@ TEST(nf4_matches_the_pytorch_reference_golden_file_bit_for_bit) {
 
 TEST(nf4_tile_matmuls_equal_sgemm_on_the_dequantised_weight) {
   lathe::ThreadPool pool(3);
+  lathe::Backend cpu;  // the memory the CPU matmuls read the NF4 arrays from
+  cpu.reset(lathe_backend_cpu(), &pool);
   const int rows = 37, cols = 50, N = 7;  // odd shapes: blocks straddle rows
   const auto w = normals(5, rows * cols, 0.1f);
-  auto t = lathe::nf4::quantize_tensor(w.data(), rows, cols);
+  const auto q = lathe::nf4::quantize_tensor(w.data(), rows, cols);
+  auto t = lathe::nf4::to_backend(cpu, q);
   std::vector<float> full(w.size());
-  lathe::nf4::dequantize_rows(t, 0, rows, full.data());
+  lathe::nf4::dequantize_rows(q, 0, rows, full.data());
+  std::vector<float> from_backend(w.size());
+  lathe::nf4::dequantize_rows(t, 0, rows, from_backend.data());
+  CHECK(from_backend == full);
   const auto x = normals(6, N * cols, 1.0f), dy = normals(7, N * rows, 1.0f);
   for (int64_t tile : {int64_t{1} << 16, int64_t{120}, int64_t{1}}) {
     t.tile_elems = tile;
