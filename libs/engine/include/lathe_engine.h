@@ -62,7 +62,15 @@ typedef struct lathe_model_config {
   int32_t rope_original_max_position;
   int32_t tie_word_embeddings; /* 1: lm_head shares model.embed_tokens.weight */
   int32_t attention_bias;      /* 1: q/k/v projections have biases (Qwen2) */
-  int32_t num_threads;         /* 0: all hardware threads */
+  int32_t num_threads;         /* 0: all hardware threads (the host's: loading, and the CPU backend) */
+  /*
+   * The backend the model computes on, by name: NULL, "" or "auto" picks the first device
+   * backend lathe_backend_name lists (after "cpu"), else "cpu"; "cpu"; "cuda" (a CUDA build, on
+   * a machine with a usable GPU). A name this engine cannot use here fails lathe_model_init with
+   * LATHE_ERR_UNSUPPORTED, naming the ones it can. Read only by lathe_model_init (the string
+   * need not outlive it); lathe_model_backend says which backend a model got.
+   */
+  const char* backend;
 } lathe_model_config;
 
 /* Bit per adaptable module, for lathe_lora_config.target_modules. */
@@ -84,6 +92,15 @@ typedef struct lathe_model lathe_model;
 
 lathe_status lathe_model_init(const lathe_model_config* config, lathe_model** out, char* err, size_t err_len);
 void lathe_model_free(lathe_model* model);
+
+/*
+ * The backends this engine can compute on here (compiled in, and their device present), by
+ * index from 0: "cpu" first, then the device backends in the order "auto" prefers them; NULL
+ * past the last. The strings are static.
+ */
+const char* lathe_backend_name(int32_t index);
+/* The name of the backend `model` computes on ("cpu", "cuda"; static), or NULL for a NULL model. */
+const char* lathe_model_backend(const lathe_model* model);
 
 /*
  * Sets a frozen base weight by its Hugging Face name (model.embed_tokens.weight,

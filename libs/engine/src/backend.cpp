@@ -99,6 +99,23 @@ const char* lathe_backend_missing_op(const lathe_backend* b) {
 
 namespace lathe {
 
+const lathe_backend* choose_backend(const char* name) {
+  const auto& all = registry().backends;
+  if (!name || !*name || std::strcmp(name, "auto") == 0) return all.size() > 1 ? all[1] : all[0];
+  if (const lathe_backend* b = lathe_backend_by_name(name)) return b;
+  std::string have;
+  for (const lathe_backend* b : all) have += std::string(have.empty() ? "" : ", ") + b->name;
+  std::string why = "unknown backend";
+  if (std::strcmp(name, "cuda") == 0) {
+#ifdef LATHE_HAVE_CUDA
+    why = "no usable CUDA device on this machine for backend";
+#else
+    why = "this engine was built without CUDA, so there is no backend";
+#endif
+  }
+  throw Error(LATHE_ERR_UNSUPPORTED, "config.backend: " + why + " '" + name + "'; available here: " + have + " (or \"auto\")");
+}
+
 void Backend::reset(const lathe_backend* next, ThreadPool* pool) {
   if (ops && ctx) ops->ctx_free(ctx);
   ops = nullptr;

@@ -131,6 +131,12 @@ const char* lathe_backend_missing_op(const lathe_backend* backend);
 
 namespace lathe {
 
+// The backend lathe_model_config.backend names: null, "" or "auto": the registry's first device
+// backend, else the CPU one; otherwise the one of that name. Throws Error(LATHE_ERR_UNSUPPORTED)
+// naming the registered ones when there is none (an unknown name, or "cuda" where this build has
+// no CUDA or this machine no GPU).
+const lathe_backend* choose_backend(const char* name);
+
 // A backend instance as a model holds it: the table and the state it made. Owns the state
 // (ctx_free in the destructor, the one place it is freed); neither copied nor moved.
 struct Backend {

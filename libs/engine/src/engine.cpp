@@ -90,6 +90,18 @@ lathe_status lathe_model_init(const lathe_model_config* config, lathe_model** ou
 
 void lathe_model_free(lathe_model* model) { delete model; }
 
+const char* lathe_backend_name(int32_t index) {
+  // The registry is built on first use and may throw (an incomplete table): no name then.
+  try {
+    const lathe_backend* b = lathe_backend_get(index);
+    return b ? b->name : nullptr;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+const char* lathe_model_backend(const lathe_model* model) { return model && model->backend.ops ? model->backend.ops->name : nullptr; }
+
 lathe_status lathe_model_set_weight(lathe_model* model, const char* name, const float* data, size_t count, char* err, size_t err_len) {
   return guarded("lathe_model_set_weight", err, err_len, [&] {
     need(model, "model");

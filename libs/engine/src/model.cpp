@@ -209,9 +209,11 @@ void model_init(lathe_model& m, const lathe_model_config& c, const lathe_backend
     fail(LATHE_ERR_INVALID_ARGUMENT,
          "llama3 rope_scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0");
 
+  const lathe_backend* chosen = backend ? backend : choose_backend(c.backend);
   m.cfg = c;
+  m.cfg.backend = chosen->name;  // a static string, unlike the caller's
   m.pool = std::make_unique<ThreadPool>(c.num_threads);
-  m.backend.reset(backend ? backend : lathe_backend_cpu(), m.pool.get());
+  m.backend.reset(chosen, m.pool.get());
   const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size;
   const int64_t qd = static_cast<int64_t>(c.num_heads) * c.head_dim, kd = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
   add_weight(m, "model.embed_tokens.weight", {V, H});

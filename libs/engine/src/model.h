@@ -108,7 +108,9 @@ struct lathe_model {
 namespace lathe {
 
 // Throws lathe::Error (see common.h) with a message naming the tensor and shape.
-// The model computes on `backend` (null: the CPU one) for the rest of its life.
+// The model computes on `backend` for the rest of its life; null: the one cfg.backend names
+// (choose_backend, backend.h: null/"auto" is the first device backend, else the CPU). Tests pass
+// a table of their own here. m.cfg.backend is then the chosen backend's name.
 void model_init(lathe_model& m, const lathe_model_config& cfg, const lathe_backend* backend = nullptr);
 void model_set_weight(lathe_model& m, const std::string& name, const float* data, size_t count);
 void model_lora_init(lathe_model& m, const lathe_lora_config& cfg);

@@ -682,3 +682,43 @@ TEST(a_cpu_model_reads_its_f32_weights_in_place_and_a_device_model_uploads_them_
   CHECK(after != logits);
   CHECK(violations().empty());
 }
+
+TEST(lathe_backend_name_lists_the_usable_backends_cpu_first_and_the_config_picks_one_by_name) {
+  CHECK(lathe_backend_name(0) != nullptr && std::string(lathe_backend_name(0)) == "cpu");
+  CHECK(lathe_backend_name(-1) == nullptr);
+  int32_t n = 0;
+  while (lathe_backend_name(n)) ++n;
+  CHECK(n == lathe_backend_count());
+  const std::string first_device = n > 1 ? lathe_backend_name(1) : "cpu";
+  bool has_cuda = false;
+  for (int32_t i = 0; i < n; ++i) has_cuda |= std::string(lathe_backend_name(i)) == "cuda";
+  lathe_model_config c = t::config_of(t::Spec{});
+  char err[512];
+  auto backend_of = [&](const char* name, std::string* error) -> std::string {
+    std::string copy = name ? name : "";
+    c.backend = name ? copy.c_str() : nullptr;
+    lathe_model* m = nullptr;
+    const lathe_status st = lathe_model_init(&c, &m, err, sizeof err);
+    copy.assign(copy.size(), '?');  // the name need not outlive lathe_model_init
+    if (st != LATHE_OK) {
+      if (error) *error = std::string(lathe_status_string(st)) + " " + err;
+      return "";
+    }
+    const std::string got = lathe_model_backend(m);
+    lathe_model_free(m);
+    return got;
+  };
+  CHECK(backend_of("cpu", nullptr) == "cpu");
+  CHECK(backend_of(nullptr, nullptr) == first_device);
+  CHECK(backend_of("", nullptr) == first_device);
+  CHECK(backend_of("auto", nullptr) == first_device);
+  CHECK(lathe_model_backend(nullptr) == nullptr);
+  std::string error;
+  CHECK(backend_of("tpu", &error).empty());
+  CHECK_MSG(error.rfind("UNSUPPORTED lathe_model_init: config.backend: unknown backend 'tpu'; available here: cpu", 0) == 0, error);
+  if (!has_cuda) {
+    error.clear();
+    CHECK(backend_of("cuda", &error).empty());
+    CHECK_MSG(error.find("UNSUPPORTED") == 0 && error.find("'cuda'") != std::string::npos && error.find("available here: cpu") != std::string::npos, error);
+  }
+}

@@ -86,6 +86,7 @@ inline lathe_model_config config_of(const Spec& s) {
   c.tie_word_embeddings = s.tied;
   c.attention_bias = s.bias;
   c.num_threads = s.threads;
+  c.backend = "cpu";  // these tests check the CPU engine; test_backends.cpp holds the others to it
   return c;
 }
 
