@@ -117,7 +117,8 @@ std::vector<int32_t> Int32Field(const Napi::Object& obj, const char* owner, cons
   return values;
 }
 
-lathe_model_config ReadModelConfig(const Napi::Object& obj) {
+// `backend` keeps the string config.backend points into until lathe_model_init has read it.
+lathe_model_config ReadModelConfig(const Napi::Object& obj, std::string& backend) {
   const char* o = "config";
   lathe_model_config c{};
   c.vocab_size = IntField(obj, o, "vocabSize");
@@ -150,6 +151,13 @@ lathe_model_config ReadModelConfig(const Napi::Object& obj) {
   c.tie_word_embeddings = BoolField(obj, o, "tieWordEmbeddings") ? 1 : 0;
   c.attention_bias = BoolField(obj, o, "attentionBias") ? 1 : 0;
   c.num_threads = IntField(obj, o, "numThreads");
+  Napi::Value name = obj.Get("backend");
+  if (name.IsString()) {
+    backend = name.As<Napi::String>().Utf8Value();
+    c.backend = backend.c_str();
+  } else if (!name.IsNull()) {
+    ThrowArg(obj.Env(), "config.backend must be a string or null");
+  }
   return c;
 }
 
@@ -215,6 +223,7 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::Memory>("memory"),
                            InstanceMethod<&Model::SetGradientCheckpointing>("setGradientCheckpointing"),
                            InstanceMethod<&Model::ActivationBytes>("activationBytes"),
+                           InstanceMethod<&Model::Backend>("backend"),
                            InstanceMethod<&Model::LoadSafetensors>("loadSafetensors"),
                            InstanceMethod<&Model::AdamwStateGet>("adamwStateGet"),
                            InstanceMethod<&Model::AdamwStateSet>("adamwStateSet"),
@@ -227,7 +236,8 @@ class Model : public Napi::ObjectWrap<Model> {
   }
 
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
-    lathe_model_config config = ReadModelConfig(ObjectArg(info, 0, "config"));
+    std::string backend;
+    lathe_model_config config = ReadModelConfig(ObjectArg(info, 0, "config"), backend);
     char err[kErrLen] = {0};
     lathe_status status = lathe_model_init(&config, &model_, err, sizeof err);
     if (status != LATHE_OK) {
@@ -368,6 +378,12 @@ class Model : public Napi::ObjectWrap<Model> {
     char err[kErrLen] = {0};
     Check(info.Env(), lathe_model_activation_bytes(m, &peak, err, sizeof err), "lathe_model_activation_bytes", err);
     return Napi::Number::New(info.Env(), static_cast<double>(peak));
+  }
+
+  // The backend's name never changes: readable while a call runs.
+  Napi::Value Backend(const Napi::CallbackInfo& info) {
+    if (model_ == nullptr || free_pending_) ThrowCoded(info.Env(), "FAILED_PRECONDITION", "the model was freed");
+    return Napi::String::New(info.Env(), lathe_model_backend(model_));
   }
 
   // Synchronous (like setWeight): the file is mmapped and converted straight into the weights.
@@ -849,11 +865,19 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// backends() -> string[]: lathe_backend_name's list ("cpu" first, then the device backends usable here).
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Array out = Napi::Array::New(info.Env());
+  for (int32_t i = 0; const char* name = lathe_backend_name(i); ++i) out.Set(static_cast<uint32_t>(i), Napi::String::New(info.Env(), name));
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", Model::Define(env));
   exports.Set("nf4Roundtrip", Napi::Function::New<Nf4Roundtrip>(env, "nf4Roundtrip"));
   exports.Set("loraMerge", Napi::Function::New<LoraMerge>(env, "loraMerge"));
   exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
+  exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
   return exports;
 }
 

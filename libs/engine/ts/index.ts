@@ -5,7 +5,7 @@
  * - native.ts: every type that crosses the Node-API boundary (internal);
  * - addon.ts: finding and loading the addon, turning what it throws into EngineErrors;
  * - errors.ts: EngineError, CheckpointError, LossNotFiniteError, TrainingDataError;
- * - model.ts: Model, engineConfig, nf4Roundtrip, loraMerge;
+ * - model.ts: Model, engineConfig, devices, nf4Roundtrip, loraMerge;
  * - schedule.ts: learning-rate schedules and step plans; merge.ts: merging an adapter folder into its base;
  * - hidden-states.ts: one layer's hidden states of a model folder (BERTScore's embeddings);
  * - train/: options (config.ts), data to batches (batches.ts), checkpoints (checkpoint.ts),
@@ -15,7 +15,7 @@ export type { LoraModule, ForwardBackwardResult, AdamwResult, MemoryReport, Nf4R
 export { ADDON_PATH } from "./addon.js";
 export { EngineError, CheckpointError, LossNotFiniteError, TrainingDataError } from "./errors.js";
 export type { EngineErrorCode } from "./errors.js";
-export { Model, NF4_MODULES, cpuInfo, engineConfig, loraMerge, nf4Roundtrip } from "./model.js";
+export { Model, NF4_MODULES, cpuInfo, devices, engineConfig, loraMerge, nf4Roundtrip } from "./model.js";
 export type { AdamwOptions, Batch, ForwardBackwardOptions, HiddenStatesBatchOptions, LoraOptions, TokenSequences } from "./model.js";
 export { hiddenStates } from "./hidden-states.js";
 export type { HiddenStatesOptions } from "./hidden-states.js";

@@ -49,10 +49,21 @@ export function loraMerge(
 }
 
 /**
+ * The backends this engine can compute on on this machine: "cpu" first, then the device backends
+ * compiled in whose device is present ("cuda"), in the order `device: "auto"` prefers them.
+ */
+export function devices(): string[] {
+  const addonModule = loadAddon();
+  return call(() => addonModule.backends());
+}
+
+/**
  * The engine's model config from a Hugging Face config.json as @lathe/models reads it.
+ * `device`: the backend to compute on (see devices()); "auto" (the default) is the first device
+ * backend usable here, else "cpu".
  * @throws EngineError UNSUPPORTED for a rope_scaling other than llama3.
  */
-export function engineConfig(config: HfModelConfig, numThreads = 0): native.ModelConfig {
+export function engineConfig(config: HfModelConfig, numThreads = 0, device = "auto"): native.ModelConfig {
   return {
     vocabSize: config.vocabSize,
     hiddenSize: config.hiddenSize,
@@ -67,6 +78,7 @@ export function engineConfig(config: HfModelConfig, numThreads = 0): native.Mode
     tieWordEmbeddings: config.tieWordEmbeddings,
     attentionBias: config.attentionBias,
     numThreads,
+    backend: device,
   };
 }
 
@@ -178,7 +190,11 @@ export class Model {
     readonly config: native.ModelConfig,
   ) {}
 
-  /** An empty model; set every weight with setWeight before running it. */
+  /**
+   * An empty model; set every weight with setWeight before running it.
+   * @throws EngineError UNSUPPORTED when config.backend names a backend not usable here (the
+   * message lists those that are).
+   */
   static create(config: native.ModelConfig): Model {
     const addonModule = loadAddon();
     return new Model(call(() => new addonModule.Model(config)), config);
@@ -189,10 +205,11 @@ export class Model {
    * .safetensors file (model.safetensors, or each shard named by model.safetensors.index.json) is
    * memory-mapped by the engine and converted (F16/BF16 -> f32) straight into its weights; no
    * tensor passes through JS. `viaJs: true` reads every tensor into JS and calls setWeight instead
-   * (the older path, kept for comparison in tests).
+   * (the older path, kept for comparison in tests). `device`: the backend to compute on ("cpu",
+   * "cuda"; default "auto": the first device backend usable here, else "cpu"; see devices()).
    */
-  static async load(dir: string, options: { numThreads?: number; viaJs?: boolean } = {}): Promise<Model> {
-    const model = Model.create(engineConfig(await readModelConfig(dir), options.numThreads ?? 0));
+  static async load(dir: string, options: { numThreads?: number; viaJs?: boolean; device?: string } = {}): Promise<Model> {
+    const model = Model.create(engineConfig(await readModelConfig(dir), options.numThreads ?? 0, options.device ?? "auto"));
     try {
       const tensors = await listTensors(dir);
       if (options.viaJs === true) {
@@ -227,6 +244,11 @@ export class Model {
   /** Peak bytes held for backward during the last forwardBackward (0 before the first). */
   activationBytes(): number {
     return call(() => this.handle.activationBytes());
+  }
+
+  /** The backend this model computes on ("cpu", "cuda"): what config.backend chose. */
+  get device(): string {
+    return call(() => this.handle.backend());
   }
 
   /** Sets a frozen base weight by its HF name. @throws EngineError INVALID_ARGUMENT for an unknown name or a wrong size. */

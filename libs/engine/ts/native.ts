@@ -35,6 +35,12 @@ export interface ModelConfig {
   attentionBias: boolean;
   /** 0: every hardware thread. */
   numThreads: number;
+  /**
+   * The backend to compute on: "cpu", "cuda", or null / "auto" for the first device backend
+   * usable here, else "cpu" (lathe_model_config.backend). One that is not usable here:
+   * UNSUPPORTED, naming those that are.
+   */
+  backend: string | null;
 }
 
 /** lathe_lora_config. */
@@ -177,6 +183,8 @@ export interface NativeModel {
   setGradientCheckpointing(enabled: boolean): void;
   /** lathe_model_activation_bytes: peak bytes held for backward during the last forwardBackward (0 before). */
   activationBytes(): number;
+  /** lathe_model_backend: the backend this model computes on ("cpu", "cuda"). */
+  backend(): string;
   /** lathe_model_load_safetensors: mmaps one .safetensors file and sets every tensor in it (F32/F16/BF16 -> f32). Synchronous. */
   loadSafetensors(path: string): void;
   /** Copies a LoRA tensor's AdamW moments into `m` and `v` (each the tensor's element count). */
@@ -209,4 +217,6 @@ export interface NativeAddon {
   loraMerge(args: LoraMergeArgs): Promise<void>;
   /** Blocks the calling thread for about `seconds` while it measures the FMA peak. */
   cpuInfo(args: { threads: number; seconds: number }): CpuInfo;
+  /** lathe_backend_name's list: "cpu" first, then the device backends usable on this machine. */
+  backends(): string[];
 }
