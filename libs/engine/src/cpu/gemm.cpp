@@ -60,6 +60,7 @@ void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0,
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
     if (trans_b && kern.pack_bt) kern.pack_bt(B, ldb, k0, j0, kc, nc, Bp);
+    else if (!trans_b && kern.pack_bn) kern.pack_bn(B, ldb, k0, j0, kc, nc, Bp);
     else pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
     for (int i = i0; i < i0 + mg; i += MC) {
       const int mc = std::min(MC, i0 + mg - i);

@@ -89,7 +89,7 @@ double fma_peak(int64_t iters) {
 }  // namespace
 
 const GemmKernel& gemm_kernel_avx2() {
-  static const GemmKernel k{"avx2", MR, NR, block, fma_peak, nullptr};
+  static const GemmKernel k{"avx2", MR, NR, block, fma_peak, nullptr, nullptr};
   return k;
 }
 

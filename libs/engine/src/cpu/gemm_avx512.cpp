@@ -83,6 +83,28 @@ void pack_bt(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp)
   }
 }
 
+// Bp[s*NR*kc + k*NR + c] = B[(k0 + k) * ldb + j0 + s + c] (B stored [K, N]), zero past nc: row
+// by row of B (one contiguous read of nc floats each, which the prefetcher follows), each sliver's
+// part two (masked) 16-float copies.
+void pack_bn(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp) {
+  const int full = nc / NR, rest = nc - full * NR;
+  const __mmask16 m0 = rest >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << rest) - 1);
+  const __mmask16 m1 = rest <= 16 ? 0 : static_cast<__mmask16>((1u << (rest - 16)) - 1);
+  const long sliver = static_cast<long>(NR) * kc;
+  for (int k = 0; k < kc; ++k) {
+    const float* src = B + static_cast<long>(k0 + k) * ldb + j0;
+    float* dst = Bp + static_cast<long>(k) * NR;
+    for (int s = 0; s < full; ++s, src += NR, dst += sliver) {
+      _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+      _mm512_storeu_ps(dst + 16, _mm512_loadu_ps(src + 16));
+    }
+    if (rest) {
+      _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
+      _mm512_storeu_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+    }
+  }
+}
+
 double fma_peak(int64_t iters) {
   __m512 acc[12];
   const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
@@ -104,7 +126,7 @@ double fma_peak(int64_t iters) {
 }  // namespace
 
 const GemmKernel& gemm_kernel_avx512() {
-  static const GemmKernel k{"avx512", MR, NR, block, fma_peak, pack_bt};
+  static const GemmKernel k{"avx512", MR, NR, block, fma_peak, pack_bt, pack_bn};
   return k;
 }
 

@@ -12,7 +12,8 @@
 // values are broadcast) and Bp holds ceil(nc/nr) slivers of [kc][nr] (gemm.cpp packs them,
 // zero-padded); `edge` (kc*mr floats) takes a partial last row panel. Every element's k-sum runs
 // in order 0..kc-1 in one lane.
-// pack_bt, when set, packs a transposed B (y = x W^T: W stored [N, K]) with register transposes.
+// pack_bt, when set, packs a transposed B (y = x W^T: W stored [N, K]) with register transposes;
+// pack_bn, when set, a B stored [K, N] (dx = dy W) with full-width row copies.
 // fma_peak(iters) runs iters rounds of independent register FMAs and returns the flops done.
 #pragma once
 #include <cstdint>
@@ -27,6 +28,8 @@ struct GemmKernel {
   double (*fma_peak)(int64_t iters);
   // Packs op(B) = B^T (B stored [N, K]) as gemm.cpp's pack_b does, faster; null: gemm.cpp's.
   void (*pack_bt)(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp);
+  // Packs op(B) = B (stored [K, N]) the same way with full-width copies; null: gemm.cpp's.
+  void (*pack_bn)(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp);
 };
 
 const GemmKernel& gemm_kernel_portable();

@@ -75,7 +75,7 @@ double fma_peak(int64_t iters) {
 }  // namespace
 
 const GemmKernel& gemm_kernel_portable() {
-  static const GemmKernel k{"portable", MR, NR, block, fma_peak, nullptr};
+  static const GemmKernel k{"portable", MR, NR, block, fma_peak, nullptr, nullptr};
   return k;
 }
 
