@@ -120,17 +120,18 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* q,
 
 // ---- backward: D[b, h, i] = dout_i . out_i, one warp per (token, head)
 __global__ void attention_delta_kernel(float* D, const float* dout, const float* out, int B, int T, int nh, int d) {
-  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
-  if (w >= static_cast<int64_t>(B) * T * nh) return;
-  const int64_t n = w / nh;
-  const int h = static_cast<int>(w % nh);
-  const int64_t off = n * nh * d + static_cast<int64_t>(h) * d;
-  float s = 0.0f;
-  for (int c = lane; c < d; c += 32) s += dout[off + c] * out[off + c];
-  s = warp_sum(s);
-  const int64_t b = n / T, i = n % T;
-  if (lane == 0) D[(b * nh + h) * T + i] = s;
+  const int64_t warps = static_cast<int64_t>(B) * T * nh, stride = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; w < warps; w += stride) {  // warp-uniform
+    const int64_t n = w / nh;
+    const int h = static_cast<int>(w % nh);
+    const int64_t off = n * nh * d + static_cast<int64_t>(h) * d;
+    float s = 0.0f;
+    for (int c = lane; c < d; c += 32) s += dout[off + c] * out[off + c];
+    s = warp_sum(s);
+    const int64_t b = n / T, i = n % T;
+    if (lane == 0) D[(b * nh + h) * T + i] = s;
+  }
 }
 
 // dK, dV of kBK keys of kv head g, summed over its rep query heads. Warp w owns keys

@@ -30,10 +30,10 @@ namespace cuda {
 
 void* Ctx::grow(Scratch& s, size_t bytes) {
   if (bytes <= s.bytes) return s.p;
+  const size_t want = std::max(bytes, s.bytes + s.bytes / 2);  // grow by half at least: few reallocations
   if (s.p) LATHE_CUDA_CHECK(cudaFreeAsync(s.p, stream));
   s.p = nullptr;
   s.bytes = 0;
-  const size_t want = std::max(bytes, s.bytes + s.bytes / 2);
   LATHE_CUDA_CHECK(cudaMallocAsync(&s.p, want, stream));
   s.bytes = want;
   return s.p;
@@ -88,7 +88,7 @@ lathe_backend_ctx* cu_ctx_init(ThreadPool*) {
 // Errors are ignored here: this runs from destructors.
 void cu_ctx_free(lathe_backend_ctx* ctx) {
   Ctx* c = &ctx_of(ctx);
-  for (auto& kv : c->live) cudaFreeAsync(kv.first, c->stream);
+  for (auto& kv : c->live) cudaFreeAsync(kv.second.base, c->stream);
   for (Scratch* s : {&c->ints_a, &c->ints_b, &c->bytes_a, &c->bf16_a, &c->bf16_b, &c->reduce, &c->ce_out})
     if (s->p) cudaFreeAsync(s->p, c->stream);
   if (c->nf4_tables) cudaFreeAsync(c->nf4_tables, c->stream);
@@ -100,11 +100,13 @@ void cu_ctx_free(lathe_backend_ctx* ctx) {
 }
 
 // ---- memory
+// The pool's blocks are not documented to be 256-byte aligned: each block is 256 bytes larger
+// and the pointer handed out is rounded up inside it (live maps it back to the block).
 void* cu_alloc(lathe_backend_ctx* ctx, size_t bytes) {
   if (bytes == 0) return nullptr;
   Ctx& c = ctx_of(ctx);
-  void* p = nullptr;
-  const cudaError_t e = cudaMallocAsync(&p, bytes, c.stream);
+  void* base = nullptr;
+  const cudaError_t e = cudaMallocAsync(&base, bytes + 256, c.stream);
   if (e != cudaSuccess) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
@@ -113,11 +115,8 @@ void* cu_alloc(lathe_backend_ctx* ctx, size_t bytes) {
                                              std::to_string(free_b >> 20) + " MiB of " + std::to_string(total_b >> 20) +
                                              " MiB free, " + std::to_string(c.held >> 20) + " MiB held by this model)");
   }
-  if (reinterpret_cast<uintptr_t>(p) % 256 != 0) {
-    cudaFreeAsync(p, c.stream);
-    throw Error(LATHE_ERR_INTERNAL, "CUDA: the memory pool returned memory not aligned to 256 bytes");
-  }
-  c.live.emplace(p, bytes);
+  void* p = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(base) + 255) & ~uintptr_t{255});
+  c.live.emplace(p, Ctx::Block{base, bytes});
   c.held += bytes;
   c.peak = std::max(c.peak, c.held);
   return p;
@@ -127,9 +126,10 @@ void cu_release(lathe_backend_ctx* ctx, void* p) {
   Ctx& c = ctx_of(ctx);
   auto it = c.live.find(p);
   if (it == c.live.end()) throw Error(LATHE_ERR_INTERNAL, "CUDA: release of a pointer this backend did not allocate");
-  c.held -= it->second;
+  c.held -= it->second.bytes;
+  void* base = it->second.base;
   c.live.erase(it);
-  LATHE_CUDA_CHECK(cudaFreeAsync(p, c.stream));
+  LATHE_CUDA_CHECK(cudaFreeAsync(base, c.stream));
 }
 // Complete on return (the caller may reuse or free its host buffer at once).
 void cu_upload(lathe_backend_ctx* ctx, void* dst, const void* host_src, size_t bytes) {

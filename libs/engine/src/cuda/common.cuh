@@ -54,7 +54,11 @@ struct Ctx {
   Blas* blas = nullptr;
   float* nf4_tables = nullptr;  // device: the NF4 codebook [16] then the dynamic map [256]
   Scratch ints_a, ints_b, bytes_a, bf16_a, bf16_b, reduce, ce_out;
-  std::unordered_map<void*, size_t> live;  // alloc()'d pointers and their sizes
+  struct Block {
+    void* base;    // what the pool returned (the pointer handed out is base rounded up to 256 bytes)
+    size_t bytes;  // what the caller asked for
+  };
+  std::unordered_map<void*, Block> live;  // alloc()'d pointers
   size_t held = 0, peak = 0;
 
   // A buffer of at least `bytes` in `s` (its old contents are not kept).
