@@ -4,8 +4,10 @@
 // projections, one packed row of T tokens, gradient checkpointing (each layer's input kept, the
 // layer recomputed before its backward), AdamW with clipping.
 //
-//   lathe_cuda_bench [lora|qlora] [T=4096] [steps=3] [peak_tflops=989] [layers=32] [ce_rows=1024]
+//   lathe_cuda_bench [lora|qlora] [T=4096] [steps=3] [peak_tflops=989] [attention=f32|tc] [layers=32] [ce_rows=1024]
 //
+// attention: the f32 kernels (cuda/attention.cu, the default) or the tensor-core ones
+// (cuda/attention_tc.cu).
 // lora: the frozen layer linears in bf16; qlora: in NF4 (random codes and scales). The head is
 // bf16 in both (as PEFT's bf16 model has it); the embedding rows are looked up on the host and
 // uploaded (the table stays in host memory). The step is composed here from the backend ops and
@@ -65,8 +67,9 @@ int main(int argc, char** argv) {
   const int T = argc > 2 ? std::atoi(argv[2]) : 4096;
   const int steps = argc > 3 ? std::atoi(argv[3]) : 3;
   const double peak_tflops = argc > 4 ? std::atof(argv[4]) : 989.0;
-  const int L = argc > 5 ? std::atoi(argv[5]) : 32;
-  const int CR = argc > 6 ? std::atoi(argv[6]) : 1024;
+  const std::string attn = argc > 5 ? argv[5] : "f32";
+  const int L = argc > 6 ? std::atoi(argv[6]) : 32;
+  const int CR = argc > 7 ? std::atoi(argv[7]) : 1024;
   const bool qlora = mode == "qlora";
   const int H = 4096, I = 14336, nh = 32, nkv = 8, d = 128, V = 128256, r = 16, N = T;
   const int qd = nh * d, kd = nkv * d;
@@ -78,6 +81,7 @@ int main(int argc, char** argv) {
   try {
     Backend be;
     be.reset(cuda, nullptr);
+    lathe::cuda::set_attention_tensor_cores(be.ctx, attn == "tc");
     const lathe_backend& op = *be.ops;
     Fill fill;
     // ---- weights: one random block of bf16 values uploaded into every weight at a shifted offset
@@ -267,9 +271,9 @@ int main(int argc, char** argv) {
     const double tps = steps * double(N) / secs;
     const double mfu = tps * 4.0 * double(params) / (peak_tflops * 1e12);
     const lathe::cuda::MemoryStats ms = lathe::cuda::memory_stats(be.ctx);
-    std::printf("{\"engine\":\"lathe-cuda\",\"mode\":\"%s\",\"layers\":%d,\"tokens_per_step\":%d,\"steps\":%d,\"params\":%lld,\"tokens_per_s\":%.1f,"
+    std::printf("{\"engine\":\"lathe-cuda\",\"mode\":\"%s\",\"attention\":\"%s\",\"layers\":%d,\"tokens_per_step\":%d,\"steps\":%d,\"params\":%lld,\"tokens_per_s\":%.1f,"
                 "\"step_s\":%.4f,\"peak_bytes\":%zu,\"held_peak_bytes\":%zu,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss\":%.5f}\n",
-                mode.c_str(), L, N, steps, static_cast<long long>(params), tps, secs / steps, ms.pool_peak, ms.peak, mfu, peak_tflops, last_loss);
+                mode.c_str(), attn.c_str(), L, N, steps, static_cast<long long>(params), tps, secs / steps, ms.pool_peak, ms.peak, mfu, peak_tflops, last_loss);
     // Buffers release into `be` before it goes: they are declared after it, so they go first.
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_bench %s: %s\n", mode.c_str(), e.what());

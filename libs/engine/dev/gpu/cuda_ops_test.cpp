@@ -7,7 +7,8 @@
 //   f32 ops (element-wise, norms, RoPE, attention, cross-entropy, AdamW, f32 GEMM): 1e-4 — the
 //   same f32 formulas (src/kernels/) with sums in another order and the GPU's libm;
 //   bf16 products (bf16_matmul, NF4 matmuls): 1e-2 — both sides round the activation to bf16, the
-//   GPU also rounds the dequantised NF4 weight to bf16 (2^-9 relative per element).
+//   GPU also rounds the dequantised NF4 weight to bf16 (2^-9 relative per element);
+//   the tensor-core attention (q, k, v, dout and the probabilities rounded to bf16): 3e-2.
 // Exact: label counts (correct), and the loss sum within 1e-9 relative (f64 on both sides).
 // Prints each check and "N passed, M failed"; exits 1 on a failure.
 #include <cmath>
@@ -250,8 +251,13 @@ int main() {
     struct AttCase {
       int B, T, nh, nkv, d;
     };
+    // then the tensor-core variant (attention_tc.cu: head dims 64 and 128, bf16 products) at 3e-2
+    for (const bool tc : {false, true})
     for (const AttCase& a : {AttCase{2, 45, 4, 2, 32}, AttCase{1, 130, 8, 2, 64}, AttCase{1, 200, 4, 1, 128}, AttCase{2, 77, 6, 3, 128},
                              AttCase{1, 300, 8, 8, 128}}) {
+      if (tc && a.d != 64 && a.d != 128) continue;
+      lathe::cuda::set_attention_tensor_cores(P.gpu.ctx, tc);
+      const float tol_att = tc ? 3e-2f : tol32;
       for (int segs : {0, 3, -1}) {  // none; 3 contiguous segments per row; ids that come back (no tile skipping)
         const int64_t N = int64_t{a.B} * a.T, qn = N * a.nh * a.d, kn = N * a.nkv * a.d;
         std::vector<int32_t> seg;
@@ -276,13 +282,13 @@ int main() {
                              v.data(), sp, a.B, a.T, a.nh, a.nkv, a.d);
         G.attention_backward(P.gpu.ctx, gdq.data(), gdk.data(), gdv.data(), gs.data(), gdo.data(), gout.data(), glse.data(), gq.data(), gk.data(),
                              gv.data(), sp, a.B, a.T, a.nh, a.nkv, a.d);
-        const std::string tag = " B" + std::to_string(a.B) + " T" + std::to_string(a.T) + " " + std::to_string(a.nh) + "/" + std::to_string(a.nkv) +
+        const std::string tag = std::string(tc ? " [tc]" : "") + " B" + std::to_string(a.B) + " T" + std::to_string(a.T) + " " + std::to_string(a.nh) + "/" + std::to_string(a.nkv) +
                                 " d" + std::to_string(a.d) + (segs == 0 ? "" : segs > 0 ? " segs" : " scattered");
-        report("attention out" + tag, rel_err(out, gout.to_host()), tol32);
-        report("attention lse" + tag, rel_err(lse, glse.to_host()), tol32);
-        report("attention dq" + tag, rel_err(dq, gdq.to_host()), tol32);
-        report("attention dk" + tag, rel_err(dk, gdk.to_host()), tol32);
-        report("attention dv" + tag, rel_err(dv, gdv.to_host()), tol32);
+        report("attention out" + tag, rel_err(out, gout.to_host()), tol_att);
+        report("attention lse" + tag, rel_err(lse, glse.to_host()), tol_att);
+        report("attention dq" + tag, rel_err(dq, gdq.to_host()), tol_att);
+        report("attention dk" + tag, rel_err(dk, gdk.to_host()), tol_att);
+        report("attention dv" + tag, rel_err(dv, gdv.to_host()), tol_att);
       }
     }
   } catch (const std::exception& e) {

@@ -2,8 +2,8 @@
 # dev/gpu/run.sh — the GPU proof of issue #20 in one run (about 9 minutes on one H100/H200): build
 # the engine with the CUDA backend, run the op parity test and the engine tests (test_backends
 # compares the "cuda" backend with the CPU one on the golden cases, LoRA and QLoRA, 3 AdamW
-# steps), then the 8B-shaped benchmark (LoRA and QLoRA at 4096 tokens, QLoRA at 2048 for its
-# peak memory) and the transformers + PEFT peer on the same GPU. Needs nvcc, CMake, cuBLASLt and,
+# steps), then the 8B-shaped benchmark (LoRA at 4096 tokens with the f32 and the tensor-core
+# attention, QLoRA at 4096 and at 2048 tokens for its peak memory) and the transformers + PEFT peer on the same GPU. Needs nvcc, CMake, cuBLASLt and,
 # for the peer, PyTorch + transformers + peft; no Node and no network.
 #
 #   OUT=/some/dir bash libs/engine/dev/gpu/run.sh     (from the repository root or anywhere)
@@ -12,7 +12,7 @@
 # libs/engine/build/golden-models along, or set LATHE_GOLDEN_MODELS; without them test_backends
 # skips its cases (and says so in backends.log).
 # Writes under $OUT: nvidia-smi.txt, cmake.log, build.log, ops.log, engine_test.log, bench_*.json
-# and .log, peft.json/.log and summary.json (every step's exit code; a step that fails does not
+# and .log (bench_<lora|qlora>_<tokens>_<f32|tc attention>), peft.json/.log and summary.json (every step's exit code; a step that fails does not
 # stop the others).
 set -uo pipefail
 ENGINE="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -39,18 +39,19 @@ case "$GPU" in *PCIe*) PEAK=756 ;; esac
 echo "GPU: $GPU (dense bf16 peak taken as $PEAK TFLOP/s)"
 
 step cmake 120 cmake -S "$ENGINE" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${LATHE_CUDA_ARCH:-90}"
-step build 300 cmake --build "$BUILD" -j"$(nproc)" --target lathe_engine_test lathe_cuda_ops_test lathe_cuda_bench
+step build 240 cmake --build "$BUILD" -j"$(nproc)" --target lathe_engine_test lathe_cuda_ops_test lathe_cuda_bench
 step ops 120 "$BUILD/lathe_cuda_ops_test"
 step engine_test 180 "$BUILD/lathe_engine_test"
-for cfg in "lora 4096" "qlora 4096" "qlora 2048"; do
+# attention f32 (the default kernels) and tc (tensor cores, attention_tc.cu)
+for cfg in "lora 4096 f32" "lora 4096 tc" "qlora 4096 tc" "qlora 2048 tc"; do
   set -- $cfg
-  step "bench_$1_$2" 150 "$BUILD/lathe_cuda_bench" "$1" "$2" 3 "$PEAK"
-  grep '^{' "$OUT/bench_$1_$2.log" >"$OUT/bench_$1_$2.json" || true
+  step "bench_$1_$2_$3" 120 "$BUILD/lathe_cuda_bench" "$1" "$2" 3 "$PEAK" "$3"
+  grep '^{' "$OUT/bench_$1_$2_$3.log" >"$OUT/bench_$1_$2_$3.json" || true
 done
 if [ -n "${LATHE_SKIP_PEFT:-}" ]; then
   echo "[peft] skipped (LATHE_SKIP_PEFT)"
 else
-  step peft 240 python3 "$REPO/bench/engine/peft_step.py" --seq 4096 --steps 3 --peak-tflops "$PEAK"
+  step peft 200 python3 "$REPO/bench/engine/peft_step.py" --seq 4096 --steps 3 --peak-tflops "$PEAK"
   grep '^{' "$OUT/peft.log" >"$OUT/peft.json" || true
 fi
 
@@ -76,8 +77,11 @@ def load(name):
     except Exception:
         return None
 s = json.load(open(os.path.join(out, "exit_codes.json")))
-lora, qlora, qlora2k, peer = load("bench_lora_4096.json"), load("bench_qlora_4096.json"), load("bench_qlora_2048.json"), load("peft.json")
-s.update({"lora_4096": lora, "qlora_4096": qlora, "qlora_2048": qlora2k, "peft_4096": peer})
+lora_f32, lora_tc = load("bench_lora_4096_f32.json"), load("bench_lora_4096_tc.json")
+qlora, qlora2k, peer = load("bench_qlora_4096_tc.json"), load("bench_qlora_2048_tc.json"), load("peft.json")
+s.update({"lora_4096_f32_attention": lora_f32, "lora_4096_tc_attention": lora_tc, "qlora_4096": qlora, "qlora_2048": qlora2k, "peft_4096": peer})
+# goals from the tensor-core runs (the same attention as the QLoRA runs); the f32 run is kept for reference
+lora = lora_tc
 goals = {}
 if lora and peer:
     goals["speedup_vs_peft"] = round(lora["tokens_per_s"] / peer["tokens_per_s"], 3)

@@ -17,8 +17,10 @@
 //   backward: D_i = dout_i . out_i per (token, head) into scratch; dK/dV over key tiles of 32
 //             (each block sums the rep query heads of its kv head itself: written, no atomics);
 //             dQ over query tiles of 16. Deterministic.
-// This is the correctness-first version: it does not use tensor cores (see docs/engine-cuda.md
-// for what that costs and what is owed).
+// This is the correctness-first version, the default: it does not use tensor cores.
+// attention_tc.cu has the tensor-core variant (bf16 WMMA tiles) that the backend uses instead
+// when Ctx::attention_tc is set (lathe::cuda::set_attention_tensor_cores) and d is 64 or 128;
+// the D kernel below serves both.
 #include <vector>
 
 #include "cuda/ops.h"
@@ -337,6 +339,7 @@ void attention_forward(Ctx& c, float* out, float* lse, const float* q, const flo
                        const int32_t* lo, const int32_t* hi, int B, int T, int nh, int nkv, int d) {
   (void)hi;
   if (B <= 0 || T <= 0) return;
+  if (c.attention_tc && attention_tc_supports(d)) return attention_tc_forward(c, out, lse, q, k, v, seg, lo, B, T, nh, nkv, d);
   if (d <= 32) forward_dt<1>(c, out, lse, q, k, v, seg, lo, B, T, nh, nkv, d);
   else if (d <= 64) forward_dt<2>(c, out, lse, q, k, v, seg, lo, B, T, nh, nkv, d);
   else if (d <= 128) forward_dt<4>(c, out, lse, q, k, v, seg, lo, B, T, nh, nkv, d);
@@ -352,6 +355,7 @@ void attention_backward(Ctx& c, float* dq, float* dk, float* dv, float* scratch,
   const int64_t warps = static_cast<int64_t>(B) * T * nh;
   attention_delta_kernel<<<blocks_for(warps * 32), 256, 0, c.stream>>>(D, dout, out, B, T, nh, d);
   LATHE_CUDA_LAUNCHED(attention_delta_kernel);
+  if (c.attention_tc && attention_tc_supports(d)) return attention_tc_backward(c, dq, dk, dv, D, dout, lse, q, k, v, seg, lo, hi, B, T, nh, nkv, d);
   if (d <= 32) backward_dt<1>(c, dq, dk, dv, D, dout, lse, q, k, v, seg, lo, hi, B, T, nh, nkv, d);
   else if (d <= 64) backward_dt<2>(c, dq, dk, dv, D, dout, lse, q, k, v, seg, lo, hi, B, T, nh, nkv, d);
   else if (d <= 128) backward_dt<4>(c, dq, dk, dv, D, dout, lse, q, k, v, seg, lo, hi, B, T, nh, nkv, d);

@@ -348,6 +348,8 @@ MemoryStats memory_stats(lathe_backend_ctx* ctx) {
 
 void synchronize(lathe_backend_ctx* ctx) { ctx_of(ctx).sync(); }
 
+void set_attention_tensor_cores(lathe_backend_ctx* ctx, bool on) { ctx_of(ctx).attention_tc = on; }
+
 }  // namespace cuda
 }  // namespace lathe
 

@@ -20,6 +20,10 @@ struct MemoryStats {
   size_t held = 0, peak = 0, pool_peak = 0;
 };
 MemoryStats memory_stats(lathe_backend_ctx* ctx);
+// Attention on bf16 tensor cores (cuda/attention_tc.cu) for head dims 64 and 128 instead of the
+// f32 kernels of cuda/attention.cu (the default until the GPU proof shows it within its
+// tolerance). `ctx` must be a CUDA backend state.
+void set_attention_tensor_cores(lathe_backend_ctx* ctx, bool on);
 // Waits for everything queued on the backend's stream (timing: the ops return before the GPU is done).
 void synchronize(lathe_backend_ctx* ctx);
 

@@ -60,6 +60,7 @@ struct Ctx {
   };
   std::unordered_map<void*, Block> live;  // alloc()'d pointers
   size_t held = 0, peak = 0;
+  bool attention_tc = false;  // attention on tensor cores (attention_tc.cu) where the head dim allows
 
   // A buffer of at least `bytes` in `s` (its old contents are not kept).
   void* grow(Scratch& s, size_t bytes);

@@ -46,6 +46,15 @@ void attention_backward(Ctx& c, float* dq, float* dk, float* dv, float* scratch,
                         const float* q, const float* k, const float* v, const int32_t* seg, const int32_t* lo, const int32_t* hi, int B,
                         int T, int nh, int nkv, int d);
 
+// ---- attention_tc.cu: the tensor-core variant (Ctx::attention_tc), head dims 64 and 128
+bool attention_tc_supports(int d);
+void attention_tc_forward(Ctx& c, float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* seg, const int32_t* lo,
+                          int B, int T, int nh, int nkv, int d);
+// D: [B, nh, T] dout.out per row (attention.cu computes it)
+void attention_tc_backward(Ctx& c, float* dq, float* dk, float* dv, const float* D, const float* dout, const float* lse, const float* q,
+                           const float* k, const float* v, const int32_t* seg, const int32_t* lo, const int32_t* hi, int B, int T, int nh,
+                           int nkv, int d);
+
 // ---- nf4.cu: an NF4 weight as device arrays (nf4.h's layout)
 struct Nf4View {
   int64_t rows = 0, cols = 0;
