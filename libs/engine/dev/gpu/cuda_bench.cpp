@@ -4,7 +4,7 @@
 // projections, one packed row of T tokens, gradient checkpointing (each layer's input kept, the
 // layer recomputed before its backward), AdamW with clipping.
 //
-//   lathe_cuda_bench [lora|qlora] [T=4096] [steps=3] [peak_tflops=989] [attention=f32|tc] [layers=32] [ce_rows=1024]
+//   lathe_cuda_bench [lora|qlora] [T=4096] [steps=3] [peak_tflops=989] [attention=f32|tc] [layers=32] [ce_rows=1024, qlora 256]
 //
 // attention: the f32 kernels (cuda/attention.cu, the default) or the tensor-core ones
 // (cuda/attention_tc.cu).
@@ -69,8 +69,8 @@ int main(int argc, char** argv) {
   const double peak_tflops = argc > 4 ? std::atof(argv[4]) : 989.0;
   const std::string attn = argc > 5 ? argv[5] : "f32";
   const int L = argc > 6 ? std::atoi(argv[6]) : 32;
-  const int CR = argc > 7 ? std::atoi(argv[7]) : 1024;
   const bool qlora = mode == "qlora";
+  const int CR = argc > 7 ? std::atoi(argv[7]) : qlora ? 256 : 1024;  // logits rows per chunk (f32 [CR, V])
   const int H = 4096, I = 14336, nh = 32, nkv = 8, d = 128, V = 128256, r = 16, N = T;
   const int qd = nh * d, kd = nkv * d;
   const lathe_backend* cuda = lathe_backend_cuda();
