@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
       {"head y=xW^T   85x49152x576", false, true, 85, 49152, 576},
       {"head dx=dyW   85x576x49152", false, false, 85, 576, 49152},
       {"lora gA=du^Tx 16x576x1024", true, false, 16, 576, 1024},
+      {"lora t=xA^T   1024x16x576", false, true, 1024, 16, 576},
+      {"lora dt=dyB   1024x16x1536", false, false, 1024, 16, 1536},
+      {"lora gB=dy^Tt 1536x16x1024", true, false, 1536, 16, 1024},
+      {"lora y+=tB^T  1024x1536x16", false, true, 1024, 1536, 16},
   };
   lathe::Rng rng(1, 1);
   for (const char* name : {"portable", "avx2", "avx512"}) {

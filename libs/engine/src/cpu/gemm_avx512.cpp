@@ -16,17 +16,25 @@ namespace {
 
 constexpr int MR = 12, NR = 32;
 
+// R rows (4, 8 or 12) x 16 H columns (H 1 or 2) of C: the narrow forms keep the FMAs of LoRA's
+// products (r = 8 or 16 columns, or rows) from running on zero padding. Every element's k-sum is
+// the same chain of FMAs in the same order in every form, so the form never changes a bit.
+template <int R, int H>
 inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
-  __m512 c[MR][2];
+  __m512 c[R][H];
 #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) c[i][h] = _mm512_setzero_ps();
   for (int k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16);
+    __m512 b[H];
+#pragma GCC unroll 2
+    for (int h = 0; h < H; ++h) b[h] = _mm512_loadu_ps(Bp + 16 * h);
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 a = _mm512_set1_ps(Ap[i * rs]);
-      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
-      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+#pragma GCC unroll 2
+      for (int h = 0; h < H; ++h) c[i][h] = _mm512_fmadd_ps(a, b[h], c[i][h]);
     }
     Ap += ks;
     Bp += NR;
@@ -35,12 +43,18 @@ inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const fl
   const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
 #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < R; ++i) {
     if (i >= rows) break;
     float* ci = C + static_cast<long>(i) * ldc;
     _mm512_mask_storeu_ps(ci, m0, _mm512_fmadd_ps(va, c[i][0], _mm512_maskz_loadu_ps(m0, ci)));
-    _mm512_mask_storeu_ps(ci + 16, m1, _mm512_fmadd_ps(va, c[i][1], _mm512_maskz_loadu_ps(m1, ci + 16)));
+    if (H == 2) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_fmadd_ps(va, c[i][H - 1], _mm512_maskz_loadu_ps(m1, ci + 16)));
   }
+}
+
+template <int R>
+inline void micro_cols(int kc, const float* Ap, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, int rows, int cols) {
+  if (cols <= 16) micro<R, 1>(kc, Ap, rs, ks, Bp, alpha, C, ldc, rows, cols);
+  else micro<R, 2>(kc, Ap, rs, ks, Bp, alpha, C, ldc, rows, cols);
 }
 
 void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge) {
@@ -59,7 +73,11 @@ void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float
     }
     for (int js = 0; js < nc; js += NR) {
       const int cols = nc - js < NR ? nc - js : NR;
-      micro(kc, a, r_s, k_s, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols);
+      const float* b = Bp + static_cast<long>(js) * kc;
+      float* c = C + static_cast<long>(is) * ldc + js;
+      if (rows > 8) micro_cols<12>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols);
+      else if (rows > 4) micro_cols<8>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols);
+      else micro_cols<4>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols);
     }
   }
 }
