@@ -19,7 +19,8 @@ namespace lathe {
 
 class ThreadPool;
 
-// `work`: a caller-owned buffer for the fallback path's widened tiles.
+// `work`: a caller-owned buffer: bf16(A) packed once per product (AVX512_BF16), or the fallback
+// path's widened operands.
 void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha, const float* A, int lda, const uint16_t* W,
                 int ldw, float beta, float* C, int ldc, std::vector<float>& work);
 
