@@ -17,38 +17,12 @@
 #include "common.h"
 #include "cpu/gemm.h"
 #include "cpu/vec.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// The row loops below are compiled for AVX-512, AVX2+FMA and the baseline; the loader picks one.
-#define LATHE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define LATHE_CLONES
-#endif
+#include "kernels/exp.h"
 
 namespace lathe {
 namespace {
 
 constexpr int QB = 64;  // query rows per block
-
-// e^x for x <= 0 in float (Cephes' expf polynomial after 2^n range reduction; relative error
-// ~2e-7); x < -87 (and -inf) gives 0. Written so that a loop of it vectorises: the rounding is the
-// 1.5*2^23 trick, the power of two is built in the exponent bits.
-inline float exp_neg(float x) {
-  const float xc = x < -87.0f ? -87.0f : x;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return x < -87.0f ? 0.0f : y * scale;
-}
 
 }  // namespace
 
@@ -61,14 +35,14 @@ LATHE_CLONES float attention_softmax_row(float* s, int n, int i, const int32_t* 
     for (int j = 0; j <= i; ++j) s[j] = sg[j] != sg[i] ? ninf : s[j];
   if (lse) {
     const float l = *lse;
-    for (int j = 0; j < n; ++j) s[j] = exp_neg(s[j] - l);
+    for (int j = 0; j < n; ++j) s[j] = kern::exp_neg(s[j] - l);
     return 0.0f;
   }
   float m = ninf;
   for (int j = 0; j <= i; ++j) m = s[j] > m ? s[j] : m;
   float sum = 0.0f;
   for (int j = 0; j < n; ++j) {
-    s[j] = exp_neg(s[j] - m);
+    s[j] = kern::exp_neg(s[j] - m);
     sum += s[j];
   }
   const float inv = 1.0f / sum;

@@ -1,7 +1,15 @@
 // cpu/vec.h — the small vector loops the CPU kernels share (inlined into each kernel).
 //   dot(a, b, n) = sum a[i] b[i] with 8 independent partial sums (vectorises without -ffast-math)
 //   axpy(y, a, x, n): y[i] += a * x[i]
+//   LATHE_CLONES: a function attribute compiling a loop for AVX-512, AVX2+FMA and the x86-64
+//   baseline, the loader picking one for the CPU (the build itself targets the baseline)
 #pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LATHE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LATHE_CLONES
+#endif
 
 namespace lathe {
 

@@ -81,7 +81,8 @@ __global__ void cross_entropy_kernel(float* logits, const int32_t* labels, int V
     row_hit[row] = arg == label;
   }
   if (!backward) return;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) lr[j] = kern::ce_grad(lr[j], lse, coef);
+  const float lse_f = static_cast<float>(lse);
+  for (int j = threadIdx.x; j < V; j += blockDim.x) lr[j] = kern::ce_grad(lr[j], lse_f, coef);
   __syncthreads();
   if (threadIdx.x == 0) lr[label] -= coef;
 }
