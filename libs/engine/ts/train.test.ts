@@ -122,6 +122,13 @@ describe("train", () => {
     expect(written["trainLossPerEpoch"]).toEqual(summary.trainLossPerEpoch);
   });
 
+  it("trains on the device it names: one this engine cannot use here is an EngineError UNSUPPORTED and no adapter", async () => {
+    await expect(train(options("no-device", { device: "tpu" }))).rejects.toSatisfy(
+      (err: unknown) => err instanceof EngineError && err.code === "UNSUPPORTED" && err.message.includes("'tpu'"),
+    );
+    expect(existsSync(path.join(dir, "no-device", "adapter_model.safetensors"))).toBe(false);
+  });
+
   it("gives byte-identical adapters for the same seed, and a different one for another seed", async () => {
     await train(options("seed-a"));
     await train(options("seed-b"));

@@ -32,6 +32,12 @@ export interface TrainOptions {
   baseModelNameOrPath?: string;
   /** Engine threads, 0: all. Default 0. */
   numThreads?: number;
+  /**
+   * The engine backend to train on: "cpu", "cuda", or "auto" (the first device backend usable
+   * here, else "cpu"; see devices()). Not part of a checkpoint's settings: a run may resume on
+   * another device. Default "auto".
+   */
+  device?: string;
   /** QLoRA: store the 7 projections of every layer as NF4 (double quantised) before LoRA init. Default false. */
   qlora?: boolean;
   /** Continue an interrupted run from a checkpoint folder, or "latest" (the newest under outDir). Settings and data must match the checkpoint's. */
@@ -91,6 +97,7 @@ export interface Resolved {
   trainOnInputs: boolean;
   seed: number;
   numThreads: number;
+  device: string;
   qlora: boolean;
   gradientCheckpointing: boolean;
   evalSteps: number;
@@ -122,6 +129,7 @@ export function resolveOptions(o: TrainOptions): Resolved {
     trainOnInputs: r.trainOnInputs,
     seed: r.seed,
     numThreads: o.numThreads ?? 0,
+    device: o.device ?? "auto",
     qlora: o.qlora ?? false,
     gradientCheckpointing: r.gradientCheckpointing,
     evalSteps: r.evalSteps,

@@ -168,7 +168,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
     if (resumed.totalSteps !== totalSteps) throw new CheckpointError(`cannot resume from ${resumeDir}: ${resumed.totalSteps} steps in all then, ${totalSteps} now (max_steps or num_train_epochs changed)`);
   }
 
-  const model = await Model.load(options.modelDir, { numThreads: o.numThreads });
+  const model = await Model.load(options.modelDir, { numThreads: o.numThreads, device: o.device });
   try {
     const f32 = model.memory();
     if (o.qlora) model.quantizeNf4(NF4_MODULES);
