@@ -650,7 +650,7 @@ TEST(a_model_on_backend_memory_the_host_cannot_read_gives_the_cpu_backends_bits_
   violations().clear();
 }
 
-TEST(a_cpu_model_reads_its_f32_weights_in_place_and_a_device_model_uploads_them_before_the_first_forward) {
+TEST(a_cpu_model_reads_f32_weights_in_place_and_a_device_model_uploads_them_before_a_forward_and_frees_them_when_converted) {
   if (cases().empty()) return;
   const Case& k = cases()[0];
   std::string error;
@@ -671,15 +671,33 @@ TEST(a_cpu_model_reads_its_f32_weights_in_place_and_a_device_model_uploads_them_
   CHECK(space().contains(dev->embed) && dev->embed == de.mem.data() && de.mem.size() == de.data.size());
   for (auto& [name, t] : dev->weights) CHECK_MSG(!t.stale && t.mem.size() == t.data.size(), name);
   // Setting a weight again uploads it again: the next forward sees the new values.
-  const std::string first = k.weights.begin()->first;
-  const std::vector<float> zeros(k.weights.begin()->second.size(), 0.0f);
-  CHECK_OK(lathe_model_set_weight(dev.get(), first.c_str(), zeros.data(), zeros.size(), err, sizeof err));
+  const std::string first = "model.layers.1.self_attn.o_proj.weight";
+  std::vector<float> halved = k.weights.at(first);
+  for (float& w : halved) w *= 0.5f;
+  CHECK_OK(lathe_model_set_weight(dev.get(), first.c_str(), halved.data(), halved.size(), err, sizeof err));
   CHECK(dev->weights.at(first).stale);
   std::vector<float> after(logits.size());
   CHECK_OK(lathe_forward_backward(dev.get(), k.tokens.data(), k.labels.data(), k.positions.data(), k.segments.empty() ? nullptr : k.segments.data(), k.B,
                                   k.T, 0, 0, 1.0f, nullptr, nullptr, after.data(), err, sizeof err));
   CHECK(!dev->weights.at(first).stale);
   CHECK(after != logits);
+  // Quantising an uploaded weight frees its f32 copy on the device too; the CPU model, given the
+  // same calls, computes the same bits.
+  CHECK_OK(lathe_model_set_weight(cpu.get(), first.c_str(), halved.data(), halved.size(), err, sizeof err));
+  for (lathe_model* m : {cpu.get(), dev.get()}) {
+    CHECK_OK(lathe_model_quantize_nf4(m, LATHE_LORA_Q | LATHE_LORA_DOWN, err, sizeof err));
+    CHECK_OK(lathe_model_convert_bf16(m, LATHE_LORA_UP, err, sizeof err));
+  }
+  const lathe::Tensor& q = dev->weights.at("model.layers.0.self_attn.q_proj.weight");
+  const lathe::Tensor& up = dev->weights.at("model.layers.0.mlp.up_proj.weight");
+  CHECK(q.q4 && q.mem.empty() && q.data.empty() && space().contains(q.q4->codes.data()));
+  CHECK(!up.bf16.empty() && up.mem.empty() && space().contains(up.bf16.data()));
+  std::vector<float> on_cpu(logits.size()), on_dev(logits.size());
+  for (auto [m, out] : {std::pair{cpu.get(), &on_cpu}, std::pair{dev.get(), &on_dev}})
+    CHECK_OK(lathe_forward_backward(m, k.tokens.data(), k.labels.data(), k.positions.data(), k.segments.empty() ? nullptr : k.segments.data(), k.B, k.T,
+                                    1, 0, 1.0f, nullptr, nullptr, out->data(), err, sizeof err));
+  CHECK(std::memcmp(on_cpu.data(), on_dev.data(), sizeof(float) * on_cpu.size()) == 0);
+  CHECK(on_dev != after);  // the NF4 and bf16 weights are what it computed with
   CHECK(violations().empty());
 }
 
