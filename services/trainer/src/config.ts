@@ -6,6 +6,19 @@ import { kubernetesVariables } from "./runner/kubernetes-config.js";
 export const trainerOptionsSchema = z.object({
   /** Jobs this process trains at once on its CPU (local worker slots). 0: none, an API-only replica. Default 1. */
   LATHE_TRAINER_WORKERS: z.coerce.number().int().min(0).max(64).default(1),
+  /**
+   * GPU jobs this process trains at once on its own GPU, one GPU each (the engine's CUDA backend).
+   * "auto": 1 when the engine can use a CUDA device here, else 0. A number above 0 where the engine
+   * has no CUDA device (and LATHE_TRAINER_GPU_DEVICE is cuda) stops the service at start. Default auto.
+   */
+  LATHE_TRAINER_GPUS: z.union([z.literal("auto"), z.coerce.number().int().min(0).max(16)]).optional(),
+  /**
+   * The engine backend GPU jobs train on, here and in their Kubernetes pods: "cuda" (default), or
+   * "cpu" — GPU jobs on the CPU engine, for a development cluster or test without GPUs (slow: the
+   * cost table's GPU throughput does not hold). A GPU job whose trainer has no CUDA device fails
+   * with ENGINE_UNSUPPORTED naming the devices it has, never trains on the CPU unasked.
+   */
+  LATHE_TRAINER_GPU_DEVICE: z.enum(["cuda", "cpu"]).optional(),
   /** Engine threads per job; 0: every core. Default 0. */
   LATHE_TRAINER_THREADS: z.coerce.number().int().min(0).max(1024).default(0),
   /** How often an idle worker looks for queued jobs, in ms. Default 1000. */

@@ -1,10 +1,12 @@
 import { join, resolve } from "node:path";
-import { EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
+import { devices } from "@lathe/engine";
+import { ConfigError, EventConsumer, prepareService, type ServiceFactory } from "@lathe/kit";
 import type { Kysely } from "kysely";
 import { TrainerServiceService } from "@lathe/proto/lathe/trainer/v1/trainer_service";
 import { trainerOptionsOf, type TrainerOptions } from "./config.js";
 import { migrations } from "./db/migrations.js";
 import { schema, type TrainerTables } from "./db/tables.js";
+import { maxGpusPerJob } from "./domain/compute.js";
 import { loadCostTable } from "./domain/estimate.js";
 import { JobStore } from "./domain/job-store.js";
 import { JobLeases } from "./domain/lease.js";
@@ -24,14 +26,31 @@ export { trainingJobManifest, trainingJobName } from "./runner/job-manifest.js";
 export { kubernetesOptionsOf, type KubernetesOptions } from "./runner/kubernetes-config.js";
 
 /**
+ * The GPU jobs this process trains at once (LATHE_TRAINER_GPUS): "auto" is 1 where the engine can
+ * use a CUDA device here, else 0; a number above 0 needs one, unless GPU jobs are told to train on
+ * the CPU (LATHE_TRAINER_GPU_DEVICE=cpu).
+ */
+export function localGpuSlots(options: Pick<TrainerOptions, "LATHE_TRAINER_GPUS" | "LATHE_TRAINER_GPU_DEVICE">, usable: readonly string[] = devices()): number {
+  const asked = options.LATHE_TRAINER_GPUS ?? "auto";
+  const cuda = usable.includes("cuda");
+  if (asked === "auto") return cuda ? 1 : 0;
+  if (asked > 0 && !cuda && (options.LATHE_TRAINER_GPU_DEVICE ?? "cuda") === "cuda")
+    throw new ConfigError([
+      `LATHE_TRAINER_GPUS: ${asked} GPU slots, but the engine has no CUDA device here (devices: ${usable.join(", ")}): build the engine with its CUDA backend on a machine with an NVIDIA GPU, set LATHE_TRAINER_GPUS=0, or LATHE_TRAINER_GPU_DEVICE=cpu to train GPU jobs on the CPU`,
+    ]);
+  return asked;
+}
+
+/**
  * A trainer service with the given options: migrates its schema, serves TrainerService, relays
- * its outbox, runs CPU jobs on its local worker slots and, with LATHE_TRAINER_K8S_NAMESPACE, GPU
- * jobs (or all) as Kubernetes Jobs, learns from the registry which adapter version each job
+ * its outbox, runs CPU jobs on its local worker slots, GPU jobs on its own GPU slots
+ * (LATHE_TRAINER_GPUS) and, with LATHE_TRAINER_K8S_NAMESPACE, GPU jobs (or all) as Kubernetes Jobs, learns from the registry which adapter version each job
  * became and, with LATHE_TRAINER_METRICS_PORT, serves Prometheus metrics.
  */
 export function trainerService(options: TrainerOptions): ServiceFactory {
   return async (deps) => {
     const kubernetes = kubernetesOptionsOf(options);
+    const gpus = localGpuSlots(options);
     const base = await prepareService(deps, schema, migrations);
     const db = deps.db as Kysely<TrainerTables>;
     const jobs = new JobStore(db, () => base.relay.notify());
@@ -46,6 +65,8 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
       logger: deps.logger.child({ component: "trainer-worker" }),
       workDir: join(dataDir, "work", "trainer"),
       slots: kubernetes?.route === "all" ? 0 : options.LATHE_TRAINER_WORKERS,
+      gpuSlots: kubernetes?.route === "all" ? 0 : gpus,
+      gpuDevice: options.LATHE_TRAINER_GPU_DEVICE,
       threads: options.LATHE_TRAINER_THREADS,
       pollMs: options.LATHE_TRAINER_POLL_MS,
       leaseMs: options.LATHE_TRAINER_LEASE_MS,
@@ -58,7 +79,7 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
             logger: deps.logger.child({ component: "trainer-kubernetes" }),
             apis: kubernetesApis(kubernetes.kubeconfig),
             config: kubernetes,
-            paths: { dataDir, artifactsDir: resolve(deps.config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")) },
+            paths: { dataDir, artifactsDir: resolve(deps.config.LATHE_ARTIFACTS_DIR ?? join(dataDir, "artifacts")), gpuDevice: options.LATHE_TRAINER_GPU_DEVICE },
             pollMs: options.LATHE_TRAINER_POLL_MS,
             leaseMs: options.LATHE_TRAINER_LEASE_MS,
           });
@@ -83,7 +104,7 @@ export function trainerService(options: TrainerOptions): ServiceFactory {
               worker.notify();
               runner?.notify();
             },
-            gpuSlots: kubernetes !== null,
+            gpusPerJob: kubernetes !== null ? maxGpusPerJob : gpus > 0 ? 1 : 0,
             maxGpusPerTenant: options.LATHE_TRAINER_MAX_GPUS_PER_TENANT ?? 0,
             watchPollMs: Math.min(1000, options.LATHE_TRAINER_POLL_MS),
             throughput: new ThroughputHistory(db),

@@ -21,8 +21,11 @@ export interface TrainerParts {
   peer: (s: "registry" | "dataset") => string;
   /** A job was queued: the local worker looks now. */
   onQueued: () => void;
-  /** Whether GPU jobs can run here (a Kubernetes runner takes them): else they are refused with NO_GPU_SLOTS. */
-  gpuSlots: boolean;
+  /**
+   * The most GPUs one job may ask for here: 0 (no GPU slots: GPU jobs are refused with
+   * NO_GPU_SLOTS), 1 (this trainer's own GPU slots, LATHE_TRAINER_GPUS) or 8 (a Kubernetes runner).
+   */
+  gpusPerJob: number;
   /** LATHE_TRAINER_MAX_GPUS_PER_TENANT: a job asking for more could never start. 0: no limit. */
   maxGpusPerTenant: number;
   /** How often WatchFineTuningJob looks for changes made by other processes, in ms. */
@@ -52,7 +55,7 @@ export function trainerHandlers(p: TrainerParts): ServiceHandlers<typeof Trainer
 
   return {
     async createFineTuningJob(req, ctx) {
-      const asked = validateJob(req.fineTuningJob, hardwareTypes, p.gpuSlots);
+      const asked = validateJob(req.fineTuningJob, hardwareTypes, p.gpusPerJob);
       const priority = checkPriority(req.fineTuningJob?.priority);
       const gpus = asked.compute.gpuCount ?? 0;
       if (p.maxGpusPerTenant > 0 && gpus > p.maxGpusPerTenant) throw invalidArgument("fine_tuning_job.compute.gpu_count", `asks for ${gpus} GPUs and a tenant may use at most ${p.maxGpusPerTenant} at once (LATHE_TRAINER_MAX_GPUS_PER_TENANT), so it would never start`);

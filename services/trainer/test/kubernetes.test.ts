@@ -35,6 +35,8 @@ describe("TrainerService on Kubernetes: GPU jobs as batch/v1 Jobs on the node po
   const pods = new Map<string, { abort: AbortController; done: Promise<number> }>();
   /** What the "cluster" does with a new Job: train it, or put its pod in a state. */
   let cluster: (job: any) => "train" | PodState = () => "train";
+  /** The engine device the in-process pods are told GPU jobs train on (the trainer says cpu: no GPU here). */
+  let podGpuDevice: string | undefined;
 
   const gpuJob = (over: Parameters<typeof jobRequest>[2] = {}) => jobRequest(train, evalV, { compute: { backend: ComputeBackend.COMPUTE_BACKEND_CUDA, gpuCount: 2, hardware: "nvidia-a100-40gb" }, ...over });
   const create = (id: string, job: FineTuningJob) => call(acme, "createFineTuningJob", { fineTuningJobId: id, fineTuningJob: job, requestId: "" }).then((r) => r.fineTuningJob!);
@@ -62,6 +64,8 @@ describe("TrainerService on Kubernetes: GPU jobs as batch/v1 Jobs on the node po
         createDatasetService,
         trainerService({
           ...options(0),
+          // No GPU on the test machine: the pods train GPU jobs on the CPU engine, as told.
+          LATHE_TRAINER_GPU_DEVICE: "cpu",
           LATHE_TRAINER_K8S_NAMESPACE: "lathe",
           LATHE_TRAINER_K8S_IMAGE: image,
           LATHE_TRAINER_K8S_KUBECONFIG: kubeconfig,
@@ -97,6 +101,8 @@ describe("TrainerService on Kubernetes: GPU jobs as batch/v1 Jobs on the node po
       expect(c.args.slice(0, 2)).toEqual(["services/trainer/dist/main.js", "train-job"]);
       const env = { ...podEnv, ...Object.fromEntries((c.env as { name: string; value?: string }[]).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!])) };
       expect(env["LATHE_ARTIFACTS_DIR"]).toBe(base.LATHE_ARTIFACTS_DIR ?? join(base.LATHE_DATA_DIR, "artifacts"));
+      expect(env["LATHE_TRAINER_GPU_DEVICE"]).toBe("cpu");
+      if (podGpuDevice !== undefined) env["LATHE_TRAINER_GPU_DEVICE"] = podGpuDevice;
       const abort = new AbortController();
       const done = runTrainJob(c.args.slice(2), env, { signal: abort.signal }).then(
         (code) => {
@@ -166,6 +172,21 @@ describe("TrainerService on Kubernetes: GPU jobs as batch/v1 Jobs on the node po
     expect(k8s.created.length).toBeGreaterThan(0);
     for (const m of k8s.created) expect(() => new Job(m as never).validate()).not.toThrow();
   }, 120_000);
+
+  it("a GPU job whose pod has no CUDA device fails with ENGINE_UNSUPPORTED naming the devices it has, never training on the CPU unasked", async () => {
+    podGpuDevice = "cuda"; // a trainer left at its default, its pod on a machine without a usable GPU
+    try {
+      await create("no-cuda", gpuJob());
+      const done = await watchToEnd("no-cuda");
+      expect(done.state).toBe(State.STATE_FAILED);
+      expect(done.error).toMatchObject({ reason: "ENGINE_UNSUPPORTED" });
+      expect(done.error!.message).toContain("'cuda'");
+      expect(done.error!.message).toContain("cpu");
+      expect(done.result?.adapterArtifactDigest ?? "").toBe("");
+    } finally {
+      podGpuDevice = undefined;
+    }
+  }, 60_000);
 
   it("a pod killed for memory fails the job with the limit and what to change", async () => {
     cluster = (job) => (job.metadata.labels["lathe.dev/fine-tuning-job"] === "oom" ? "oom-killed" : "train");

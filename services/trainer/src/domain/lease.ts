@@ -64,9 +64,10 @@ export class JobLeases {
    * Among the jobs a tenant may start (under its limits on running jobs and GPUs), the tenant
    * with the fewest running jobs goes first, then the highest priority, then the oldest job; so
    * one tenant's backlog never starves another's single job. `worker` names the claimer, or is
-   * made from the job and attempt (a Kubernetes Job's name).
+   * made from the job and attempt (a Kubernetes Job's name). `maxGpuCount`: only jobs asking that
+   * many GPUs or fewer (a local GPU slot trains a job on one GPU).
    */
-  async claim(worker: string | ((target: ClaimTarget) => string), leaseMs: number, scope: ClaimScope = "cpu"): Promise<Claimed | undefined> {
+  async claim(worker: string | ((target: ClaimTarget) => string), leaseMs: number, scope: ClaimScope = "cpu", maxGpuCount?: number): Promise<Claimed | undefined> {
     const { maxRunningJobs, maxGpus } = this.limits;
     const claimed = await this.db.transaction().execute(async (trx) => {
       const t = trx.withSchema(schema);
@@ -82,6 +83,7 @@ export class JobLeases {
         from ${sql.table(`${schema}.jobs`)} j left join live l on l.tenant = j.tenant
         where (j.state = 'QUEUED' or (j.state = 'RUNNING' and j.lease_until < now()))
           and (${scope} = 'all' or (${scope} = 'gpu') = (j.gpu_count > 0))
+          and (${maxGpuCount ?? -1}::integer < 0 or j.gpu_count <= ${maxGpuCount ?? -1}::integer)
           and (${maxRunningJobs}::integer = 0 or coalesce(l.jobs, 0) < ${maxRunningJobs}::integer)
           and (${maxGpus}::integer = 0 or coalesce(l.gpus, 0) + j.gpu_count <= ${maxGpus}::integer)
         order by coalesce(l.jobs, 0), j.priority desc, j.seq

@@ -133,7 +133,7 @@ export function recipeOf(spec: JobSpec): Recipe {
  * other services (the model exists, the dataset version is ready) is checked afterwards, and so
  * is what needs the data (guards.ts; auto_hyperparameters, auto.ts).
  */
-export function validateJob(job: FineTuningJob | undefined, hardwareTypes: readonly string[], gpuSlots = false): JobSpec {
+export function validateJob(job: FineTuningJob | undefined, hardwareTypes: readonly string[], gpusPerJob = 0): JobSpec {
   if (!job) throw invalidArgument("fine_tuning_job", "is required");
   const f = (name: string) => `fine_tuning_job.${name}`;
   parseName(f("base_model"), job.baseModel, "models");
@@ -143,7 +143,7 @@ export function validateJob(job: FineTuningJob | undefined, hardwareTypes: reado
   const method = fineTuningMethods.name(job.method);
   if (method === undefined) throw invalidArgument(f("method"), `unknown value ${job.method}`);
 
-  const compute = computeOf(job.compute, hardwareTypes, gpuSlots);
+  const compute = computeOf(job.compute, hardwareTypes, gpusPerJob);
   const reg = job.followUp?.registration;
   if (reg !== undefined && reg.adapter !== "") {
     const [model] = parseNestedName(f("follow_up.registration.adapter"), reg.adapter, ["models", "adapters"]);

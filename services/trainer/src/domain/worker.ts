@@ -26,7 +26,12 @@ export interface WorkerOptions {
    * processes may share it.
    */
   workDir: string;
+  /** CPU jobs trained at once. */
   slots: number;
+  /** GPU jobs (compute.gpu_count > 0) trained at once, each asking one GPU at most; 0: none here. */
+  gpuSlots?: number;
+  /** The engine device GPU jobs train on ("cuda"; "cpu" where LATHE_TRAINER_GPU_DEVICE says so). CPU jobs always train on "cpu". */
+  gpuDevice?: "cuda" | "cpu";
   threads: number;
   pollMs: number;
   leaseMs: number;
@@ -49,7 +54,7 @@ class Stop extends Error {
  */
 export class LocalWorker {
   readonly id = `local-${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-  private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private readonly running = new Map<string, { abort: AbortController; done: Promise<void>; gpu: boolean }>();
   /** Looks for queued jobs (and jobs whose worker's lease ran out) while a slot is free. */
   private readonly loop: PollingLoop;
 
@@ -57,8 +62,19 @@ export class LocalWorker {
     this.loop = new PollingLoop({ name: "trainer worker: looking for jobs", intervalMs: o.pollMs, logger: o.logger, tick: (signal) => this.poll(signal) });
   }
 
+  private get gpuSlots(): number {
+    return this.o.gpuSlots ?? 0;
+  }
+
+  /** Jobs of that kind running here. */
+  private count(gpu: boolean): number {
+    let n = 0;
+    for (const r of this.running.values()) n += r.gpu === gpu ? 1 : 0;
+    return n;
+  }
+
   async start(): Promise<void> {
-    if (this.o.slots === 0) return;
+    if (this.o.slots === 0 && this.gpuSlots === 0) return;
     await this.sweep().catch((err: unknown) => this.o.logger.warn({ err }, "trainer worker: sweeping the work folders of ended attempts failed"));
     this.loop.start();
   }
@@ -83,13 +99,18 @@ export class LocalWorker {
 
   /** Look for work now (a job was queued in this process). */
   notify(): void {
-    if (this.running.size < this.o.slots) this.loop.notify();
+    if (this.count(false) < this.o.slots || this.count(true) < this.gpuSlots) this.loop.notify();
   }
 
-  /** Claims jobs until the slots are full or none is left. */
+  /** Claims jobs until the slots of both kinds are full or none is left. */
   private async poll(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted && this.running.size < this.o.slots) {
-      const claimed = await this.o.leases.claim(this.id, this.o.leaseMs);
+    for (const gpu of [false, true]) await this.fill(gpu, signal);
+  }
+
+  /** Claims jobs of one kind (CPU or one-GPU jobs) while a slot of that kind is free. */
+  private async fill(gpu: boolean, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted && this.count(gpu) < (gpu ? this.gpuSlots : this.o.slots)) {
+      const claimed = await this.o.leases.claim(this.id, this.o.leaseMs, gpu ? "gpu" : "cpu", gpu ? 1 : undefined);
       if (!claimed) return;
       const key = `${claimed.row.tenant}/${claimed.row.job_id}`;
       const abort = new AbortController();
@@ -105,7 +126,7 @@ export class LocalWorker {
           this.running.delete(key);
           this.notify();
         });
-      this.running.set(key, { abort, done });
+      this.running.set(key, { abort, done, gpu });
     }
   }
 
@@ -285,6 +306,9 @@ export class LocalWorker {
             outDir,
             recipe,
             numThreads: this.o.threads,
+            // A GPU job on the CUDA backend (never the CPU unasked: without a CUDA device the
+            // engine refuses, naming the devices it has); a CPU job on the CPU even where a GPU is.
+            device: spec.compute.backend === "cuda" ? (this.o.gpuDevice ?? "cuda") : "cpu",
             qlora: spec.method === "qlora",
             resumeFrom,
             onCheckpoint,

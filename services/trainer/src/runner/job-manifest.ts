@@ -55,6 +55,8 @@ export interface PodPaths {
   dataDir: string;
   /** The trainer's LATHE_ARTIFACTS_DIR: where the artifacts claim is mounted. */
   artifactsDir: string;
+  /** The trainer's LATHE_TRAINER_GPU_DEVICE: the engine device a GPU job's pod trains on. Default cuda. */
+  gpuDevice?: "cuda" | "cpu";
 }
 
 /**
@@ -74,8 +76,12 @@ export function trainingJobManifest(o: KubernetesOptions, paths: PodPaths, t: At
     [labelKeys.job]: labelValue(t.jobId),
     [labelKeys.attempt]: String(t.attempt),
   };
-  const own = new Set(["LATHE_DATA_DIR", ...(o.artifactsClaim === null ? [] : ["LATHE_ARTIFACTS_DIR"])]);
-  const env: V1EnvVar[] = [...(o.env.filter((e) => !own.has(e.name)) as V1EnvVar[]), { name: "LATHE_DATA_DIR", value: paths.dataDir }];
+  const own = new Set(["LATHE_DATA_DIR", "LATHE_TRAINER_GPU_DEVICE", ...(o.artifactsClaim === null ? [] : ["LATHE_ARTIFACTS_DIR"])]);
+  const env: V1EnvVar[] = [
+    ...(o.env.filter((e) => !own.has(e.name)) as V1EnvVar[]),
+    { name: "LATHE_DATA_DIR", value: paths.dataDir },
+    { name: "LATHE_TRAINER_GPU_DEVICE", value: paths.gpuDevice ?? "cuda" },
+  ];
   if (o.artifactsClaim !== null) env.push({ name: "LATHE_ARTIFACTS_DIR", value: paths.artifactsDir });
   const limits: Record<string, string> = { ...o.resources.limits };
   if (t.gpuCount > 0) limits[o.gpuResource] = String(t.gpuCount);

@@ -64,6 +64,8 @@ export async function runTrainJob(argv: readonly string[], env: Record<string, s
       logger,
       workDir: join(dataDir, "work", "trainer"),
       slots: 0,
+      // A GPU job's pod trains on the CUDA backend (LATHE_TRAINER_GPU_DEVICE, from the trainer's environment)
+      gpuDevice: options.LATHE_TRAINER_GPU_DEVICE,
       threads: options.LATHE_TRAINER_THREADS,
       pollMs: options.LATHE_TRAINER_POLL_MS,
       leaseMs: options.LATHE_TRAINER_LEASE_MS,
