@@ -111,7 +111,7 @@ function batchOf(vocab: number) {
 }
 
 async function engineWorker(dir: string, r: number, dtype: string): Promise<EngineResult> {
-  const model = await Model.load(dir, { numThreads: threads });
+  const model = await Model.load(dir, { numThreads: threads, device: "cpu" });
   if (dtype === "bf16") model.convertBaseToBf16();
   else if (dtype !== "f32") throw new Error(`--base-dtype ${dtype}: f32 or bf16`);
   model.loraInit({ r, alpha: 2 * r, targetModules: TARGETS, seed: 1 });

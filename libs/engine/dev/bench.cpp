@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
     c.vocab_size = 2048; c.hidden_size = 128; c.intermediate_size = 352; c.num_layers = 4; c.num_heads = 4; c.num_kv_heads = 2; c.head_dim = 32;
   }
   c.rms_norm_eps = 1e-5f; c.rope_theta = 10000.0f; c.tie_word_embeddings = 1; c.num_threads = threads;
+  c.backend = "cpu";  // the CPU engine's bench, also where a GPU would make "auto" choose CUDA
   char err[512];
   lathe_model* m = nullptr;
   if (lathe_model_init(&c, &m, err, sizeof err)) { std::fprintf(stderr, "%s\n", err); return 1; }
