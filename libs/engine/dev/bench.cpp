@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     set(p + "mlp.gate_proj.weight", I * H, false); set(p + "mlp.up_proj.weight", I * H, false); set(p + "mlp.down_proj.weight", H * I, false);
   }
   lathe_lora_config lc{};
-  if (base == "bf16" && lathe_model_convert_bf16(m, 0x7F, err, sizeof err)) std::fprintf(stderr, "%s\n", err);
+  if (base == "bf16" && lathe_model_convert_bf16(m, 0xFF, err, sizeof err)) std::fprintf(stderr, "%s\n", err);
   lc.r = r; lc.alpha = 2.0f * r; lc.target_modules = 0x7F; lc.seed = 1;
   lathe_lora_init(m, &lc, err, sizeof err);
   std::vector<int32_t> tokens(B * T), labels(B * T);

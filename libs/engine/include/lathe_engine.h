@@ -186,8 +186,11 @@ lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char
 
 /*
  * bf16 base (--base-dtype bf16): stores the frozen weights of the layer linears selected by
- * `modules` (LATHE_LORA_Q .. LATHE_LORA_DOWN bits; lm_head, the embeddings and the norms stay
- * f32) in bfloat16, rounded to nearest even, and frees their f32 copies: half the memory. Their
+ * `modules` (LATHE_LORA_Q .. LATHE_LORA_DOWN bits) in bfloat16, rounded to nearest even, and
+ * frees their f32 copies: half the memory. LATHE_LORA_LM_HEAD does the same for the LM head's
+ * products: an untied lm_head.weight is stored in bf16; a tied head gets a bf16 copy (the
+ * embedding lookup keeps reading the f32 table, and the copy's bytes count in the base's memory).
+ * The embeddings and the norms stay f32. Their
  * products then round the activation (forward) or gradient (backward) to bf16 too and sum the
  * products in f32, with AVX512_BF16 dot products where the CPU has them. LoRA weights, their
  * gradients and the optimizer state stay f32. Call it after every weight is set; NF4 linears are

@@ -8,7 +8,7 @@
 
 namespace lathe {
 
-double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
+double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, HeadWeight W,
                                       const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
                                       CrossEntropyScratch& scratch, int64_t* count_out, int64_t* correct_out) {
   std::vector<int32_t> rows;
@@ -42,7 +42,8 @@ double cross_entropy_forward_backward(const Backend& be, const float* h, const i
     }
     be.ops->gather_rows(be.ctx, xin.data(), h, chunk, m, H);
     if (r) be.ops->gather_rows(be.ctx, uc.data(), lora->u, chunk, m, r);
-    gemm_nt(be, m, V, H, 1.0f, xin.data(), W, 0.0f, logit.data());
+    if (W.bf16) be.ops->bf16_matmul(be.ctx, true, m, V, H, xin.data(), W.bf16, H, false, logit.data());  // x W^T
+    else gemm_nt(be, m, V, H, 1.0f, xin.data(), W.f32, 0.0f, logit.data());
     if (r) gemm_nt(be, m, V, r, lora->scale, uc.data(), lora->B, 1.0f, logit.data());
     if (logits_out) {
       be.ops->download(be.ctx, host_logits.data(), logit.data(), sizeof(float) * m * V);
@@ -52,7 +53,8 @@ double cross_entropy_forward_backward(const Backend& be, const float* h, const i
     const bool backward = dh != nullptr;
     be.ops->cross_entropy(be.ctx, logit.data(), lab.data(), m, V, coef, backward, &total, correct_out);
     if (!backward || !any_label) continue;
-    gemm_nn(be, m, H, V, 1.0f, logit.data(), W, 0.0f, dx.data());  // dh = dlogits W
+    if (W.bf16) be.ops->bf16_matmul(be.ctx, false, m, H, V, logit.data(), W.bf16, H, false, dx.data());  // dh = dlogits W
+    else gemm_nn(be, m, H, V, 1.0f, logit.data(), W.f32, 0.0f, dx.data());
     be.ops->scatter_rows(be.ctx, dh, dx.data(), chunk, m, H);
     if (r) {
       gemm_tn(be, V, r, m, lora->scale, logit.data(), uc.data(), 1.0f, lora->gB);   // gB += s dlogits^T u

@@ -3,7 +3,7 @@
 //
 //   logits[n,:] = h[n,:] W^T (+ scale * u[n,:] B^T with a LoRA on lm_head, u = drop(h) A^T)
 //   loss = sum over rows with label != -100 of (logsumexp(logits[n]) - logits[n, label[n]])
-// h: [N, H], W: [V, H] (backend memory), labels: [N] (host). Only rows with a label are computed (all rows when
+// h: [N, H], W: [V, H] (backend memory, f32 or bf16), labels: [N] (host). Only rows with a label are computed (all rows when
 // logits are requested). The rows are processed a chunk at a time (chunk_rows x V floats of
 // logits at most: the whole [N, V] matrix never exists), and within a chunk the logits buffer is
 // turned into d loss/d logits in place: coef * (softmax - onehot), so each chunk's GEMMs run once.
@@ -24,6 +24,13 @@ struct CrossEntropyScratch {
   Buffer<float> h, logits, dh, u, du;  // [chunk, H], [chunk, V], [chunk, H], [chunk, r], [chunk, r]
 };
 
+// The head's frozen weight [V, H] in backend memory: f32, or bf16 (f32 null; its products round
+// the activation or the logits' gradient to bf16 and sum in f32, as every bf16 linear does).
+struct HeadWeight {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+};
+
 struct HeadLoRA {
   const float* u = nullptr;  // [N, r]
   const float* B = nullptr;  // [V, r]
@@ -33,7 +40,7 @@ struct HeadLoRA {
   float scale = 0.0f;
 };
 
-double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, const float* W,
+double cross_entropy_forward_backward(const Backend& be, const float* h, const int32_t* labels, int N, int H, int V, HeadWeight W,
                                       const HeadLoRA* lora, float coef, float* dh, float* logits_out, int64_t chunk_rows,
                                       CrossEntropyScratch& scratch, int64_t* count_out, int64_t* correct_out = nullptr);
 

@@ -112,6 +112,8 @@ void bind_weights(lathe_model& m) {
   m.embed = at("model.embed_tokens.weight");
   m.norm = at("model.norm.weight");
   m.head = m.cfg.tie_word_embeddings ? m.embed : at("lm_head.weight");
+  m.head16 = m.cfg.tie_word_embeddings ? m.tied_head16.data() : m.weights.at("lm_head.weight").bf16.data();
+  if (m.head16) m.head = nullptr;
   for (int l = 0; l < m.cfg.num_layers; ++l) {
     Layer& L = m.layers[l];
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -257,7 +259,7 @@ void model_set_weight(lathe_model& m, const std::string& name, const float* data
   if (!data) fail(LATHE_ERR_INVALID_ARGUMENT, name + ": data is NULL");
   if (t.q4)
     fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this weight is stored as NF4 (lathe_model_quantize_nf4 was called); set weights before quantising");
-  if (!t.bf16.empty())
+  if (!t.bf16.empty() || (name == "model.embed_tokens.weight" && !m.tied_head16.empty()))
     fail(LATHE_ERR_INVALID_ARGUMENT, name + ": this weight is stored as bf16 (lathe_model_convert_bf16 was called); set weights before converting");
   std::memcpy(t.data.data(), data, sizeof(float) * count);
   t.set = true;
@@ -310,15 +312,36 @@ void model_quantize_nf4(lathe_model& m, uint32_t modules) {
 }
 
 void model_convert_bf16(lathe_model& m, uint32_t modules) {
+  if (modules & ~0xFFu)
+    fail(LATHE_ERR_INVALID_ARGUMENT, "modules must be LATHE_LORA_Q..LATHE_LORA_DOWN and LATHE_LORA_LM_HEAD bits, got " + std::to_string(modules));
+  const bool head = (modules & LATHE_LORA_LM_HEAD) != 0;
+  const char* head_name = m.cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  Tensor& ht = m.weights.at(head_name);
+  if (head && !m.head16 && !ht.set) fail(LATHE_ERR_INVALID_ARGUMENT, std::string(head_name) + " was never set: set every weight before converting to bf16");
+  const auto chosen = (modules & 0x7Fu) ? base_linears(m, modules & 0x7Fu, "converting to bf16") : std::vector<std::pair<Linear*, Tensor*>>{};
   std::vector<uint16_t> host;
-  for (const auto& [lin, t] : base_linears(m, modules, "converting to bf16")) {
-    host.resize(t->data.size());
-    for (size_t i = 0; i < t->data.size(); ++i) host[i] = f32_to_bf16(t->data[i]);
+  auto to_bf16 = [&](const std::vector<float>& data) {
+    host.resize(data.size());
+    for (size_t i = 0; i < data.size(); ++i) host[i] = f32_to_bf16(data[i]);
+  };
+  for (const auto& [lin, t] : chosen) {
+    to_bf16(t->data);
     t->bf16.assign(m.backend, host.data(), host.size());
     std::vector<float>().swap(t->data);  // free the f32 copies
     t->mem.reset();
     lin->W = nullptr;
     lin->W16 = t->bf16.data();
+  }
+  if (head && !m.head16) {
+    to_bf16(ht.data);
+    if (m.cfg.tie_word_embeddings) {
+      m.tied_head16.assign(m.backend, host.data(), host.size());  // the lookup keeps the f32 table
+    } else {
+      ht.bf16.assign(m.backend, host.data(), host.size());
+      std::vector<float>().swap(ht.data);
+      ht.mem.reset();
+    }
+    bind_weights(m);
   }
 }
 
@@ -329,6 +352,7 @@ void model_memory(const lathe_model& m, uint64_t* bytes, uint64_t* params) {
     p += n;
     b += kv.second.q4 ? kv.second.q4->bytes() : !kv.second.bf16.empty() ? n * sizeof(uint16_t) : n * sizeof(float);
   }
+  b += sizeof(uint16_t) * static_cast<uint64_t>(m.tied_head16.size());  // a tied head's bf16 copy (the same parameters)
   if (bytes) *bytes = b;
   if (params) *params = p;
 }
@@ -501,7 +525,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
   }
   int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 22) / V);
   int64_t counted = 0;
-  const double loss_sum = cross_entropy_forward_backward(be, m.hf.data(), labels, N, H, V, m.head, m.head_lora ? &hl : nullptr,
+  const double loss_sum = cross_entropy_forward_backward(be, m.hf.data(), labels, N, H, V, {m.head, m.head16}, m.head_lora ? &hl : nullptr,
                                                          coef, dh, logits_out, chunk, m.ce, &counted, &m.last_correct);
   const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
   if (loss_out) *loss_out = static_cast<float>(loss);

@@ -75,7 +75,11 @@ struct lathe_model {
   std::vector<lathe::Layer> layers;
   const float* embed = nullptr;                               // frozen weights in backend memory (Layer)
   const float* norm = nullptr;
-  const float* head = nullptr;                                // lm_head.weight or the tied embedding
+  const float* head = nullptr;                                // lm_head.weight or the tied embedding (null once stored as bf16)
+  const uint16_t* head16 = nullptr;                           // the head in bf16 (lathe_model_convert_bf16 with LATHE_LORA_LM_HEAD), else null
+  // A tied head's bf16 copy: the embedding lookup keeps reading the f32 table (an untied
+  // lm_head.weight keeps its bf16 copy in its Tensor, as the linears do).
+  lathe::Buffer<uint16_t> tied_head16;
   lathe::Buffer<float> inv_freq;                              // RoPE, [head_dim/2]
 
   // LoRA: module name (e.g. model.layers.0.self_attn.q_proj, lm_head) -> adapter

@@ -245,6 +245,8 @@ void model_load_safetensors(lathe_model& m, const std::string& path) {
     Tensor& t = it->second;
     if (sh != t.shape) bad(path, "tensor '" + name + "' has shape " + shape_str(sh) + ", the model expects " + shape_str(t.shape));
     if (t.q4) bad(path, "tensor '" + name + "' is stored as NF4 (lathe_model_quantize_nf4 was called); load weights before quantising");
+    if (!t.bf16.empty() || (name == "model.embed_tokens.weight" && !m.tied_head16.empty()))
+      bad(path, "tensor '" + name + "' is stored as bf16 (lathe_model_convert_bf16 was called); load weights before converting");
     const double b = offs->arr[0].num, e = offs->arr[1].num;
     const size_t count = static_cast<size_t>(t.numel());
     if (b < 0 || e < b || e - b != static_cast<double>(count * esize))

@@ -451,7 +451,7 @@ ModelPtr make_model(const Case& k, const lathe_backend* backend, Variant variant
     for (auto& [name, v] : k.weights) ok(lathe_model_set_weight(m.get(), name.c_str(), v.data(), v.size(), ok.err, sizeof ok.err));
   }
   lathe_lora_config lc = k.lora;
-  if (variant == Variant::Bf16) ok(lathe_model_convert_bf16(m.get(), 0x7F, ok.err, sizeof ok.err));
+  if (variant == Variant::Bf16) ok(lathe_model_convert_bf16(m.get(), 0xFF, ok.err, sizeof ok.err));  // the 7 linears and the head
   if (variant == Variant::Qlora) {
     lc.dropout = 0.1f;
     lc.seed = 11;

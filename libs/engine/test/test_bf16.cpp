@@ -86,8 +86,11 @@ StepResult step(lathe_model* m, const std::vector<std::string>& names, const lat
 
 }  // namespace
 
-TEST(a_bf16_base_halves_the_linears_memory_and_trains_within_bf16_tolerance_of_the_f32_base) {
+// modules: 0x7F (the linears) or 0xFF (and the LM head: an untied lm_head.weight is stored in
+// bf16 instead of f32; a tied head gets a bf16 copy beside the f32 table the lookup reads).
+static void bf16_base_case(uint32_t modules, bool tied) {
   t::Spec s;
+  s.tied = tied;
   s.hidden = 32;
   s.intermediate = 48;
   s.head_dim = 8;
@@ -99,16 +102,23 @@ TEST(a_bf16_base_halves_the_linears_memory_and_trains_within_bf16_tolerance_of_t
   char err[512];
   uint64_t bytes_f32 = 0, bytes_b16 = 0;
   CHECK(lathe_model_memory(f32, &bytes_f32, nullptr, err, sizeof err) == LATHE_OK);
-  CHECK_MSG(lathe_model_convert_bf16(b16, 0x7F, err, sizeof err) == LATHE_OK, err);
+  CHECK_MSG(lathe_model_convert_bf16(b16, modules, err, sizeof err) == LATHE_OK, err);
   CHECK(lathe_model_memory(b16, &bytes_b16, nullptr, err, sizeof err) == LATHE_OK);
   const uint64_t H = c.hidden_size, I = c.intermediate_size, qd = uint64_t(c.num_heads) * c.head_dim, kd = uint64_t(c.num_kv_heads) * c.head_dim;
   const uint64_t linear_params = uint64_t(c.num_layers) * (2 * H * qd + 2 * H * kd + 3 * H * I);
-  CHECK_MSG(bytes_f32 - bytes_b16 == linear_params * 2,  // 4 bytes -> 2 per linear weight
-            "saved " + std::to_string(bytes_f32 - bytes_b16) + " bytes");
+  const int64_t head_params = (modules & LATHE_LORA_LM_HEAD) ? int64_t(c.vocab_size) * c.hidden_size : 0;
+  // 4 bytes -> 2 per linear weight; an untied head saves as much, a tied head's copy costs 2 more
+  const int64_t want_saved = int64_t(linear_params) * 2 + (tied ? -2 : 2) * head_params;
+  CHECK_MSG(int64_t(bytes_f32) - int64_t(bytes_b16) == want_saved, "saved " + std::to_string(int64_t(bytes_f32) - int64_t(bytes_b16)) + " bytes, want " + std::to_string(want_saved));
   // Setting a converted weight fails, naming why.
   std::vector<float> w(static_cast<size_t>(c.hidden_size) * c.hidden_size);
   CHECK(lathe_model_set_weight(b16, "model.layers.0.self_attn.q_proj.weight", w.data(), w.size(), err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT &&
         std::strstr(err, "bf16"));
+  if (head_params) {  // the head's weight too (a tied head: the embedding table it copies)
+    std::vector<float> e(static_cast<size_t>(head_params));
+    CHECK(lathe_model_set_weight(b16, tied ? "model.embed_tokens.weight" : "lm_head.weight", e.data(), e.size(), err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT &&
+          std::strstr(err, "bf16"));
+  }
   lathe_lora_config lc{};
   lc.r = 4;
   lc.alpha = 8;
@@ -142,8 +152,23 @@ TEST(a_bf16_base_halves_the_linears_memory_and_trains_within_bf16_tolerance_of_t
       CHECK_MSG(rel <= 5e-2, "step " + std::to_string(k + 1) + " " + names[i] + ": " + std::to_string(rel) + " of its largest element");
     }
   }
-  std::printf("  bf16 base vs f32 base: losses of 3 steps within %.2e relative, step 1's LoRA gradients within %.2e of their largest element\n", worst_loss,
-              worst_grad);
+  std::printf("  bf16 base (%s%s) vs f32 base: losses of 3 steps within %.2e relative, step 1's LoRA gradients within %.2e of their largest element\n",
+              head_params ? "linears and LM head" : "linears", tied ? ", tied" : "", worst_loss, worst_grad);
   lathe_model_free(f32);
   lathe_model_free(b16);
+}
+
+TEST(a_bf16_base_halves_the_linears_memory_and_trains_within_bf16_tolerance_of_the_f32_base) {
+  bf16_base_case(0x7F, false);
+  bf16_base_case(0x7F, true);
+}
+
+TEST(a_bf16_lm_head_halves_its_memory_untied_and_trains_within_bf16_tolerance_tied_or_not) {
+  bf16_base_case(0xFF, false);
+  bf16_base_case(0xFF, true);
+  // an unknown bit is refused
+  lathe_model* m = t::make_model(t::Spec{});
+  char err[512];
+  CHECK(m && lathe_model_convert_bf16(m, 0x100, err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT);
+  lathe_model_free(m);
 }

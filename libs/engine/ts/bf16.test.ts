@@ -1,5 +1,5 @@
 // The bf16 base (Model.convertBaseToBf16, `--base-dtype bf16`): half the bytes for the frozen
-// linears, a loss within the bf16 tolerance of the f32 base (test/README.md), and it trains.
+// linears and an untied head (a tied head: a bf16 copy beside the table), a loss within the bf16 tolerance of the f32 base (test/README.md), and it trains.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -26,7 +26,7 @@ function batchOf(batch: number, seq: number, vocab: number): Batch {
 }
 
 describe("convertBaseToBf16", () => {
-  it("halves the base linears' bytes, keeps the loss within 2e-2 of the f32 base, and trains", async () => {
+  it("halves the base linears' bytes (and the head's), keeps the loss within 2e-2 of the f32 base, and trains", async () => {
     const f32 = await Model.load(dir, { numThreads: 2 });
     const b16 = await Model.load(dir, { numThreads: 2 });
     try {
@@ -38,7 +38,8 @@ describe("convertBaseToBf16", () => {
       const after = b16.memory();
       const c = b16.config;
       const perLayer = c.hiddenSize * (c.numHeads * c.headDim) * 2 + c.hiddenSize * (c.numKvHeads * c.headDim) * 2 + 3 * c.hiddenSize * c.intermediateSize;
-      expect(before.baseBytes - after.baseBytes).toBe(2 * perLayer * c.numLayers);
+      const head = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? -2 : 2); // an untied head halves; a tied one adds its bf16 copy
+      expect(before.baseBytes - after.baseBytes).toBe(2 * perLayer * c.numLayers + head);
       expect(after.baseParams).toBe(before.baseParams);
 
       const lossF32 = (await f32.forwardBackward(batch, { backward: false, training: false })).loss;
@@ -57,12 +58,15 @@ describe("convertBaseToBf16", () => {
     }
   });
 
-  it("refuses lm_head, and setWeight on a converted weight, with INVALID_ARGUMENT", async () => {
+  it("refuses setWeight on a converted weight, the head's included, with INVALID_ARGUMENT", async () => {
     const model = await Model.load(dir, { numThreads: 1 });
     try {
-      expect(() => model.convertBaseToBf16(["lm_head"])).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
-      model.convertBaseToBf16(["q_proj"]);
+      model.convertBaseToBf16(["q_proj", "lm_head"]);
       const c = model.config;
+      const headName = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+      expect(() => model.setWeight(headName, new Float32Array(c.vocabSize * c.hiddenSize))).toThrow(
+        expect.objectContaining({ code: "INVALID_ARGUMENT", message: expect.stringContaining("bf16") }),
+      );
       expect(() => model.setWeight("model.layers.0.self_attn.q_proj.weight", new Float32Array(c.numHeads * c.headDim * c.hiddenSize))).toThrow(
         expect.objectContaining({ code: "INVALID_ARGUMENT", message: expect.stringContaining("bf16") }),
       );

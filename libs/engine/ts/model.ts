@@ -409,11 +409,13 @@ export class Model {
   /**
    * `--base-dtype bf16`: stores the frozen weights of these linears in bf16 (half the memory) and
    * frees their f32 copies; their products round the activation or gradient to bf16 and sum in
-   * f32 (AVX512_BF16 dot products where the CPU has them). LoRA weights, gradients and the
-   * optimizer state stay f32. Call after every weight is set.
-   * @throws EngineError INVALID_ARGUMENT for lm_head or a weight not yet set.
+   * f32 (AVX512_BF16 dot products where the CPU has them). "lm_head" does the same for the LM
+   * head (a tied head gets a bf16 copy; the embedding lookup keeps the f32 table). LoRA weights,
+   * gradients and the optimizer state stay f32. Call after every weight is set. Default: the 7
+   * projections and the head.
+   * @throws EngineError INVALID_ARGUMENT for a weight not yet set.
    */
-  convertBaseToBf16(modules: readonly native.LoraModule[] = NF4_MODULES): void {
+  convertBaseToBf16(modules: readonly native.LoraModule[] = [...NF4_MODULES, "lm_head"]): void {
     call(() => this.handle.convertBf16([...modules]));
   }
 
