@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
       {"up   dx=dyW   1024x576x1536", false, false, 1024, 576, 1536},
       {"head y=xW^T   85x49152x576", false, true, 85, 49152, 576},
       {"head dx=dyW   85x576x49152", false, false, 85, 576, 49152},
+      {"head y=xW^T   256x49152x576", false, true, 256, 49152, 576},
+      {"head dx=dyW   256x576x49152", false, false, 256, 576, 49152},
       {"lora gA=du^Tx 16x576x1024", true, false, 16, 576, 1024},
       {"lora t=xA^T   1024x16x576", false, true, 1024, 16, 576},
       {"lora dt=dyB   1024x16x1536", false, false, 1024, 16, 1536},

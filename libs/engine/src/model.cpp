@@ -523,7 +523,7 @@ void model_forward_backward(lathe_model& m, const int32_t* tokens, const int32_t
     zeros(be, m.dh, static_cast<size_t>(N) * H);
     dh = m.dh.data();
   }
-  int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 22) / V);
+  int64_t chunk = m.ce_chunk_rows > 0 ? m.ce_chunk_rows : std::max<int64_t>(16, (int64_t{1} << 24) / V);
   int64_t counted = 0;
   const double loss_sum = cross_entropy_forward_backward(be, m.hf.data(), labels, N, H, V, {m.head, m.head16}, m.head_lora ? &hl : nullptr,
                                                          coef, dh, logits_out, chunk, m.ce, &counted, &m.last_correct);
