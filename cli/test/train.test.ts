@@ -114,5 +114,9 @@ describe("lathe train and eval-loss", () => {
     const line = await runCli(["eval-loss", "--model", model, "--data", bad, "--json"]);
     expect(line.code).toBe(1);
     expect(line.stderr).toContain(`${bad}:2: \`prompt\` must be a string`);
+    // a device the engine cannot use here: the error names the ones it can
+    const device = await runCli(["train", "--model", model, "--data", data, "--out", join(dir, "y"), "--device", "tpu", "--threads", "1"]);
+    expect(device.code).toBe(1);
+    expect(device.stderr).toMatch(/config\.backend: unknown backend 'tpu'; available here: cpu/);
   });
 });

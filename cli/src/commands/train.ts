@@ -14,6 +14,7 @@ interface TrainFlags {
   eval?: string;
   out: string;
   threads: number;
+  device: string;
   qlora?: boolean;
   resume?: string | true;
   initAdapter?: string;
@@ -39,6 +40,7 @@ export function trainCommand(): Command {
   addRecipeFlags(cmd, TRAIN_SETTINGS);
   return cmd
     .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
+    .option("--device <name>", "the engine device: cpu, cuda, or auto (a GPU where the engine has one, else the CPU)", "auto")
     .option("--qlora", "QLoRA: keep the base model's layer projections in NF4 (about 0.52 bytes per parameter)")
     .option("--resume [dir]", "continue from a checkpoint folder, or the newest under --out (`latest`, the default)")
     .option("--init-adapter <dir>", "start from an existing PEFT adapter (LoRA settings not given are taken from it)")
@@ -64,6 +66,7 @@ export function trainCommand(): Command {
           outDir: o.out,
           recipe,
           numThreads: o.threads,
+          device: o.device,
           qlora: o.qlora ?? false,
           resumeFrom: o.resume === undefined ? undefined : o.resume === true ? "latest" : o.resume,
           initAdapter: o.initAdapter,
