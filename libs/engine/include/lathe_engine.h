@@ -193,8 +193,9 @@ lathe_status lathe_model_quantize_nf4(lathe_model* model, uint32_t modules, char
  * The embeddings and the norms stay f32. Their
  * products then round the activation (forward) or gradient (backward) to bf16 too and sum the
  * products in f32, with AVX512_BF16 dot products where the CPU has them. LoRA weights, their
- * gradients and the optimizer state stay f32. Call it after every weight is set; NF4 linears are
- * skipped, as are linears already in bf16.
+ * gradients and the optimizer state stay f32. Call it after every weight is set; an NF4 linear
+ * (QLoRA) keeps its codes and computes with bf16 tiles (dequantised tile rounded to bf16, the same
+ * products); linears already in bf16 are left as they are.
  */
 lathe_status lathe_model_convert_bf16(lathe_model* model, uint32_t modules, char* err, size_t err_len);
 

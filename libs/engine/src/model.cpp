@@ -324,6 +324,11 @@ void model_convert_bf16(lathe_model& m, uint32_t modules) {
     host.resize(data.size());
     for (size_t i = 0; i < data.size(); ++i) host[i] = f32_to_bf16(data[i]);
   };
+  // NF4 linears among them keep their codes and take bf16 tiles (nf4.h)
+  for (auto& L : m.layers)
+    for (int k = 0; k < 7; ++k)
+      if (modules & kModuleKinds[k].bit)
+        if (Tensor& t = m.weights.at(layer_linear(L, k)->name + ".weight"); t.q4) t.q4->bf16_tiles = true;
   for (const auto& [lin, t] : chosen) {
     to_bf16(t->data);
     t->bf16.assign(m.backend, host.data(), host.size());

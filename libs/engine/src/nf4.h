@@ -75,6 +75,10 @@ struct Tensor4 {
   float offset = 0.0f;           // absmax' = dynamic_map()[absmax_q[b]] * absmax_scale[b/256] + offset
   // Elements per dequantised tile (whole rows; at least one row). Tests lower it.
   int64_t tile_elems = int64_t{1} << 16;
+  // Products round the dequantised tile (and the activation or gradient) to bf16 and sum in f32,
+  // as a bf16 base weight's do (lathe_model_convert_bf16 on an NF4 linear). The CUDA backend's
+  // tiles are always bf16.
+  bool bf16_tiles = false;
   uint64_t bytes() const { return codes.bytes() + absmax_q.bytes() + absmax_scale.bytes() + sizeof(float); }
 };
 Tensor4 to_backend(const Backend& be, const Quantized& q);

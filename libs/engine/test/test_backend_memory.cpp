@@ -219,6 +219,7 @@ lathe::nf4::Tensor4 nf4_host(lathe_backend_ctx* ctx, const lathe::nf4::Tensor4& 
   h.cols = W.cols;
   h.offset = W.offset;
   h.tile_elems = W.tile_elems;
+  h.bf16_tiles = W.bf16_tiles;
   const lathe::Backend& be = st(ctx).host;
   h.codes.assign(be, real(ctx, W.codes.data(), (n + 1) / 2, "nf4 codes"), (n + 1) / 2);
   h.absmax_q.assign(be, real(ctx, W.absmax_q.data(), nb, "nf4 absmax_q"), nb);

@@ -88,7 +88,8 @@ StepResult step(lathe_model* m, const std::vector<std::string>& names, const lat
 
 // modules: 0x7F (the linears) or 0xFF (and the LM head: an untied lm_head.weight is stored in
 // bf16 instead of f32; a tied head gets a bf16 copy beside the f32 table the lookup reads).
-static void bf16_base_case(uint32_t modules, bool tied) {
+// qlora: both models store the linears as NF4 first; the bf16 one then computes with bf16 tiles.
+static void bf16_base_case(uint32_t modules, bool tied, bool qlora = false) {
   t::Spec s;
   s.tied = tied;
   s.hidden = 32;
@@ -100,6 +101,7 @@ static void bf16_base_case(uint32_t modules, bool tied) {
   CHECK(f32 && b16);
   if (!f32 || !b16) return;
   char err[512];
+  if (qlora) CHECK(lathe_model_quantize_nf4(f32, 0x7F, err, sizeof err) == LATHE_OK && lathe_model_quantize_nf4(b16, 0x7F, err, sizeof err) == LATHE_OK);
   uint64_t bytes_f32 = 0, bytes_b16 = 0;
   CHECK(lathe_model_memory(f32, &bytes_f32, nullptr, err, sizeof err) == LATHE_OK);
   CHECK_MSG(lathe_model_convert_bf16(b16, modules, err, sizeof err) == LATHE_OK, err);
@@ -108,12 +110,12 @@ static void bf16_base_case(uint32_t modules, bool tied) {
   const uint64_t linear_params = uint64_t(c.num_layers) * (2 * H * qd + 2 * H * kd + 3 * H * I);
   const int64_t head_params = (modules & LATHE_LORA_LM_HEAD) ? int64_t(c.vocab_size) * c.hidden_size : 0;
   // 4 bytes -> 2 per linear weight; an untied head saves as much, a tied head's copy costs 2 more
-  const int64_t want_saved = int64_t(linear_params) * 2 + (tied ? -2 : 2) * head_params;
+  const int64_t want_saved = (qlora ? 0 : int64_t(linear_params) * 2) + (tied ? -2 : 2) * head_params;  // NF4 codes stay
   CHECK_MSG(int64_t(bytes_f32) - int64_t(bytes_b16) == want_saved, "saved " + std::to_string(int64_t(bytes_f32) - int64_t(bytes_b16)) + " bytes, want " + std::to_string(want_saved));
   // Setting a converted weight fails, naming why.
   std::vector<float> w(static_cast<size_t>(c.hidden_size) * c.hidden_size);
   CHECK(lathe_model_set_weight(b16, "model.layers.0.self_attn.q_proj.weight", w.data(), w.size(), err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT &&
-        std::strstr(err, "bf16"));
+        std::strstr(err, qlora ? "NF4" : "bf16"));
   if (head_params) {  // the head's weight too (a tied head: the embedding table it copies)
     std::vector<float> e(static_cast<size_t>(head_params));
     CHECK(lathe_model_set_weight(b16, tied ? "model.embed_tokens.weight" : "lm_head.weight", e.data(), e.size(), err, sizeof err) == LATHE_ERR_INVALID_ARGUMENT &&
@@ -152,8 +154,8 @@ static void bf16_base_case(uint32_t modules, bool tied) {
       CHECK_MSG(rel <= 5e-2, "step " + std::to_string(k + 1) + " " + names[i] + ": " + std::to_string(rel) + " of its largest element");
     }
   }
-  std::printf("  bf16 base (%s%s) vs f32 base: losses of 3 steps within %.2e relative, step 1's LoRA gradients within %.2e of their largest element\n",
-              head_params ? "linears and LM head" : "linears", tied ? ", tied" : "", worst_loss, worst_grad);
+  std::printf("  bf16 base (%s%s%s) vs f32 base: losses of 3 steps within %.2e relative, step 1's LoRA gradients within %.2e of their largest element\n",
+              head_params ? "linears and LM head" : "linears", tied ? ", tied" : "", qlora ? ", NF4 linears with bf16 tiles" : "", worst_loss, worst_grad);
   lathe_model_free(f32);
   lathe_model_free(b16);
 }
@@ -161,6 +163,11 @@ static void bf16_base_case(uint32_t modules, bool tied) {
 TEST(a_bf16_base_halves_the_linears_memory_and_trains_within_bf16_tolerance_of_the_f32_base) {
   bf16_base_case(0x7F, false);
   bf16_base_case(0x7F, true);
+}
+
+TEST(qlora_with_bf16_tiles_trains_within_bf16_tolerance_of_qlora_with_f32_tiles) {
+  bf16_base_case(0x7F, false, true);
+  bf16_base_case(0xFF, true, true);
 }
 
 TEST(a_bf16_lm_head_halves_its_memory_untied_and_trains_within_bf16_tolerance_tied_or_not) {

@@ -15,6 +15,7 @@
 #include <fstream>
 
 #include "cpu/gemm.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/nf4_matmul.h"
 #include "model.h"
 #include "nf4.h"
@@ -191,6 +192,20 @@ TEST(nf4_tile_matmuls_equal_sgemm_on_the_dequantised_weight) {
     CHECK_MSG(rel_rms(y, y_ref) < 1e-6, "y, tile " + std::to_string(tile));
     CHECK_MSG(rel_rms(dx, dx_ref) < 1e-6, "dx, tile " + std::to_string(tile));
     CHECK(scratch.size() <= static_cast<size_t>(std::max<int64_t>(cols, std::min<int64_t>(tile, rows * cols))));
+  }
+  // bf16 tiles (--base-dtype bf16 on QLoRA): the bf16 GEMM on the bf16-rounded dequantised weight
+  std::vector<uint16_t> full16(full.size());
+  for (size_t i = 0; i < full.size(); ++i) full16[i] = lathe::f32_to_bf16(full[i]);
+  t.bf16_tiles = true;
+  for (int64_t tile : {int64_t{1} << 16, int64_t{120}, int64_t{1}}) {
+    t.tile_elems = tile;
+    std::vector<float> y(N * rows), y_ref(N * rows), dx(N * cols, 1.0f), dx_ref(N * cols, 1.0f), scratch, work;
+    lathe::nf4::matmul_nt(pool, N, x.data(), t, y.data(), scratch);
+    lathe::sgemm_bf16(pool, true, N, rows, cols, 1.0f, x.data(), cols, full16.data(), cols, 0.0f, y_ref.data(), rows, work);
+    lathe::nf4::matmul_nn(pool, N, dy.data(), t, dx.data(), true, scratch);
+    lathe::sgemm_bf16(pool, false, N, cols, rows, 1.0f, dy.data(), rows, full16.data(), cols, 1.0f, dx_ref.data(), cols, work);
+    CHECK_MSG(y == y_ref, "bf16 tiles: y, tile " + std::to_string(tile));  // each y element is one k-sum, as in the whole product
+    CHECK_MSG(rel_rms(dx, dx_ref) < 1e-6, "bf16 tiles: dx, tile " + std::to_string(tile));
   }
 }
 

@@ -3,7 +3,9 @@
 //   matmul_nt: y[N, rows] = x[N, cols] W^T      (y written; the forward of a Linear)
 //   matmul_nn: dx[N, cols] (+)= dy[N, rows] W    (the input gradient of a Linear)
 // Each tile goes to the threaded SGEMM (cpu/gemm.h): the result is sgemm's on the dequantised
-// weight, up to rounding where matmul_nn adds tile after tile (test_nf4 checks 1e-6).
+// weight, up to rounding where matmul_nn adds tile after tile (test_nf4 checks 1e-6). With
+// W.bf16_tiles (--base-dtype bf16 on a QLoRA model) the tile is rounded to bf16 and multiplied
+// by cpu/gemm_bf16.h, as a bf16 base weight is.
 #pragma once
 #include <cstdint>
 #include <vector>
