@@ -17,6 +17,15 @@
 
 #include "cuda/ops.h"
 
+// bf16 WMMA fragments exist from sm_80 on; below that <mma.h> leaves them incomplete types and
+// the kernels fail to compile with errors that do not say why. The usual cause: a build whose
+// target got no CUDA architectures (nvcc's default is sm_75), e.g. lathe_engine_core configured
+// without -DCMAKE_CUDA_ARCHITECTURES: the CMakeLists sets its default of 90 only after that
+// target exists (dev/gpu/run.sh passes it explicitly).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "cuda/attention_tc.cu needs sm_80 or newer: configure with -DCMAKE_CUDA_ARCHITECTURES=90 (or 80;90)"
+#endif
+
 namespace lathe {
 namespace cuda {
 namespace {
