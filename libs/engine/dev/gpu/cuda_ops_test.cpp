@@ -9,7 +9,11 @@
 //   bf16 products (bf16_matmul, NF4 matmuls): 1e-2 — both sides round the activation to bf16, the
 //   GPU also rounds the dequantised NF4 weight to bf16 (2^-9 relative per element);
 //   the tensor-core attention (q, k, v, dout and the probabilities rounded to bf16): 3e-2.
-// Exact: label counts (correct), and the loss sum within 1e-9 relative (f64 on both sides).
+// Exact: label counts (correct). The loss sum: 1e-7 relative. Both sides sum in f64, but each
+// row's terms are f32 exponentials of two implementations (CUDA's expf, within 2 ulp; the CPU's
+// polynomial of kernels/exp.h, within ~2e-7), so a shared bias of the terms moves each row's
+// logsumexp by up to ~1e-7: the CPU polynomial against libm's expf already differs by up to
+// ~2e-10 of the sum here, and a 1-ulp bias of the GPU's terms would give ~5e-9.
 // Prints each check and "N passed, M failed"; exits 1 on a failure.
 #include <cmath>
 #include <cstdio>
@@ -203,7 +207,7 @@ int main() {
       C.cross_entropy(P.cpu.ctx, l.data(), lab.data(), rows, V, 0.25f, true, &ls1, &c1);
       G.cross_entropy(P.gpu.ctx, gl.data(), lab.data(), rows, V, 0.25f, true, &ls2, &c2);
       const std::string tag = " V=" + std::to_string(V);
-      report("cross_entropy loss sum" + tag, std::fabs(ls1 - ls2) / std::fabs(ls1), 1e-9);
+      report("cross_entropy loss sum" + tag, std::fabs(ls1 - ls2) / std::fabs(ls1), 1e-7);
       report("cross_entropy correct count" + tag, c1 == c2 ? 0.0 : 1.0, 0);
       report("cross_entropy gradient" + tag, rel_err(l, gl.to_host()), tol32);
     }
