@@ -51,17 +51,24 @@ def main() -> int:
         rms_norm_eps=1e-5,
         rope_theta=500000.0,
         tie_word_embeddings=False,
+        attn_implementation=attn,
     )
-    cfg._attn_implementation = attn
+    try:  # transformers 4.x reads the private field when the model is built from a config
+        cfg._attn_implementation = attn
+    except Exception:
+        pass
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg)
     torch.set_default_dtype(torch.float32)
+    model = model.to(torch.bfloat16)  # a no-op unless this transformers built the model in its own dtype
     model.config.use_cache = False
     params = sum(p.numel() for p in model.parameters())
+    base_dtype = str(next(model.parameters()).dtype)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
     lcfg = peft.LoraConfig(
         r=16,
         lora_alpha=32,
@@ -108,7 +115,8 @@ def main() -> int:
                 "mfu": round(tps * 4 * params / (args.peak_tflops * 1e12), 4),
                 "peak_tflops": args.peak_tflops,
                 "loss": round(loss, 5),
-                "attention": attn,
+                "attention": getattr(model.config, "_attn_implementation", attn),
+                "base_dtype": base_dtype,
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
                 "peft": peft.__version__,
