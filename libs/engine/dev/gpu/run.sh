@@ -31,6 +31,7 @@ REPO="$(cd "$ENGINE/../.." && pwd)"
 OUT="${OUT:-$PWD/gpu-out}"
 WORK="${LATHE_GPU_WORK:-/tmp/lathe-gpu-work}"
 BUDGET="${LATHE_GPU_BUDGET_S:-420}"
+rm -rf "$WORK"  # no log of an earlier run on a warm machine may stand in for a skipped step
 mkdir -p "$OUT" "$WORK"
 BUILD="${LATHE_GPU_BUILD:-$ENGINE/build-gpu}"
 declare -A RC SECS
