@@ -1,4 +1,4 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { evalLoss, recipeFromAdapter, sequencesFromFile, train, type TrainProgress } from "@lathe/engine";
 import { RECIPE_KEYS, RecipeError, resolveRecipe, RECIPE, type RecipeKey } from "@lathe/models";
 import { nonNegativeInt, positiveInt } from "../flags.js";
@@ -15,6 +15,7 @@ interface TrainFlags {
   out: string;
   threads: number;
   device: string;
+  baseDtype: "f32" | "bf16";
   qlora?: boolean;
   resume?: string | true;
   initAdapter?: string;
@@ -41,6 +42,7 @@ export function trainCommand(): Command {
   return cmd
     .option("--threads <n>", "engine threads (0: all)", nonNegativeInt("threads"), 0)
     .option("--device <name>", "the engine device: cpu, cuda, or auto (a GPU where the engine has one, else the CPU)", "auto")
+    .addOption(new Option("--base-dtype <dtype>", "the frozen base's compute dtype: bf16 keeps the projections and the LM head in bf16 (half their memory; with --qlora, bf16 tiles)").choices(["f32", "bf16"]).default("f32"))
     .option("--qlora", "QLoRA: keep the base model's layer projections in NF4 (about 0.52 bytes per parameter)")
     .option("--resume [dir]", "continue from a checkpoint folder, or the newest under --out (`latest`, the default)")
     .option("--init-adapter <dir>", "start from an existing PEFT adapter (LoRA settings not given are taken from it)")
@@ -67,6 +69,7 @@ export function trainCommand(): Command {
           recipe,
           numThreads: o.threads,
           device: o.device,
+          baseDtype: o.baseDtype,
           qlora: o.qlora ?? false,
           resumeFrom: o.resume === undefined ? undefined : o.resume === true ? "latest" : o.resume,
           initAdapter: o.initAdapter,

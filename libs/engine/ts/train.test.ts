@@ -289,4 +289,19 @@ describe("checkpoints, resume, keep-best, initAdapter and QLoRA", () => {
     expect(q.peakMemoryBytes).toBeGreaterThan(0);
     expect(q.evalLossPerEpoch.at(-1)!).toBeLessThan(base.loss * 0.8);
   });
+
+  it("trains on a bf16 base (projections and head in bf16, and bf16 tiles under QLoRA): eval loss drops as on f32, 2 bytes per projection parameter", async () => {
+    const base = await evalLoss(modelDir, evalPath, { numThreads: 1 });
+    const targetModules = ["q", "k", "v", "o", "gate", "up", "down", "lm_head"];
+    const f32 = await train(options("base-f32", { evalPath, epochs: 2, targetModules }));
+    const b16 = await train(options("base-bf16", { baseDtype: "bf16", evalPath, epochs: 2, targetModules }));
+    expect([f32.baseDtype, b16.baseDtype]).toEqual(["f32", "bf16"]);
+    expect(f32.linearBytesPerParameter).toBe(4);
+    expect(b16.linearBytesPerParameter).toBe(2);
+    expect(b16.evalLossPerEpoch.at(-1)!).toBeLessThan(base.loss * 0.8);
+    expect(Math.abs(b16.evalLossPerEpoch.at(-1)! - f32.evalLossPerEpoch.at(-1)!) / f32.evalLossPerEpoch.at(-1)!).toBeLessThan(5e-2);
+    const q16 = await train(options("qlora-bf16", { qlora: true, baseDtype: "bf16", evalPath, epochs: 2, targetModules }));
+    expect(q16.linearBytesPerParameter).toBeLessThan(0.6);
+    expect(q16.evalLossPerEpoch.at(-1)!).toBeLessThan(base.loss * 0.8);
+  });
 });

@@ -38,6 +38,12 @@ export interface TrainOptions {
    * another device. Default "auto".
    */
   device?: string;
+  /**
+   * The frozen base's dtype for compute: "f32", or "bf16" (the 7 projections and the LM head in
+   * bf16, products summed in f32; with QLoRA the NF4 tiles are rounded to bf16). Not part of a
+   * checkpoint's settings, like the device. Default "f32".
+   */
+  baseDtype?: "f32" | "bf16";
   /** QLoRA: store the 7 projections of every layer as NF4 (double quantised) before LoRA init. Default false. */
   qlora?: boolean;
   /** Continue an interrupted run from a checkpoint folder, or "latest" (the newest under outDir). Settings and data must match the checkpoint's. */
@@ -98,6 +104,7 @@ export interface Resolved {
   seed: number;
   numThreads: number;
   device: string;
+  baseDtype: "f32" | "bf16";
   qlora: boolean;
   gradientCheckpointing: boolean;
   evalSteps: number;
@@ -130,6 +137,7 @@ export function resolveOptions(o: TrainOptions): Resolved {
     seed: r.seed,
     numThreads: o.numThreads ?? 0,
     device: o.device ?? "auto",
+    baseDtype: o.baseDtype ?? "f32",
     qlora: o.qlora ?? false,
     gradientCheckpointing: r.gradientCheckpointing,
     evalSteps: r.evalSteps,

@@ -95,11 +95,13 @@ export interface TrainSummary {
   bestStep: number | null;
   /** The step this call resumed from; null for a fresh run. */
   resumedFromStep: number | null;
-  /** Frozen base weights as stored (all of them: embeddings and lm_head stay f32): bytes / parameters. */
+  /** Frozen base weights as stored (all of them; the embeddings stay f32, a tied head's bf16 copy counts): bytes / parameters. */
   baseBytesPerParameter: number;
-  /** The same for the layer projections alone: 4 in f32, about 0.52 with QLoRA. */
+  /** The same for the layer projections alone: 4 in f32, 2 in bf16, about 0.52 with QLoRA. */
   linearBytesPerParameter: number;
   qlora: boolean;
+  /** The frozen base's compute dtype ("f32" or "bf16"). */
+  baseDtype: "f32" | "bf16";
   /** Highest resident set size of the process sampled at each step. */
   peakMemoryBytes: number;
   gradientCheckpointing: boolean;
@@ -172,11 +174,14 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
   try {
     const f32 = model.memory();
     if (o.qlora) model.quantizeNf4(NF4_MODULES);
+    if (o.baseDtype === "bf16") model.convertBaseToBf16(NF4_MODULES);  // bf16 projections, or bf16 tiles of NF4 ones
+    else if (o.baseDtype !== "f32") throw new Error(`baseDtype must be "f32" or "bf16", got ${JSON.stringify(o.baseDtype)}`);
     model.setGradientCheckpointing(o.gradientCheckpointing);
     let peakActivationBytes = 0;
-    const memory = model.memory();
     const linearParams = projectionParams(model);
-    const linearBytes = memory.baseBytes - (f32.baseBytes - 4 * linearParams);
+    const linearBytes = model.memory().baseBytes - (f32.baseBytes - 4 * linearParams);
+    if (o.baseDtype === "bf16") model.convertBaseToBf16(["lm_head"]);
+    const memory = model.memory();
     model.loraInit({ r: o.loraR, alpha: o.loraAlpha, dropout: o.loraDropout, useRslora: o.useRslora, targetModules: o.targetModules, seed: o.seed });
     if (resumeDir !== null && resumed !== null) {
       await restoreCheckpoint(model, resumeDir, resumed);
@@ -371,6 +376,7 @@ export async function train(options: TrainOptions, onProgress?: (p: TrainProgres
       baseBytesPerParameter: memory.baseParams > 0 ? memory.baseBytes / memory.baseParams : 0,
       linearBytesPerParameter: linearParams > 0 ? linearBytes / linearParams : 0,
       qlora: o.qlora,
+      baseDtype: o.baseDtype,
       peakMemoryBytes,
       gradientCheckpointing: o.gradientCheckpointing,
       peakActivationBytes,
