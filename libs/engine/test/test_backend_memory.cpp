@@ -351,48 +351,8 @@ const lathe_backend* handles() {
 
 using golden::Json;
 
-struct Case {
-  std::string name, model_file;
-  lathe_model_config config{};
-  lathe_lora_config lora{};
-  std::map<std::string, std::vector<float>> weights, init;
-  int B = 0, T = 0;
-  std::vector<int32_t> tokens, labels, positions, segments;
-  float lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0, max_grad_norm = 0;
-  int steps = 3;
-};
-
-bool load_case(const std::string& name, Case& k) {
-  const std::string dir = golden::cases_dir() + "/" + name, model = golden::models_dir() + "/" + name;
-  std::string probe;
-  if (!golden::read_file(dir + "/case.json", probe) || !golden::read_file(model + "/config.json", probe)) {
-    std::fprintf(stderr, "  SKIP %s: no golden case at %s or no model folder at %s (run: node dev/golden-models.mjs)\n", name.c_str(), dir.c_str(),
-                 model.c_str());
-    return false;
-  }
-  const Json cs = golden::read_json(dir + "/case.json");
-  k.name = name;
-  k.model_file = model + "/model.safetensors";
-  k.weights = golden::read_safetensors(k.model_file);
-  k.init = golden::read_safetensors(dir + "/lora-init.safetensors");
-  k.config = golden::model_config(golden::read_json(model + "/config.json"), k.weights);
-  k.lora = golden::lora_config(cs);
-  k.B = static_cast<int>(cs.n("batch", 0));
-  k.T = static_cast<int>(cs.n("seq", 0));
-  k.tokens = golden::ints(cs.get("tokens"));
-  k.labels = golden::ints(cs.get("labels"));
-  k.positions = golden::ints(cs.get("positions"));
-  k.segments = golden::ints(cs.get("segments"));
-  const Json* opt = cs.get("optimizer");
-  k.lr = static_cast<float>(opt->n("lr", 0));
-  k.beta1 = static_cast<float>(opt->n("beta1", 0));
-  k.beta2 = static_cast<float>(opt->n("beta2", 0));
-  k.eps = static_cast<float>(opt->n("eps", 0));
-  k.weight_decay = static_cast<float>(opt->n("weightDecay", 0));
-  k.max_grad_norm = static_cast<float>(opt->n("maxGradNorm", 0));
-  k.steps = static_cast<int>(opt->n("steps", 3));
-  return true;
-}
+using golden::Case;
+using golden::load_case;
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> all = [] {
