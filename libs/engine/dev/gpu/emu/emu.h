@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <vector>
+#include <cuda_runtime.h>
 #include <vector_types.h>
 #include <cuda_bf16.h>
 

@@ -38,4 +38,4 @@ for name in names:
             q += 1
         out += s[i:k] + f"emu::launch(dim3({parts[0]}), dim3({parts[1]}), {parts[2]}, [&]{{ {kern}({s[p0 + 1:q]}); }})"
         i = q + 1
-    open(f"{out_dir}/{name}.cpp", "w").write(out)
+    open(f"{out_dir}/{name}.cpp", "w").write('#include "emu.h"\n' + out)
