@@ -38,11 +38,11 @@ inline void launch(dim3 g, dim3 b, size_t smem, std::function<void()> body) {
   for (unsigned z = 0; z < g.z; ++z) for (unsigned y = 0; y < g.y; ++y) for (unsigned x = 0; x < g.x; ++x) {
     s.bid = {x, y, z};
     s.smem.assign(smem + 1024, 0xAB);  // garbage, as uninitialised shared memory
-    s.th.assign(n, Thr{});
+    if (static_cast<int>(s.th.size()) < n) s.th.resize(n);  // stacks kept from block to block
     s.slots.assign(((n + 31) / 32) * 32, 0);
     for (int i = 0; i < n; ++i) {
       Thr& t = s.th[i];
-      t.stack.resize(256 * 1024);
+      if (t.stack.empty()) t.stack.resize(256 * 1024);
       getcontext(&t.ctx);
       t.ctx.uc_stack.ss_sp = t.stack.data();
       t.ctx.uc_stack.ss_size = t.stack.size();
@@ -57,7 +57,7 @@ inline void launch(dim3 g, dim3 b, size_t smem, std::function<void()> body) {
         if (s.th[i].state == 0) { s.cur = i; swapcontext(&s.main, &s.th[i].ctx); ran = true; }
       if (ran) continue;
       bool all_done = true;
-      for (auto& t : s.th) all_done &= t.state == 3;
+      for (int i = 0; i < n; ++i) all_done &= s.th[i].state == 3;
       if (all_done) break;
       bool released = false;
       for (int w = 0; w < (n + 31) / 32; ++w) {  // warp barriers: every live lane of the warp there
@@ -70,8 +70,8 @@ inline void launch(dim3 g, dim3 b, size_t smem, std::function<void()> body) {
       }
       if (released) continue;
       bool allb = true, anyb = false;
-      for (auto& t : s.th) { if (t.state == 1) anyb = true; else if (t.state != 3) allb = false; }
-      if (anyb && allb) { for (auto& t : s.th) if (t.state == 1) t.state = 0; continue; }
+      for (int i = 0; i < n; ++i) { if (s.th[i].state == 1) anyb = true; else if (s.th[i].state != 3) allb = false; }
+      if (anyb && allb) { for (int i = 0; i < n; ++i) if (s.th[i].state == 1) s.th[i].state = 0; continue; }
       std::fprintf(stderr, "EMU DEADLOCK: barrier mismatch in block (%u,%u,%u)\n", s.bid.x, s.bid.y, s.bid.z);
       std::abort();
     }
