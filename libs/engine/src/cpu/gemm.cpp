@@ -1,13 +1,11 @@
 // cpu/gemm.cpp — see gemm.h. Blocking: C is cut into MC x NC tiles, one task per tile; within a
 // tile, K is walked in KC slices; the B slice is packed into NR-column slivers (zero-padded at
-// the edge) in the thread's scratch (or once per product, shared, when several row groups use
-// the same column panel and B is at most 16 MB), A is read in place, and the micro-kernel of the CPU's ISA
+// the edge) in the thread's scratch, A is read in place, and the micro-kernel of the CPU's ISA
 // (gemm_kernels.h, chosen at run time) accumulates each MR x NR block in registers.
 #include "cpu/gemm.h"
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "common.h"
 #include "cpu/gemm_kernels.h"
@@ -44,47 +42,32 @@ void pack_b(bool trans, const float* B, int ldb, int k0, int j0, int kc, int nc,
   }
 }
 
-// op(B)[k0:k0+kc, j0:j0+nc] packed into Bp, with the kernel's own packer where it has one.
-template <int NR>
-void pack_any(const cpu::GemmKernel& kern, bool trans_b, const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp) {
-  if (trans_b && kern.pack_bt) kern.pack_bt(B, ldb, k0, j0, kc, nc, Bp);
-  else if (!trans_b && kern.pack_bn) kern.pack_bn(B, ldb, k0, j0, kc, nc, Bp);
-  else pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
-}
-
 // C[i0:i0+mg, j0:j0+nc] (= beta C) += alpha op(A) op(B) for those rows and columns, in the caller's
-// thread: each K slice of the B panel is packed once into Bp (or read from `packed`, where the
-// caller packed the panel's slices already, slice s at s * round_up(nc, NR) * KC) and run over the
-// rows, MC at a time. Bp holds (round_up(nc, NR) + MR) * KC floats.
+// thread: each K slice of the B panel is packed once into Bp and run over the rows, MC at a time.
+// Bp holds (round_up(nc, NR) + MR) * KC floats.
 template <int MR, int NR>
 void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0, int mg, int j0, int nc, int K, float alpha,
-                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc, float* Bp, const float* packed = nullptr) {
+                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc, float* Bp) {
   for (int i = 0; i < mg; ++i) {
     float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
     if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
     else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
   }
   if (K <= 0 || alpha == 0.0f) return;
-  const size_t nc_pad = static_cast<size_t>((nc + NR - 1) / NR * NR);
-  float* edge = Bp + nc_pad * KC;
+  float* edge = Bp + static_cast<size_t>((nc + NR - 1) / NR * NR) * KC;
   // a(i, k) = op(A)[i, k]
   const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = std::min(KC, K - k0);
-    const float* b = Bp;
-    if (packed) b = packed + static_cast<size_t>(k0 / KC) * nc_pad * KC;
-    else pack_any<NR>(kern, trans_b, B, ldb, k0, j0, kc, nc, Bp);
+    if (trans_b && kern.pack_bt) kern.pack_bt(B, ldb, k0, j0, kc, nc, Bp);
+    else if (!trans_b && kern.pack_bn) kern.pack_bn(B, ldb, k0, j0, kc, nc, Bp);
+    else pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
     for (int i = i0; i < i0 + mg; i += MC) {
       const int mc = std::min(MC, i0 + mg - i);
-      kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, b, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);
+      kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);
     }
   }
 }
-
-constexpr int kLongK = 4096;
-
-// B packed once per product when several row groups would each pack it again, up to this many floats.
-constexpr size_t kPrepackFloats = size_t{4} << 20;  // 16 MB: every layer linear here; not a vocabulary-sized head
 
 template <int MR, int NR>
 void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
@@ -96,35 +79,14 @@ void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bo
   int nc_max = NC;
   if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
     nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
-  // A long reduction (the LM head's input gradient: K = the vocabulary) makes B's panels the
-  // cost: every row group packs its panel again. There the columns alone are split, into at least
-  // two panels per thread, and one group takes every row, so B is packed once.
-  const bool long_k = K >= kLongK;
-  if (long_k) nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
   const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
-  const int group = long_k ? tiles_m : std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
+  const int group = std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
   const int groups_m = (tiles_m + group - 1) / group;
-  // With several row groups, each would pack its column panel of B again: pack every panel's
-  // slices once, in parallel, into the calling thread's buffer, and let the tasks read them.
-  const int slices = (K + KC - 1) / KC;
-  const size_t panel_floats = static_cast<size_t>(slices) * ((nc_max + NR - 1) / NR * NR) * KC;
-  float* packed = nullptr;
-  if (groups_m > 1 && K > 0 && alpha != 0.0f && panel_floats * tiles_n <= kPrepackFloats) {
-    static thread_local std::vector<float> shared;
-    if (shared.size() < panel_floats * tiles_n) shared.resize(panel_floats * tiles_n);
-    packed = shared.data();
-    pool.run(static_cast<int64_t>(tiles_n) * slices, [&](int64_t task, int) {
-      const int p = static_cast<int>(task / slices), sl = static_cast<int>(task % slices);
-      const int j0 = p * nc_max, nc = std::min(nc_max, N - j0), k0 = sl * KC;
-      const size_t nc_pad = static_cast<size_t>((nc + NR - 1) / NR * NR);
-      pack_any<NR>(kern, trans_b, B, ldb, k0, j0, std::min(KC, K - k0), nc, packed + p * panel_floats + sl * nc_pad * KC);
-    });
-  }
   pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
-    const int i0 = static_cast<int>(task / tiles_n) * group * MC, p = static_cast<int>(task % tiles_n), j0 = p * nc_max;
+    const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
     const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
     float* Bp = pool.scratch(thread, static_cast<size_t>((nc + NR - 1) / NR * NR + MR) * KC);
-    gemm_panel<MR, NR>(kern, trans_a, trans_b, i0, mg, j0, nc, K, alpha, A, lda, B, ldb, beta, C, ldc, Bp, packed ? packed + p * panel_floats : nullptr);
+    gemm_panel<MR, NR>(kern, trans_a, trans_b, i0, mg, j0, nc, K, alpha, A, lda, B, ldb, beta, C, ldc, Bp);
   });
 }
 
