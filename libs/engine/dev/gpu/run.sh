@@ -166,9 +166,8 @@ if [ -z "$LT_LIB" ] || [ -z "$LT_INC" ]; then
 fi
 echo "cuBLASLt: $CUBLASLT_FROM" | tee -a "$WORK/toolchain.log"
 
-# -DCMAKE_CUDA_ARCHITECTURES is required, not a default: without it lathe_engine_core's .cu files
-# get no architecture (CMakeLists.txt sets its default after creating that target), nvcc builds
-# for sm_75, and attention_tc.cu's bf16 WMMA does not compile there
+# -DCMAKE_CUDA_ARCHITECTURES explicitly (CMakeLists.txt defaults to 90 and gives it to the
+# backend's target; LATHE_CUDA_ARCH overrides it, e.g. 90a or "80;90")
 step cmake 90 cmake -S "$ENGINE" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLATHE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${LATHE_CUDA_ARCH:-90}" ${CMAKE_EXTRA[@]+"${CMAKE_EXTRA[@]}"}
 step build 240 cmake --build "$BUILD" -j"$(nproc)" --target lathe_engine_test lathe_cuda_ops_test lathe_cuda_bench
 step ops 90 "$BUILD/lathe_cuda_ops_test"
