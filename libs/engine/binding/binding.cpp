@@ -321,9 +321,8 @@ class Model : public Napi::ObjectWrap<Model> {
     return info.Env().Undefined();
   }
 
-  // convertBf16(modules: string[]): the bf16 base (lathe_model_convert_bf16).
-  Napi::Value ConvertBf16(const Napi::CallbackInfo& info) {
-    lathe_model* m = Ready(info.Env());
+  // The LATHE_LORA_* bits of info[0], an array of module names (q_proj … lm_head).
+  static uint32_t ModuleBits(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsArray()) ThrowArg(info.Env(), "modules must be an array of module names");
     Napi::Array list = info[0].As<Napi::Array>();
     uint32_t modules = 0;
@@ -332,6 +331,13 @@ class Model : public Napi::ObjectWrap<Model> {
       if (!item.IsString()) ThrowArg(info.Env(), "modules must be an array of module names");
       modules |= ModuleBit(info.Env(), item.As<Napi::String>().Utf8Value(), "modules");
     }
+    return modules;
+  }
+
+  // convertBf16(modules: string[]): the bf16 base (lathe_model_convert_bf16).
+  Napi::Value ConvertBf16(const Napi::CallbackInfo& info) {
+    lathe_model* m = Ready(info.Env());
+    const uint32_t modules = ModuleBits(info);
     char err[kErrLen] = {0};
     Check(info.Env(), lathe_model_convert_bf16(m, modules, err, sizeof err), "lathe_model_convert_bf16", err);
     return info.Env().Undefined();
@@ -339,14 +345,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   Napi::Value QuantizeNf4(const Napi::CallbackInfo& info) {
     lathe_model* m = Ready(info.Env());
-    if (info.Length() < 1 || !info[0].IsArray()) ThrowArg(info.Env(), "modules must be an array of module names");
-    Napi::Array list = info[0].As<Napi::Array>();
-    uint32_t modules = 0;
-    for (uint32_t i = 0; i < list.Length(); i++) {
-      Napi::Value item = list.Get(i);
-      if (!item.IsString()) ThrowArg(info.Env(), "modules must be an array of module names");
-      modules |= ModuleBit(info.Env(), item.As<Napi::String>().Utf8Value(), "modules");
-    }
+    const uint32_t modules = ModuleBits(info);
     char err[kErrLen] = {0};
     Check(info.Env(), lathe_model_quantize_nf4(m, modules, err, sizeof err), "lathe_model_quantize_nf4", err);
     return info.Env().Undefined();
