@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { readModelConfig, writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Model, NF4_MODULES, type Batch } from "./index.js";
+import { Model, NF4_MODULES } from "./index.js";
+import { lossBeforeAndAfterSteps, nextTokenBatch } from "./test-support/steps.js";
 
 let dir = "";
 
@@ -17,21 +18,13 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function batchOf(batch: number, seq: number, vocab: number): Batch {
-  const n = batch * seq;
-  const tokens = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % vocab);
-  const labels = Int32Array.from({ length: n }, (_, i) => ((i + 1) % seq === 0 ? -100 : tokens[i + 1]!));
-  const positions = Int32Array.from({ length: n }, (_, i) => i % seq);
-  return { tokens, labels, positions, segments: null, batch, seq };
-}
-
 describe("convertBaseToBf16", () => {
   it("halves the base linears' bytes (and the head's), keeps the loss within 2e-2 of the f32 base, and trains", async () => {
     const f32 = await Model.load(dir, { numThreads: 2 });
     const b16 = await Model.load(dir, { numThreads: 2 });
     try {
       const config = await readModelConfig(dir);
-      const batch = batchOf(2, 16, config.vocabSize);
+      const batch = nextTokenBatch(2, 16, config.vocabSize);
       for (const m of [f32, b16]) m.loraInit({ r: 4, alpha: 8, targetModules: [...NF4_MODULES], seed: 1 });
       const before = b16.memory();
       b16.convertBaseToBf16();
@@ -43,15 +36,9 @@ describe("convertBaseToBf16", () => {
       expect(after.baseParams).toBe(before.baseParams);
 
       const lossF32 = (await f32.forwardBackward(batch, { backward: false, training: false })).loss;
-      const first = await b16.forwardBackward(batch, { training: false });
-      expect(Math.abs(first.loss - lossF32) / lossF32).toBeLessThan(2e-2);
-      let last = first.loss;
-      for (let step = 0; step < 10; step++) {
-        await b16.adamwStep({ lr: 1e-2 });
-        b16.zeroGrad();
-        last = (await b16.forwardBackward(batch, { training: false })).loss;
-      }
-      expect(last).toBeLessThan(first.loss);
+      const { first, last } = await lossBeforeAndAfterSteps(b16, batch);
+      expect(Math.abs(first - lossF32) / lossF32).toBeLessThan(2e-2);
+      expect(last).toBeLessThan(first);
     } finally {
       f32.free();
       b16.free();

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { listTensors, readModelConfig, readTensorF32, writeSafetensors, writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineError, Model, engineConfig, type Batch } from "./index.js";
+import { EngineError, Model, engineConfig } from "./index.js";
+import { nextTokenBatch } from "./test-support/steps.js";
 
 let root = "";
 
@@ -16,20 +17,10 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function batchOf(vocab: number): Batch {
-  const batch = 2;
-  const seq = 9;
-  const n = batch * seq;
-  const tokens = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % vocab);
-  const labels = Int32Array.from({ length: n }, (_, i) => ((i + 1) % seq === 0 ? -100 : tokens[i + 1]!));
-  const positions = Int32Array.from({ length: n }, (_, i) => i % seq);
-  return { tokens, labels, positions, segments: null, batch, seq };
-}
-
 async function logitsOf(dir: string, viaJs: boolean): Promise<{ logits: Float32Array; loss: number }> {
   const model = await Model.load(dir, { numThreads: 2, viaJs });
   try {
-    const r = await model.forwardBackward(batchOf(model.config.vocabSize), { backward: false, training: false, logits: true });
+    const r = await model.forwardBackward(nextTokenBatch(2, 9, model.config.vocabSize), { backward: false, training: false, logits: true });
     return { logits: r.logits!, loss: r.loss };
   } finally {
     model.free();
@@ -171,7 +162,7 @@ describe("gradient checkpointing through the binding", () => {
         model.setGradientCheckpointing(ckpt);
         expect(model.activationBytes()).toBe(0);
         model.loraInit({ r: 4, alpha: 8, dropout: 0.1, targetModules: ["q_proj", "v_proj", "down_proj", "lm_head"], seed: 3 });
-        const r = await model.forwardBackward(batchOf(model.config.vocabSize));
+        const r = await model.forwardBackward(nextTokenBatch(2, 9, model.config.vocabSize));
         const grads = [...model.loraShapes().keys()].map((n) => model.loraGrad(n));
         return { loss: r.loss, grads, bytes: model.activationBytes() };
       } finally {

@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { readModelConfig, writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineError, Model, NF4_MODULES, nf4Roundtrip, type Batch } from "./index.js";
+import { EngineError, Model, NF4_MODULES, nf4Roundtrip } from "./index.js";
+import { lossBeforeAndAfterSteps, nextTokenBatch } from "./test-support/steps.js";
 
 const GOLDEN = fileURLToPath(new URL("../test/nf4-golden.bin", import.meta.url));
 
@@ -21,14 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-function batchOf(batch: number, seq: number, vocab: number): Batch {
-  const n = batch * seq;
-  const tokens = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % vocab);
-  const labels = Int32Array.from({ length: n }, (_, i) => ((i + 1) % seq === 0 ? -100 : tokens[i + 1]!));
-  const positions = Int32Array.from({ length: n }, (_, i) => i % seq);
-  return { tokens, labels, positions, segments: null, batch, seq };
-}
 
 describe("nf4Roundtrip", () => {
   it("test/nf4_reference.py (plain torch) regenerates test/nf4-golden.bin byte for byte", async () => {
@@ -84,7 +77,7 @@ describe("quantizeNf4", () => {
     const q = await Model.load(dir, { numThreads: 2 });
     try {
       const config = await readModelConfig(dir);
-      const batch = batchOf(2, 16, config.vocabSize);
+      const batch = nextTokenBatch(2, 16, config.vocabSize);
       for (const m of [f32, q]) m.loraInit({ r: 4, alpha: 8, targetModules: [...NF4_MODULES], seed: 1 });
       const before = q.memory();
       q.quantizeNf4();
@@ -98,15 +91,9 @@ describe("quantizeNf4", () => {
       expect(after.baseBytes).toBeLessThan(before.baseBytes);
 
       const lossF32 = (await f32.forwardBackward(batch, { backward: false, training: false })).loss;
-      const first = await q.forwardBackward(batch, { training: false });
-      expect(Math.abs(first.loss - lossF32) / lossF32).toBeLessThan(2e-2);
-      let last = first.loss;
-      for (let step = 0; step < 10; step++) {
-        await q.adamwStep({ lr: 1e-2 });
-        q.zeroGrad();
-        last = (await q.forwardBackward(batch, { training: false })).loss;
-      }
-      expect(last).toBeLessThan(first.loss);
+      const { first, last } = await lossBeforeAndAfterSteps(q, batch);
+      expect(Math.abs(first - lossF32) / lossF32).toBeLessThan(2e-2);
+      expect(last).toBeLessThan(first);
     } finally {
       f32.free();
       q.free();
