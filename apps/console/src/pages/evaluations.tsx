@@ -229,30 +229,24 @@ function CompareForm({ runs }: { runs: EvaluationRun[] }) {
     const r = runs.find((x) => x.name === n);
     return `${lastPart(n)} (${modelLabel(r?.candidate)})`;
   };
+  const runPicker = (title: string, name: string, value: string, set: (v: string) => void) => (
+    <label>
+      {title}
+      <select name={name} value={value} onChange={(e) => set((e.target as HTMLSelectElement).value)}>
+        {done.map((r) => (
+          <option key={r.name} value={r.name}>
+            {label(r.name)}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
   return (
     <section aria-labelledby="compare-title">
       <h2 id="compare-title">Compare two runs</h2>
       <form class="form-row" onSubmit={compare}>
-        <label>
-          Run A
-          <select name="run-a" value={a} onChange={(e) => setA((e.target as HTMLSelectElement).value)}>
-            {done.map((r) => (
-              <option key={r.name} value={r.name}>
-                {label(r.name)}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Run B
-          <select name="run-b" value={b} onChange={(e) => setB((e.target as HTMLSelectElement).value)}>
-            {done.map((r) => (
-              <option key={r.name} value={r.name}>
-                {label(r.name)}
-              </option>
-            ))}
-          </select>
-        </label>
+        {runPicker("Run A", "run-a", a, setA)}
+        {runPicker("Run B", "run-b", b, setB)}
         <button type="submit">Compare</button>
       </form>
       <ErrorNote error={error} />
