@@ -211,7 +211,11 @@ describe("evaluation runs", () => {
       expect(r.state).toBe(EvaluationRun_State.STATE_SUCCEEDED);
       const states = (await watched).map((x) => x.state);
       expect(states.at(-1)).toBe(EvaluationRun_State.STATE_SUCCEEDED);
-      expect(states).toContain(EvaluationRun_State.STATE_RUNNING);
+      // The API process sees the worker's changes by polling, so a short QUEUED or RUNNING spell
+      // may fall between two reads: what the stream promises is order (queued → running → succeeded)
+      // and one terminal state, last.
+      expect(states).toEqual([...states].sort((a, b) => a - b));
+      expect(states.filter((s) => s === EvaluationRun_State.STATE_SUCCEEDED)).toHaveLength(1);
 
       expect(r.totalExampleCount).toBe(6);
       expect(r.completedExampleCount).toBe(6);
