@@ -1,8 +1,10 @@
 // dev/bench.cpp — training throughput of the CPU engine (forward + backward + AdamW) on a random
-// tiny model. Usage: lathe_engine_bench [threads=2] [batch=4] [seq=256] [preset=tiny|smol] [base=f32|bf16] [r=8]
+// tiny model. Usage: lathe_engine_bench [threads=2] [batch=4] [seq=256] [preset=tiny|smol] [base=f32|bf16] [r=8] [steps=3]
+// (timed after one warm-up step; prints the mean and the fastest step)
 //   tiny: vocab 2048, hidden 128, intermediate 352, 4 layers, 4 heads / 2 kv (~1M params, tied)
 //   smol: SmolLM-135M shape (vocab 49152, hidden 576, intermediate 1536, 30 layers, 9 / 3 heads)
 // LoRA r 8 on all 7 projections. Prints tokens/s; no assertions (see STYLE.md: benchmarks print).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@ int main(int argc, char** argv) {
   const std::string preset = argc > 4 ? argv[4] : "tiny";
   const std::string base = argc > 5 ? argv[5] : "f32";
   const int r = argc > 6 ? std::atoi(argv[6]) : 8;
+  const int steps = argc > 7 ? std::max(1, std::atoi(argv[7])) : 3;
   lathe_model_config c{};
   if (preset == "smol") {
     c.vocab_size = 49152; c.hidden_size = 576; c.intermediate_size = 1536; c.num_layers = 30; c.num_heads = 9; c.num_kv_heads = 3; c.head_dim = 64;
@@ -61,11 +64,15 @@ int main(int argc, char** argv) {
     lathe_adamw_step(m, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, &norm, err, sizeof err);
   };
   step();
-  const int steps = 3;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < steps; ++i) step();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("preset %s (%.2fM params, %s base, r %d), batch %d x seq %d, threads %d: %.0f tokens/s (forward+backward+adamw), %.3f s/step\n", preset.c_str(),
-              params / 1e6, base.c_str(), r, B, T, threads, steps * double(B) * T / s, s / steps);
+  double s = 0, fastest = 1e30;
+  for (int i = 0; i < steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    const double d = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    s += d;
+    fastest = std::min(fastest, d);
+  }
+  std::printf("preset %s (%.2fM params, %s base, r %d), batch %d x seq %d, threads %d: %.0f tokens/s (forward+backward+adamw), %.3f s/step; fastest step %.0f tokens/s\n",
+              preset.c_str(), params / 1e6, base.c_str(), r, B, T, threads, steps * double(B) * T / s, s / steps, double(B) * T / fastest);
   lathe_model_free(m);
 }

@@ -1,10 +1,11 @@
 // dev/bench_gemm.cpp — GFLOP/s of the CPU GEMM with each micro-kernel this CPU runs, on the
 // training step's shapes (SmolLM-135M: N = 1024 tokens, hidden 576, intermediate 1536, vocab
 // 49152 in chunks of 85 rows), against the kernel's register-FMA peak on the same threads.
-// Usage: lathe_engine_bench_gemm [threads=2]. Prints; asserts nothing.
+// Usage: lathe_engine_bench_gemm [threads=2] [kernel: all, portable, avx2, avx512]. Prints; asserts nothing.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -32,7 +33,9 @@ int main(int argc, char** argv) {
       {"lora y+=tB^T  1024x1536x16", false, true, 1024, 1536, 16},
   };
   lathe::Rng rng(1, 1);
+  const std::string only = argc > 2 ? argv[2] : "all";
   for (const char* name : {"portable", "avx2", "avx512"}) {
+    if (only != "all" && only != name) continue;
     const lathe::cpu::GemmKernel* k = lathe::cpu::gemm_kernel_by_name(name);
     if (!k) continue;
     // register-FMA peak on `threads` threads

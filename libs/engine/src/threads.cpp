@@ -1,7 +1,27 @@
 // threads.cpp — see threads.h.
 #include "threads.h"
 
+#include <chrono>
+
 namespace lathe {
+namespace {
+
+// Spins while cond() holds, for at most about 100 microseconds; then the caller sleeps on its
+// condition variable as before (which rechecks under the mutex, so nothing is missed).
+template <class F>
+void spin_while(F&& cond) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+  for (int i = 0; cond(); ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return;
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   int n = num_threads > 0 ? num_threads : static_cast<int>(std::thread::hardware_concurrency());
@@ -46,6 +66,7 @@ void ThreadPool::drain(int thread) {
 void ThreadPool::worker(int thread) {
   uint64_t seen = 0;
   for (;;) {
+    spin_while([&] { return generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed); });
     {
       std::unique_lock<std::mutex> lock(mu_);
       start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -53,9 +74,9 @@ void ThreadPool::worker(int thread) {
       seen = generation_;
     }
     drain(thread);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--active_ == 0) done_cv_.notify_all();
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);  // the caller checks active_ under mu_ before it sleeps
+      done_cv_.notify_all();
     }
   }
 }
@@ -78,6 +99,7 @@ void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t, int)>&
   start_cv_.notify_all();
   drain(0);
   std::exception_ptr err;
+  spin_while([&] { return active_.load(std::memory_order_acquire) != 0; });
   {
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [&] { return active_ == 0; });

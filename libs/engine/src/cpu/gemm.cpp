@@ -79,8 +79,13 @@ void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bo
   int nc_max = NC;
   if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
     nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
+  // A deep product (K far past M and N: the head's dx = dlogits E, K the vocabulary) streams both
+  // A and B from memory: one task per thread, each all the rows and a thread's share of the
+  // columns, reads B once and A once per thread.
+  const bool deep = K >= 8 * M && K >= 8 * N;
+  if (deep) nc_max = std::max(NR, ((N + threads - 1) / threads + NR - 1) / NR * NR);
   const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
-  const int group = std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
+  const int group = deep ? tiles_m : std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
   const int groups_m = (tiles_m + group - 1) / group;
   pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
     const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
