@@ -48,10 +48,12 @@ void pack_b(bool trans, const float* B, int ldb, int k0, int j0, int kc, int nc,
 template <int MR, int NR>
 void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0, int mg, int j0, int nc, int K, float alpha,
                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc, float* Bp) {
-  for (int i = 0; i < mg; ++i) {
+  // beta = 0: the first K slice stores its products (no zero fill, no read of C)
+  const bool store = beta == 0.0f && K > 0 && alpha != 0.0f;
+  for (int i = 0; i < mg && !store && beta != 1.0f; ++i) {
     float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
     if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
-    else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
+    else for (int j = 0; j < nc; ++j) c[j] *= beta;
   }
   if (K <= 0 || alpha == 0.0f) return;
   float* edge = Bp + static_cast<size_t>((nc + NR - 1) / NR * NR) * KC;
@@ -64,7 +66,7 @@ void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0,
     else pack_b<NR>(trans_b, B, ldb, k0, j0, kc, nc, Bp);
     for (int i = i0; i < i0 + mg; i += MC) {
       const int mc = std::min(MC, i0 + mg - i);
-      kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge);
+      kern.block(kc, mc, nc, A + i * rs + k0 * ks, rs, ks, Bp, alpha, C + static_cast<size_t>(i) * ldc + j0, ldc, edge, store && k0 == 0);
     }
   }
 }

@@ -11,7 +11,7 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
+inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols, bool store) {
   __m256 c[MR][2];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
@@ -32,6 +32,11 @@ inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const fl
     for (int i = 0; i < MR; ++i) {
       if (i >= rows) break;
       float* ci = C + static_cast<long>(i) * ldc;
+      if (store) {  // beta = 0, first K slice: C is not read
+        _mm256_storeu_ps(ci, _mm256_mul_ps(va, c[i][0]));
+        _mm256_storeu_ps(ci + 8, _mm256_mul_ps(va, c[i][1]));
+        continue;
+      }
       _mm256_storeu_ps(ci, _mm256_fmadd_ps(va, c[i][0], _mm256_loadu_ps(ci)));
       _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(va, c[i][1], _mm256_loadu_ps(ci + 8)));
     }
@@ -44,10 +49,10 @@ inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const fl
     _mm256_store_ps(t[i] + 8, c[i][1]);
   }
   for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) C[static_cast<long>(i) * ldc + j] += alpha * t[i][j];
+    for (int j = 0; j < cols; ++j) C[static_cast<long>(i) * ldc + j] = store ? alpha * t[i][j] : C[static_cast<long>(i) * ldc + j] + alpha * t[i][j];
 }
 
-void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge) {
+void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge, bool store) {
   for (int is = 0; is < mc; is += MR) {
     const int rows = mc - is < MR ? mc - is : MR;
     // Full row panels read A in place (broadcasts need no packing); a partial one is copied,
@@ -63,7 +68,7 @@ void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float
     }
     for (int js = 0; js < nc; js += NR) {
       const int cols = nc - js < NR ? nc - js : NR;
-      micro(kc, a, r_s, k_s, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols);
+      micro(kc, a, r_s, k_s, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols, store);
     }
   }
 }

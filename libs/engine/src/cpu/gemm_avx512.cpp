@@ -20,7 +20,7 @@ constexpr int MR = 12, NR = 32;
 // products (r = 8 or 16 columns, or rows) from running on zero padding. Every element's k-sum is
 // the same chain of FMAs in the same order in every form, so the form never changes a bit.
 template <int R, int H>
-inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
+inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols, bool store) {
   __m512 c[R][H];
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i)
@@ -46,18 +46,23 @@ inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const fl
   for (int i = 0; i < R; ++i) {
     if (i >= rows) break;
     float* ci = C + static_cast<long>(i) * ldc;
+    if (store) {  // beta = 0, first K slice: C is not read (nor zero-filled before)
+      _mm512_mask_storeu_ps(ci, m0, _mm512_mul_ps(va, c[i][0]));
+      if (H == 2) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_mul_ps(va, c[i][H - 1]));
+      continue;
+    }
     _mm512_mask_storeu_ps(ci, m0, _mm512_fmadd_ps(va, c[i][0], _mm512_maskz_loadu_ps(m0, ci)));
     if (H == 2) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_fmadd_ps(va, c[i][H - 1], _mm512_maskz_loadu_ps(m1, ci + 16)));
   }
 }
 
 template <int R>
-inline void micro_cols(int kc, const float* Ap, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, int rows, int cols) {
-  if (cols <= 16) micro<R, 1>(kc, Ap, rs, ks, Bp, alpha, C, ldc, rows, cols);
-  else micro<R, 2>(kc, Ap, rs, ks, Bp, alpha, C, ldc, rows, cols);
+inline void micro_cols(int kc, const float* Ap, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, int rows, int cols, bool store) {
+  if (cols <= 16) micro<R, 1>(kc, Ap, rs, ks, Bp, alpha, C, ldc, rows, cols, store);
+  else micro<R, 2>(kc, Ap, rs, ks, Bp, alpha, C, ldc, rows, cols, store);
 }
 
-void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge) {
+void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge, bool store) {
   for (int is = 0; is < mc; is += MR) {
     const int rows = mc - is < MR ? mc - is : MR;
     // Full row panels read A in place (broadcasts need no packing); a partial one is copied,
@@ -75,9 +80,9 @@ void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float
       const int cols = nc - js < NR ? nc - js : NR;
       const float* b = Bp + static_cast<long>(js) * kc;
       float* c = C + static_cast<long>(is) * ldc + js;
-      if (rows > 8) micro_cols<12>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols);
-      else if (rows > 4) micro_cols<8>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols);
-      else micro_cols<4>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols);
+      if (rows > 8) micro_cols<12>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols, store);
+      else if (rows > 4) micro_cols<8>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols, store);
+      else micro_cols<4>(kc, a, r_s, k_s, b, alpha, c, ldc, rows, cols, store);
     }
   }
 }

@@ -117,8 +117,8 @@ void bf16_pack_b(bool trans, const uint16_t* W, int ldw, int k0, int j0, int kc,
   }
 }
 
-// C[0:mc, 0:nc] += alpha * sum over kp pairs of Ap . Bp (packed as above)
-void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, float alpha, float* C, int ldc) {
+// C[0:mc, 0:nc] += alpha * sum over kp pairs of Ap . Bp (packed as above); store: C = alpha * ..., C not read
+void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, float alpha, float* C, int ldc, bool store) {
   for (int is = 0; is < mc; is += MR) {
     const int rows = mc - is < MR ? mc - is : MR;
     for (int js = 0; js < nc; js += NR) {
@@ -146,6 +146,11 @@ void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, 
       for (int i = 0; i < MR; ++i) {
         if (i >= rows) break;
         float* ci = C + static_cast<long>(is + i) * ldc + js;
+        if (store) {
+          _mm512_mask_storeu_ps(ci, m0, _mm512_mul_ps(va, c[i][0]));
+          _mm512_mask_storeu_ps(ci + 16, m1, _mm512_mul_ps(va, c[i][1]));
+          continue;
+        }
         _mm512_mask_storeu_ps(ci, m0, _mm512_fmadd_ps(va, c[i][0], _mm512_maskz_loadu_ps(m0, ci)));
         _mm512_mask_storeu_ps(ci + 16, m1, _mm512_fmadd_ps(va, c[i][1], _mm512_maskz_loadu_ps(m1, ci + 16)));
       }

@@ -13,7 +13,7 @@ namespace cpu {
 // gemm_avx512bf16.cpp
 void bf16_pack_a(const float* A, int lda, int mc, int kc, uint32_t* Ap);
 void bf16_pack_b(bool trans, const uint16_t* W, int ldw, int k0, int j0, int kc, int nc, uint32_t* Bp);
-void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, float alpha, float* C, int ldc);
+void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, float alpha, float* C, int ldc, bool store);
 }  // namespace cpu
 
 namespace {
@@ -53,8 +53,11 @@ void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha
   int nc_max = NC;
   if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
     nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
+  // a deep product (the head's dx): one task per thread over all rows, as sgemm does
+  const bool deep = K >= 8 * M && K >= 8 * N;
+  if (deep) nc_max = std::max(NR, ((N + threads - 1) / threads + NR - 1) / NR * NR);
   const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max, slices = (K + KC - 1) / KC;
-  const int group = std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
+  const int group = deep ? tiles_m : std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
   const int groups_m = (tiles_m + group - 1) / group;
   // bf16(A) is packed once, every MC-row tile of every KC slice in its own place of `work`, so that
   // the column panels share it (packing it per panel converted A N / NC times over).
@@ -70,10 +73,11 @@ void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha
   pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
     const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
     const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
-    for (int i = 0; i < mg; ++i) {
+    const bool store = beta == 0.0f && K > 0 && alpha != 0.0f;  // the first slice stores
+    for (int i = 0; i < mg && !store && beta != 1.0f; ++i) {
       float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
       if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
-      else if (beta != 1.0f) for (int j = 0; j < nc; ++j) c[j] *= beta;
+      else for (int j = 0; j < nc; ++j) c[j] *= beta;
     }
     if (K <= 0 || alpha == 0.0f) return;
     const int nc_pad = (nc + NR - 1) / NR * NR;
@@ -85,7 +89,7 @@ void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha
       for (int i = i0; i < i0 + mg; i += MC) {
         const int mc = std::min(MC, i0 + mg - i);
         cpu::bf16_block(kp, mc, nc, packed_a + (static_cast<size_t>(i / MC) * slices + ks) * tile_words, Bp, alpha,
-                        C + static_cast<size_t>(i) * ldc + j0, ldc);
+                        C + static_cast<size_t>(i) * ldc + j0, ldc, store && ks == 0);
       }
     }
   });

@@ -7,7 +7,8 @@
 // nothing with inline functions that another file could also emit (no std templates), so no
 // AVX-512 code can leak into the rest of the library through the linker's choice of a copy.
 //
-// block(kc, mc, nc, A, rs, ks, Bp, alpha, C, ldc, edge): C[0:mc, 0:nc] += alpha * sum_k a(i,k) Bp
+// block(kc, mc, nc, A, rs, ks, Bp, alpha, C, ldc, edge, store): C[0:mc, 0:nc] += alpha * sum_k a(i,k) Bp
+// (store: C = alpha * ..., C not read: the first K slice of a beta = 0 product)
 // over one K slice, where a(i,k) = A[i*rs + k*ks] is read in place (A needs no packing: its
 // values are broadcast) and Bp holds ceil(nc/nr) slivers of [kc][nr] (gemm.cpp packs them,
 // zero-padded); `edge` (kc*mr floats) takes a partial last row panel. Every element's k-sum runs
@@ -24,7 +25,7 @@ namespace cpu {
 struct GemmKernel {
   const char* name;  // "avx512", "avx2", "portable"
   int mr, nr;
-  void (*block)(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge);
+  void (*block)(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge, bool store);
   double (*fma_peak)(int64_t iters);
   // Packs op(B) = B^T (B stored [N, K]) as gemm.cpp's pack_b does, faster; null: gemm.cpp's.
   void (*pack_bt)(const float* B, int ldb, int k0, int j0, int kc, int nc, float* Bp);

@@ -16,7 +16,7 @@ __attribute__((always_inline)) inline v8 load8(const float* p) {
   return v;
 }
 
-inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols) {
+inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const float* __restrict Bp, float alpha, float* C, int ldc, int rows, int cols, bool store) {
   v8 c[MR][2];
   for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = v8{};
   for (int k = 0; k < kc; ++k) {
@@ -35,10 +35,10 @@ inline void micro(int kc, const float* __restrict Ap, long rs, long ks, const fl
     __builtin_memcpy(t[i] + 8, &c[i][1], sizeof(v8));
   }
   for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) C[static_cast<long>(i) * ldc + j] += alpha * t[i][j];
+    for (int j = 0; j < cols; ++j) C[static_cast<long>(i) * ldc + j] = store ? alpha * t[i][j] : C[static_cast<long>(i) * ldc + j] + alpha * t[i][j];
 }
 
-void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge) {
+void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float* Bp, float alpha, float* C, int ldc, float* edge, bool store) {
   for (int is = 0; is < mc; is += MR) {
     const int rows = mc - is < MR ? mc - is : MR;
     // Full row panels read A in place (broadcasts need no packing); a partial one is copied,
@@ -54,7 +54,7 @@ void block(int kc, int mc, int nc, const float* A, long rs, long ks, const float
     }
     for (int js = 0; js < nc; js += NR) {
       const int cols = nc - js < NR ? nc - js : NR;
-      micro(kc, a, r_s, k_s, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols);
+      micro(kc, a, r_s, k_s, Bp + static_cast<long>(js) * kc, alpha, C + static_cast<long>(is) * ldc + js, ldc, rows, cols, store);
     }
   }
 }
