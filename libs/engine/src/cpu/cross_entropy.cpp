@@ -32,11 +32,31 @@ LATHE_CLONES double ce_row(float* lr, int V, int label, float coef, bool backwar
   // the first index holding it: torch.argmax's first maximum (with a NaN maximum, whose loss is
   // NaN and fails the step, none: 0)
   int a = 0;
+  for (; a + kLanes <= V; a += kLanes) {  // 16 at a time to the block that holds it
+    bool hit = false;
+    for (int k = 0; k < kLanes; ++k) hit |= lr[a + k] == mx;
+    if (hit) break;
+  }
   while (a < V && !(lr[a] == mx)) ++a;
   *arg = a < V ? a : 0;
   // sum_j exp(l_j - mx) in f64 over 8 lanes (each term f32), combined in a fixed order
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  // (the terms of 64 logits first, then their f64 sums as one 8-lane vector: lane k still adds
+  // the terms of j = k, k + 8, k + 16, ... in that order)
+  typedef double d8 __attribute__((vector_size(64)));
+  typedef float f8 __attribute__((vector_size(32)));
+  d8 acc8 = {0, 0, 0, 0, 0, 0, 0, 0};
   j = 0;
+  for (; j + 64 <= V; j += 64) {
+    float e[64];
+    for (int t = 0; t < 64; ++t) e[t] = kern::ce_exp_term(lr[j + t], mx);
+    for (int t = 0; t < 64; t += 8) {
+      f8 v;
+      __builtin_memcpy(&v, e + t, sizeof v);
+      acc8 += __builtin_convertvector(v, d8);
+    }
+  }
+  double acc[8];
+  __builtin_memcpy(acc, &acc8, sizeof acc);
   for (; j + 8 <= V; j += 8)
     for (int k = 0; k < 8; ++k) acc[k] += static_cast<double>(kern::ce_exp_term(lr[j + k], mx));
   double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
