@@ -1,14 +1,17 @@
 // dev/bench_gemm.cpp — GFLOP/s of the CPU GEMM with each micro-kernel this CPU runs, on the
 // training step's shapes (SmolLM-135M: N = 1024 tokens, hidden 576, intermediate 1536, vocab
 // 49152 in chunks of 85 rows), against the kernel's register-FMA peak on the same threads.
-// Usage: lathe_engine_bench_gemm [threads=2] [kernel: all, portable, avx2, avx512]. Prints; asserts nothing.
+// Usage: lathe_engine_bench_gemm [threads=2] [kernel: all, portable, avx2, avx512, bf16]. Prints; asserts nothing.
+// bf16: the --base-dtype bf16 products (f32 activations times bf16 weights) on the layer and head shapes.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bf16.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/gemm_kernels.h"
 #include "rng.h"
 #include "threads.h"
@@ -56,6 +59,29 @@ int main(int argc, char** argv) {
       t0 = std::chrono::steady_clock::now();
       do {
         lathe::sgemm_with(pool, *k, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), sh.N);
+        ++reps;
+        s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      } while (s < 0.3);
+      std::printf("  %-30s %7.1f GFLOP/s\n", sh.what, 2.0 * sh.M * sh.N * sh.K * reps / s / 1e9);
+    }
+  }
+  if (only == "all" || only == "bf16") {
+    std::printf("bf16 (%s): f32 x bf16 weights\n", lathe::bf16_gemm_path());
+    std::vector<float> work;
+    for (const Shape& sh : shapes) {
+      if (sh.ta || sh.M < 64 || sh.N < 64) continue;  // the bf16 path takes the frozen weights' products only
+      std::vector<float> A(static_cast<size_t>(sh.M) * sh.K), C(static_cast<size_t>(sh.M) * sh.N);
+      std::vector<uint16_t> W(static_cast<size_t>(sh.K) * sh.N);
+      for (auto& x : A) x = rng.uniform();
+      for (auto& w : W) w = lathe::f32_to_bf16(rng.uniform());
+      const int ldw = sh.tb ? sh.K : sh.N;
+      auto run = [&] { lathe::sgemm_bf16(pool, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), sh.K, W.data(), ldw, 0.0f, C.data(), sh.N, work); };
+      run();
+      int reps = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      double s = 0;
+      do {
+        run();
         ++reps;
         s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       } while (s < 0.3);

@@ -14,7 +14,7 @@
 namespace lathe {
 namespace {
 
-constexpr int MC = 96, NC = 192, KC = 256;  // MC is a multiple of every kernel's MR
+constexpr int MC = 96, NC = 384, KC = 256;  // MC is a multiple of every kernel's MR
 
 // Packs op(B)[k0:k0+kc, j0:j0+nc] as NR-column slivers: Bp[s*NR*kc + k*NR + c].
 template <int NR>

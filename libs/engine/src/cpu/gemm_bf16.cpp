@@ -18,7 +18,7 @@ void bf16_block(int kp, int mc, int nc, const uint32_t* Ap, const uint32_t* Bp, 
 
 namespace {
 
-constexpr int MR = 12, NR = 32, MC = 96, NC = 192, KC = 256;  // KC even: pairs never straddle slices
+constexpr int MR = 12, NR = 32, MC = 96, NC = 384, KC = 512;  // slices even: pairs never straddle slices
 
 bool has_avx512bf16() {
 #if defined(__x86_64__) && defined(LATHE_HAVE_AVX512BF16)
@@ -56,19 +56,21 @@ void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha
   // a deep product (the head's dx): one task per thread over all rows, as sgemm does
   const bool deep = K >= 8 * M && K >= 8 * N;
   if (deep) nc_max = std::max(NR, ((N + threads - 1) / threads + NR - 1) / NR * NR);
-  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max, slices = (K + KC - 1) / KC;
+  // K in equal even slices of at most KC (576 as 2 x 288, not 512 + 64)
+  const int slices = (K + KC - 1) / KC, kcs = ((K + slices - 1) / slices + 1) / 2 * 2;
+  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
   const int group = deep ? tiles_m : std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
   const int groups_m = (tiles_m + group - 1) / group;
   // bf16(A) is packed once, every MC-row tile of every KC slice in its own place of `work`, so that
   // the column panels share it (packing it per panel converted A N / NC times over).
-  constexpr size_t tile_words = static_cast<size_t>(MC) * (KC / 2);
+  const size_t tile_words = static_cast<size_t>(MC) * (kcs / 2);
   work.resize(static_cast<size_t>(tiles_m) * slices * tile_words);  // 32-bit words in f32 storage, never read as float
   uint32_t* packed_a = reinterpret_cast<uint32_t*>(work.data());
   if (K > 0 && alpha != 0.0f)
     pool.run(static_cast<int64_t>(tiles_m) * slices, [&](int64_t task, int) {
       const int ti = static_cast<int>(task / slices), ks = static_cast<int>(task % slices);
-      const int i = ti * MC, k0 = ks * KC;
-      cpu::bf16_pack_a(A + static_cast<size_t>(i) * lda + k0, lda, std::min(MC, M - i), std::min(KC, K - k0), packed_a + task * tile_words);
+      const int i = ti * MC, k0 = ks * kcs;
+      cpu::bf16_pack_a(A + static_cast<size_t>(i) * lda + k0, lda, std::min(MC, M - i), std::min(kcs, K - k0), packed_a + task * tile_words);
     });
   pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
     const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
@@ -82,9 +84,9 @@ void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha
     if (K <= 0 || alpha == 0.0f) return;
     const int nc_pad = (nc + NR - 1) / NR * NR;
     // 32-bit words of bf16 pairs, in the thread's float scratch (same size, never read as float)
-    uint32_t* Bp = reinterpret_cast<uint32_t*>(pool.scratch(thread, static_cast<size_t>(nc_pad) * (KC / 2)));
+    uint32_t* Bp = reinterpret_cast<uint32_t*>(pool.scratch(thread, static_cast<size_t>(nc_pad) * (kcs / 2)));
     for (int ks = 0; ks < slices; ++ks) {
-      const int k0 = ks * KC, kc = std::min(KC, K - k0), kp = (kc + 1) / 2;
+      const int k0 = ks * kcs, kc = std::min(kcs, K - k0), kp = (kc + 1) / 2;
       cpu::bf16_pack_b(trans_w, W, ldw, k0, j0, kc, nc, Bp);
       for (int i = i0; i < i0 + mg; i += MC) {
         const int mc = std::min(MC, i0 + mg - i);
