@@ -21,10 +21,13 @@
 TEST(bf16_products_match_the_f64_product_of_bf16_operands_and_any_thread_count_gives_the_same_bits) {
   std::printf("  bf16 GEMM path on this CPU: %s\n", lathe::bf16_gemm_path());
   lathe::Rng rng(5, 1);
-  const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {97, 200, 259}, {12, 32, 16}, {130, 33, 600}, {25, 70, 513}};
+  // (K past 512 runs in equal slices; K >= 8 M and 8 N is a deep product, one task per thread
+  // over all rows; beta = 0 stores the first slice without reading C)
+  const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {97, 200, 259}, {12, 32, 16}, {130, 33, 600}, {25, 70, 513}, {40, 100, 1030}, {12, 40, 1100}};
   for (auto& s : sizes) {
     const int M = s[0], N = s[1], K = s[2];
-    for (int trans_w = 0; trans_w < 2; ++trans_w) {
+    for (int trans_w = 0; trans_w < 2; ++trans_w)
+    for (float beta : {1.0f, 0.0f}) {
       const auto A = t::random_vec(rng, static_cast<size_t>(M) * K, -1, 1);
       const auto Wf = t::random_vec(rng, static_cast<size_t>(K) * N, -1, 1);
       std::vector<uint16_t> W(Wf.size());
@@ -40,16 +43,16 @@ TEST(bf16_products_match_the_f64_product_of_bf16_operands_and_any_thread_count_g
             const double w = lathe::bf16_to_f32(trans_w ? W[static_cast<size_t>(j) * K + k] : W[static_cast<size_t>(k) * N + j]);
             acc += a * w;
           }
-          ref[static_cast<size_t>(i) * N + j] = 0.5 * acc + C0[static_cast<size_t>(i) * N + j];
+          ref[static_cast<size_t>(i) * N + j] = 0.5 * acc + beta * C0[static_cast<size_t>(i) * N + j];
         }
       std::vector<float> C1 = C0, C3 = C0, work;
       lathe::ThreadPool p1(1), p3(3);
-      lathe::sgemm_bf16(p1, trans_w, M, N, K, 0.5f, A.data(), K, W.data(), ldw, 1.0f, C1.data(), N, work);
-      lathe::sgemm_bf16(p3, trans_w, M, N, K, 0.5f, A.data(), K, W.data(), ldw, 1.0f, C3.data(), N, work);
+      lathe::sgemm_bf16(p1, trans_w, M, N, K, 0.5f, A.data(), K, W.data(), ldw, beta, C1.data(), N, work);
+      lathe::sgemm_bf16(p3, trans_w, M, N, K, 0.5f, A.data(), K, W.data(), ldw, beta, C3.data(), N, work);
       double worst = 0;
       for (size_t i = 0; i < C1.size(); ++i) worst = std::max(worst, std::fabs(C1[i] - ref[i]));
       CHECK_MSG(worst < 1e-5 * std::sqrt(double(K)) + 1e-6, "M,N,K=" + std::to_string(M) + "," + std::to_string(N) + "," + std::to_string(K) +
-                                                             " trans_w=" + std::to_string(trans_w) + " err " + std::to_string(worst));
+                                                             " trans_w=" + std::to_string(trans_w) + " beta=" + std::to_string(beta) + " err " + std::to_string(worst));
       CHECK(std::memcmp(C1.data(), C3.data(), C1.size() * sizeof(float)) == 0);
     }
   }

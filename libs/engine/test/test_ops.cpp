@@ -11,7 +11,8 @@
 
 TEST(sgemm_nn_nt_tn_match_naive_for_odd_sizes_and_any_thread_count_with_every_kernel_this_cpu_runs) {
   lathe::Rng rng(1, 1);
-  const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {97, 200, 259}, {6, 16, 256}, {130, 33, 600}, {12, 32, 17}, {25, 70, 513}};
+  // ({6, 16, 256} and {40, 70, 1200} are deep products: K >= 8 M and 8 N, one task per thread)
+  const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {97, 200, 259}, {6, 16, 256}, {130, 33, 600}, {12, 32, 17}, {25, 70, 513}, {40, 70, 1200}};
   int kernels = 0;
   for (const char* name : {"portable", "avx2", "avx512"}) {
   const lathe::cpu::GemmKernel* kern = lathe::cpu::gemm_kernel_by_name(name);
@@ -53,6 +54,16 @@ TEST(sgemm_nn_nt_tn_match_naive_for_odd_sizes_and_any_thread_count_with_every_ke
   lathe::sgemm(p1, false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C1.data(), N);
   lathe::sgemm(p2, false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C2.data(), N);
   CHECK(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+  // and for a deep product (the head's dx: all rows per task, columns split by thread count)
+  const int Md = 50, Nd = 90, Kd = 2000;
+  auto Ad = t::random_vec(rng, static_cast<size_t>(Md) * Kd, -1, 1), Bd = t::random_vec(rng, static_cast<size_t>(Kd) * Nd, -1, 1);
+  std::vector<float> D1(static_cast<size_t>(Md) * Nd), D2(D1.size()), D3(D1.size());
+  lathe::ThreadPool p3(3);
+  lathe::sgemm(p1, false, false, Md, Nd, Kd, 1.0f, Ad.data(), Kd, Bd.data(), Nd, 0.0f, D1.data(), Nd);
+  lathe::sgemm(p2, false, false, Md, Nd, Kd, 1.0f, Ad.data(), Kd, Bd.data(), Nd, 0.0f, D2.data(), Nd);
+  lathe::sgemm(p3, false, false, Md, Nd, Kd, 1.0f, Ad.data(), Kd, Bd.data(), Nd, 0.0f, D3.data(), Nd);
+  CHECK(std::memcmp(D1.data(), D2.data(), D1.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(D1.data(), D3.data(), D1.size() * sizeof(float)) == 0);
 }
 
 TEST(rope_llama3_inv_freq_matches_hf_compute_llama3_parameters) {
