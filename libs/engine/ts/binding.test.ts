@@ -6,6 +6,7 @@ import path from "node:path";
 import { listTensors, readModelConfig, readTensorF32, writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EngineError, Model, engineConfig, type Batch } from "./index.js";
+import { caught } from "./test-support/caught.js";
 
 let small = "";
 let larger = "";
@@ -28,15 +29,6 @@ function randomBatch(batch: number, seq: number, vocab: number): Batch {
   const labels = Int32Array.from({ length: n }, (_, i) => ((i + 1) % seq === 0 ? -100 : tokens[i + 1]!));
   const positions = Int32Array.from({ length: n }, (_, i) => i % seq);
   return { tokens, labels, positions, segments: null, batch, seq };
-}
-
-async function caught(fn: () => unknown): Promise<unknown> {
-  try {
-    await fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a failure");
 }
 
 describe("errors", () => {

@@ -7,6 +7,7 @@ import path from "node:path";
 import { readModelConfig, writeTinyModel } from "@lathe/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EngineError, Model, devices, engineConfig } from "./index.js";
+import { caught } from "./test-support/caught.js";
 
 let dir = "";
 
@@ -17,15 +18,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-async function caught(fn: () => unknown): Promise<unknown> {
-  try {
-    await fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a failure");
-}
 
 describe("devices", () => {
   it("lists cpu first, then only device backends, each once", () => {

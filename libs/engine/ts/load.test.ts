@@ -7,6 +7,7 @@ import { listTensors, readModelConfig, readTensorF32, writeSafetensors, writeTin
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EngineError, Model, engineConfig } from "./index.js";
 import { nextTokenBatch } from "./test-support/steps.js";
+import { caught } from "./test-support/caught.js";
 
 let root = "";
 
@@ -29,15 +30,6 @@ async function logitsOf(dir: string, viaJs: boolean): Promise<{ logits: Float32A
 
 function sameBits(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-}
-
-async function caught(fn: () => unknown): Promise<unknown> {
-  try {
-    await fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a failure");
 }
 
 describe("memory-mapped safetensors", () => {
