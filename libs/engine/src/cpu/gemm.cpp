@@ -48,13 +48,7 @@ void pack_b(bool trans, const float* B, int ldb, int k0, int j0, int kc, int nc,
 template <int MR, int NR>
 void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0, int mg, int j0, int nc, int K, float alpha,
                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc, float* Bp) {
-  // beta = 0: the first K slice stores its products (no zero fill, no read of C)
-  const bool store = beta == 0.0f && K > 0 && alpha != 0.0f;
-  for (int i = 0; i < mg && !store && beta != 1.0f; ++i) {
-    float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
-    if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
-    else for (int j = 0; j < nc; ++j) c[j] *= beta;
-  }
+  const bool store = gemm_prepare_c(beta, alpha, K, C, ldc, i0, mg, j0, nc);
   if (K <= 0 || alpha == 0.0f) return;
   float* edge = Bp + static_cast<size_t>((nc + NR - 1) / NR * NR) * KC;
   // a(i, k) = op(A)[i, k]
@@ -74,24 +68,10 @@ void gemm_panel(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int i0,
 template <int MR, int NR>
 void sgemm_tiles(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  // Tasks: an NC-column panel of C times a group of MC-row tiles. A task packs each K slice of its
-  // B panel once and runs it over all its rows. Narrow products get narrower panels, so that
-  // there are at least two tasks per thread.
-  const int threads = pool.size();
-  int nc_max = NC;
-  if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
-    nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
-  // A deep product (K far past M and N: the head's dx = dlogits E, K the vocabulary) streams both
-  // A and B from memory: one task per thread, each all the rows and a thread's share of the
-  // columns, reads B once and A once per thread.
-  const bool deep = K >= 8 * M && K >= 8 * N;
-  if (deep) nc_max = std::max(NR, ((N + threads - 1) / threads + NR - 1) / NR * NR);
-  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
-  const int group = deep ? tiles_m : std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
-  const int groups_m = (tiles_m + group - 1) / group;
-  pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
-    const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
-    const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
+  const GemmTiles t = gemm_tiles(M, N, K, pool.size(), MC, NC, NR);
+  pool.run(t.tasks(), [&](int64_t task, int thread) {
+    const int i0 = static_cast<int>(task / t.tiles_n) * t.group * MC, j0 = static_cast<int>(task % t.tiles_n) * t.nc_max;
+    const int mg = std::min(t.group * MC, M - i0), nc = std::min(t.nc_max, N - j0);
     float* Bp = pool.scratch(thread, static_cast<size_t>((nc + NR - 1) / NR * NR + MR) * KC);
     gemm_panel<MR, NR>(kern, trans_a, trans_b, i0, mg, j0, nc, K, alpha, A, lda, B, ldb, beta, C, ldc, Bp);
   });
@@ -105,6 +85,30 @@ void sgemm_serial_t(const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int
 }
 
 }  // namespace
+
+GemmTiles gemm_tiles(int M, int N, int K, int threads, int mc, int nc, int nr) {
+  GemmTiles t{};
+  t.nc_max = nc;
+  if (static_cast<int64_t>((M + mc - 1) / mc) * ((N + nc - 1) / nc) < 2 * threads)
+    t.nc_max = std::max(nr, ((N + 2 * threads - 1) / (2 * threads) + nr - 1) / nr * nr);
+  const bool deep = K >= 8 * M && K >= 8 * N;
+  if (deep) t.nc_max = std::max(nr, ((N + threads - 1) / threads + nr - 1) / nr * nr);
+  t.tiles_m = (M + mc - 1) / mc;
+  t.tiles_n = (N + t.nc_max - 1) / t.nc_max;
+  t.group = deep ? t.tiles_m : std::max(1, std::min(t.tiles_m, t.tiles_m * t.tiles_n / (4 * threads)));
+  t.groups_m = (t.tiles_m + t.group - 1) / t.group;
+  return t;
+}
+
+bool gemm_prepare_c(float beta, float alpha, int K, float* C, int ldc, int i0, int mg, int j0, int nc) {
+  const bool store = beta == 0.0f && K > 0 && alpha != 0.0f;
+  for (int i = 0; i < mg && !store && beta != 1.0f; ++i) {
+    float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
+    if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
+    else for (int j = 0; j < nc; ++j) c[j] *= beta;
+  }
+  return store;
+}
 
 void sgemm_with(ThreadPool& pool, const cpu::GemmKernel& kern, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {

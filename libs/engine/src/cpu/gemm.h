@@ -31,6 +31,23 @@ void sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
                   float beta, float* C, int ldc, float* work);
 size_t sgemm_serial_work_floats();
 
+// The task plan shared by sgemm and sgemm_bf16: a task is an nc-column panel of C times a group
+// of mc-row tiles (its B panel packed once per K slice and run over all its rows). Narrow products
+// get narrower panels, so that there are at least two tasks per thread; groups aim at four tasks
+// per thread. A deep product (K at least 8x M and N: the head's dx = dlogits E, K the vocabulary)
+// streams both operands from memory: one task per thread, all the rows and a thread's share of
+// the columns, so that each operand is read once per thread.
+struct GemmTiles {
+  int nc_max, tiles_m, tiles_n, group, groups_m;
+  int64_t tasks() const { return static_cast<int64_t>(groups_m) * tiles_n; }
+};
+GemmTiles gemm_tiles(int M, int N, int K, int threads, int mc, int nc, int nr);
+
+// Before a task's K slices: C[i0:i0+mg, j0:j0+nc] *= beta, or filled with zeros when beta = 0 and
+// the first slice cannot store (K <= 0 or alpha = 0). Returns whether the first slice stores
+// (beta = 0: C is neither zero-filled nor read).
+bool gemm_prepare_c(float beta, float alpha, int K, float* C, int ldc, int i0, int mg, int j0, int nc);
+
 // C[M,N] = alpha * A[M,K] B[K,N] + beta C
 inline void gemm_nn(ThreadPool& p, int M, int N, int K, float alpha, const float* A, const float* B, float beta, float* C) {
   sgemm(p, false, false, M, N, K, alpha, A, K, B, N, beta, C, N);

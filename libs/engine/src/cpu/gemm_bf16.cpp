@@ -1,5 +1,5 @@
-// cpu/gemm_bf16.cpp — see gemm_bf16.h. The AVX512_BF16 path tiles C as sgemm does (a task: an NC
-// column panel times a group of MC-row tiles; each KC slice of the panel packed once), packing
+// cpu/gemm_bf16.cpp — see gemm_bf16.h. The AVX512_BF16 path tiles C as sgemm does (gemm_tiles: a task
+// is an NC column panel times a group of MC-row tiles; each K slice of the panel packed once), packing
 // both operands as bf16 pairs for gemm_avx512bf16.cpp's kernel.
 #include "cpu/gemm_bf16.h"
 
@@ -49,38 +49,24 @@ void sgemm_bf16(ThreadPool& pool, bool trans_w, int M, int N, int K, float alpha
     sgemm(pool, false, trans_w, M, N, K, alpha, af, K, wf, ldw, beta, C, ldc);
     return;
   }
-  const int threads = pool.size();
-  int nc_max = NC;
-  if (static_cast<int64_t>((M + MC - 1) / MC) * ((N + NC - 1) / NC) < 2 * threads)
-    nc_max = std::max(NR, ((N + 2 * threads - 1) / (2 * threads) + NR - 1) / NR * NR);
-  // a deep product (the head's dx): one task per thread over all rows, as sgemm does
-  const bool deep = K >= 8 * M && K >= 8 * N;
-  if (deep) nc_max = std::max(NR, ((N + threads - 1) / threads + NR - 1) / NR * NR);
+  const GemmTiles t = gemm_tiles(M, N, K, pool.size(), MC, NC, NR);
   // K in equal even slices of at most KC (576 as 2 x 288, not 512 + 64)
   const int slices = (K + KC - 1) / KC, kcs = ((K + slices - 1) / slices + 1) / 2 * 2;
-  const int tiles_m = (M + MC - 1) / MC, tiles_n = (N + nc_max - 1) / nc_max;
-  const int group = deep ? tiles_m : std::max(1, std::min(tiles_m, tiles_m * tiles_n / (4 * threads)));
-  const int groups_m = (tiles_m + group - 1) / group;
   // bf16(A) is packed once, every MC-row tile of every KC slice in its own place of `work`, so that
   // the column panels share it (packing it per panel converted A N / NC times over).
   const size_t tile_words = static_cast<size_t>(MC) * (kcs / 2);
-  work.resize(static_cast<size_t>(tiles_m) * slices * tile_words);  // 32-bit words in f32 storage, never read as float
+  work.resize(static_cast<size_t>(t.tiles_m) * slices * tile_words);  // 32-bit words in f32 storage, never read as float
   uint32_t* packed_a = reinterpret_cast<uint32_t*>(work.data());
   if (K > 0 && alpha != 0.0f)
-    pool.run(static_cast<int64_t>(tiles_m) * slices, [&](int64_t task, int) {
+    pool.run(static_cast<int64_t>(t.tiles_m) * slices, [&](int64_t task, int) {
       const int ti = static_cast<int>(task / slices), ks = static_cast<int>(task % slices);
       const int i = ti * MC, k0 = ks * kcs;
       cpu::bf16_pack_a(A + static_cast<size_t>(i) * lda + k0, lda, std::min(MC, M - i), std::min(kcs, K - k0), packed_a + task * tile_words);
     });
-  pool.run(static_cast<int64_t>(groups_m) * tiles_n, [&](int64_t task, int thread) {
-    const int i0 = static_cast<int>(task / tiles_n) * group * MC, j0 = static_cast<int>(task % tiles_n) * nc_max;
-    const int mg = std::min(group * MC, M - i0), nc = std::min(nc_max, N - j0);
-    const bool store = beta == 0.0f && K > 0 && alpha != 0.0f;  // the first slice stores
-    for (int i = 0; i < mg && !store && beta != 1.0f; ++i) {
-      float* c = C + static_cast<size_t>(i0 + i) * ldc + j0;
-      if (beta == 0.0f) std::fill(c, c + nc, 0.0f);
-      else for (int j = 0; j < nc; ++j) c[j] *= beta;
-    }
+  pool.run(t.tasks(), [&](int64_t task, int thread) {
+    const int i0 = static_cast<int>(task / t.tiles_n) * t.group * MC, j0 = static_cast<int>(task % t.tiles_n) * t.nc_max;
+    const int mg = std::min(t.group * MC, M - i0), nc = std::min(t.nc_max, N - j0);
+    const bool store = gemm_prepare_c(beta, alpha, K, C, ldc, i0, mg, j0, nc);
     if (K <= 0 || alpha == 0.0f) return;
     const int nc_pad = (nc + NR - 1) / NR * NR;
     // 32-bit words of bf16 pairs, in the thread's float scratch (same size, never read as float)
