@@ -16,10 +16,30 @@
 #include "rng.h"
 #include "threads.h"
 
+namespace {
+
+struct Shape { const char* what; bool ta, tb; int M, N, K; };
+
+// One warm-up product, then as many as fit in 0.3 s; prints the shape's GFLOP/s.
+template <class F>
+void time_product(const Shape& sh, F&& run) {
+  run();
+  int reps = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double s = 0;
+  do {
+    run();
+    ++reps;
+    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (s < 0.3);
+  std::printf("  %-30s %7.1f GFLOP/s\n", sh.what, 2.0 * sh.M * sh.N * sh.K * reps / s / 1e9);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   lathe::ThreadPool pool(threads);
-  struct Shape { const char* what; bool ta, tb; int M, N, K; };
   const Shape shapes[] = {
       {"q/o  y=xW^T   1024x576x576", false, true, 1024, 576, 576},
       {"up   y=xW^T   1024x1536x576", false, true, 1024, 1536, 576},
@@ -54,15 +74,7 @@ int main(int argc, char** argv) {
       for (auto& x : A) x = rng.uniform();
       for (auto& x : B) x = rng.uniform();
       const int lda = sh.ta ? sh.M : sh.K, ldb = sh.tb ? sh.K : sh.N;
-      lathe::sgemm_with(pool, *k, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), sh.N);
-      int reps = 0;
-      t0 = std::chrono::steady_clock::now();
-      do {
-        lathe::sgemm_with(pool, *k, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), sh.N);
-        ++reps;
-        s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      } while (s < 0.3);
-      std::printf("  %-30s %7.1f GFLOP/s\n", sh.what, 2.0 * sh.M * sh.N * sh.K * reps / s / 1e9);
+      time_product(sh, [&] { lathe::sgemm_with(pool, *k, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), sh.N); });
     }
   }
   if (only == "all" || only == "bf16") {
@@ -75,17 +87,7 @@ int main(int argc, char** argv) {
       for (auto& x : A) x = rng.uniform();
       for (auto& w : W) w = lathe::f32_to_bf16(rng.uniform());
       const int ldw = sh.tb ? sh.K : sh.N;
-      auto run = [&] { lathe::sgemm_bf16(pool, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), sh.K, W.data(), ldw, 0.0f, C.data(), sh.N, work); };
-      run();
-      int reps = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      double s = 0;
-      do {
-        run();
-        ++reps;
-        s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      } while (s < 0.3);
-      std::printf("  %-30s %7.1f GFLOP/s\n", sh.what, 2.0 * sh.M * sh.N * sh.K * reps / s / 1e9);
+      time_product(sh, [&] { lathe::sgemm_bf16(pool, sh.tb, sh.M, sh.N, sh.K, 1.0f, A.data(), sh.K, W.data(), ldw, 0.0f, C.data(), sh.N, work); });
     }
   }
 }
